@@ -1,0 +1,3 @@
+from sae_paper.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,109 @@
+"""The ``sae-paper`` command line: harvest, train, evaluate (or all three with ``run``).
+
+Every command takes one :class:`~sae_paper.config.RunConfig`: ``--config FILE.yaml`` and/or
+``--set field=value`` (repeatable; values parsed as YAML, so ``--set alpha=null`` works).
+``sae-paper fields`` lists the fields with their documentation.
+Errors in the user's input print one line, ``error: …``, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import fields
+
+from sae_paper import SaePaperError
+
+
+def _parse_sets(pairs: list[str]) -> dict:
+    import yaml
+
+    values = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise SaePaperError(f"--set takes field=value, got {pair!r}")
+        values[name.strip()] = yaml.safe_load(raw)
+    return values
+
+
+def _config(args):
+    from sae_paper.config import load_config
+
+    return load_config(args.config, **_parse_sets(args.set))
+
+
+def _cmd_fields(args) -> None:
+    from sae_paper.config import RunConfig, field_docs
+
+    docs = field_docs()
+    for f in fields(RunConfig):
+        print(f"{f.name} = {f.default!r}\n    {docs.get(f.name, '')}")
+
+
+def _cmd_harvest(args) -> None:
+    from sae_paper.pipeline import Run
+
+    run = Run(_config(args))
+    for split in ("train", "eval"):
+        cache = run.activations(split)
+        print(f"{split}: {cache.n_rows:,} activations × {cache.d_in} at {run.site} in {cache.folder}")
+
+
+def _cmd_train(args) -> None:
+    from sae_paper.pipeline import Run
+
+    run = Run(_config(args))
+    sae = run.sae()
+    summary = json.loads((run.sae_dir / "summary.json").read_text())
+    print(f"{sae!r}\nsaved in {run.sae_dir}")
+    print(json.dumps({k: summary[k] for k in summary if k != "config"}, indent=1))
+
+
+def _cmd_evaluate(args) -> None:
+    from sae_paper.pipeline import Run
+
+    run = Run(_config(args))
+    evaluation = run.evaluate()
+    print(f"{run.config.model} {run.site}, {run.config.sae} SAE, R={run.config.ratio:g}, alpha={run.alpha:g}")
+    print("\n".join(evaluation.lines()))
+
+
+def _cmd_run(args) -> None:
+    started = time.perf_counter()
+    _cmd_harvest(args)
+    _cmd_train(args)
+    _cmd_evaluate(args)
+    print(f"wall time {time.perf_counter() - started:.0f} s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sae-paper", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, function, help_text in (
+        ("harvest", _cmd_harvest, "harvest train and held-out activations to the disk cache"),
+        ("train", _cmd_train, "train (or resume) the SAE on the cached activations"),
+        ("evaluate", _cmd_evaluate, "FVU, L0, alive features and splice CE on held-out text"),
+        ("run", _cmd_run, "harvest, train and evaluate"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--config", help="YAML file of RunConfig fields")
+        sub.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override one field")
+        sub.set_defaults(function=function)
+    commands.add_parser("fields", help="list the config fields and what they mean").set_defaults(function=_cmd_fields)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.function(args)
+    except SaePaperError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; everything written so far is kept and a rerun resumes", file=sys.stderr)
+        return 130
+    return 0

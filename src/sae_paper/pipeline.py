@@ -1,0 +1,142 @@
+"""Harvest → train → evaluate for one :class:`~sae_paper.config.RunConfig`, with every
+artifact cached on disk under a key of the fields it depends on.
+
+This is what ``sae-paper harvest|train|evaluate`` and the notebooks call. A rerun with the
+same config reuses the activation cache and the trained SAE; changing, say, ``alpha``
+retrains but reuses the activations. The model is loaded only when something must be
+computed with it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from sae_paper import SaePaperError
+from sae_paper.activations import ActivationCache, HarvestSpec, harvest
+from sae_paper.config import TRAIN_FIELDS, RunConfig
+from sae_paper.data import load_contexts, text_source
+from sae_paper.metrics import SpliceMetrics, reconstruction_stats, splice_metrics
+from sae_paper.models import Site, load_model, model_spec
+from sae_paper.paths import cache_dir, shared_dir
+from sae_paper.sae import SparseAutoencoder, load_sae
+from sae_paper.train import SUMMARY_FILE, train_sae
+
+EVALUATION_FILE = "evaluation.json"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Held-out quality of one SAE (Section 2 and 6.2 of the paper)."""
+
+    fvu: float
+    """Fraction of variance unexplained on held-out activations."""
+    mean_l0: float
+    """Mean number of active features per activation vector."""
+    alive: int
+    """Features that fired more than ``alive_threshold`` times on the held-out activations."""
+    d_sae: int
+    n_activations: int
+    splice: SpliceMetrics
+    """Language-model cost of replacing the site by its reconstruction."""
+
+    def lines(self) -> list[str]:
+        s = self.splice
+        return [
+            f"FVU            {self.fvu:.4f}   (held-out, {self.n_activations:,} activations)",
+            f"mean L0        {self.mean_l0:.1f}",
+            f"alive features {self.alive} / {self.d_sae}",
+            f"CE clean       {s.ce_clean:.4f} nats (perplexity {s.perplexity_clean:.2f})",
+            f"CE spliced     {s.ce_spliced:.4f} nats (perplexity {s.perplexity_spliced:.2f})",
+            f"CE zero-ablate {s.ce_zero:.4f} nats (perplexity {s.perplexity_zero:.2f})",
+            f"CE recovered   {s.ce_recovered:.3f}   ({s.n_tokens:,} held-out tokens, BOS untouched)",
+        ]
+
+
+class Run:
+    """One config's artifacts: its activation caches, its SAE folder, its evaluation."""
+
+    def __init__(self, config: RunConfig, *, progress: bool = True):
+        self.config = config
+        self.spec = model_spec(config.model)
+        self.site = Site(config.site, config.layer).check(self.spec)
+        if text_source(config.source).files:
+            shared_dir()  # fail now, with one line, rather than after loading the model
+        self.progress = progress
+        self._model = None
+
+    @property
+    def model(self):
+        """The language model, loaded on first use only."""
+        if self._model is None:
+            self._model = load_model(self.config.model)
+        return self._model
+
+    @cached_property
+    def alpha(self) -> float:
+        return self.config.alpha if self.config.alpha is not None else self.spec.default_alpha(self.config.site)
+
+    def harvest_spec(self, split: str) -> HarvestSpec:
+        c = self.config
+        n_tokens = c.n_tokens if split == "train" else c.eval_tokens
+        return HarvestSpec(c.model, c.source, split, n_tokens, c.context_length, c.dtype, c.seed)
+
+    def activations(self, split: str = "train") -> ActivationCache:
+        """The site's activations for a split, harvested on first use."""
+        spec = self.harvest_spec(split)
+        folder = spec.folder() / str(self.site)
+        if (folder / "manifest.json").is_file():
+            try:
+                return ActivationCache(folder)
+            except SaePaperError as error:
+                if "incomplete" not in str(error):
+                    raise
+        caches = harvest(self.model, spec, [self.site], batch_size=self.config.harvest_batch_size, progress=self.progress)
+        return caches[self.site]
+
+    @property
+    def sae_dir(self) -> Path:
+        c = self.config
+        return cache_dir("saes", c.model) / f"{self.site}-{c.sae}-R{c.ratio:g}-a{self.alpha:.3g}-{c.key(*TRAIN_FIELDS)}"
+
+    def sae(self) -> SparseAutoencoder:
+        """The trained SAE, trained (or resumed) on first use."""
+        if (self.sae_dir / SUMMARY_FILE).is_file() and (self.sae_dir / "sae.json").is_file():
+            return load_sae(self.sae_dir)
+        result = train_sae(self.activations("train"), self.config, alpha=self.alpha, out_dir=self.sae_dir,
+                           progress=self.progress)
+        return result.sae
+
+    def evaluate(self) -> Evaluation:
+        """FVU, L0, alive features and the splice CE on held-out text; cached beside the SAE."""
+        path = self.sae_dir / EVALUATION_FILE
+        sae = self.sae()
+        if path.is_file():
+            stored = json.loads(path.read_text())
+            if stored.get("eval_tokens") == self.config.eval_tokens:
+                return Evaluation(**{**stored["evaluation"], "splice": SpliceMetrics(**stored["evaluation"]["splice"])})
+        held_out = self.activations("eval")
+        stats = reconstruction_stats(sae, held_out.batches(4096, seed=0, epoch=0), alive_threshold=self.config.alive_threshold)
+        c = self.config
+        contexts = load_contexts(
+            c.source, self.model.tokenizer, n_contexts=self.harvest_spec("eval").n_contexts,
+            context_length=c.context_length, bos_token_id=self.spec.bos_token_id, split="eval", seed=c.seed,
+        )
+        with torch.no_grad():
+            splice = splice_metrics(self.model, self.site, lambda x: sae(x).x_hat, contexts,
+                                    batch_size=c.harvest_batch_size, progress=self.progress)
+        evaluation = Evaluation(stats.fvu, stats.mean_l0, stats.alive, sae.d_sae, stats.n_rows, splice)
+        path.write_text(json.dumps({"eval_tokens": c.eval_tokens, "evaluation": asdict(evaluation)}, indent=1))
+        return evaluation
+
+
+def run_all(config: RunConfig, *, progress: bool = True) -> Evaluation:
+    """Harvest, train and evaluate; what the README's first command runs."""
+    run = Run(config, progress=progress)
+    run.activations("train")
+    run.sae()
+    return run.evaluate()

@@ -1,0 +1,336 @@
+"""The one training loop: Adam on the SAE loss over shuffled activation batches, resumable.
+
+Appendix B: Adam with lr 1e-3, batches of activation vectors, a few epochs. Each
+epoch visits the activations in the order ``activations.batches(batch_size,
+seed=config.seed, epoch=e)`` fixes, and the SAE's initialisation is fixed by
+``config.seed``; a step draws no random numbers. A run is therefore a function of
+(config, α, data), which is what makes resuming exact: a checkpoint stores the SAE and
+Adam state, the position (epoch, batch within the epoch) and the firing counts, and a
+resumed run skips the batches it has already seen and reaches bit-for-bit the weights
+of an uninterrupted run. No RNG state needs saving.
+
+Files in ``out_dir``:
+
+- ``checkpoint.pt``: written every ``config.checkpoint_every`` steps and at the end,
+  atomically (temporary file + ``os.replace``). It records what the run depends on
+  (the training fields of the config, α, the data's shape); a checkpoint from a
+  different run is refused, never silently overwritten. A finished run's checkpoint is
+  kept, so calling :func:`train_sae` again only rewrites the outputs.
+- ``sae.safetensors`` + ``sae.json``: the trained SAE (:meth:`SparseAutoencoder.save`).
+- ``summary.json``: config, α, steps, time, throughput, last-batch loss/FVU/L0 and
+  the alive/dead feature counts.
+
+Dead features: firing counts are accumulated over the last epoch, which sees every
+activation vector once, and a feature is alive if it fired more than
+``config.alive_threshold`` times (Figure 16's "fires > 10 times").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from sae_paper import SaePaperError
+from sae_paper.activations import ActivationBatches
+from sae_paper.config import TRAIN_FIELDS, RunConfig
+from sae_paper.metrics import alive_dead, fvu
+from sae_paper.sae import SaeOutput, SparseAutoencoder, make_sae
+
+CHECKPOINT_FILE = "checkpoint.pt"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FORMAT = 1
+DISPLAY_EVERY = 10
+"""Steps between progress-bar updates (each costs a few host syncs and one FVU pass)."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train_sae` returns."""
+
+    sae: SparseAutoencoder
+    """The SAE after the last step run (trained, if ``finished``)."""
+    summary: dict[str, Any]
+    """What ``summary.json`` holds (also filled, but not written, when stopped early)."""
+    fire_counts: Int[Tensor, " d_sae"]
+    """Times each feature fired during the last epoch (so far, if not finished)."""
+    out_dir: Path
+    finished: bool
+    """False when ``stop_after_steps`` ended the run early (then only the checkpoint is on disk)."""
+
+
+@dataclass
+class _Position:
+    """Where training stands: the next batch to run is batch ``batch`` of epoch ``epoch``."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    seconds: float = 0.0
+    """Training time summed over all calls that contributed to this run."""
+    last: dict[str, float] = field(default_factory=dict)
+    """Statistics of the most recent batch (loss, mse, l1, fvu, l0)."""
+
+
+def make_optimizer(sae: SparseAutoencoder, lr: float) -> torch.optim.Adam:
+    """Adam(lr) over the SAE's parameters, with the single-kernel (fused) update where available."""
+    params = list(sae.parameters())
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused)
+
+
+def train_step(
+    sae: SparseAutoencoder,
+    optimizer: torch.optim.Optimizer,
+    batch: Float[Tensor, "batch d_in"],
+    fire_counts: Int[Tensor, " d_sae"] | None = None,
+) -> SaeOutput:
+    """One Adam step on one batch; adds each feature's firings to ``fire_counts`` if given.
+
+    The training loop and ``benchmarks/train_throughput.py`` both call this, so the
+    benchmark measures the real step.
+    """
+    out = sae(batch)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    optimizer.step()
+    if fire_counts is not None:
+        fire_counts += (out.codes > 0).sum(dim=0)
+    return out
+
+
+def train_sae(
+    activations: ActivationBatches,
+    config: RunConfig,
+    *,
+    alpha: float,
+    out_dir: str | Path,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    stop_after_steps: int | None = None,
+) -> TrainResult:
+    """Train a ``config.sae`` SAE with ``d_sae = round(config.ratio · d_in)`` on ``activations``.
+
+    ``alpha`` is the resolved L1 coefficient (``config.alpha`` may be None). Resumes from
+    ``out_dir/checkpoint.pt`` when it was written by the same run. ``device``: where to
+    train (default: CUDA if available, else CPU). ``stop_after_steps``: stop, as if
+    killed, after this many steps of this call, leaving only the last periodic
+    checkpoint behind (for testing resumption).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device) if device is not None else _default_device()
+    d_in, n_rows = activations.d_in, activations.n_rows
+    d_sae = max(1, round(config.ratio * d_in))
+    batches_per_epoch = math.ceil(n_rows / config.batch_size)
+    total_steps = config.epochs * batches_per_epoch
+    fingerprint = _fingerprint(config, alpha, d_in, n_rows, d_sae)
+
+    metadata = {"model": config.model, "layer": config.layer, "site": config.site, "source": config.source,
+                "config": config.to_dict(), "n_rows": n_rows}
+    sae = make_sae(config.sae, d_in, d_sae, alpha=alpha, seed=config.seed, metadata=metadata).to(device)
+    optimizer = make_optimizer(sae, config.lr)
+    fire_counts = torch.zeros(d_sae, dtype=torch.int64, device=device)
+    checkpoint_path = out_dir / CHECKPOINT_FILE
+    position = _Position()
+    if checkpoint_path.exists():
+        position = _load_checkpoint(checkpoint_path, fingerprint, sae, optimizer, fire_counts)
+    resumed_from = position.step
+
+    rows_done = _rows_done(position, n_rows, config.batch_size)
+    bar = tqdm(total=config.epochs * n_rows, initial=rows_done, unit="act", unit_scale=True,
+               disable=not progress, desc=f"train {config.sae} SAE")
+    started = time.perf_counter()
+    seconds_before = position.seconds
+    steps_this_call = 0
+    out = batch = None
+
+    def elapsed() -> float:
+        return seconds_before + time.perf_counter() - started
+
+    def checkpoint() -> None:
+        position.seconds = elapsed()
+        if out is not None:
+            position.last = _batch_stats(out, batch)
+        _save_checkpoint(checkpoint_path, fingerprint, sae, optimizer, fire_counts, position)
+
+    def summary() -> dict[str, Any]:
+        return _summary(config, alpha, position, total_steps, n_rows, d_sae, fire_counts, resumed_from, elapsed())
+
+    try:
+        while position.epoch < config.epochs:
+            counting = position.epoch == config.epochs - 1  # fire counts cover the last epoch
+            skip, seen = position.batch, 0
+            for seen, batch in enumerate(activations.batches(config.batch_size, seed=config.seed, epoch=position.epoch), 1):
+                if seen <= skip:  # already trained on before the checkpoint
+                    continue
+                batch = batch.to(device, non_blocking=True)
+                out = train_step(sae, optimizer, batch, fire_counts if counting else None)
+                position.step, position.batch = position.step + 1, seen
+                steps_this_call += 1
+                bar.update(batch.shape[0])
+                if progress and position.step % DISPLAY_EVERY == 0:
+                    stats = _batch_stats(out, batch)
+                    bar.set_postfix(loss=f"{stats['loss']:.4g}", fvu=f"{stats['fvu']:.3f}", L0=f"{stats['l0']:.1f}",
+                                    refresh=False)
+                if stop_after_steps is not None and steps_this_call >= stop_after_steps:
+                    return _result(sae, fire_counts, out_dir, finished=False, summary=summary())
+                if seen == batches_per_epoch:  # the epoch-end checkpoint below records (epoch + 1, 0)
+                    continue
+                if config.checkpoint_every and position.step % config.checkpoint_every == 0:
+                    checkpoint()
+            if seen != batches_per_epoch:
+                raise SaePaperError(f"activation source yielded {seen} batches in epoch {position.epoch}, expected "
+                                    f"{batches_per_epoch} ({n_rows} rows / batch size {config.batch_size})")
+            position.epoch, position.batch = position.epoch + 1, 0
+            if config.checkpoint_every and position.step % config.checkpoint_every == 0 and position.epoch < config.epochs:
+                checkpoint()
+    finally:
+        bar.close()
+
+    checkpoint()  # the final one: a later call finds the run finished and only rewrites the outputs
+    result = _result(sae, fire_counts, out_dir, finished=True, summary=summary())
+    sae.save(out_dir)
+    _write_json(out_dir / SUMMARY_FILE, result.summary)
+    return result
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _rows_done(position: _Position, n_rows: int, batch_size: int) -> int:
+    """Activation vectors trained on up to ``position`` (counting each epoch's rows once)."""
+    return position.epoch * n_rows + min(position.batch * batch_size, n_rows)
+
+
+def _fingerprint(config: RunConfig, alpha: float, d_in: int, n_rows: int, d_sae: int) -> dict[str, Any]:
+    """What a run's result depends on; a checkpoint is only resumed when this matches exactly."""
+    values = {name: getattr(config, name) for name in TRAIN_FIELDS}
+    values.update(alpha=float(alpha), d_in=d_in, n_rows=n_rows, d_sae=d_sae)
+    return values
+
+
+@torch.no_grad()
+def _batch_stats(out: SaeOutput, batch: Tensor) -> dict[str, float]:
+    """Loss terms, FVU and L0 of one batch, as plain floats (costs a host sync)."""
+    return {
+        "loss": out.loss.item(),
+        "mse": out.mse.item(),
+        "l1": out.l1.item(),
+        "fvu": _safe_fvu(batch, out.x_hat),
+        "l0": (out.codes > 0).sum(dim=1).double().mean().item(),
+    }
+
+
+def _safe_fvu(batch: Tensor, x_hat: Tensor) -> float:
+    """FVU of one batch for display, NaN where undefined (one row, or no variance)."""
+    try:
+        return fvu(batch, x_hat)
+    except SaePaperError:
+        return float("nan")
+
+
+def _summary(
+    config: RunConfig,
+    alpha: float,
+    position: _Position,
+    total_steps: int,
+    n_rows: int,
+    d_sae: int,
+    fire_counts: Tensor,
+    resumed_from: int,
+    seconds: float,
+) -> dict[str, Any]:
+    alive, dead = alive_dead(fire_counts, config.alive_threshold)
+    activations_seen = _rows_done(position, n_rows, config.batch_size)
+    return {
+        "config": config.to_dict(),
+        "alpha": alpha,
+        "kind": config.sae,
+        "d_sae": d_sae,
+        "n_rows": n_rows,
+        "steps": position.step,
+        "total_steps": total_steps,
+        "epochs": position.epoch,
+        "resumed_from_step": resumed_from,
+        "wall_time_s": seconds,
+        "activations_per_s": activations_seen / seconds if seconds > 0 else None,
+        "final": position.last,
+        "alive": alive,
+        "dead": dead,
+        "alive_threshold": config.alive_threshold,
+        "fire_counts_window": "last epoch",
+    }
+
+
+def _result(sae: SparseAutoencoder, fire_counts: Tensor, out_dir: Path, *, finished: bool, summary: dict[str, Any]) -> TrainResult:
+    return TrainResult(sae=sae, summary=summary, fire_counts=fire_counts.cpu(), out_dir=out_dir, finished=finished)
+
+
+def _save_checkpoint(
+    path: Path,
+    fingerprint: dict[str, Any],
+    sae: SparseAutoencoder,
+    optimizer: torch.optim.Optimizer,
+    fire_counts: Tensor,
+    position: _Position,
+) -> None:
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "fingerprint": fingerprint,
+        "sae": sae.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "fire_counts": fire_counts,
+        "position": {"step": position.step, "epoch": position.epoch, "batch": position.batch,
+                     "seconds": position.seconds, "last": position.last},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(
+    path: Path,
+    fingerprint: dict[str, Any],
+    sae: SparseAutoencoder,
+    optimizer: torch.optim.Optimizer,
+    fire_counts: Tensor,
+) -> _Position:
+    """Restore ``sae``, ``optimizer`` and ``fire_counts`` in place from ``path``; return the position."""
+    try:
+        payload = torch.load(path, map_location=fire_counts.device, weights_only=True)
+        if payload.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"format {payload.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+        saved = payload["fingerprint"]
+    except Exception as error:  # any unreadable file: say which and why, in one line
+        raise SaePaperError(f"cannot resume from {path}: {error!r}; delete it to start over") from None
+    differences = [f"{name}: {saved.get(name)!r} there vs {value!r} now"
+                   for name, value in fingerprint.items() if saved.get(name) != value]
+    if differences:
+        raise SaePaperError(f"{path} belongs to a different training run ({'; '.join(differences)}); "
+                            "use another out_dir or delete the checkpoint")
+    sae.load_state_dict(payload["sae"])
+    optimizer.load_state_dict(payload["optimizer"])
+    fire_counts.copy_(payload["fire_counts"])
+    saved_position = payload["position"]
+    return _Position(step=saved_position["step"], epoch=saved_position["epoch"], batch=saved_position["batch"],
+                     seconds=saved_position["seconds"], last=dict(saved_position["last"]))
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,47 @@
+"""Shared fixtures: seeded RNGs, a scratch cache per test, the small random Pythia model.
+
+Test tiers (see README): unit tests use hand-set tensors; integration tests load
+``pythia-70m-deduped-random`` (built from the shared configs, ~2 s); tests marked
+``slow`` load the real SmolLM2 (its first conversion takes ~45 s, then it is cached in
+the model cache, which the scratch cache deliberately does not replace).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from sae_paper.paths import model_cache_dir
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def scratch_cache(tmp_path, monkeypatch) -> Path:
+    """Each test writes activations and SAEs to its own folder; converted models stay shared."""
+    models = model_cache_dir()
+    monkeypatch.setenv("SAE_PAPER_MODEL_CACHE", str(models))
+    monkeypatch.setenv("SAE_PAPER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "1"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def pythia_random():
+    from sae_paper.models import load_model
+
+    return load_model("pythia-70m-deduped-random", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from sae_paper.models import load_model
+
+    return load_model("smollm2-135m", device="cpu")

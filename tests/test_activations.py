@@ -1,0 +1,115 @@
+"""Harvesting to the disk cache: exact values, resumption, corruption, shuffled reading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sae_paper import SaePaperError
+from sae_paper import activations as activations_module
+from sae_paper.activations import ActivationCache, HarvestSpec, InMemoryActivations, harvest
+from sae_paper.data import load_contexts
+from sae_paper.models import Site
+
+RESID, MLP = Site("resid_post", 1), Site("mlp_post", 0)
+
+
+def small_spec(n_tokens=150, **changes) -> HarvestSpec:
+    fields = dict(model="pythia-70m-deduped-random", source="pile-openings", split="train", n_tokens=n_tokens,
+                  context_length=16, dtype="float32", seed=3)
+    return HarvestSpec(**{**fields, **changes})
+
+
+def test_harvest_matches_a_direct_forward_pass(pythia_random):
+    spec = small_spec()
+    caches = harvest(pythia_random, spec, [RESID, MLP], batch_size=4, shard_contexts=4, progress=False)
+    rows = {site: cache.read_all() for site, cache in caches.items()}
+    assert rows[RESID].shape == (150, 512) and rows[MLP].shape == (150, 2048)
+
+    tokens = load_contexts("pile-openings", pythia_random.tokenizer, n_contexts=spec.n_contexts,
+                           context_length=16, bos_token_id=0, seed=3)
+    _, cache = pythia_random.run_with_cache(tokens)
+    expected = cache[RESID.hook_name][:, 1:].reshape(-1, 512)[:150]  # BOS positions are left out
+    torch.testing.assert_close(rows[RESID], expected, rtol=1e-5, atol=1e-5)
+    manifest = caches[RESID].manifest
+    assert manifest["hook"] == "blocks.1.hook_resid_post" and manifest["complete"]
+    assert sum(s["rows"] for s in manifest["shards"]) == 150 and len(manifest["shards"]) == 3
+
+
+def test_interrupted_harvest_resumes_to_the_same_cache(pythia_random, monkeypatch, tmp_path):
+    spec = small_spec()
+    real_append = activations_module._append_shard
+    calls = {"n": 0}
+
+    def append_then_die(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the second shard of the first site: a crash mid-harvest
+            raise KeyboardInterrupt
+        return real_append(*args, **kwargs)
+
+    monkeypatch.setattr(activations_module, "_append_shard", append_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        harvest(pythia_random, spec, [RESID, MLP], batch_size=4, shard_contexts=4, progress=False)
+    monkeypatch.setattr(activations_module, "_append_shard", real_append)
+    resumed = harvest(pythia_random, spec, [RESID, MLP], batch_size=4, shard_contexts=4, progress=False)
+
+    monkeypatch.setenv("SAE_PAPER_CACHE", str(tmp_path / "fresh"))
+    fresh = harvest(pythia_random, spec, [RESID, MLP], batch_size=4, shard_contexts=4, progress=False)
+    for site in (RESID, MLP):
+        assert torch.equal(resumed[site].read_all(), fresh[site].read_all())
+
+
+def test_complete_cache_is_reused_without_a_model(pythia_random):
+    spec = small_spec()
+    harvest(pythia_random, spec, [RESID], shard_contexts=4, progress=False)
+    again = harvest(None, spec, [RESID], progress=False)
+    assert again[RESID].n_rows == 150
+
+
+def test_corrupted_shard_is_detected_and_kept(pythia_random):
+    spec = small_spec()
+    cache = harvest(pythia_random, spec, [RESID], shard_contexts=4, progress=False)[RESID]
+    shard = cache.folder / "shard_00001.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(SaePaperError, match="shard_00001.*corrupt"):
+        ActivationCache(cache.folder)
+    with pytest.raises(SaePaperError, match="corrupt"):
+        harvest(pythia_random, spec, [RESID], progress=False)
+    assert shard.read_bytes() == bytes(data)  # nothing deleted or rewritten behind the user's back
+
+
+def test_mismatched_manifest_is_refused(pythia_random):
+    spec = small_spec()
+    cache = harvest(pythia_random, spec, [RESID], shard_contexts=4, progress=False)[RESID]
+    manifest = json.loads((cache.folder / "manifest.json").read_text())
+    manifest["d"] = 999
+    (cache.folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SaePaperError, match="different settings \\(d\\)"):
+        harvest(pythia_random, spec, [RESID], progress=False)
+
+
+@pytest.mark.parametrize("source", [
+    lambda rows, tmp: InMemoryActivations(rows),
+    "disk",
+])
+def test_batches_visit_every_row_once_in_a_seeded_order(pythia_random, source):
+    if source == "disk":
+        store = harvest(pythia_random, small_spec(n_tokens=300), [RESID], shard_contexts=4, progress=False)[RESID]
+        rows = store.read_all()
+    else:
+        rows = torch.randn(300, 8)
+        store = source(rows, None)
+    epoch0 = list(store.batches(64, seed=1, epoch=0))
+    assert [len(b) for b in epoch0][:-1] == [64] * (len(epoch0) - 1)
+    assert torch.equal(torch.cat(epoch0).sort(dim=0).values, rows.sort(dim=0).values)
+    assert all(torch.equal(a, b) for a, b in zip(epoch0, store.batches(64, seed=1, epoch=0)))
+    assert not torch.equal(epoch0[0], next(store.batches(64, seed=1, epoch=1)))
+
+
+def test_in_memory_activations_refuse_wrong_shapes():
+    with pytest.raises(SaePaperError, match="n_rows, d_in"):
+        InMemoryActivations(torch.zeros(2, 3, 4))
