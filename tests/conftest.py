@@ -45,3 +45,14 @@ def smollm2():
     from sae_paper.models import load_model
 
     return load_model("smollm2-135m", device="cpu")
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch single-threaded for the test: the SAE tests use tiny tensors, for which a
+    second thread only adds synchronisation, and on a shared 2-core machine an intra-op
+    thread that is not scheduled stalls every op (10x slower). Results do not depend on it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

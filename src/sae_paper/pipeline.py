@@ -41,15 +41,24 @@ class Evaluation:
     """Features that fired more than ``alive_threshold`` times on the held-out activations."""
     d_sae: int
     n_activations: int
-    splice: SpliceMetrics
-    """Language-model cost of replacing the site by its reconstruction."""
+    splice: SpliceMetrics | None
+    """Language-model cost of replacing the site by its reconstruction (None: not measured)."""
+
+    @classmethod
+    def from_dict(cls, stored: dict) -> "Evaluation":
+        splice = SpliceMetrics(**stored["splice"]) if stored.get("splice") else None
+        return cls(**{**stored, "splice": splice})
 
     def lines(self) -> list[str]:
-        s = self.splice
-        return [
+        lines = [
             f"FVU            {self.fvu:.4f}   (held-out, {self.n_activations:,} activations)",
             f"mean L0        {self.mean_l0:.1f}",
             f"alive features {self.alive} / {self.d_sae}",
+        ]
+        if self.splice is None:
+            return lines
+        s = self.splice
+        return lines + [
             f"CE clean       {s.ce_clean:.4f} nats (perplexity {s.perplexity_clean:.2f})",
             f"CE spliced     {s.ce_spliced:.4f} nats (perplexity {s.perplexity_spliced:.2f})",
             f"CE zero-ablate {s.ce_zero:.4f} nats (perplexity {s.perplexity_zero:.2f})",
@@ -111,27 +120,33 @@ class Run:
                            progress=self.progress)
         return result.sae
 
-    def evaluate(self) -> Evaluation:
-        """FVU, L0, alive features and the splice CE on held-out text; cached beside the SAE."""
+    def evaluate(self, *, splice: bool = True) -> Evaluation:
+        """FVU, L0 and alive features on held-out activations, and (``splice=True``) the
+        language-model CE with the site spliced, which costs three full forward passes over
+        ``eval_tokens`` tokens. Cached beside the SAE."""
         path = self.sae_dir / EVALUATION_FILE
         sae = self.sae()
         if path.is_file():
             stored = json.loads(path.read_text())
-            if stored.get("eval_tokens") == self.config.eval_tokens:
-                return Evaluation(**{**stored["evaluation"], "splice": SpliceMetrics(**stored["evaluation"]["splice"])})
+            if stored.get("eval_tokens") == self.config.eval_tokens and (stored["evaluation"]["splice"] or not splice):
+                return Evaluation.from_dict(stored["evaluation"])
         held_out = self.activations("eval")
         stats = reconstruction_stats(sae, held_out.batches(4096, seed=0, epoch=0), alive_threshold=self.config.alive_threshold)
+        splice_result = self.splice(lambda x: sae(x).x_hat) if splice else None
+        evaluation = Evaluation(stats.fvu, stats.mean_l0, stats.alive, sae.d_sae, stats.n_rows, splice_result)
+        path.write_text(json.dumps({"eval_tokens": self.config.eval_tokens, "evaluation": asdict(evaluation)}, indent=1))
+        return evaluation
+
+    def splice(self, reconstruct) -> SpliceMetrics:
+        """CE on the held-out contexts with this site replaced by ``reconstruct(x)`` (any decomposition)."""
         c = self.config
         contexts = load_contexts(
             c.source, self.model.tokenizer, n_contexts=self.harvest_spec("eval").n_contexts,
             context_length=c.context_length, bos_token_id=self.spec.bos_token_id, split="eval", seed=c.seed,
         )
         with torch.no_grad():
-            splice = splice_metrics(self.model, self.site, lambda x: sae(x).x_hat, contexts,
-                                    batch_size=c.harvest_batch_size, progress=self.progress)
-        evaluation = Evaluation(stats.fvu, stats.mean_l0, stats.alive, sae.d_sae, stats.n_rows, splice)
-        path.write_text(json.dumps({"eval_tokens": c.eval_tokens, "evaluation": asdict(evaluation)}, indent=1))
-        return evaluation
+            return splice_metrics(self.model, self.site, reconstruct, contexts,
+                                  batch_size=c.harvest_batch_size, progress=self.progress)
 
 
 def run_all(config: RunConfig, *, progress: bool = True) -> Evaluation:

@@ -1,0 +1,65 @@
+"""The run configuration and the command line's handling of bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from sae_paper import SaePaperError
+from sae_paper.cli import main
+from sae_paper.config import HARVEST_FIELDS, RunConfig, field_docs, load_config
+
+
+def test_yaml_config_with_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: pythia-70m-deduped-random\nlayer: 2\nalpha: 0.001\n")
+    config = load_config(path, layer=4)
+    assert (config.model, config.layer, config.alpha) == ("pythia-70m-deduped-random", 4, 0.001)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"site": "attn"}, "site='attn': must be one of resid_post, mlp_post"),
+    ({"n_tokens": 0}, "n_tokens=0: must be a positive integer"),
+    ({"ratio": -1.0}, "ratio=-1.0: must be positive"),
+    ({"alpha": -0.1}, "alpha=-0.1: must be non-negative"),
+    ({"context_length": 1}, "context_length=1"),
+])
+def test_bad_values_give_one_line(changes, message):
+    with pytest.raises(SaePaperError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        RunConfig(**changes)
+
+
+def test_unknown_fields_and_missing_files(tmp_path):
+    with pytest.raises(SaePaperError, match="unknown config field\\(s\\): colour"):
+        load_config(None, colour="red")
+    with pytest.raises(SaePaperError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_cache_key_depends_only_on_the_named_fields():
+    base = RunConfig()
+    assert base.key(*HARVEST_FIELDS) == base.replace(alpha=0.5, epochs=9).key(*HARVEST_FIELDS)
+    assert base.key(*HARVEST_FIELDS) != base.replace(layer=4).key(*HARVEST_FIELDS)
+
+
+def test_every_field_is_documented():
+    docs = field_docs()
+    assert set(docs) == set(RunConfig.__dataclass_fields__)
+    assert all(len(text) > 10 for text in docs.values())
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "--set", "model=gpt2"], "error: unknown model 'gpt2'"),
+    (["harvest", "--set", "layer=40"], "error: smollm2-135m has layers 0..29"),
+    (["train", "--set", "source=pile"], "error: unknown text source 'pile'"),
+    (["evaluate", "--set", "colour"], "error: --set takes field=value"),
+])
+def test_cli_bad_input_is_one_error_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(message) and "\n" not in err
+
+
+def test_cli_missing_shared_folder(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("SAE_PAPER_SHARED", str(tmp_path / "absent"))
+    assert main(["harvest"]) == 2
+    assert "shared folder not found" in capsys.readouterr().err
