@@ -15,8 +15,10 @@ from sae_paper.sae import (
     SparseAutoencoder,
     TiedSAE,
     UntiedSAE,
+    _NormalizeRows,
     load_sae,
     make_sae,
+    normalize_rows,
     register_sae,
 )
 
@@ -111,6 +113,21 @@ def test_fused_forward_agrees_with_reference_values_and_gradients(kind):
     sae.reference_forward(x.detach()).loss.backward()
     for a, p in zip(fast_param_grads, sae.parameters()):
         torch.testing.assert_close(a, p.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_row_normalisation_agrees_with_f_normalize_even_for_tiny_rows():
+    matrix = torch.randn(5, 3, dtype=torch.float64)
+    matrix[1] = 0.0  # zero row: clamped
+    matrix[2] *= 1e-10  # below NORM_EPS: clamped
+    matrix = matrix.requires_grad_()
+    grad = torch.randn(5, 3, dtype=torch.float64)
+    fast = _NormalizeRows.apply(matrix)
+    reference = normalize_rows(matrix)
+    torch.testing.assert_close(fast, reference, rtol=1e-15, atol=0)
+    (fast_grad,) = torch.autograd.grad(fast, matrix, grad)
+    (reference_grad,) = torch.autograd.grad(reference, matrix, grad)
+    torch.testing.assert_close(fast_grad, reference_grad, rtol=1e-12, atol=0)
+    assert torch.autograd.gradcheck(_NormalizeRows.apply, (torch.randn(4, 3, dtype=torch.float64, requires_grad=True),))
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -389,9 +389,9 @@ class _NormalizeRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, matrix: Tensor) -> Tensor:
         norm = torch.linalg.vector_norm(matrix, dim=1, keepdim=True)
-        inverse = norm.clamp_min(NORM_EPS).reciprocal_()
-        normalized = matrix * inverse
-        ctx.save_for_backward(normalized, inverse, norm >= NORM_EPS)
+        clamped = norm.clamp_min(NORM_EPS)
+        normalized = matrix / clamped  # divide, not multiply by 1/n: bitwise equal to F.normalize
+        ctx.save_for_backward(normalized, clamped.reciprocal(), norm >= NORM_EPS)
         return normalized
 
     @staticmethod
