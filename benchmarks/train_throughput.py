@@ -16,10 +16,12 @@ with the same memory layouts (transposes as strided views, as the step uses) int
 preallocated outputs, on random data; its throughput is an upper bound on the training
 loop's. The "train_sae step" is :func:`sae_paper.train.train_step`, the function the
 training loop calls, with a real Adam optimizer and firing counts on (as in the last
-epoch). The two are timed alternately, so a noisy machine slows both alike; each
-repeat gives a ratio and the medians are printed.
+epoch). The two are timed alternately, step by step, so that a noisy machine slows both
+alike; each repeat of ``--steps`` steps gives a ratio and the medians are printed (and
+the ratio of the best repeats, the better estimate when other processes share the cores).
 
-    python benchmarks/train_throughput.py [--d-in 576] [--ratio 2] [--batch 1024] [--steps 10] [--kind tied] [--threads N]
+    python benchmarks/train_throughput.py [--d-in 576] [--ratio 2] [--batch 1024] [--steps 10]
+                                          [--repeats 5] [--kind tied|untied] [--threads N] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -68,11 +70,21 @@ def real_steps(kind: str, batch: int, d_in: int, d_sae: int, generator: torch.Ge
     return run
 
 
-def seconds(run: Callable[[], None], steps: int) -> float:
-    start = time.perf_counter()
+def measure(
+    bare: Callable[[], None], train: Callable[[], None], steps: int, clock: Callable[[], float] = time.perf_counter
+) -> tuple[float, float]:
+    """Seconds for ``steps`` of each, alternating step by step so that load from other
+    processes falls on both alike."""
+    bare_seconds = train_seconds = 0.0
     for _ in range(steps):
-        run()
-    return time.perf_counter() - start
+        start = clock()
+        bare()
+        middle = clock()
+        train()
+        end = clock()
+        bare_seconds += middle - start
+        train_seconds += end - middle
+    return bare_seconds, train_seconds
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,28 +97,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps of each before timing")
     parser.add_argument("--kind", choices=("tied", "untied"), default="tied")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time, robust to other processes on the cores "
+                             "(meaningful with --threads 1 only: idle threads spin)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     d_sae = round(args.ratio * args.d_in)
     generator = torch.Generator().manual_seed(0)
     bare = bare_matmuls(args.batch, args.d_in, d_sae, generator)
     train = real_steps(args.kind, args.batch, args.d_in, d_sae, generator)
     print(f"{args.kind} SAE, batch {args.batch}, d_in {args.d_in}, d_sae {d_sae}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    seconds(bare, args.warmup)
-    seconds(train, args.warmup)
+          f"{torch.get_num_threads()} threads, {args.clock} clock, torch {torch.__version__}")
+    measure(bare, train, args.warmup, clock)
     bare_rates, train_rates, ratios = [], [], []
     for _ in range(args.repeats):
-        bare_rate = args.batch * args.steps / seconds(bare, args.steps)
-        train_rate = args.batch * args.steps / seconds(train, args.steps)
-        bare_rates.append(bare_rate)
-        train_rates.append(train_rate)
-        ratios.append(train_rate / bare_rate)
+        bare_seconds, train_seconds = measure(bare, train, args.steps, clock)
+        bare_rates.append(args.batch * args.steps / bare_seconds)
+        train_rates.append(args.batch * args.steps / train_seconds)
+        ratios.append(bare_seconds / train_seconds)
     print(f"bare matmul limit: {statistics.median(bare_rates):,.0f} act/s")
     print(f"train_sae step: {statistics.median(train_rates):,.0f} act/s")
-    print(f"ratio: {statistics.median(ratios):.3f}  (per repeat: {', '.join(f'{r:.3f}' for r in ratios)})")
-
+    print(f"ratio: {statistics.median(ratios):.3f}  (per repeat: {', '.join(f'{r:.3f}' for r in ratios)}; "
+          f"best train / best bare: {max(train_rates) / max(bare_rates):.3f})")
 
 if __name__ == "__main__":
     main()

@@ -168,10 +168,16 @@ def test_a_finished_run_is_not_trained_again(tmp_path, small_data):
 
 @pytest.mark.parametrize(
     ("changes", "alpha", "named"),
-    [({}, 2e-3, "alpha"), ({"lr": 1e-2}, 1e-3, "lr"), ({"sae": "untied"}, 1e-3, "sae"), ({"ratio": 3.0}, 1e-3, "ratio")],
+    [
+        ({}, 2e-3, "alpha"),
+        ({"lr": 1e-2}, 1e-3, "lr"),
+        ({"sae": "untied"}, 1e-3, "sae"),
+        ({"ratio": 3.0}, 1e-3, "ratio"),
+    ],
 )
 def test_a_checkpoint_from_a_different_run_is_refused(tmp_path, small_data, changes, alpha, named):
-    train_sae(small_data, small_config(), alpha=1e-3, out_dir=tmp_path, progress=False, device="cpu", stop_after_steps=6)
+    train_sae(small_data, small_config(), alpha=1e-3, out_dir=tmp_path, progress=False, device="cpu",
+              stop_after_steps=6)
     checkpoint = (tmp_path / CHECKPOINT_FILE).read_bytes()
     with pytest.raises(SaePaperError, match=f"different training run.*{named}"):
         train_sae(small_data, small_config(**changes), alpha=alpha, out_dir=tmp_path, progress=False, device="cpu")
@@ -179,7 +185,8 @@ def test_a_checkpoint_from_a_different_run_is_refused(tmp_path, small_data, chan
 
 
 def test_a_checkpoint_with_only_a_different_checkpoint_interval_is_resumed(tmp_path, small_data):
-    train_sae(small_data, small_config(), alpha=1e-3, out_dir=tmp_path, progress=False, device="cpu", stop_after_steps=6)
+    train_sae(small_data, small_config(), alpha=1e-3, out_dir=tmp_path, progress=False, device="cpu",
+              stop_after_steps=6)
     result = train_sae(small_data, small_config(checkpoint_every=3), alpha=1e-3, out_dir=tmp_path, progress=False,
                        device="cpu")
     assert result.summary["resumed_from_step"] == 5
@@ -202,3 +209,16 @@ def test_a_source_that_yields_too_few_batches_is_reported(tmp_path):
     with pytest.raises(SaePaperError, match="yielded 15 batches in epoch 0, expected 16"):
         train_sae(ShortSource(torch.randn(1000, 8)), small_config(), alpha=1e-3, out_dir=tmp_path, progress=False,
                   device="cpu")
+
+
+@pytest.mark.parametrize("stop", [0, -3, 2.5])
+def test_stop_after_steps_must_be_positive(tmp_path, small_data, stop):
+    with pytest.raises(SaePaperError, match="stop_after_steps"):
+        train_sae(small_data, small_config(), alpha=1e-3, out_dir=tmp_path, progress=False, stop_after_steps=stop)
+
+
+def test_progress_bar_shows_loss_fvu_and_l0(tmp_path, small_data, capsys):
+    train_sae(small_data, small_config(epochs=1), alpha=1e-3, out_dir=tmp_path, progress=True, device="cpu")
+    shown = capsys.readouterr().err
+    assert "train tied SAE" in shown and "act/s" in shown
+    assert all(f"{name}=" in shown for name in ("loss", "fvu", "L0"))

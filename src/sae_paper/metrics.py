@@ -38,7 +38,9 @@ def fvu(x: Float[Tensor, "batch d_in"], x_hat: Float[Tensor, "batch d_in"]) -> f
     Computed in float64. Raises if the shapes differ or ``x`` has no variance (FVU undefined).
     """
     if x.shape != x_hat.shape or x.ndim != 2:
-        raise SaePaperError(f"fvu needs x and x_hat of the same [batch, d_in] shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}")
+        raise SaePaperError(
+            f"fvu needs x and x_hat of the same [batch, d_in] shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}"
+        )
     x, x_hat = x.detach().double(), x_hat.detach().double()
     total = (x - x.mean(dim=0)).pow(2).sum()
     if total <= 0:

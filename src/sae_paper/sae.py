@@ -19,16 +19,17 @@ mean what they meant there under this normalisation.
 
 Initialisation follows the authors' code: ``M`` is Xavier-uniform (bound
 ``sqrt(6 / (d_in + d_sae))``), ``b = 0``, drawn from a generator seeded by ``seed`` so
-an SAE is a function of its seed. The authors drew the untied encoder independently of
-the decoder; here ``M_e`` starts as ``M̂_d``, so an untied SAE starts as exactly the
-tied SAE of the same seed and the two differ only in the constraint (the later
-standard "encoder = decoder transpose" start, which the lead chose for this project).
+an SAE is a function of its seed. One deliberate difference: the authors drew the
+untied encoder independently of the decoder; here ``M_e`` starts as ``M̂_d``, so an
+untied SAE starts as exactly the tied SAE of the same seed and the two differ only in
+the constraint (Appendix C.3 compares them), the "encoder = decoder transpose" start
+of later SAE work.
 
 Both kinds share everything but their weights: a variant only says how to make its
 parameters and how they give the (encoder, bias, decoder) triple, :class:`SaeWeights`,
-given a row-normalisation function.
-The base class owns encode/decode, the loss, input checks and save/load; a registry maps
-the saved ``kind`` back to the class, so :func:`load_sae` needs no if/elif.
+given a row-normalisation function. The base class owns encode/decode, the loss, input
+checks and save/load; a registry maps the saved ``kind`` back to the class, so
+:func:`load_sae` needs no if/elif.
 
 :meth:`SparseAutoencoder.forward` is the training fast path: two autograd nodes with
 hand-written backwards, one for the row normalisation and one for encoder, decoder and
@@ -175,7 +176,9 @@ class SparseAutoencoder(nn.Module):
     def _check(self, tensor: Any, width: int, what: str, dim_name: str) -> None:
         """One clear line if ``tensor`` is not a [batch, width] tensor of this SAE's dtype and device."""
         if not isinstance(tensor, Tensor):
-            raise SaePaperError(f"SAE {what} must be a torch.Tensor [batch, {dim_name}={width}], got {type(tensor).__name__}")
+            raise SaePaperError(
+                f"SAE {what} must be a torch.Tensor [batch, {dim_name}={width}], got {type(tensor).__name__}"
+            )
         if tensor.ndim != 2 or tensor.shape[1] != width:
             raise SaePaperError(f"SAE {what} must have shape [batch, {dim_name}={width}], got {tuple(tensor.shape)}")
         expected = self.b
@@ -300,8 +303,8 @@ def load_sae(directory: str | Path) -> SparseAutoencoder:
     try:
         sae.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
-        first_line = str(error).strip().splitlines()
-        raise SaePaperError(f"weights in {weights_path} do not fit the {kind} SAE of {config_path}: {' '.join(first_line)}") from None
+        why = " ".join(str(error).strip().splitlines())
+        raise SaePaperError(f"weights in {weights_path} do not fit the {kind} SAE of {config_path}: {why}") from None
     return sae
 
 

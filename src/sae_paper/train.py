@@ -31,7 +31,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,19 +66,6 @@ class TrainResult:
     out_dir: Path
     finished: bool
     """False when ``stop_after_steps`` ended the run early (then only the checkpoint is on disk)."""
-
-
-@dataclass
-class _Position:
-    """Where training stands: the next batch to run is batch ``batch`` of epoch ``epoch``."""
-
-    step: int = 0
-    epoch: int = 0
-    batch: int = 0
-    seconds: float = 0.0
-    """Training time summed over all calls that contributed to this run."""
-    last: dict[str, float] = field(default_factory=dict)
-    """Statistics of the most recent batch (loss, mse, l1, fvu, l0)."""
 
 
 def make_optimizer(sae: SparseAutoencoder, lr: float) -> torch.optim.Adam:
@@ -126,47 +113,15 @@ def train_sae(
     killed right after this many steps of this call (and any checkpoint due at the last of
     them), leaving only the periodic checkpoints behind (for testing resumption).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device) if device is not None else _default_device()
-    d_in, n_rows = activations.d_in, activations.n_rows
-    d_sae = max(1, round(config.ratio * d_in))
-    batches_per_epoch = math.ceil(n_rows / config.batch_size)
-    total_steps = config.epochs * batches_per_epoch
-    fingerprint = _fingerprint(config, alpha, d_in, n_rows, d_sae)
-
-    metadata = {"model": config.model, "layer": config.layer, "site": config.site, "source": config.source,
-                "config": config.to_dict(), "n_rows": n_rows}
-    sae = make_sae(config.sae, d_in, d_sae, alpha=alpha, seed=config.seed, metadata=metadata).to(device)
-    optimizer = make_optimizer(sae, config.lr)
-    fire_counts = torch.zeros(d_sae, dtype=torch.int64, device=device)
-    checkpoint_path = out_dir / CHECKPOINT_FILE
-    position = _Position()
-    if checkpoint_path.exists():
-        position = _load_checkpoint(checkpoint_path, fingerprint, sae, optimizer, fire_counts)
-    resumed_from = position.step
-
-    bar = tqdm(total=config.epochs * n_rows, initial=_rows_done(position, n_rows, config.batch_size), unit="act",
-               unit_scale=True, disable=not progress, desc=f"train {config.sae} SAE")
-    started, seconds_before = time.perf_counter(), position.seconds
-    saved_step = position.step if checkpoint_path.exists() else -1
+    if stop_after_steps is not None and (not isinstance(stop_after_steps, int) or stop_after_steps <= 0):
+        raise SaePaperError(f"stop_after_steps must be a positive integer or None, got {stop_after_steps!r}")
+    run = _Run.start(activations, config, alpha, Path(out_dir),
+                     torch.device(device) if device is not None else _default_device())
+    batches_per_epoch = math.ceil(run.n_rows / config.batch_size)
+    position = run.position
+    bar = tqdm(total=config.epochs * run.n_rows, initial=run.rows_done(), unit="act", unit_scale=True,
+               disable=not progress, desc=f"train {config.sae} SAE")
     steps_this_call = 0
-    out = batch = None
-
-    def elapsed() -> float:
-        return seconds_before + time.perf_counter() - started
-
-    def checkpoint() -> None:
-        nonlocal saved_step
-        position.seconds = elapsed()
-        if out is not None:
-            position.last = _batch_stats(out, batch)
-        _save_checkpoint(checkpoint_path, fingerprint, sae, optimizer, fire_counts, position)
-        saved_step = position.step
-
-    def summary() -> dict[str, Any]:
-        return _summary(config, alpha, position, total_steps, n_rows, d_sae, fire_counts, resumed_from, elapsed())
-
     try:
         while position.epoch < config.epochs:
             epoch, skip, seen = position.epoch, position.batch, 0
@@ -176,8 +131,9 @@ def train_sae(
                     continue
                 if seen > batches_per_epoch:
                     break
-                batch = batch.to(device, non_blocking=True)
-                out = train_step(sae, optimizer, batch, fire_counts if counting else None)
+                batch = batch.to(run.device, non_blocking=True)
+                out = train_step(run.sae, run.optimizer, batch, run.fire_counts if counting else None)
+                run.last_batch = (out, batch)
                 position.step += 1
                 position.epoch, position.batch = (epoch + 1, 0) if seen == batches_per_epoch else (epoch, seen)
                 steps_this_call += 1
@@ -187,122 +143,161 @@ def train_sae(
                     bar.set_postfix(loss=f"{stats['loss']:.4g}", fvu=f"{stats['fvu']:.3f}", L0=f"{stats['l0']:.1f}",
                                     refresh=False)
                 if config.checkpoint_every and position.step % config.checkpoint_every == 0:
-                    checkpoint()
+                    run.checkpoint()
                 if stop_after_steps is not None and steps_this_call >= stop_after_steps:
-                    return _result(sae, fire_counts, out_dir, finished=False, summary=summary())
+                    return run.result(finished=False)
             if seen != batches_per_epoch:
                 raise SaePaperError(
                     f"activation source yielded {'more than ' if seen > batches_per_epoch else ''}"
                     f"{min(seen, batches_per_epoch)} batches in epoch {epoch}, expected {batches_per_epoch} "
-                    f"({n_rows} rows / batch size {config.batch_size})"
+                    f"({run.n_rows} rows / batch size {config.batch_size})"
                 )
     finally:
         bar.close()
-
-    if saved_step != position.step:
-        checkpoint()  # the final one: a later call finds the run finished and only rewrites the outputs
-    result = _result(sae, fire_counts, out_dir, finished=True, summary=summary())
-    sae.save(out_dir)
-    _write_json(out_dir / SUMMARY_FILE, result.summary)
-    return result
+    return run.finish()
 
 
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _rows_done(position: _Position, n_rows: int, batch_size: int) -> int:
-    """Activation vectors trained on up to ``position`` (counting each epoch's rows once)."""
-    return position.epoch * n_rows + min(position.batch * batch_size, n_rows)
+@dataclass
+class _Position:
+    """Where training stands: the next batch to run is batch ``batch`` of epoch ``epoch``."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
+    seconds: float = 0.0
+    """Training time summed over all calls that contributed to this run."""
+    last: dict[str, float] = field(default_factory=dict)
+    """Statistics of the most recent batch (loss, mse, l1, fvu, l0)."""
 
 
-def _fingerprint(config: RunConfig, alpha: float, d_in: int, n_rows: int, d_sae: int) -> dict[str, Any]:
-    """What a run's result depends on; a checkpoint is only resumed when this matches exactly."""
-    values = {name: getattr(config, name) for name in TRAIN_FIELDS}
-    values.update(alpha=float(alpha), d_in=d_in, n_rows=n_rows, d_sae=d_sae)
-    return values
+@dataclass
+class _Run:
+    """A training run's state between steps: what a checkpoint saves and the summary reports."""
+
+    config: RunConfig
+    alpha: float
+    out_dir: Path
+    device: torch.device
+    n_rows: int
+    fingerprint: dict[str, Any]
+    """What the result depends on; a checkpoint is only resumed when this matches exactly."""
+    sae: SparseAutoencoder
+    optimizer: torch.optim.Optimizer
+    fire_counts: Tensor
+    position: _Position
+    resumed_from: int
+    saved_step: int
+    """Step of the checkpoint on disk (-1: none)."""
+    started: float = field(default_factory=time.perf_counter)
+    seconds_before: float = 0.0
+    last_batch: tuple[SaeOutput, Tensor] | None = None
+
+    @classmethod
+    def start(cls, activations: ActivationBatches, config: RunConfig, alpha: float, out_dir: Path,
+              device: torch.device) -> "_Run":
+        """A fresh run, or the one whose checkpoint is in ``out_dir``."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        d_in, n_rows = activations.d_in, activations.n_rows
+        d_sae = max(1, round(config.ratio * d_in))
+        fingerprint = {name: getattr(config, name) for name in TRAIN_FIELDS}
+        fingerprint.update(alpha=float(alpha), d_in=d_in, n_rows=n_rows, d_sae=d_sae)
+        metadata = {"model": config.model, "layer": config.layer, "site": config.site, "source": config.source,
+                    "config": config.to_dict(), "n_rows": n_rows}
+        sae = make_sae(config.sae, d_in, d_sae, alpha=alpha, seed=config.seed, metadata=metadata).to(device)
+        optimizer = make_optimizer(sae, config.lr)
+        fire_counts = torch.zeros(d_sae, dtype=torch.int64, device=device)
+        path = out_dir / CHECKPOINT_FILE
+        position = _load_checkpoint(path, fingerprint, sae, optimizer, fire_counts) if path.exists() else _Position()
+        return cls(config=config, alpha=alpha, out_dir=out_dir, device=device, n_rows=n_rows, fingerprint=fingerprint,
+                   sae=sae, optimizer=optimizer, fire_counts=fire_counts, position=position,
+                   resumed_from=position.step, saved_step=position.step if path.exists() else -1,
+                   seconds_before=position.seconds)
+
+    def elapsed(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def rows_done(self) -> int:
+        """Activation vectors trained on so far (each epoch's rows counted once)."""
+        return self.position.epoch * self.n_rows + min(self.position.batch * self.config.batch_size, self.n_rows)
+
+    def checkpoint(self) -> None:
+        """Write ``checkpoint.pt`` atomically (temporary file, then ``os.replace``)."""
+        self.position.seconds = self.elapsed()
+        if self.last_batch is not None:
+            self.position.last = _batch_stats(*self.last_batch)
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
+            "sae": self.sae.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "fire_counts": self.fire_counts,
+            "position": asdict(self.position),
+        }
+        path = self.out_dir / CHECKPOINT_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        self.saved_step = self.position.step
+
+    def summary(self) -> dict[str, Any]:
+        seconds = self.elapsed()
+        alive, dead = alive_dead(self.fire_counts, self.config.alive_threshold)
+        return {
+            "config": self.config.to_dict(),
+            "alpha": self.alpha,
+            "kind": self.config.sae,
+            "d_sae": self.sae.d_sae,
+            "n_rows": self.n_rows,
+            "steps": self.position.step,
+            "total_steps": self.config.epochs * math.ceil(self.n_rows / self.config.batch_size),
+            "epochs": self.position.epoch,
+            "resumed_from_step": self.resumed_from,
+            "wall_time_s": seconds,
+            "activations_per_s": self.rows_done() / seconds if seconds > 0 else None,
+            "final": self.position.last,
+            "alive": alive,
+            "dead": dead,
+            "alive_threshold": self.config.alive_threshold,
+            "fire_counts_window": "last epoch",
+        }
+
+    def result(self, *, finished: bool) -> TrainResult:
+        return TrainResult(sae=self.sae, summary=self.summary(), fire_counts=self.fire_counts.cpu(),
+                           out_dir=self.out_dir, finished=finished)
+
+    def finish(self) -> TrainResult:
+        """Final checkpoint (so a later call finds the run finished), SAE and summary.json."""
+        if self.saved_step != self.position.step:
+            self.checkpoint()
+        result = self.result(finished=True)
+        self.sae.save(self.out_dir)
+        tmp = self.out_dir / (SUMMARY_FILE + ".tmp")
+        tmp.write_text(json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, self.out_dir / SUMMARY_FILE)
+        return result
 
 
 @torch.no_grad()
 def _batch_stats(out: SaeOutput, batch: Tensor) -> dict[str, float]:
     """Loss terms, FVU and L0 of one batch, as plain floats (costs a host sync)."""
+    try:
+        batch_fvu = fvu(batch, out.x_hat)
+    except SaePaperError:  # one row, or no variance: undefined, and only for display
+        batch_fvu = float("nan")
     return {
         "loss": out.loss.item(),
         "mse": out.mse.item(),
         "l1": out.l1.item(),
-        "fvu": _safe_fvu(batch, out.x_hat),
+        "fvu": batch_fvu,
         "l0": (out.codes > 0).sum(dim=1).double().mean().item(),
     }
-
-
-def _safe_fvu(batch: Tensor, x_hat: Tensor) -> float:
-    """FVU of one batch for display, NaN where undefined (one row, or no variance)."""
-    try:
-        return fvu(batch, x_hat)
-    except SaePaperError:
-        return float("nan")
-
-
-def _summary(
-    config: RunConfig,
-    alpha: float,
-    position: _Position,
-    total_steps: int,
-    n_rows: int,
-    d_sae: int,
-    fire_counts: Tensor,
-    resumed_from: int,
-    seconds: float,
-) -> dict[str, Any]:
-    alive, dead = alive_dead(fire_counts, config.alive_threshold)
-    activations_seen = _rows_done(position, n_rows, config.batch_size)
-    return {
-        "config": config.to_dict(),
-        "alpha": alpha,
-        "kind": config.sae,
-        "d_sae": d_sae,
-        "n_rows": n_rows,
-        "steps": position.step,
-        "total_steps": total_steps,
-        "epochs": position.epoch,
-        "resumed_from_step": resumed_from,
-        "wall_time_s": seconds,
-        "activations_per_s": activations_seen / seconds if seconds > 0 else None,
-        "final": position.last,
-        "alive": alive,
-        "dead": dead,
-        "alive_threshold": config.alive_threshold,
-        "fire_counts_window": "last epoch",
-    }
-
-
-def _result(sae: SparseAutoencoder, fire_counts: Tensor, out_dir: Path, *, finished: bool, summary: dict[str, Any]) -> TrainResult:
-    return TrainResult(sae=sae, summary=summary, fire_counts=fire_counts.cpu(), out_dir=out_dir, finished=finished)
-
-
-def _save_checkpoint(
-    path: Path,
-    fingerprint: dict[str, Any],
-    sae: SparseAutoencoder,
-    optimizer: torch.optim.Optimizer,
-    fire_counts: Tensor,
-    position: _Position,
-) -> None:
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "fingerprint": fingerprint,
-        "sae": sae.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "fire_counts": fire_counts,
-        "position": {"step": position.step, "epoch": position.epoch, "batch": position.batch,
-                     "seconds": position.seconds, "last": position.last},
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _load_checkpoint(
@@ -328,12 +323,4 @@ def _load_checkpoint(
     sae.load_state_dict(payload["sae"])
     optimizer.load_state_dict(payload["optimizer"])
     fire_counts.copy_(payload["fire_counts"])
-    saved_position = payload["position"]
-    return _Position(step=saved_position["step"], epoch=saved_position["epoch"], batch=saved_position["batch"],
-                     seconds=saved_position["seconds"], last=dict(saved_position["last"]))
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    return _Position(**payload["position"])
