@@ -63,3 +63,12 @@ def test_cli_missing_shared_folder(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("SAE_PAPER_SHARED", str(tmp_path / "absent"))
     assert main(["harvest"]) == 2
     assert "shared folder not found" in capsys.readouterr().err
+
+
+def test_yaml_exponent_without_a_dot_is_a_number(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("alpha: 1e-3\nlr: 3e-4\n")  # YAML 1.1 reads these as strings
+    config = load_config(path)
+    assert (config.alpha, config.lr) == (1e-3, 3e-4)
+    with pytest.raises(SaePaperError, match="alpha='big': must be a number"):
+        load_config(None, alpha="big")

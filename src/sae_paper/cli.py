@@ -3,6 +3,8 @@
 Every command takes one :class:`~sae_paper.config.RunConfig`: ``--config FILE.yaml`` and/or
 ``--set field=value`` (repeatable; values parsed as YAML, so ``--set alpha=null`` works).
 ``sae-paper fields`` lists the fields with their documentation.
+``sae-paper book --profile NAME [-p key=value ...]`` executes the notebooks and builds the book
+(see :mod:`sae_paper.book`).
 Errors in the user's input print one line, ``error: …``, and exit with status 2.
 """
 
@@ -79,6 +81,16 @@ def _cmd_run(args) -> None:
     print(f"wall time {time.perf_counter() - started:.0f} s")
 
 
+def _cmd_book(args) -> None:
+    from sae_paper.book import run_book
+
+    notebooks = [name for entry in args.notebooks for name in entry.split(",") if name]
+    result = run_book(args.profile, args.param, notebooks or None, validate_only=args.validate_only)
+    if not args.validate_only:
+        timings = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.seconds.items())
+        print(f"profile {result.profile}: {timings}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sae-paper", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override one field")
         sub.set_defaults(function=function)
     commands.add_parser("fields", help="list the config fields and what they mean").set_defaults(function=_cmd_fields)
+    book = commands.add_parser("book", help="execute the notebooks with a profile's parameters and build the book")
+    book.add_argument("--profile", default="default", help="profiles/NAME.yaml (smoke, default, paper) or a YAML path")
+    book.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a notebook parameter (value read as YAML); NOTEBOOK.KEY=VALUE for one notebook")
+    book.add_argument("--notebooks", action="append", default=[], metavar="NAME",
+                      help="run only these notebooks (repeatable or comma-separated; default: all)")
+    book.add_argument("--validate-only", action="store_true",
+                      help="check the profile and build every run config, execute nothing")
+    book.set_defaults(function=_cmd_book)
     return parser
 
 

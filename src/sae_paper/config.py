@@ -152,8 +152,15 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> RunConfig:
             raise SaePaperError(f"config file {path} must hold a mapping of field: value")
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(values) - known)
+    known = {f.name: f for f in fields(RunConfig)}
+    unknown = sorted(set(values) - set(known))
     if unknown:
         raise SaePaperError(f"unknown config field(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    for name, value in values.items():
+        # YAML 1.1 reads "1e-3" (no dot) as a string; read such values of float fields as numbers.
+        if isinstance(value, str) and "float" in str(known[name].type):
+            try:
+                values[name] = float(value)
+            except ValueError:
+                raise SaePaperError(f"config field {name}={value!r}: must be a number") from None
     return RunConfig(**values)

@@ -102,6 +102,17 @@ def neuron_basis(d_in: int, name: str = "neurons") -> LinearDecomposition:
     return LinearDecomposition(name, identity, identity)
 
 
+def signed_neuron_basis(d_in: int, name: str = "signed residual basis") -> LinearDecomposition:
+    """Each dimension twice, as ``+e_i`` (features ``0..d_in−1``) and ``−e_i`` (features ``d_in..2d_in−1``).
+
+    Appendix D.3 searched both the most positive and the most negative residual
+    dimensions, since the residual stream takes both signs; with :func:`interpretable_codes`
+    feature ``i`` is the positive part of dimension ``i`` and feature ``d_in + i`` its negative part.
+    """
+    signed = torch.cat([torch.eye(d_in), -torch.eye(d_in)])
+    return LinearDecomposition(name, signed, signed)
+
+
 def random_directions(d_in: int, seed: int = 0) -> LinearDecomposition:
     """``d_in`` random orthonormal directions (a seeded random rotation of the default basis)."""
     generator = torch.Generator().manual_seed(seed)

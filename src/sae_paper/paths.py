@@ -10,6 +10,9 @@ Both are settings, never absolute paths in code:
 - ``SAE_PAPER_MODEL_CACHE``: where converted models (the dequantised SmolLM2) are kept.
   Default: ``models/`` under the cache above. Separate so that tests and experiments can
   use a scratch cache without converting the model again.
+- ``SAE_PAPER_BOOK_OUTPUT``: where notebooks write what the book shows besides their own
+  outputs (claim records, provenance). Default: ``book/generated`` in the checkout; the
+  book runner points it at a staging folder while it executes the notebooks.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from sae_paper import SaePaperError
 SHARED_ENV = "SAE_PAPER_SHARED"
 CACHE_ENV = "SAE_PAPER_CACHE"
 MODEL_CACHE_ENV = "SAE_PAPER_MODEL_CACHE"
+BOOK_OUTPUT_ENV = "SAE_PAPER_BOOK_OUTPUT"
 
 
 def repo_root() -> Path:
@@ -69,6 +73,15 @@ def model_cache_dir(*parts: str) -> Path:
     """A folder under the model cache, created on first use."""
     setting = os.environ.get(MODEL_CACHE_ENV)
     root = Path(setting).expanduser() if setting else cache_dir("models")
+    path = root.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def book_output_dir(*parts: str) -> Path:
+    """A folder under the book's generated output (claim records, provenance), created on first use."""
+    setting = os.environ.get(BOOK_OUTPUT_ENV)
+    root = Path(setting).expanduser() if setting else repo_root() / "book" / "generated"
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -26,7 +26,8 @@ from sae_paper.paths import cache_dir, shared_dir
 from sae_paper.sae import SparseAutoencoder, load_sae
 from sae_paper.train import SUMMARY_FILE, train_sae
 
-EVALUATION_FILE = "evaluation.json"
+EVALUATION_FILE = "evaluation-{eval_tokens}.json"
+"""One file per held-out size, so evaluating an SAE on two sizes keeps both."""
 
 
 @dataclass(frozen=True)
@@ -124,11 +125,11 @@ class Run:
         """FVU, L0 and alive features on held-out activations, and (``splice=True``) the
         language-model CE with the site spliced, which costs three full forward passes over
         ``eval_tokens`` tokens. Cached beside the SAE."""
-        path = self.sae_dir / EVALUATION_FILE
+        path = self.sae_dir / EVALUATION_FILE.format(eval_tokens=self.config.eval_tokens)
         sae = self.sae()
         if path.is_file():
             stored = json.loads(path.read_text())
-            if stored.get("eval_tokens") == self.config.eval_tokens and (stored["evaluation"]["splice"] or not splice):
+            if stored["evaluation"]["splice"] or not splice:
                 return Evaluation.from_dict(stored["evaluation"])
         held_out = self.activations("eval")
         stats = reconstruction_stats(sae, held_out.batches(4096, seed=0, epoch=0), alive_threshold=self.config.alive_threshold)

@@ -1,0 +1,44 @@
+"""Automated interpretability (Section 3 and Appendices A, C, G of the paper; Bills et al. 2023).
+
+Explain → simulate → score for the features of any :class:`~sae_paper.decompositions.Decomposition`:
+
+- :mod:`.fragments`: 64-token fragments, each feature's activation on every token, rescaling to
+  0..10, top/random fragment selection, skipped-feature counting, activation moments (Table 2);
+- :mod:`.backends`: the explainer/simulator interface, the ``token-list`` stand-in (not an LLM),
+  the ``openai-compatible`` HTTP client and the ``local`` llama-cpp backend, chosen by name, with
+  every model call cached on disk and failures counted, never scored as 0;
+- :mod:`.scoring`: top-and-random and random-only correlation scores, 95 % CIs over features;
+- :mod:`.testserver`: a localhost server speaking the OpenAI API, for tests;
+- :mod:`.study`: notebook 02's parameters, the decompositions it scores, and its claim verdicts.
+"""
+
+from sae_paper.autointerp.backends import (
+    BACKENDS,
+    ActivationRecord,
+    Backend,
+    BackendFailure,
+    Cached,
+    CallCache,
+    OpenAICompatibleBackend,
+    TokenListBackend,
+    make_backend,
+)
+from sae_paper.autointerp.fragments import FragmentSpec, Fragments, fragment_activations, load_fragments, rescale
+from sae_paper.autointerp.scoring import (
+    FeatureResult,
+    MethodResult,
+    MethodSummary,
+    ScoringConfig,
+    correlation,
+    score_decomposition,
+    score_feature,
+    summarize,
+    summary_table,
+)
+
+__all__ = [
+    "BACKENDS", "ActivationRecord", "Backend", "BackendFailure", "Cached", "CallCache", "OpenAICompatibleBackend",
+    "TokenListBackend", "make_backend", "FragmentSpec", "Fragments", "fragment_activations", "load_fragments", "rescale",
+    "FeatureResult", "MethodResult", "MethodSummary", "ScoringConfig", "correlation", "score_decomposition",
+    "score_feature", "summarize", "summary_table",
+]

@@ -1,0 +1,395 @@
+"""The book runner: ``sae-paper book --profile NAME [-p key=value ...] [--notebooks NAME ...]``.
+
+The book's notebooks live in ``notebooks/`` as Jupytext py:percent files (no ``.ipynb`` in
+git). A profile (``profiles/NAME.yaml``) maps each notebook's name to its parameters;
+``-p key=value`` (value read as YAML) overrides one on top, for every selected notebook
+that has it, or ``-p NOTEBOOK.key=value`` for one. The runner then
+
+1. checks every parameter: a registered notebook's parameters become its study
+   dataclass (e.g. :class:`~sae_paper.training_study.TrainingStudy`), which builds every
+   :class:`~sae_paper.config.RunConfig` the notebook will train, so a typo or an
+   impossible layer fails before anything runs (``--validate-only`` stops here);
+2. converts each notebook with Jupytext and executes it with papermill, in a staging
+   folder, on a ``python3`` kernel that runs *this* interpreter (a kernelspec written in
+   the staging folder and put first on ``JUPYTER_PATH``, so a stale user-level
+   ``python3`` kernel cannot shadow it); the notebooks write their claim records and
+   provenance to the staging folder too (``SAE_PAPER_BOOK_OUTPUT``);
+3. only when every notebook succeeded, moves the executed notebooks, claim records and
+   provenance into ``book/generated/`` and renders ``book/generated/scoreboard.md``;
+4. builds the HTML with ``jupyter-book build`` (execution off: the notebooks already ran)
+   into a temporary folder and swaps it in for ``book/_build`` when the build succeeded.
+
+A failing cell stops the run with one line naming the notebook, the cell and the error;
+``book/generated`` and ``book/_build/html`` keep the previous successful run's output,
+and the partly executed notebook is kept in the staging folder the error names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sae_paper import SaePaperError
+from sae_paper.paths import BOOK_OUTPUT_ENV, repo_root
+
+KERNEL_NAME = "python3"
+GENERATED = "generated"
+SCOREBOARD = "scoreboard.md"
+OUTPUT_FOLDERS = ("claims", "provenance")
+"""What notebooks write under the book output besides themselves, one ``<notebook>.json`` each."""
+
+
+class BookError(SaePaperError):
+    """The book could not be run or built; the message says which notebook/cell and why."""
+
+
+def _study_classes() -> dict[str, type]:
+    """Notebook name → the dataclass its parameters must form (notebooks not listed take any)."""
+    from sae_paper import appendix_study, case_study, ioi_study
+    from sae_paper.autointerp import study as autointerp_study
+    from sae_paper.training_study import NOTEBOOK, TrainingStudy
+
+    return {NOTEBOOK: TrainingStudy, ioi_study.NOTEBOOK: ioi_study.IoiStudy,
+            autointerp_study.NOTEBOOK: autointerp_study.AutointerpStudy,
+            case_study.NOTEBOOK: case_study.CaseStudy, appendix_study.NOTEBOOK: appendix_study.AppendixStudy}
+
+
+@dataclass(frozen=True)
+class BookLayout:
+    """Where the runner reads notebooks and profiles and writes the book."""
+
+    notebooks_dir: Path
+    book_dir: Path
+    profiles_dir: Path
+
+    @classmethod
+    def default(cls) -> "BookLayout":
+        root = repo_root()
+        return cls(root / "notebooks", root / "book", root / "profiles")
+
+    def notebooks(self) -> list[str]:
+        """The names of the notebooks present (``notebooks/*.py``), sorted."""
+        return sorted(path.stem for path in self.notebooks_dir.glob("*.py") if not path.name.startswith("_"))
+
+
+@dataclass
+class BookResult:
+    profile: str
+    notebooks: list[str]
+    parameters: dict[str, dict[str, Any]]
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds per notebook, plus 'build' for the HTML."""
+    html: Path | None = None
+
+
+# --------------------------------------------------------------------------------------
+# Profiles and parameters
+# --------------------------------------------------------------------------------------
+
+
+def _yaml_loader():
+    """PyYAML's safe loader, also reading ``1e-3`` as a float (YAML 1.1 wants ``1.0e-3``)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?[0-9][0-9_]*\.[0-9_]*$|^[-+]?\.[0-9_]+$"),
+        list("-+0123456789."),
+    )
+    return Loader
+
+
+def _read_yaml(text: str) -> Any:
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+
+
+def profile_path(profile: str | Path, profiles_dir: Path) -> Path:
+    """A profile name (``profiles/NAME.yaml``) or a path to a YAML file."""
+    candidate = Path(profile)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return candidate
+    path = profiles_dir / f"{profile}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in profiles_dir.glob("*.yaml"))) or "none"
+        raise BookError(f"no profile {profile!r} (looked for {path}; known: {known})")
+    return path
+
+
+def load_profile(path: Path) -> dict[str, dict[str, Any]]:
+    """A profile: a mapping of notebook name → mapping of parameter → value."""
+    import yaml
+
+    try:
+        loaded = _read_yaml(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise BookError(f"profile {path} is not valid YAML: {' '.join(str(error).split())}") from None
+    if not isinstance(loaded, dict) or not all(isinstance(v, dict) or v is None for v in loaded.values()):
+        raise BookError(f"profile {path} must map each notebook name to a mapping of parameters")
+    return {str(name): dict(params or {}) for name, params in loaded.items()}
+
+
+def parse_overrides(pairs: Sequence[str]) -> list[tuple[str | None, str, Any]]:
+    """``key=value`` or ``notebook.key=value`` (value parsed as YAML) → (notebook or None, key, value)."""
+    import yaml
+
+    parsed = []
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise BookError(f"-p takes key=value or notebook.key=value, got {pair!r}")
+        notebook, dot, key = name.rpartition(".")
+        try:
+            value = _read_yaml(raw)
+        except yaml.YAMLError:
+            raise BookError(f"-p {name}: cannot read {raw!r} as a YAML value") from None
+        parsed.append((notebook if dot else None, key, value))
+    return parsed
+
+
+def resolve_parameters(
+    profile: Mapping[str, Mapping[str, Any]],
+    notebooks: Sequence[str],
+    overrides: Sequence[tuple[str | None, str, Any]] = (),
+) -> dict[str, dict[str, Any]]:
+    """Each selected notebook's parameters: its profile entry with the overrides applied, validated.
+
+    A registered notebook's parameters are turned into its study dataclass, which checks
+    them and builds every RunConfig (so the returned values are complete, defaults filled in).
+    """
+    studies = _study_classes()
+    missing = [name for name in notebooks if name not in profile]
+    if missing:
+        raise BookError(f"the profile has no entry for notebook(s) {', '.join(missing)}")
+    resolved = {name: dict(profile[name]) for name in notebooks}
+    for target, key, value in overrides:
+        if target is not None:
+            if target not in resolved:
+                raise BookError(f"-p {target}.{key}: {target} is not a selected notebook ({', '.join(notebooks)})")
+            resolved[target][key] = value
+            continue
+        takers = [name for name in notebooks
+                  if key in (studies[name].names() if name in studies else resolved[name])]
+        if not takers:
+            raise BookError(f"-p {key}: no selected notebook has a parameter {key!r}")
+        for name in takers:
+            resolved[name][key] = value
+    for name in notebooks:
+        if name in studies:
+            try:
+                study = studies[name].from_params(resolved[name])
+                study.all_configs()
+            except SaePaperError as error:
+                raise BookError(f"notebook {name}: {error}") from None
+            except TypeError as error:
+                raise BookError(f"notebook {name}: bad parameter value ({error})") from None
+            resolved[name] = study.parameters()
+    return resolved
+
+
+def describe_configs(notebook: str, parameters: Mapping[str, Any]) -> list[str]:
+    """One line per RunConfig a registered notebook will train (for ``--validate-only``)."""
+    studies = _study_classes()
+    if notebook not in studies:
+        return [f"{notebook}: {len(parameters)} parameter(s), no run configs to check"]
+    configs = studies[notebook].from_params(parameters).all_configs()
+    lines = [f"{notebook}: {len(configs)} SAE configs"]
+    for c in configs:
+        lines.append(f"  {c.model} {c.site}.{c.layer} {c.sae} R={c.ratio:g} alpha={c.alpha:g} epochs={c.epochs} "
+                     f"n_tokens={c.n_tokens:,} batch={c.batch_size}")
+    return lines
+
+
+# --------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------
+
+
+def run_book(
+    profile: str | Path,
+    overrides: Sequence[str] = (),
+    notebooks: Sequence[str] | None = None,
+    *,
+    layout: BookLayout | None = None,
+    validate_only: bool = False,
+    build: bool = True,
+    log: Callable[[str], None] = print,
+) -> BookResult:
+    """Validate, execute the notebooks and build the book (see the module docstring)."""
+    layout = layout or BookLayout.default()
+    present = layout.notebooks()
+    if not present:
+        raise BookError(f"no notebooks (*.py) in {layout.notebooks_dir}")
+    selected = list(notebooks) if notebooks else present
+    unknown = [name for name in selected if name not in present]
+    if unknown:
+        raise BookError(f"no notebook {', '.join(unknown)} in {layout.notebooks_dir} (present: {', '.join(present)})")
+    path = profile_path(profile, layout.profiles_dir)
+    profile_name = path.stem
+    entries = load_profile(path)
+    strays = sorted(set(entries) - set(present))
+    if strays:  # a typo, or a notebook still being written: say so, but it does not stop the others
+        log(f"note: profile {profile_name} has entries for notebook(s) not in {layout.notebooks_dir}: {', '.join(strays)}")
+    parameters = resolve_parameters(entries, selected, parse_overrides(overrides))
+    result = BookResult(profile_name, selected, parameters)
+    if validate_only:
+        for name in selected:
+            for line in describe_configs(name, parameters[name]):
+                log(line)
+        log(f"profile {profile_name}: valid for {', '.join(selected)}")
+        return result
+
+    staging = Path(tempfile.mkdtemp(prefix="sae-paper-book-"))
+    out = staging / GENERATED
+    out.mkdir()
+    for name in selected:
+        started = time.perf_counter()
+        log(f"{name}: executing with profile {profile_name} ...")
+        _execute(layout.notebooks_dir / f"{name}.py", out / f"{name}.ipynb", {**parameters[name], "profile": profile_name},
+                 staging=staging, cwd=layout.notebooks_dir)
+        result.seconds[name] = time.perf_counter() - started
+        log(f"{name}: done in {result.seconds[name]:.0f} s")
+    _install(out, layout.book_dir / GENERATED, selected)
+    write_scoreboard(layout.book_dir / GENERATED)
+    if build:
+        started = time.perf_counter()
+        result.html = build_html(layout.book_dir, staging / "build")
+        result.seconds["build"] = time.perf_counter() - started
+        log(f"book built in {result.seconds['build']:.0f} s: {result.html / 'index.html'}")
+    shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def _kernelspec(staging: Path) -> Path:
+    """A ``python3`` kernelspec running this interpreter, in ``staging/jupyter`` (for ``JUPYTER_PATH``)."""
+    folder = staging / "jupyter" / "kernels" / KERNEL_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3 (sae-paper)", "language": "python"}
+    (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
+    return staging / "jupyter"
+
+
+class _environment:
+    """Set environment variables for the kernels, restoring the old values afterwards."""
+
+    def __init__(self, **values: str):
+        self.values = values
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self):
+        for key, value in self.values.items():
+            self.saved[key] = os.environ.get(key)
+            os.environ[key] = value
+
+    def __exit__(self, *exc):
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        return False
+
+
+def _execute(source: Path, output: Path, parameters: Mapping[str, Any], *, staging: Path, cwd: Path) -> None:
+    """Jupytext-convert ``source`` and execute it with papermill into ``output``; one-line error on failure."""
+    import jupytext
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    name = source.stem
+    notebook = jupytext.read(source)
+    converted = staging / "input" / f"{name}.ipynb"
+    converted.parent.mkdir(exist_ok=True)
+    jupytext.write(notebook, converted)
+    jupyter_path = os.pathsep.join(filter(None, [str(_kernelspec(staging)), os.environ.get("JUPYTER_PATH")]))
+    try:
+        with _environment(JUPYTER_PATH=jupyter_path, **{BOOK_OUTPUT_ENV: str(output.parent)}):
+            papermill.execute_notebook(
+                str(converted), str(output), parameters=dict(parameters), kernel_name=KERNEL_NAME, language="python",
+                cwd=str(cwd),
+                progress_bar=sys.stderr.isatty(), log_output=False,
+            )
+    except PapermillExecutionError as error:
+        first = next((line.strip() for line in (error.source or "").splitlines() if line.strip()), "")
+        number = next((i for i, cell in enumerate(notebook.cells, 1) if cell.source == error.source), None)
+        where = f"cell {number} of {source.name}" if number else f"cell {error.cell_index} of the executed notebook"
+        raise BookError(
+            f"notebook {name} failed in {where} (starting {first[:60]!r}): {error.ename}: "
+            f"{' '.join(str(error.evalue).split())[:300]}; the executed notebook is {output}; the previous book is kept"
+        ) from None
+    except Exception as error:  # kernel died, could not start, ...: still one line naming the notebook
+        raise BookError(f"notebook {name} could not be executed: {type(error).__name__}: "
+                        f"{' '.join(str(error).split())[:300]}; partial output in {output.parent}; "
+                        "the previous book is kept") from None
+
+
+def _install(staged: Path, target: Path, notebooks: Sequence[str]) -> None:
+    """Move the executed notebooks and their records from the staging folder into ``book/generated``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in OUTPUT_FOLDERS:
+        (target / folder).mkdir(exist_ok=True)
+    for name in notebooks:
+        shutil.move(str(staged / f"{name}.ipynb"), str(target / f"{name}.ipynb"))
+        for folder in OUTPUT_FOLDERS:
+            new, old = staged / folder / f"{name}.json", target / folder / f"{name}.json"
+            if new.is_file():
+                shutil.move(str(new), str(old))
+            elif old.is_file():
+                old.unlink()  # this run recorded nothing: the old records no longer describe the notebook
+
+
+def write_scoreboard(generated: Path) -> Path:
+    """Render ``generated/scoreboard.md`` from the claim records, with each notebook's provenance."""
+    from sae_paper.claims import render_scoreboard
+
+    text = render_scoreboard(generated / "claims")
+    runs = []
+    for path in sorted((generated / "provenance").glob("*.json")):
+        info = json.loads(path.read_text())
+        dirty = " + uncommitted changes" if info.get("dirty") else ""
+        runs.append(f"- **{info['notebook']}**: profile `{info['profile']}`, commit `{str(info['commit'])[:12]}`{dirty}, "
+                    f"started {info['started']}, {info.get('wall_seconds', 0):.0f} s")
+    if runs:
+        text += "\n## Runs behind these records\n\n" + "\n".join(runs) + "\n"
+    path = generated / SCOREBOARD
+    path.write_text(text)
+    return path
+
+
+def build_html(book_dir: Path, staging: Path) -> Path:
+    """``jupyter-book build`` into ``staging``, then swap the result in as ``book_dir/_build``."""
+    staging.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
+               "build", str(book_dir), "--path-output", str(staging)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0 or not (staging / "_build" / "html" / "index.html").is_file():
+        tail = " | ".join(line for line in (done.stdout + done.stderr).splitlines()[-6:] if line.strip())
+        raise BookError(f"jupyter-book build failed (exit {done.returncode}): {tail[:500]}; the previous HTML is kept")
+    target = book_dir / "_build"
+    fresh = book_dir / "_build.new"
+    old = book_dir / "_build.old"
+    for leftover in (fresh, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    shutil.move(str(staging / "_build"), str(fresh))
+    if target.exists():
+        os.replace(target, old)
+    os.replace(fresh, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target / "html"

@@ -1,0 +1,543 @@
+"""Notebook 04 (case studies, Section 5): its parameters, the shared steps, and its claim verdicts.
+
+:class:`FeatureStudy` holds what notebooks 04 and 05 share: the SAE they inspect (the
+main SAE of notebook 01: :meth:`FeatureStudy.main_config` builds the same
+:class:`~sae_paper.config.RunConfig` from the same values, so :class:`~sae_paper.pipeline.Run`
+finds it in the cache), and the text its features are inspected on: the SAE's own training
+activations (Wikipedia) plus a conversational corpus (20 Newsgroups) for apostrophes and
+contractions. :class:`CaseStudy` adds notebook 04's parameters (the logit-effect examples
+and the causal tree).
+
+The steps both notebooks use are functions here: :func:`load_corpus` (harvest once, cached),
+:func:`find_by_prompt` (Appendix D.3's search: rank features on the apostrophe of a prompt,
+then keep the candidate whose activation is most concentrated on apostrophes), and the
+verdict functions, each turning our numbers into the scoreboard's (ours, verdict, note)
+with its rule written in the note.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from sae_paper import SaePaperError
+from sae_paper.ablation import LogitEffect
+from sae_paper.activations import HarvestSpec
+from sae_paper.causal_tree import TreeNode
+from sae_paper.config import RunConfig
+from sae_paper.decompositions import Decomposition
+from sae_paper.inspect_features import (
+    ClassStats, TokenActivations, TokenFeatures, cached_activations, class_share_per_bin, features_on_token,
+    has_apostrophe, token_text,
+)
+from sae_paper.models import Site, model_spec
+
+NOTEBOOK = "04_case_studies"
+PAPER_PROMPT = " I don't know about that. It is now up to Dave\"'"
+"""Appendix D.3's prompt; the feature search looks at its final token (an apostrophe)."""
+LONE_APOSTROPHE_PROMPT = " I don't know about that. It is now up to Dave'"
+"""The same sentence ending in a lone apostrophe token (SmolLM2 merges ``"'`` into one token)."""
+
+
+def _tuple_field(value: Any, name: str, notebook: str) -> tuple:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise SaePaperError(f"{notebook} parameter {name}={value!r}: must be a list")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class FeatureStudy:
+    """Parameters shared by notebooks 04 and 05: the SAE to inspect and the text to inspect it on."""
+
+    model: str = "smollm2-135m"
+    """Model name (``sae_paper.models.MODELS``)."""
+    source: str = "enwiki2015"
+    """Training text of the SAE (notebook 01's); its training activations are also inspected."""
+    seed: int = 0
+    """Seed for the text order, the SAE and every sample drawn here."""
+    context_length: int = 128
+    """Tokens per context, BOS included."""
+    harvest_batch_size: int = 32
+    """Contexts per forward pass."""
+    dtype: str = "float32"
+    """Storage dtype of the activation caches."""
+    eval_tokens: int = 2048
+    """Held-out tokens of the SAE's run (part of its cache key, as in notebook 01)."""
+    alive_threshold: int = 10
+    """As in notebook 01 (part of the SAE's config)."""
+    lr: float = 1e-3
+    """As in notebook 01."""
+    layer: int = 3
+    """Residual-stream layer of the inspected SAE (notebook 01's main SAE)."""
+    n_tokens: int = 49_152
+    """Its training activations (also the Wikipedia part of the inspected text)."""
+    ratio: float = 2.0
+    """Its dictionary ratio R."""
+    alpha: float | None = None
+    """Its L1 coefficient (None: the model's residual default)."""
+    epochs: int = 2
+    """Its epochs."""
+    batch_size: int = 512
+    """Its batch size."""
+    news_source: str = "20news"
+    """Conversational text added to the inspected corpus (apostrophes, contractions)."""
+    news_tokens: int = 24_576
+    """Tokens of it (harvested once at the SAE's layer, then cached)."""
+    prompts: tuple[str, ...] = (PAPER_PROMPT, LONE_APOSTROPHE_PROMPT)
+    """Prompts whose final token is searched for the apostrophe feature (Appendix D.3)."""
+    top_k: int = 10
+    """Features ranked on that token; the apostrophe feature is chosen among them."""
+    n_bins: int = 10
+    """Activation bins of the token histograms."""
+    n_named: int = 8
+    """Tokens named in a histogram's legend (the rest are "other")."""
+    min_fires: int = 20
+    """A feature must fire at least this often on the inspected text to be chosen."""
+
+    notebook = "04/05"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompts", _tuple_field(self.prompts, "prompts", self.notebook))
+        if not self.prompts:
+            raise SaePaperError(f"{self.notebook} parameter prompts must not be empty")
+        for name in ("news_tokens", "top_k", "n_bins", "n_named", "min_fires"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise SaePaperError(f"{self.notebook} parameter {name}={value!r}: must be a positive integer")
+        Site("resid_post", self.layer).check(model_spec(self.model))
+        self.main_config()  # validates the SAE's fields with one-line errors
+
+    # --- parameters in and out (as sae_paper.training_study.TrainingStudy) ---------------
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]):
+        unknown = sorted(set(params) - set(cls.names()))
+        if unknown:
+            raise SaePaperError(f"unknown {cls.notebook} parameter(s): {', '.join(unknown)} (known: {', '.join(cls.names())})")
+        return cls(**params)
+
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, Any]):
+        return cls(**{name: namespace[name] for name in cls.names() if name in namespace})
+
+    def parameters(self) -> dict[str, Any]:
+        return {name: (list(v) if isinstance(v := getattr(self, name), tuple) else v) for name in self.names()}
+
+    # --- what is inspected --------------------------------------------------------------
+
+    @property
+    def site(self) -> Site:
+        return Site("resid_post", self.layer)
+
+    def main_config(self) -> RunConfig:
+        """Notebook 01's main SAE (the same fields as ``TrainingStudy.main_config``)."""
+        alpha = model_spec(self.model).default_alpha("resid_post") if self.alpha is None else float(self.alpha)
+        return RunConfig(
+            model=self.model, layer=self.layer, site="resid_post", source=self.source, n_tokens=self.n_tokens,
+            context_length=self.context_length, harvest_batch_size=self.harvest_batch_size, dtype=self.dtype,
+            sae="tied", ratio=self.ratio, alpha=alpha, lr=self.lr, batch_size=self.batch_size, epochs=self.epochs,
+            seed=self.seed, eval_tokens=self.eval_tokens, alive_threshold=self.alive_threshold,
+        )
+
+    def corpus_specs(self) -> list[HarvestSpec]:
+        """The inspected text: the SAE's training activations, then ``news_tokens`` of ``news_source``."""
+        specs = [HarvestSpec(self.model, self.source, "train", self.n_tokens, self.context_length, self.dtype, self.seed)]
+        if self.news_source and self.news_tokens:
+            specs.append(HarvestSpec(self.model, self.news_source, "train", self.news_tokens, self.context_length,
+                                     self.dtype, self.seed))
+        return specs
+
+    def all_configs(self) -> list[RunConfig]:
+        """Every SAE the notebook needs (for the book runner's validation)."""
+        return [self.main_config()]
+
+
+@dataclass(frozen=True)
+class CaseStudy(FeatureStudy):
+    """Parameters of notebook 04: Section 5's apostrophe feature, ablation and causal tree."""
+
+    ablation_examples: int = 8
+    """Top-activating contexts (one position each) the logit effect is averaged over."""
+    logit_threshold: float = 0.1
+    """Logit differences within ±this are not drawn (the paper's display cut)."""
+    tree_layer: int | None = None
+    """Layer of the tree's target feature (None: the SAE's layer; the paper: the model's last layer)."""
+    tree_depth: int = 2
+    """Layers the causal tree descends below the target's layer (each needs its own SAE)."""
+    tree_n_tokens: int = 24_576
+    """Training activations of the tree's SAEs other than the main SAE. Each is seeded with
+    ``seed`` + its distance below the target's layer, so no two layers' SAEs start from the
+    same random directions (short training leaves most features near their start, and
+    same-seed SAEs would then look alike across layers for no reason but their seed)."""
+    tree_contexts: int = 20
+    """Contexts sampled with the target in [M/2, M] (the paper: 20)."""
+    tree_branching: int = 3
+    """Strongest parents kept per node."""
+    tree_candidates: int = 8
+    """Features ablated exactly per node, chosen by a first-order estimate (0: all firing features)."""
+    unembed_k: int = 10
+    """Top unembedded tokens checked for closing brackets when picking the tree's target."""
+
+    notebook = NOTEBOOK
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("ablation_examples", "tree_n_tokens", "tree_contexts", "tree_branching", "unembed_k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise SaePaperError(f"{NOTEBOOK} parameter {name}={value!r}: must be a positive integer")
+        Site("resid_post", self.target_layer).check(model_spec(self.model))
+        if not isinstance(self.tree_depth, int) or not 0 < self.tree_depth <= self.target_layer:
+            raise SaePaperError(f"{NOTEBOOK} parameter tree_depth={self.tree_depth!r}: must be 1..{self.target_layer} "
+                                "(the target's layer)")
+        if self.tree_candidates < 0:
+            raise SaePaperError(f"{NOTEBOOK} parameter tree_candidates must be >= 0")
+
+    @property
+    def target_layer(self) -> int:
+        return self.layer if self.tree_layer is None else self.tree_layer
+
+    def tree_configs(self) -> dict[int, RunConfig]:
+        """The SAE of each layer of the tree, target's included, by layer: the main SAE at its own
+        layer, elsewhere the same settings on ``tree_n_tokens`` activations."""
+        main = self.main_config()
+        return {layer: main if layer == self.layer else
+                main.replace(layer=layer, n_tokens=self.tree_n_tokens, seed=self.seed + self.target_layer - layer)
+                for layer in range(self.target_layer - self.tree_depth, self.target_layer + 1)}
+
+    def all_configs(self) -> list[RunConfig]:
+        return list(dict.fromkeys([self.main_config(), *self.tree_configs().values()]))
+
+
+# --------------------------------------------------------------------------------------
+# Shared steps
+# --------------------------------------------------------------------------------------
+
+
+def load_corpus(specs: Sequence[HarvestSpec], site: Site, model_fn: Callable[[], Any], tokenizer) -> TokenActivations:
+    """The activations of ``site`` over every spec's text (harvested on first use, then cached), with tokens."""
+    return TokenActivations.concat([cached_activations(model_fn, spec, site, tokenizer=tokenizer) for spec in specs])
+
+
+def prefetch_train(configs: Sequence[RunConfig], model_fn: Callable[[], Any]) -> list[str]:
+    """Harvest the training activations of several configs that share a text spec in one pass
+    (only the sites whose cache is incomplete); one line per harvest done."""
+    from sae_paper.activations import harvest
+    from sae_paper.pipeline import Run
+
+    by_spec: dict[HarvestSpec, list[Site]] = {}
+    for config in configs:
+        run = Run(config, progress=False)
+        spec = run.harvest_spec("train")
+        manifest = spec.folder() / str(run.site) / "manifest.json"
+        if not (manifest.is_file() and json.loads(manifest.read_text()).get("complete")):
+            by_spec.setdefault(spec, []).append(run.site)
+    done = []
+    for spec, sites in by_spec.items():
+        harvest(model_fn(), spec, sites, batch_size=configs[0].harvest_batch_size, progress=False)
+        done.append(f"harvested {spec.n_tokens:,} tokens of {spec.source} at {', '.join(map(str, sites))}")
+    return done
+
+
+@dataclass(frozen=True)
+class PromptSearch:
+    """Appendix D.3's search on some prompts, and the feature chosen from it."""
+
+    rankings: tuple[TokenFeatures, ...]
+    """The top features on each prompt's final token."""
+    chosen: int
+    """The candidate whose activation mass is most concentrated on the class (-1 if none fires enough)."""
+    rows: tuple[dict, ...]
+    """One row per candidate (prompt, rank, feature, activation, class precision, firings) for a table."""
+
+    def markdown(self, name: Callable[[int], str] = str) -> str:
+        lines = ["| prompt's final token | rank | feature | activation | share of activation on the class | "
+                 "fires on the class / in all | |", "|---|---:|---|---:|---:|---:|---|"]
+        for row in self.rows:
+            mark = "**chosen**" if row["feature"] == self.chosen and row["first"] else ""
+            lines.append(f"| `{row['token']!r}` | {row['rank']} | {name(row['feature'])} | {row['activation']:.2f} | "
+                         f"{row['mass_precision']:.0%} | {row['in_class']:,} / {row['fires']:,} | {mark} |")
+        return "\n".join(lines) + "\n"
+
+
+def find_by_prompt(
+    model,
+    site: Site,
+    decomposition: Decomposition,
+    prompts: Sequence[str],
+    stats: ClassStats,
+    *,
+    k: int = 10,
+    min_fires: int = 20,
+    scale: Tensor | None = None,
+) -> PromptSearch:
+    """Rank features on each prompt's final token, then choose among the top ``k`` of every prompt
+    the one whose activation is most concentrated on the class of ``stats`` (apostrophes).
+
+    The paper took the top features on the final apostrophe and looked at them: the first
+    was an outlier-dimension feature, the second an O'Brien-apostrophe feature, then the
+    apostrophe-preceding-s feature it shows. The class precision makes that look explicit.
+    """
+    rankings = tuple(features_on_token(model, site, decomposition, prompt, k=k, scale=scale) for prompt in prompts)
+    rows, seen = [], set()
+    for ranking in rankings:
+        for rank, (feature, activation) in enumerate(zip(ranking.features, ranking.activations), start=1):
+            rows.append({"token": ranking.token, "rank": rank, "feature": feature, "activation": activation,
+                         "mass_precision": float(stats.mass_precision[feature]), "in_class": int(stats.in_class[feature]),
+                         "fires": int(stats.fire_counts[feature]), "first": feature not in seen})
+            seen.add(feature)
+    eligible = [row for row in rows if row["fires"] >= min_fires and row["activation"] > 0]
+    chosen = max(eligible, key=lambda row: (row["mass_precision"], row["activation"]))["feature"] if eligible else -1
+    return PromptSearch(rankings, chosen, tuple(rows))
+
+
+@dataclass(frozen=True)
+class TargetChoice:
+    """Section 5.3's target: the feature whose unembedded direction is most closing brackets."""
+
+    feature: int
+    scores: Tensor
+    """Per feature: share of closing brackets among its top unembedded tokens."""
+    top_tokens: Tensor
+    """Per feature: those top token ids."""
+    precedes: Tensor
+    """Per feature: share of its activation on tokens followed by a closing bracket."""
+    fires: Tensor
+    random_share: float
+    """The same share for random unit directions (the chance level)."""
+
+    def markdown(self, tokenizer, n: int = 5, min_fires: int = 0) -> str:
+        order = torch.where(self.fires >= min_fires, self.scores + 1e-3 * self.precedes, torch.full_like(self.scores, -1.0))
+        lines = ["| feature | closing brackets in top unembedded tokens | top unembedded tokens | fires | "
+                 "activation followed by a closing bracket | |", "|---:|---:|---|---:|---:|---|"]
+        for feature in order.argsort(descending=True)[:n].tolist():
+            tokens = " ".join(f"`{token_text(tokenizer, t)!r}`" for t in self.top_tokens[feature].tolist())
+            mark = "**target**" if feature == self.feature else ""
+            lines.append(f"| {feature} | {float(self.scores[feature]):.0%} | {tokens} | {int(self.fires[feature]):,} | "
+                         f"{float(self.precedes[feature]):.1%} | {mark} |")
+        return "\n".join(lines) + "\n"
+
+
+def choose_closing_target(model, decomposition: Decomposition, followed_by_closing: ClassStats, tokenizer, *,
+                          k: int = 10, min_fires: int = 20, seed: int = 0) -> TargetChoice:
+    """The feature (firing at least ``min_fires`` times) with the largest share of closing brackets
+    among its top ``k`` unembedded tokens; ties go to the one more often followed by a closing bracket."""
+    from sae_paper.causal_tree import unembedding_scores
+    from sae_paper.inspect_features import is_closing_bracket, unembed_direction, vocabulary_mask
+
+    closing = vocabulary_mask(tokenizer, model.cfg.d_vocab, is_closing_bracket)
+    scores, tops = unembedding_scores(model, decomposition, closing, k=k)
+    precedes, fires = followed_by_closing.mass_precision, followed_by_closing.fire_counts
+    key = torch.where(fires >= min_fires, scores + 1e-3 * precedes, torch.full_like(scores, -1.0))
+    if float(key.max()) < 0:
+        raise SaePaperError(f"no feature fires {min_fires} times on the inspected text")
+    generator = torch.Generator().manual_seed(seed)
+    random = torch.randn(256, decomposition.d_in, generator=generator)
+    random_top = unembed_direction(model, random / random.norm(dim=1, keepdim=True)).topk(k, dim=1).indices
+    return TargetChoice(int(key.argmax()), scores, tops, precedes, fires, float(closing[random_top].float().mean()))
+
+
+def bracket_shares(tree: TreeNode, layer_acts: Mapping[int, TokenActivations],
+                   decompositions: Mapping[int, Decomposition], tokenizer) -> dict[tuple[int, int], float]:
+    """For each node of the tree, the share of its activation (over its layer's text) on tokens inside round brackets."""
+    from sae_paper.inspect_features import feature_codes, inside_brackets
+
+    shares: dict[tuple[int, int], float] = {}
+    for layer, acts in layer_acts.items():
+        features = sorted({node.feature for node, _ in tree.walk() if node.layer == layer})
+        if not features:
+            continue
+        inside = inside_brackets(acts.contexts, tokenizer).double()
+        codes = feature_codes(decompositions[layer], acts.rows, features).double()
+        share = (codes * inside.unsqueeze(1)).sum(dim=0) / codes.sum(dim=0).clamp(min=1e-12)
+        shares.update({(layer, f): float(v) for f, v in zip(features, share)})
+    return shares
+
+
+def init_cosine(sae, seed: int) -> Tensor:
+    """Cosine of each trained feature direction with its random initial direction (same seed):
+    near 1 means training barely moved it."""
+    from sae_paper.sae import make_sae
+
+    start = make_sae(sae.kind, sae.d_in, sae.d_sae, seed=seed).feature_directions().detach()
+    return (sae.feature_directions().detach() * start).sum(dim=1)
+
+
+def mean_abs_cosine(first: Decomposition, second: Decomposition) -> float:
+    """Mean |cosine similarity| between every feature direction of one dictionary and every one of another."""
+    a = torch.nn.functional.normalize(first.feature_directions().float(), dim=1)
+    b = torch.nn.functional.normalize(second.feature_directions().float(), dim=1)
+    return float((a @ b.T).abs().mean())
+
+
+def is_punctuation(text: str) -> bool:
+    """A token of punctuation only (no letters, digits or whitespace-only)."""
+    stripped = text.strip()
+    return bool(stripped) and not any(c.isalnum() for c in stripped)
+
+
+class Finding(NamedTuple):
+    """What :meth:`sae_paper.claims.Scoreboard.record` takes after the claim id."""
+
+    ours: str
+    verdict: str
+    note: str
+
+
+# --------------------------------------------------------------------------------------
+# Verdicts
+# --------------------------------------------------------------------------------------
+
+
+def apostrophe_histogram_finding(feature: int, activation: Tensor, tokens: Tensor, tokenizer, *,
+                                 n_bins: int = 10) -> Finding:
+    """Figure 4 (left): the apostrophe feature fires mostly on apostrophes, especially at high
+    activation; lower bins hold other punctuation.
+
+    Rule: reproduced if apostrophes are ≥ 50% of all its firings, ≥ 80% of the top bin, and
+    punctuation is most of the other tokens in the lower half of the bins; partly if
+    apostrophes are ≥ 50% of the top bin only; not otherwise.
+    """
+    fired = activation > 0
+    texts = {t: token_text(tokenizer, t) for t in torch.unique(tokens[fired]).tolist()}
+    is_apostrophe = torch.tensor([has_apostrophe(texts.get(t, "")) if f else False
+                                  for t, f in zip(tokens.tolist(), fired.tolist())])
+    share = class_share_per_bin(activation, is_apostrophe, n_bins)
+    overall = float(is_apostrophe[fired].float().mean())
+    top_bin = float(share[~share.isnan()][-1]) if (~share.isnan()).any() else 0.0
+    values = activation[fired]
+    lower = values < float(values.max()) / 2
+    others = [texts[t] for t, low, apo in zip(tokens[fired].tolist(), lower.tolist(), is_apostrophe[fired].tolist())
+              if low and not apo]
+    punctuation = sum(map(is_punctuation, others)) / max(len(others), 1)
+    if overall >= 0.5 and top_bin >= 0.8 and punctuation > 0.5:
+        verdict = "reproduced"
+    elif top_bin >= 0.5:
+        verdict = "partly"
+    else:
+        verdict = "not"
+    ours = (f"feature {feature}: fires on {int(fired.sum()):,} tokens; apostrophe tokens are {overall:.0%} of them, "
+            f"{top_bin:.0%} of the top activation bin; punctuation is {punctuation:.0%} of the other tokens in the "
+            f"lower half of its range")
+    note = ("rule: reproduced if apostrophes are ≥ 50% of all firings and ≥ 80% of the top bin and punctuation is "
+            "most of the rest in the lower half, partly if apostrophes are ≥ 50% of the top bin only; apostrophe "
+            "tokens include SmolLM2's merged ones ('s, 't, 'm, \"')")
+    return Finding(ours, verdict, note)
+
+
+def is_s_token(text: str) -> bool:
+    return text.strip().lower() in {"s", "'s"}
+
+
+def ablation_finding(feature: int, effect: LogitEffect, tokenizer, *, threshold: float = 0.1, k: int = 5) -> Finding:
+    """Figure 4 (right): ablating the apostrophe feature most suppresses the token "s".
+
+    Rule: reproduced if the most suppressed token is an "s" token (``s``, `` s``, ``'s``);
+    partly if one is among the ``k`` most suppressed; not otherwise.
+    """
+    suppressed = effect.most(k, suppressed=True)
+    boosted = effect.most(3, suppressed=False)
+    names = [token_text(tokenizer, t) for t, _ in suppressed]
+    hits = [i for i, name in enumerate(names) if is_s_token(name)]
+    verdict = "reproduced" if hits and hits[0] == 0 else "partly" if hits else "not"
+    below, above = effect.n_beyond(threshold)
+    ours = (f"feature {feature}, ablated in {effect.n_examples} top-activating contexts (activation "
+            f"{float(effect.feature_clean.mean()):.1f} → {float(effect.feature_ablated.max()):.1g}): most suppressed "
+            + ", ".join(f"{n!r} ({d:+.2f})" for n, (_, d) in zip(names, suppressed))
+            + "; most boosted " + ", ".join(f"{token_text(tokenizer, t)!r} ({d:+.2f})" for t, d in boosted)
+            + f"; {below:,} tokens below −{threshold:g}, {above:,} above +{threshold:g} (changes centred per example; "
+            f"uncentred, every logit moved by {effect.mean_shift:+.2f} on average)")
+    note = (f"rule: reproduced if an 's' token is the most suppressed, partly if among the {k} most suppressed; "
+            "SmolLM2 merges \"'s\" into one token, so after its apostrophe tokens a bare 's' is rare")
+    return Finding(ours, verdict, note)
+
+
+SINGLE_TOKEN_CLASSES = ("apostrophes", "periods", '" the"', "newlines")
+
+
+def single_token_finding(found: Mapping[str, tuple[int, ClassStats]], *, min_precision: float = 0.8) -> Finding:
+    """Section 5: features that fire only on apostrophes, periods, " the", newlines.
+
+    ``found``: class name → (best feature, its class statistics). "Fires only on X" is read
+    as: at least ``min_precision`` of the feature's total activation is on X. Rule:
+    reproduced if that holds for all four classes, partly for at least one, not for none.
+    """
+    parts, hits = [], 0
+    for name in SINGLE_TOKEN_CLASSES:
+        if name not in found:
+            parts.append(f"{name}: not searched")
+            continue
+        feature, stats = found[name]
+        if feature < 0:
+            parts.append(f"{name}: no feature fires on them")
+            continue
+        mass = float(stats.mass_precision[feature])
+        hits += mass >= min_precision
+        parts.append(f"{name}: feature {feature}, {mass:.0%} of its activation on them "
+                     f"({float(stats.precision[feature]):.0%} of its firings), fires on {float(stats.recall[feature]):.0%} of them")
+    verdict = "reproduced" if hits == len(SINGLE_TOKEN_CLASSES) else "partly" if hits else "not"
+    note = (f"rule: for each token class, the feature with the best F1 of (share of its activation on the class, share "
+            f"of the class it fires on); 'fires only on' = ≥ {min_precision:.0%} of its activation on the class; "
+            "reproduced if found for all four classes, partly for some")
+    return Finding("; ".join(parts), verdict, note)
+
+
+def unembed_parens_finding(feature: int, layer: int, n_layers: int, top_tokens: Sequence[str], share: float,
+                           random_share: float, precedes_share: float, base_rate: float) -> Finding:
+    """Section 5.3: unembedding the (last-layer) closing-parenthesis feature gives closing-bracket
+    variants as all top tokens.
+
+    Rule: reproduced if ≥ 90% of the top unembedded tokens of the chosen feature are closing
+    brackets, partly if ≥ 50%, not otherwise. The note reports whether the feature also
+    fires before closing brackets in the data (the paper's feature does).
+    """
+    verdict = "reproduced" if share >= 0.9 else "partly" if share >= 0.5 else "not"
+    ours = (f"layer {layer} of {n_layers} (0-based), feature {feature}: {share:.0%} of its top {len(top_tokens)} "
+            f"unembedded tokens are closing brackets ({', '.join(repr(t) for t in top_tokens)}), against "
+            f"{random_share:.0%} for random directions; {precedes_share:.1%} of its activation is on tokens followed "
+            f"by a closing bracket (base rate {base_rate:.1%})")
+    note = ("rule: share of closing brackets among the top unembedded tokens, ≥ 90% reproduced, ≥ 50% partly; the "
+            "paper's feature is in the last layer (5 of 5), where the unembedding reads it directly; at an early layer "
+            "a feature's unembedding need not say what it does, so the data check is reported too")
+    return Finding(ours, verdict, note)
+
+
+def causal_tree_finding(tree: TreeNode, context_share: Mapping[tuple[int, int], float], base_rate: float,
+                        cosine_baseline: float, *, similar: float = 0.3) -> Finding:
+    """Section 5.3 / Figure 5: the earlier features feeding the target detect contexts that precede a
+    closing parenthesis, and features across layers often point in similar directions.
+
+    ``context_share[(layer, feature)]``: share of that feature's activation on tokens inside
+    round brackets (where a closing bracket is still to come); ``base_rate``: the share of
+    such tokens in the text. Rule: part (a) holds if at least half of the non-root nodes have
+    at least twice the base rate; part (b) if at least a third of the edges have cosine
+    ≥ ``similar``. Reproduced if both hold, partly if one, not if neither.
+    """
+    nodes = [node for node, depth in tree.walk() if depth > 0]
+    if not nodes:
+        return Finding("the tree has no parents (no ablation lowered the target)", "not",
+                       "rule: needs at least one parent feature")
+    enriched = [n for n in nodes if context_share.get((n.layer, n.feature), 0.0) >= 2 * base_rate]
+    cosines = [child.cosine for _, child in tree.edges()]
+    close = [c for c in cosines if c >= similar]
+    part_a, part_b = len(enriched) >= len(nodes) / 2, len(close) >= len(cosines) / 3
+    verdict = "reproduced" if part_a and part_b else "partly" if part_a or part_b else "not"
+    root_share = context_share.get((tree.layer, tree.feature), math.nan)
+    depth = max(d for _, d in tree.walk())
+    ours = (f"tree of {len(nodes)} parent features over {depth} layer(s) below the target; {len(enriched)}/{len(nodes)} fire inside brackets at ≥ 2× the base rate "
+            f"({base_rate:.1%}; target: {root_share:.1%}); edge cosines {', '.join(f'{c:+.2f}' for c in cosines)} "
+            f"({len(close)}/{len(cosines)} ≥ {similar}; mean |cos| of a random pair of features {cosine_baseline:.2f})")
+    note = ("rule: (a) at least half the parents have ≥ 2× the base-rate share of their activation inside round "
+            f"brackets, (b) at least a third of the edges have cosine ≥ {similar}; reproduced if both, partly if one; the "
+            "paper's reading of its parents (dates, abbreviations, phrases) is by eye, ours by these two numbers")
+    return Finding(ours, verdict, note)

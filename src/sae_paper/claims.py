@@ -1,0 +1,209 @@
+"""The claims scoreboard: each of the paper's checkable claims, and what we found for it.
+
+The claims live in the shared folder's ``paper/claims.yaml`` (26 entries, each with a
+stable ``id``, ``where`` in the paper, what the ``paper`` reports and its ``kind``). A
+notebook opens a :class:`Scoreboard` under its own name and records a verdict for each
+claim it tests::
+
+    board = Scoreboard("01_training")
+    board.record("fig6-tradeoff", ours="L0 falls from 310 to 4 as FVU rises ...",
+                 verdict="reproduced", note="MLP layer 0 of SmolLM2, 5 alphas")
+
+Each record is written at once to ``<book output>/claims/<notebook>.json`` (see
+:func:`sae_paper.paths.book_output_dir`); opening the scoreboard empties that notebook's
+file, so a rerun replaces its records and never mixes two runs. :func:`render_scoreboard`
+turns every notebook's records into one Markdown table for the book, listing the claims
+nobody has recorded yet as "not yet run".
+
+Verdicts are one of :data:`VERDICTS`: ``reproduced`` (the paper's statement holds in our
+run), ``partly`` (part of it holds, or it holds with a caveat the note names), ``not``
+(our numbers contradict it), ``not comparable`` (our setting cannot test it, e.g. a
+different model for a number specific to Pythia-70M).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from sae_paper import SaePaperError
+from sae_paper.paths import book_output_dir, shared_file
+
+Verdict = Literal["reproduced", "partly", "not", "not comparable"]
+VERDICTS: tuple[str, ...] = Verdict.__args__
+NOT_YET_RUN = "not yet run"
+CLAIMS_FOLDER = "claims"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One entry of ``claims.yaml``: what the paper says, where."""
+
+    id: str
+    where: str
+    paper: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    """Our result for one claim."""
+
+    claim_id: str
+    ours: str
+    """What we measured, in words and numbers."""
+    verdict: Verdict
+    note: str
+    """Why this verdict: the rule applied, and how our setting differs from the paper's."""
+    notebook: str = ""
+    """The notebook that recorded it (filled in by :class:`Scoreboard`)."""
+
+    def _repr_markdown_(self) -> str:
+        return f"**{self.claim_id}**: *{self.verdict}*. {self.ours}. ({self.note})"
+
+
+def load_claims(path: str | Path | None = None) -> dict[str, Claim]:
+    """The paper's claims by id, from ``claims.yaml`` in the shared folder (or ``path``)."""
+    return dict(_load_claims(str(path or shared_file("paper", "claims.yaml"))))
+
+
+@lru_cache(maxsize=4)
+def _load_claims(path: str) -> tuple[tuple[str, Claim], ...]:
+    import yaml
+
+    entries = yaml.safe_load(Path(path).read_text())
+    if not isinstance(entries, list):
+        raise SaePaperError(f"{path} must hold a list of claims")
+    claims = []
+    for entry in entries:
+        try:
+            claim = Claim(str(entry["id"]), str(entry["where"]), str(entry["paper"]), str(entry.get("kind", "")))
+        except (KeyError, TypeError):
+            raise SaePaperError(f"{path}: every claim needs id, where and paper; got {entry!r}") from None
+        claims.append((claim.id, claim))
+    return tuple(claims)
+
+
+def record(claim_id: str, ours: str, verdict: str, note: str = "", *, notebook: str = "",
+           claims: Mapping[str, Claim] | None = None) -> ClaimRecord:
+    """A validated :class:`ClaimRecord`: ``claim_id`` must be in claims.yaml and ``verdict`` in :data:`VERDICTS`."""
+    known = load_claims() if claims is None else claims
+    if claim_id not in known:
+        raise SaePaperError(f"unknown claim id {claim_id!r}; the ids are those of claims.yaml ({len(known)} claims)")
+    if verdict not in VERDICTS:
+        raise SaePaperError(f"claim {claim_id}: verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
+    if not str(ours).strip():
+        raise SaePaperError(f"claim {claim_id}: 'ours' must say what we found")
+    return ClaimRecord(claim_id, str(ours), verdict, str(note), notebook)
+
+
+class Scoreboard:
+    """One notebook's claim records, kept in ``<book output>/claims/<notebook>.json``.
+
+    Creating it empties that file (a rerun replaces the notebook's records); each
+    :meth:`record` rewrites it atomically, so a notebook that fails half-way leaves the
+    records it made before failing.
+    """
+
+    def __init__(self, notebook: str, *, folder: str | Path | None = None, claims: Mapping[str, Claim] | None = None):
+        if not notebook or "/" in notebook:
+            raise SaePaperError(f"scoreboard notebook name must be a plain name, got {notebook!r}")
+        self.notebook = notebook
+        self.claims = dict(load_claims() if claims is None else claims)
+        self.path = Path(folder) if folder is not None else book_output_dir(CLAIMS_FOLDER)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = self.path / f"{notebook}.json"
+        self.records: dict[str, ClaimRecord] = {}
+        self._write()
+
+    def record(self, claim_id: str, ours: str, verdict: str, note: str = "") -> ClaimRecord:
+        """Record (or replace) our result for ``claim_id`` and save the file."""
+        entry = record(claim_id, ours, verdict, note, notebook=self.notebook, claims=self.claims)
+        self.records[claim_id] = entry
+        self._write()
+        return entry
+
+    def _write(self) -> None:
+        payload = {"notebook": self.notebook, "records": [asdict(r) for r in self.records.values()]}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+        os.replace(tmp, self.path)
+
+    def markdown(self) -> str:
+        """This notebook's records as a Markdown table (the paper's statement beside ours)."""
+        return render_table(self.records.values(), self.claims, only_recorded=True)
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+
+def read_records(folder: str | Path) -> list[ClaimRecord]:
+    """Every record saved under ``folder`` (one JSON file per notebook), in file-name order."""
+    records = []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            payload = json.loads(path.read_text())
+            records.extend(ClaimRecord(**entry) for entry in payload["records"])
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise SaePaperError(f"unreadable claim records {path}: {error!r}; rerun that notebook") from None
+    return records
+
+
+def _cell(text: str) -> str:
+    """Text safe inside one Markdown table cell."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def render_table(records: Iterable[ClaimRecord], claims: Mapping[str, Claim], *, only_recorded: bool = False) -> str:
+    """A Markdown table with one row per claim: id, where, paper, ours, verdict, note, notebook.
+
+    Claims are listed in claims.yaml order; without ``only_recorded``, claims with no
+    record appear with verdict "not yet run". A record for an id claims.yaml does not
+    know is an error (the scoreboard would silently drop it otherwise).
+    """
+    by_id: dict[str, ClaimRecord] = {}
+    for entry in records:
+        if entry.claim_id not in claims:
+            raise SaePaperError(f"a record from notebook {entry.notebook or '?'} has unknown claim id {entry.claim_id!r}")
+        by_id[entry.claim_id] = entry
+    lines = ["| id | where | paper | ours | verdict | note | notebook |", "|---|---|---|---|---|---|---|"]
+    for claim in claims.values():
+        entry = by_id.get(claim.id)
+        if entry is None and only_recorded:
+            continue
+        if entry is None:
+            row = [claim.id, claim.where, claim.paper, "", NOT_YET_RUN, "", ""]
+        else:
+            row = [claim.id, claim.where, claim.paper, entry.ours, f"**{entry.verdict}**", entry.note, entry.notebook]
+        lines.append("| " + " | ".join(_cell(value) for value in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def verdict_counts(records: Iterable[ClaimRecord], claims: Mapping[str, Claim]) -> dict[str, int]:
+    """How many claims have each verdict (and how many are not yet run)."""
+    counts = {verdict: 0 for verdict in (*VERDICTS, NOT_YET_RUN)}
+    recorded = {entry.claim_id: entry.verdict for entry in records}
+    for claim_id in claims:
+        counts[recorded.get(claim_id, NOT_YET_RUN)] += 1
+    return counts
+
+
+def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = None) -> str:
+    """The book's scoreboard page (MyST Markdown): counts per verdict, then the full table."""
+    claims = load_claims() if claims is None else claims
+    records = read_records(folder)
+    counts = verdict_counts(records, claims)
+    summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items() if n)
+    return (
+        "# Claims scoreboard\n\n"
+        f"The paper's {len(claims)} checkable claims (from `claims.yaml` in the shared folder) and what the "
+        "notebooks of this book found for each. Verdicts: *reproduced*, *partly*, *not*, *not comparable* "
+        "(our setting cannot test it); claims no notebook has tested yet say *not yet run*. Each notebook "
+        "computes its verdicts from its own numbers; the note says which rule was applied.\n\n"
+        f"**{summary}.**\n\n" + render_table(records, claims)
+    )

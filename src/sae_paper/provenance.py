@@ -1,0 +1,150 @@
+"""Where a notebook's numbers came from: commit, parameters, library versions, hardware, time.
+
+Every notebook of the book starts with ``prov = provenance.start(...)``, wraps each
+expensive section in ``with prov.section("..."):`` and shows ``prov`` at the end, so each
+figure and number can be traced to the commit, profile and parameters that made it, and
+a reader can see where the wall time went. :meth:`Provenance.save` also writes it as JSON
+beside the claim records (``<book output>/provenance/<notebook>.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sae_paper.paths import book_output_dir, repo_root
+
+LIBRARIES = ("sae-paper", "torch", "transformer-lens", "transformers", "numpy", "matplotlib")
+
+
+def git_state(root: Path | None = None) -> tuple[str, bool | None]:
+    """(commit, dirty) of the checkout; ("unknown", None) outside a git checkout or without git.
+
+    Dirty means tracked files differ from the commit or untracked, non-ignored files exist.
+    """
+    root = root or repo_root()
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True, timeout=20).stdout.strip()
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True, text=True,
+                                check=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", None
+    return commit, bool(status.strip())
+
+
+def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def hardware() -> dict[str, Any]:
+    """CPU count (and the cores this process may use), threads torch uses, the GPU if any."""
+    import torch
+
+    info: dict[str, Any] = {
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info
+
+
+@dataclass
+class Provenance:
+    """What one notebook run depended on, and how long each of its sections took."""
+
+    notebook: str
+    profile: str
+    parameters: dict[str, Any]
+    seed: int
+    commit: str
+    dirty: bool | None
+    versions: dict[str, str]
+    hardware: dict[str, Any]
+    started: str
+    sections: dict[str, float] = field(default_factory=dict)
+    """Section name → wall seconds, in the order first entered (repeated entries add up)."""
+    _clock: float = field(default_factory=time.perf_counter, repr=False)
+
+    @contextmanager
+    def section(self, name: str) -> Iterator[None]:
+        """Time the enclosed block as part of section ``name`` (kept even if it raises)."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.sections[name] = self.sections.get(name, 0.0) + time.perf_counter() - began
+
+    @property
+    def wall_seconds(self) -> float:
+        """Seconds since :func:`start`."""
+        return time.perf_counter() - self._clock
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
+        payload["wall_seconds"] = round(self.wall_seconds, 1)
+        return payload
+
+    def save(self, folder: str | Path | None = None) -> Path:
+        """Write :meth:`to_dict` to ``<book output>/provenance/<notebook>.json``; return the path."""
+        folder = Path(folder) if folder is not None else book_output_dir("provenance")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.notebook}.json"
+        path.write_text(json.dumps(self.to_dict(), indent=1, default=str) + "\n")
+        return path
+
+    def markdown(self) -> str:
+        dirty = {True: " (uncommitted changes)", False: "", None: " (dirty state unknown)"}[self.dirty]
+        hw = self.hardware
+        gpu = hw["gpu"] or "none"
+        lines = [
+            f"**{self.notebook}**, profile `{self.profile}`, seed {self.seed}, started {self.started}",
+            "",
+            f"- commit `{self.commit}`{dirty}",
+            "- " + ", ".join(f"{name} {version}" for name, version in self.versions.items()),
+            f"- {hw['cpu_count']} CPUs ({hw['cpus_usable']} usable, torch uses {hw['torch_threads']} threads), "
+            f"{hw['machine']}, Python {hw['python']}, GPU: {gpu}",
+            "- parameters: " + ", ".join(f"`{k}={v!r}`" for k, v in self.parameters.items()),
+        ]
+        if self.sections:
+            lines += ["", "| section | wall time (s) |", "|---|---:|"]
+            lines += [f"| {name} | {seconds:.1f} |" for name, seconds in self.sections.items()]
+            lines.append(f"| **total since start** | **{self.wall_seconds:.1f}** |")
+        return "\n".join(lines) + "\n"
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+
+def start(notebook: str, *, profile: str, parameters: Mapping[str, Any], seed: int) -> Provenance:
+    """Begin a notebook's provenance record: git state, versions and hardware now, timers from here."""
+    commit, dirty = git_state()
+    return Provenance(
+        notebook=notebook,
+        profile=profile,
+        parameters=dict(parameters),
+        seed=seed,
+        commit=commit,
+        dirty=dirty,
+        versions=library_versions(),
+        hardware=hardware(),
+        started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    )

@@ -1,0 +1,246 @@
+"""Automated interpretability (Section 3): fragments, rescaling, selection, scores and backends.
+
+Unit tests use hand-set tensors; the known-answer tests plant a feature that fires exactly on
+apostrophes in real WebText fragments (GPT-NeoX tokenizer, via ``pythia_random``) and score it
+with the ``token-list`` stand-in and with the ``openai-compatible`` client against a real HTTP
+server on localhost (:mod:`sae_paper.autointerp.testserver`). The ``local`` backend's test
+needs llama-cpp-python and the Qwen2.5-Coder GGUF and is skipped, saying why, without them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sae_paper.autointerp import (
+    ActivationRecord,
+    BackendFailure,
+    Cached,
+    CallCache,
+    FragmentSpec,
+    OpenAICompatibleBackend,
+    TokenListBackend,
+    correlation,
+    fragment_activations,
+    load_fragments,
+    make_backend,
+    rescale,
+    score_decomposition,
+    summarize,
+)
+from sae_paper.autointerp.backends import _placeholder_offsets, expected_value, simulate_body, simulate_prefix
+from sae_paper.autointerp.fragments import choose_features, moments, select_fragments
+from sae_paper.autointerp.testserver import OpenAITestServer
+from sae_paper.decompositions import neuron_basis, random_directions
+from sae_paper.models import Site
+
+# --------------------------------------------------------------------------------------
+# Unit: rescaling, selection, skipping, correlation, moments
+# --------------------------------------------------------------------------------------
+
+
+def test_rescale_is_round_ten_times_fraction_of_max():
+    assert rescale(torch.tensor([0.0, 0.04, 0.05, 0.5, 1.0, 2.0, -1.0]), 1.0).tolist() == [0, 0, 0, 5, 10, 10, 0]
+    assert rescale(torch.tensor([0.0, 0.0]), 0.0).tolist() == [0, 0]
+
+
+def test_selection_takes_top_fragments_and_random_ones_with_variance():
+    codes = torch.zeros(40, 4)
+    for i in range(30):  # fragments 0..29 vary; max grows with the index
+        codes[i, 1] = i + 1
+    selection = select_fragments(codes, n_top=20, n_explain=5, n_simulate_top=5, n_random=5, seed=0)
+    top = set(range(10, 30))
+    assert set(selection.explain) <= top and set(selection.top) <= top
+    assert not set(selection.explain) & set(selection.top)
+    assert set(selection.random) <= set(range(10)) and len(selection.random) == 5  # varying, outside the top 20
+
+
+def test_features_with_too_few_varying_fragments_are_skipped_and_counted():
+    counts = torch.tensor([25, 3, 20, 19, 40, 0])
+    choice = choose_features(counts, 10, min_fragments=20, seed=0)
+    assert sorted(choice.features) == [0, 2, 4] and choice.skipped == 3 and choice.skipped_total == 3
+
+
+def test_correlation_and_moments_by_hand():
+    assert correlation([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+    assert correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert correlation([1, 1, 1], [1, 2, 3]) is None
+    m = moments(torch.tensor([0.0, 0.0, 0.0, 4.0]))  # centred -1,-1,-1,3: m2 = 3, m3 = 6, m4 = 21
+    assert (m.mean, m.variance) == (1.0, 3.0)
+    assert m.skew == pytest.approx(6 / 3**1.5) and m.kurtosis == pytest.approx(21 / 9 - 3)
+
+
+def test_expected_value_renormalises_over_value_tokens_and_fails_without_them():
+    assert expected_value({"0": math.log(0.5), " 10": math.log(0.25), "x": math.log(0.25)}) == pytest.approx(10 / 3)
+    with pytest.raises(BackendFailure):
+        expected_value({"the": 0.0})
+
+
+def test_placeholders_are_found_only_in_the_fragment():
+    prompt = simulate_prefix("years") + simulate_body(["a", "\tb", "unknown"])[0]
+    offsets = _placeholder_offsets(prompt)
+    assert len(offsets) == 3 and all(prompt[o : o + 7] == "unknown" and prompt[o - 1] == "\t" for o in offsets)
+
+
+def test_token_list_explains_and_simulates_deterministically():
+    backend = TokenListBackend()
+    records = [ActivationRecord(("I", " don", "'t", " know"), (0, 0, 10, 0)), ActivationRecord(("it", "'s"), (0, 8))]
+    explanation = backend.explain(backend.explain_request(records))
+    assert explanation.startswith("tokens") and "'t" in explanation and "know" not in explanation
+    assert backend.simulate(backend.simulate_request(explanation, ["you", "'T", "'s"]), 3) == [0.0, 10.0, 8.0]
+    with pytest.raises(BackendFailure, match="free-text"):
+        backend.simulate(backend.simulate_request("apostrophes", ["a"]), 1)
+    assert "stand-in" in backend.label()
+
+
+def test_unknown_backend_is_one_line():
+    with pytest.raises(Exception, match="unknown autointerp backend 'gpt'"):
+        make_backend("gpt")
+
+
+# --------------------------------------------------------------------------------------
+# Known answers: a planted apostrophe feature, a random direction
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def webtext_fragments(pythia_random):
+    return load_fragments(pythia_random.tokenizer, n_fragments=300, length=64, sources=("webtext",))
+
+
+def apostrophe_activations(fragments, noise_dims: int = 0) -> torch.Tensor:
+    """[n, pos, 1 + noise_dims]: dimension 0 is 1 exactly on tokens with an apostrophe; the rest Gaussian noise."""
+    marks = torch.tensor([[float("'" in t or "\u2019" in t) for t in row] for row in fragments.token_strings])
+    noise = torch.randn(*marks.shape, noise_dims, generator=torch.Generator().manual_seed(1))
+    return torch.cat([marks[..., None], noise], dim=-1)
+
+
+def test_planted_apostrophe_feature_scores_at_least_0_9_with_token_list(webtext_fragments, tmp_path):
+    acts = apostrophe_activations(webtext_fragments)
+    backend = Cached(TokenListBackend(), CallCache(tmp_path / "calls.sqlite"))
+    result = score_decomposition(neuron_basis(1), acts, webtext_fragments, backend, backend, method="planted",
+                                 site="synthetic", n_features=1)
+    (feature,) = result.features
+    assert "'" in feature.explanation
+    assert feature.score >= 0.9, feature
+    assert feature.failure is None and not feature.constant
+
+
+def test_random_direction_on_token_independent_activations_scores_near_zero(webtext_fragments, tmp_path):
+    acts = apostrophe_activations(webtext_fragments, noise_dims=16)[..., 1:]  # noise only: no token information
+    backend = Cached(TokenListBackend(), CallCache(tmp_path / "calls.sqlite"))
+    result = score_decomposition(random_directions(16, seed=3), acts, webtext_fragments, backend, backend,
+                                 method="random", site="synthetic", n_features=8)
+    summary = result.summary()
+    assert summary.n_scored == 8 and summary.n_failed == 0
+    assert abs(summary.mean) < 0.1, summary
+    assert all(abs(f.score) < 0.3 for f in result.features)
+
+
+def test_fragment_activations_are_cached_per_site(pythia_random):
+    spec = FragmentSpec("pythia-70m-deduped-random", n_fragments=12, length=16, sources=("webtext",))
+    sites = [Site("resid_post", 1), Site("mlp_post", 0)]
+    fragments, acts = fragment_activations(pythia_random, spec, sites, batch_size=8)
+    assert fragments.tokens.shape == (12, 16) and len(fragments.token_strings[0]) == 16
+    assert acts[sites[0]].shape == (12, 16, 512) and acts[sites[1]].shape == (12, 16, 2048)
+    again, cached = fragment_activations(None, spec, sites)  # no model needed: everything is on disk
+    assert torch.equal(again.tokens, fragments.tokens) and torch.equal(cached[sites[0]], acts[sites[0]])
+
+
+# --------------------------------------------------------------------------------------
+# openai-compatible against a real local HTTP server
+# --------------------------------------------------------------------------------------
+
+
+def test_openai_compatible_client_against_local_server_with_a_malformed_reply(webtext_fragments, tmp_path):
+    acts = apostrophe_activations(webtext_fragments)
+    with OpenAITestServer() as server:
+        client = OpenAICompatibleBackend("test-model", server.url)
+        cache = CallCache(tmp_path / "calls.sqlite")
+        backend = Cached(client, cache)
+        result = score_decomposition(neuron_basis(1), acts, webtext_fragments, backend, backend, method="planted",
+                                     site="synthetic", n_features=1)
+        (good,) = result.features
+        assert good.failure is None and good.explanation.startswith("the tokens") and good.score > 0.8, good
+        served = server.requests
+        assert served == 11  # one explanation, ten simulated fragments
+
+        # The same feature again: every call comes from the disk cache.
+        score_decomposition(neuron_basis(1), acts, webtext_fragments, backend, backend, method="planted",
+                            site="synthetic", n_features=1)
+        assert server.requests == served
+
+        # Malformed replies (one without logprobs, one not JSON) are failures, counted, never a zero.
+        for broken in (1, 2):
+            server.malformed = broken
+            fresh = Cached(client, CallCache(tmp_path / f"fresh{broken}.sqlite"))
+            bad = score_decomposition(neuron_basis(1), acts, webtext_fragments, fresh, fresh, method="planted",
+                                      site="synthetic", n_features=1).features[0]
+            assert bad.score is None and bad.failure is not None, bad
+        summary = summarize("planted", "synthetic", [good, bad])
+        assert summary.n_failed == 1 and summary.n_scored == 1 and summary.mean == pytest.approx(good.score)
+
+    with pytest.raises(BackendFailure):  # the server is gone: a connection error is a failure too
+        client.simulate(simulate_prefix("x") + simulate_body(["a"])[0], 1)
+
+
+# --------------------------------------------------------------------------------------
+# local (llama-cpp-python + Qwen2.5-Coder-1.5B GGUF): skipped without them
+# --------------------------------------------------------------------------------------
+
+
+def test_local_backend_gives_one_prediction_in_0_10_per_token():
+    from sae_paper.autointerp import local
+
+    missing = local.missing()
+    if missing:
+        pytest.skip(f"local backend not installed: {missing} (optional: scripts/setup.sh --with-local-llm)")
+    backend = local.LocalBackend(n_ctx=2048)
+    tokens = ["I", " don", "'t", " think", " it", "'s", " true", "."]
+    predictions = backend.simulate(backend.simulate_request('apostrophes, like "\'t" and "\'s"', tokens), len(tokens))
+    assert len(predictions) == len(tokens) and all(0 <= p <= 10 for p in predictions)
+
+
+# --------------------------------------------------------------------------------------
+# Notebook 02's parameters and verdict rules
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "paper", "local-llm"])
+def test_every_profile_validates_notebook_02(profile, capsys):
+    from sae_paper.book import run_book
+
+    run_book(profile, notebooks=["02_autointerp"], validate_only=True)
+    assert f"profile {profile}: valid for 02_autointerp" in capsys.readouterr().out
+
+
+def test_study_rejects_unknown_methods_and_layers_outside_the_model():
+    from sae_paper.autointerp.study import AutointerpStudy
+
+    with pytest.raises(Exception, match="unknown"):
+        AutointerpStudy(methods=["sae", "nmf"])
+    with pytest.raises(Exception, match="layers 0..29"):
+        AutointerpStudy(layers=[3, 30])
+
+
+def summary(site, method, mean, ci=0.05, random_mean=0.1):
+    from sae_paper.autointerp import MethodSummary
+
+    return MethodSummary(method, site, 50, 0, 0, 0, mean, ci, random_mean, ci)
+
+
+def test_verdict_rules_by_hand():
+    from sae_paper.autointerp import study as S
+
+    layers = [3, 9]
+    rows = [summary("resid_post.3", "sae", 0.6), summary("resid_post.3", "neurons", 0.3), summary("resid_post.3", "pca", 0.2),
+            summary("resid_post.9", "sae", 0.5), summary("resid_post.9", "neurons", 0.45), summary("resid_post.9", "pca", 0.2)]
+    assert S.early_layers_finding(rows, layers, backend="token-list").verdict == "reproduced"
+    depth = S.depth_finding(rows, layers, backend="token-list")
+    assert depth.verdict == "reproduced" and "margin +0.30 → +0.05" in depth.ours
+    close = [summary("resid_post.3", "sae", 0.6), summary("resid_post.3", "neurons", 0.58)]
+    assert S.early_layers_finding(close, [3], backend="token-list").verdict == "partly"
+    assert S.moments_finding({"mean": -0.1, "variance": 0.0, "skew": 0.9, "kurtosis": 0.9}, 10,
+                             backend="token-list").verdict == "partly"

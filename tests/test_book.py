@@ -1,0 +1,151 @@
+"""The book runner: profiles and overrides, the failure path, and the smoke book in a browser.
+
+``test_smoke_book_in_a_browser`` builds the real notebooks with the ``smoke`` profile
+(random-weight Pythia, tiny sizes: about two minutes on 2 CPU cores) into a temporary
+copy of ``book/`` and opens it in headless Chromium. CI installs ``chromium`` and
+``chromium-driver`` (see ``.ci/run``); elsewhere the test is skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sae_paper.book import BookError, BookLayout, load_profile, parse_overrides, resolve_parameters, run_book
+from sae_paper.paths import repo_root
+
+ROOT = repo_root()
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+def book_copy(tmp_path: Path) -> Path:
+    """The book's sources (config resolved from its symlink, toc, intro) in a scratch folder."""
+    book = tmp_path / "book"
+    book.mkdir()
+    for name in ("_config.yml", "_toc.yml", "intro.md"):
+        shutil.copy(ROOT / "book" / name, book / name)
+    return book
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "paper"])
+def test_every_profile_validates_and_builds_every_run_config(profile, capsys):
+    result = run_book(profile, notebooks=["01_training"], validate_only=True)
+    assert result.notebooks == ["01_training"]
+    out = capsys.readouterr().out
+    assert f"profile {profile}: valid for 01_training" in out
+    if profile == "paper":
+        assert "pythia-70m-deduped resid_post.2 tied R=2 alpha=0.00086" in out
+        assert "pythia-70m-deduped mlp_post.0 untied" in out and "n_tokens=10,000,000" in out
+
+
+def test_overrides_apply_to_the_notebooks_that_have_the_parameter():
+    profile = load_profile(ROOT / "profiles" / "smoke.yaml")
+    resolved = resolve_parameters(profile, ["01_training"], parse_overrides(["epochs=3", "01_training.mlp_alphas=[0, 1e-3]"]))
+    assert resolved["01_training"]["epochs"] == 3 and resolved["01_training"]["mlp_alphas"] == [0, 1e-3]
+    with pytest.raises(BookError, match="no selected notebook has a parameter 'epoch'"):
+        resolve_parameters(profile, ["01_training"], parse_overrides(["epoch=3"]))
+    with pytest.raises(BookError, match="02_x is not a selected notebook"):
+        resolve_parameters(profile, ["01_training"], parse_overrides(["02_x.epochs=3"]))
+    with pytest.raises(BookError, match="notebook 01_training: .*layer 9 does not exist"):
+        resolve_parameters(profile, ["01_training"], parse_overrides(["layer=9"]))
+    with pytest.raises(BookError, match="-p takes key=value"):
+        parse_overrides(["epochs"])
+
+
+def test_a_failing_cell_names_notebook_and_cell_and_keeps_the_previous_book(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    (notebooks / "boom.py").write_text(textwrap.dedent('''\
+        # ---
+        # jupyter:
+        #   kernelspec:
+        #     display_name: Python 3
+        #     language: python
+        #     name: python3
+        # ---
+
+        # %% tags=["parameters"]
+        profile = "notebook"
+        divisor = 1
+
+        # %%
+        print("fine so far")
+
+        # %%
+        1 / divisor
+        '''))
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "tiny.yaml").write_text("boom:\n  divisor: 0\n")
+    book = book_copy(tmp_path)
+    previous_html = book / "_build" / "html" / "index.html"
+    previous_html.parent.mkdir(parents=True)
+    previous_html.write_text("the previous book")
+    previous_nb = book / "generated" / "boom.ipynb"
+    previous_nb.parent.mkdir()
+    previous_nb.write_text("{}")
+    layout = BookLayout(notebooks, book, profiles)
+
+    with pytest.raises(BookError) as failure:
+        run_book("tiny", layout=layout, log=lambda line: None)
+    message = str(failure.value)
+    assert "\n" not in message
+    assert message.startswith("notebook boom failed in cell 3 of boom.py (starting '1 / divisor'): ")
+    assert "'1 / divisor'" in message and "ZeroDivisionError: division by zero" in message
+    assert "previous book is kept" in message
+    assert previous_html.read_text() == "the previous book"
+    assert previous_nb.read_text() == "{}"
+    executed = Path(message.split("the executed notebook is ")[1].split(";")[0])
+    outputs = [o for c in json.loads(executed.read_text())["cells"] for o in c.get("outputs", [])]
+    assert any("fine so far" in "".join(o.get("text", "")) for o in outputs)  # ran up to the failing cell
+    shutil.rmtree(executed.parent.parent)  # the staging folder the message named
+
+
+@pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
+                    reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver; CI installs them)")
+def test_smoke_book_in_a_browser(tmp_path, monkeypatch):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    book = book_copy(tmp_path)
+    result = run_book("smoke", notebooks=["01_training"], layout=BookLayout(ROOT / "notebooks", book, ROOT / "profiles"),
+                      log=print)
+    html = result.html
+    assert (html / "index.html").is_file()
+    recorded = [r["claim_id"] for r in json.loads((book / "generated" / "claims" / "01_training.json").read_text())["records"]]
+    assert {"train-runtime", "splice-perplexity", "fig6-tradeoff", "fig7-epochs", "fig16-resid-alive",
+            "fig16-mlp-dead", "c3-untied-alive"} <= set(recorded)
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager reach for the network
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,2000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        driver.get((html / "generated" / "01_training.html").as_uri())
+        images = driver.execute_script(
+            "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, i.naturalWidth]);")
+        figures = [src for src, _, _ in images if "_images/" in src]
+        assert len(figures) >= 4, f"expected the notebook's figures on the page, found images {images}"
+        broken = [src for src, complete, width in images if not (complete and width > 0)]
+        assert not broken, f"images that did not load: {broken}"
+        screenshot = tmp_path / "01_training.png"
+        driver.save_screenshot(str(screenshot))
+        print(f"screenshot of the 01_training page: {screenshot}")
+
+        driver.get((html / "generated" / "scoreboard.html").as_uri())
+        table = driver.find_element(By.TAG_NAME, "table").text
+        for claim_id in recorded:
+            assert claim_id in table
+        assert "not yet run" in table and "table1-first-five" in table
+    finally:
+        driver.quit()

@@ -1,0 +1,85 @@
+"""The claims scoreboard: validation, per-notebook files, the rendered table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sae_paper import SaePaperError
+from sae_paper.claims import (
+    NOT_YET_RUN,
+    Claim,
+    Scoreboard,
+    load_claims,
+    read_records,
+    record,
+    render_scoreboard,
+    render_table,
+)
+
+CLAIMS = {
+    "a-number": Claim("a-number", "Section 1", "the answer is 42", "number"),
+    "b-order": Claim("b-order", "Figure 2", "x beats y | always", "ordering"),
+    "c-later": Claim("c-later", "Table 3", "not tested here", "qualitative"),
+}
+
+
+def test_the_shared_claims_file_has_the_ids_notebook_01_records():
+    claims = load_claims()
+    assert len(claims) == 26
+    for claim_id in ("train-runtime", "splice-perplexity", "fig6-tradeoff", "fig7-epochs", "fig16-resid-alive",
+                     "fig16-mlp-dead", "c3-untied-alive"):
+        assert claim_id in claims and claims[claim_id].paper
+
+
+def test_unknown_id_and_bad_verdict_are_one_line_errors():
+    with pytest.raises(SaePaperError, match="unknown claim id 'fig99'"):
+        record("fig99", "1", "reproduced", claims=CLAIMS)
+    with pytest.raises(SaePaperError, match="verdict 'yes' is not one of reproduced, partly, not, not comparable"):
+        record("a-number", "42", "yes", claims=CLAIMS)
+    with pytest.raises(SaePaperError, match="must say what we found"):
+        record("a-number", "  ", "partly", claims=CLAIMS)
+    with pytest.raises(SaePaperError, match="unknown claim id"):
+        record("no-such-claim", "x", "not")  # against the real claims.yaml
+
+
+def test_scoreboard_writes_one_file_per_notebook_and_a_rerun_replaces_it(tmp_path):
+    board = Scoreboard("nb1", folder=tmp_path, claims=CLAIMS)
+    board.record("a-number", "41.5", "partly", "close")
+    board.record("b-order", "x > y in 3/4", "partly")
+    board.record("b-order", "x > y in 4/4", "reproduced")  # same id again: replaced, not duplicated
+    saved = json.loads((tmp_path / "nb1.json").read_text())
+    assert [r["claim_id"] for r in saved["records"]] == ["a-number", "b-order"]
+    assert saved["records"][1]["verdict"] == "reproduced" and saved["records"][1]["notebook"] == "nb1"
+
+    Scoreboard("nb2", folder=tmp_path, claims=CLAIMS).record("c-later", "done", "not")
+    rerun = Scoreboard("nb1", folder=tmp_path, claims=CLAIMS)  # opening it again empties nb1's records
+    assert rerun.records == {}
+    assert [r.claim_id for r in read_records(tmp_path)] == ["c-later"]
+
+
+def test_table_has_every_claim_in_order_with_not_yet_run_and_escaped_pipes(tmp_path):
+    board = Scoreboard("nb1", folder=tmp_path, claims=CLAIMS)
+    board.record("b-order", "x | y", "not comparable", "different model")
+    lines = render_table(read_records(tmp_path), CLAIMS).splitlines()
+    assert lines[0] == "| id | where | paper | ours | verdict | note | notebook |"
+    rows = lines[2:]
+    assert [row.split(" | ")[0].strip("| ") for row in rows] == ["a-number", "b-order", "c-later"]
+    assert NOT_YET_RUN in rows[0] and NOT_YET_RUN in rows[2]
+    assert "| **not comparable** | different model | nb1 |" in rows[1]
+    assert "x beats y \\| always" in rows[1] and "x \\| y" in rows[1]
+    assert all(row.count(" | ") == 6 for row in rows)  # escaped pipes do not add columns
+    assert "b-order" in board.markdown() and "a-number" not in board.markdown()
+
+
+def test_scoreboard_page_counts_verdicts_and_rejects_unknown_ids(tmp_path):
+    board = Scoreboard("nb1", folder=tmp_path, claims=CLAIMS)
+    board.record("a-number", "42", "reproduced")
+    page = render_scoreboard(tmp_path, CLAIMS)
+    assert page.startswith("# Claims scoreboard")
+    assert "**1 reproduced, 2 not yet run.**" in page
+    (tmp_path / "nb2.json").write_text(json.dumps({"notebook": "nb2", "records": [
+        {"claim_id": "zzz", "ours": "1", "verdict": "not", "note": "", "notebook": "nb2"}]}))
+    with pytest.raises(SaePaperError, match="notebook nb2 has unknown claim id 'zzz'"):
+        render_scoreboard(tmp_path, CLAIMS)

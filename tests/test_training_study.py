@@ -1,0 +1,158 @@
+"""Notebook 01's parameters, the SAEs they imply, the verdict rules, and the figures."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from matplotlib.figure import Figure
+
+from sae_paper import SaePaperError
+from sae_paper.metrics import SpliceMetrics
+from sae_paper.paths import repo_root
+from sae_paper.sweeps import SweepRecord, collect, markdown_table, select
+from sae_paper.training_study import (
+    TrainingStudy,
+    epochs_finding,
+    mlp_dead_finding,
+    resid_alive_finding,
+    splice_finding,
+    tradeoff_finding,
+    train_runtime_finding,
+    untied_finding,
+)
+
+
+def rec(alpha=1e-3, *, site="mlp_post.0", kind="tied", ratio=1.0, epochs=2, fvu=0.5, l0=10.0, alive=100, d_sae=100):
+    return SweepRecord(model="m", site=site, kind=kind, ratio=ratio, alpha=alpha, epochs=epochs, n_tokens=1000,
+                       d_sae=d_sae, fvu=fvu, mean_l0=l0, alive_eval=alive, n_eval=100, alive=alive,
+                       alive_threshold=10, train_seconds=1.0, activations_per_s=2000.0)
+
+
+def test_default_profile_and_notebook_parameters_match_the_dataclass_defaults():
+    import jupytext
+
+    defaults = TrainingStudy().parameters()
+    profile = yaml.safe_load((repo_root() / "profiles" / "default.yaml").read_text())["01_training"]
+    assert TrainingStudy.from_params(profile).parameters() == defaults
+    notebook = jupytext.read(repo_root() / "notebooks" / "01_training.py")
+    cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    namespace: dict = {}
+    exec(cell.source, namespace)
+    assert {k: v for k, v in namespace.items() if k in defaults} == defaults
+    assert set(namespace) - {"__builtins__"} == set(defaults) | {"profile"}
+
+
+def test_configs_resolve_alpha_and_are_shared_between_figures():
+    study = TrainingStudy(model="pythia-70m-deduped-random", layer=2, resid_alphas=(8.6e-4, 1e-3),
+                          mlp_alphas=(0.0, 3.2e-4), epoch_list=(1, 2), mlp_epochs=2, fig7_alphas=(), untied_alphas=(3.2e-4,),
+                          resid_ratios=(2.0,), mlp_ratios=(1.0,))
+    main = study.main_config()
+    assert main.alpha == 8.6e-4 and main.site == "resid_post" and main.layer == 2
+    assert study.alpha_sweep("resid_post")[0] == main  # default alpha made explicit: same SAE, same cache
+    assert study.ratio_sweep("resid_post") == [main]
+    assert study.epoch_sweep()[2] == study.alpha_sweep("mlp_post")
+    assert study.ratio_sweep("mlp_post")[0] == study.alpha_sweep("mlp_post")[1]
+    tied, untied = study.untied_pairs()[0]
+    assert tied == study.alpha_sweep("mlp_post")[1] and untied.sae == "untied"
+    configs = study.all_configs()
+    assert configs[0] == main and len(configs) == len(set(configs)) == 7  # main, 1e-3, 2 MLP, 2 one-epoch, untied
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"layer": 30}, "layer 30 does not exist"),
+    ({"mlp_alphas": []}, "mlp_alphas must not be empty"),
+    ({"mlp_alphas": 0.1}, "must be a list"),
+    ({"resid_alphas": [-1.0]}, "alphas must be numbers >= 0"),
+    ({"epoch_list": [0]}, "epochs must be positive integers"),
+    ({"colour": 1}, "unknown 01_training parameter\\(s\\): colour"),
+    ({"model": "gpt-5"}, "unknown model 'gpt-5'"),
+])
+def test_bad_parameters_are_one_line_errors(params, message):
+    with pytest.raises(SaePaperError, match=message):
+        TrainingStudy.from_params(params)
+
+
+def test_tradeoff_verdict_needs_monotone_steps():
+    good = [rec(1e-4, fvu=0.1, l0=50), rec(3e-4, fvu=0.2, l0=20), rec(1e-3, fvu=0.4, l0=5)]
+    assert tradeoff_finding({"mlp_post.0": good}).verdict == "reproduced"
+    bumpy = [*good, rec(3e-3, fvu=0.39, l0=2), rec(1e-2, fvu=0.6, l0=1)]
+    assert tradeoff_finding({"mlp_post.0": bumpy}).verdict == "partly"  # 3 of 4 steps monotone
+    assert tradeoff_finding({"mlp_post.0": good[:2]}).verdict == "not"  # too few points to say
+    assert tradeoff_finding({"mlp_post.0": good, "resid_post.3": good[:2]}).verdict == "reproduced"  # short one not judged
+    assert tradeoff_finding({"mlp_post.0": good, "resid_post.3": good[:2]}).verdict == "reproduced"
+    with pytest.raises(SaePaperError):
+        tradeoff_finding({"mlp_post.0": good[:1]})
+
+
+def test_epochs_verdict_is_pareto_dominance_at_equal_alpha():
+    one = [rec(1e-4, epochs=1, fvu=0.3, l0=40), rec(3e-4, epochs=1, fvu=0.5, l0=20)]
+    two = [rec(1e-4, epochs=2, fvu=0.25, l0=40), rec(3e-4, epochs=2, fvu=0.45, l0=18)]
+    assert epochs_finding({1: one, 2: two}).verdict == "reproduced"
+    worse = [rec(1e-4, epochs=2, fvu=0.25, l0=40), rec(3e-4, epochs=2, fvu=0.55, l0=18)]
+    assert epochs_finding({1: one, 2: worse}).verdict == "partly"
+    assert epochs_finding({1: two, 2: one}).verdict == "not"
+
+
+def test_alive_and_dead_verdicts():
+    resid = [rec(site="resid_post.3", ratio=r, alive=a, d_sae=d) for r, a, d in ((1, 576, 576), (4, 2200, 2304))]
+    assert resid_alive_finding(resid).verdict == "reproduced"  # 95% alive at worst
+    assert resid_alive_finding([*resid, rec(site="resid_post.3", ratio=8, alive=10, d_sae=4608)]).verdict == "reproduced"
+    assert resid_alive_finding([rec(ratio=2, alive=60, d_sae=100)]).verdict == "partly"
+    assert resid_alive_finding([rec(ratio=2, alive=40, d_sae=100)]).verdict == "not"
+
+    assert mlp_dead_finding([rec(0.0, alive=80), rec(1e-3, alive=50)]).verdict == "reproduced"
+    assert mlp_dead_finding([rec(0.0, alive=100), rec(1e-3, alive=50)]).verdict == "partly"
+    assert mlp_dead_finding([rec(0.0, alive=100), rec(1e-3, alive=95)]).verdict == "not"
+
+
+def test_untied_verdict():
+    pairs = [(rec(0.0, alive=90), rec(0.0, kind="untied", alive=95)),
+             (rec(1e-3, alive=50), rec(1e-3, kind="untied", alive=50))]
+    assert untied_finding(pairs).verdict == "reproduced"
+    pairs.append((rec(3e-3, alive=40), rec(3e-3, kind="untied", alive=30)))
+    assert untied_finding(pairs).verdict == "partly"
+    assert untied_finding(pairs[2:]).verdict == "not"
+
+
+def test_splice_and_runtime_verdicts():
+    paper_like = SpliceMetrics(ce_clean=3.2189, ce_spliced=3.6889, ce_zero=7.0, n_tokens=100)  # 25 -> 40
+    assert splice_finding(paper_like, model="pythia-70m-deduped", site="resid_post.2").verdict == "reproduced"
+    assert splice_finding(paper_like, model="smollm2-135m", site="resid_post.3").verdict == "partly"
+    far = SpliceMetrics(ce_clean=3.0, ce_spliced=5.0, ce_zero=7.0, n_tokens=100)
+    assert splice_finding(far, model="pythia-70m-deduped", site="resid_post.2").verdict == "not"
+    assert splice_finding(far, model="smollm2-135m", site="resid_post.3").verdict == "not comparable"
+
+    assert train_runtime_finding(10, 1e6, 10_000).verdict == "reproduced"  # 150M in 150 s
+    assert train_runtime_finding(10, 1e4, 10_000).verdict == "partly"  # 5M in 8 min, 150M in 4 h
+    assert train_runtime_finding(10, 1e3, 10_000).verdict == "not"
+
+
+def test_figures_have_labelled_axes_and_titles():
+    from sae_paper import plots
+
+    mlp = [rec(0.0, fvu=0.1, l0=300), rec(1e-4, fvu=0.3, l0=30), rec(1e-3, fvu=0.6, l0=3)]
+    resid = [rec(1e-2, site="resid_post.3", ratio=r, alive=int(90 * r), d_sae=int(100 * r)) for r in (1, 2)]
+    untied = [(r, rec(r.alpha, kind="untied", alive=100)) for r in mlp]
+    figures = [
+        plots.splice_perplexity(SpliceMetrics(3.0, 3.5, 7.0, 100), label="m resid_post.3"),
+        plots.fig6_tradeoff({"mlp_post.0": mlp, "resid_post.3": resid}),
+        plots.fig7_epochs({1: mlp, 2: mlp}),
+        plots.fig16_alive({"mlp_post.0": mlp}, {"resid_post.3": resid}, untied),
+    ]
+    for figure in figures:
+        assert isinstance(figure, Figure) and figure.axes
+        for ax in figure.axes:
+            assert ax.get_xlabel() or ax.get_xticklabels(), "x axis unlabelled"
+            assert ax.get_ylabel() and ax.get_title()
+    assert len(figures[3].axes) == 3
+
+
+def test_record_helpers():
+    records = [rec(1e-4), rec(1e-3, kind="untied")]
+    resid = rec(1e-2, site="resid_post.3")
+    assert collect({"mlp_post.0": records, "resid_post.3": [resid]}, records[:1], site_kind="mlp_post") == records
+    assert collect([resid, resid], site_kind="resid_post") == [resid]
+    assert select(records, kind="untied") == records[1:]
+    with pytest.raises(SaePaperError, match="unknown sweep record field"):
+        select(records, colour="red")
+    assert markdown_table(records).count("\n") == 4
