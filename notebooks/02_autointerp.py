@@ -75,7 +75,7 @@ layer_n_tokens = 12_288
 ratio = 2.0
 alpha = None
 epochs = 2
-batch_size = 256
+batch_size = 512
 fig8_ratios = [0.5, 1.0, 2.0, 4.0, 8.0]
 topk_ratio = 1.0
 mlp_layer = 0
@@ -218,6 +218,12 @@ Markdown(summary_table(summaries))
 # in the early layers; the margin shrinks with depth, to about ICA's at layer 4 and little
 # gain at the last layer. Error bars are 95 % confidence intervals over features; the
 # table above gives the number of features scored, skipped and failed for every point.
+#
+# Read it with the stand-in in mind: the token-list "explanation" can only say *which
+# tokens* a feature fires on, so any direction whose activation is mostly a function of the
+# current token scores well, whether or not it is a meaningful feature. Early in the
+# residual stream, close to the token embedding, that includes random directions and the
+# residual basis; contextual features (which an LLM could describe) score low.
 
 # %%
 fig2_methods = [m for m in ("sae", *S.BASELINES) if m in study.methods]

@@ -44,8 +44,9 @@
 # | model | Pythia-410M-deduped (24 layers, d_model 1024) | SmolLM2-135M-Instruct (30 layers, d_model 576): Pythia's weights cannot be downloaded here; the notebook checks that it does IOI |
 # | main layer | residual stream after layer 11 of 24 | after layer 12 of 30 (a comparable relative depth) |
 # | Figure 17 layers | 3, 7, 11, 15, 19, 23 | 6, 12, 18 (CPU budget) |
-# | dictionaries | trained on ~7M activations from the first 10,000 Pile documents | 65,536 activations of English Wikipedia per layer, 2 epochs |
-# | α | several, unnamed in the text | 3e-3 and 1e-2 (SmolLM2's residual norms are ~100× Pythia-70M's, see notebook 01), and 0 |
+# | dictionaries | trained on ~7M activations from the first 10,000 Pile documents | 65,536 activations of English Wikipedia per layer, 2 epochs, massive activations left out (section 2) |
+# | α | several (the authors' script: 1e-4, 3e-4, 1e-3 and 0) | 1e-2 and 2e-2, and 0 (SmolLM2's residual norms are ~100× Pythia-70M's, see notebook 01) |
+# | prompts | 50 IOI prompts (templates of Wang et al.) | 50 prompts, 5 Wang et al.-style templates in both name orders |
 # | feature order | ACDC over every feature, 50 thresholds (a forward pass per feature per threshold, on a GPU) | ACDC's threshold sweep over each feature's integrated-gradients share of the KL change (2 forward-and-backward passes per dictionary); every point of every curve is then an exact forward pass (section 3) |
 #
 # The `paper` profile runs Pythia-410M at the paper's layers and sizes where the hub can
@@ -65,7 +66,7 @@ n_prompts = 50
 prompt_seed = 0
 layer = 12
 layers = [6, 12, 18]
-alphas = [0.0, 3e-3, 1e-2]
+alphas = [0.0, 1e-2, 2e-2]
 fig17_alphas = [1e-2]
 source = "enwiki2015"
 n_tokens = 65_536
@@ -96,18 +97,19 @@ from sae_paper.ioi import ioi_check, make_ioi_dataset
 from sae_paper.ioi_study import (
     NOTEBOOK,
     CurveTable,
+    MASSIVE_FACTOR,
     IoiStudy,
+    LayerDictionaries,
+    RecordTable,
     alpha_floor_finding,
     dictionary_name,
     fewer_features_finding,
-    layer_decompositions,
     layers_finding,
     patching_curves,
     smaller_edits_finding,
 )
 from sae_paper.models import load_model
 from sae_paper.patching import PatchingSetup
-from sae_paper.sweeps import RecordTable
 
 study = IoiStudy.from_namespace(globals())
 prov = provenance.start(NOTEBOOK, profile=profile, parameters=study.parameters(), seed=study.seed)
@@ -131,8 +133,15 @@ print(f"{study.model}: main layer {study.layer}, Figure 17 layers {list(study.la
 with prov.section("load model, IOI prompts and check"):
     lm = load_model(study.model)
     data = make_ioi_dataset(lm.tokenizer, study.n_prompts, seed=study.prompt_seed)
-    setups = {study.layer: PatchingSetup.from_model(lm, data, study.layer)}
-    check = ioi_check(data, setups[study.layer].base_logits, setups[study.layer].target_logits)
+    setups = {}
+
+    def setup_for(layer_):
+        """The base and target runs to ``layer_`` (two partial passes), made once per layer."""
+        if layer_ not in setups:
+            setups[layer_] = PatchingSetup.from_model(lm, data, layer_)
+        return setups[layer_]
+
+    check = ioi_check(data, setup_for(study.layer).base_logits, setup_for(study.layer).target_logits)
 for p in data.prompts[:4]:
     print(f"{p.order}  {p.base!r} → {p.io!r}   target: …{p.counterfactual_io}… → {p.counterfactual_io!r}")
 print(f"\n{len(data)} prompts, {int(data.lengths.min())}–{int(data.lengths.max())} tokens with BOS")
@@ -145,16 +154,32 @@ print("\n".join(check.lines()))
 # At every layer: tied SAEs with R = 2 (the paper's Section 4 dictionaries), one per α,
 # including **α = 0**, an autoencoder with the same architecture and no sparsity
 # penalty, and **PCA** on the same activations (all 576 components, so PCA is lossless).
-# All layers' activations come from one forward pass over the text. The table shows each
-# SAE's held-out reconstruction error (FVU) and sparsity (mean L0).
+# All layers' activations come from one forward pass over the text.
+#
+# **Massive activations are left out of training.** From about layer 10 on, SmolLM2's
+# residual stream has a handful of positions (the `<|endoftext|>` separators between
+# packed documents, and a few others) whose norm is 40–170× the median; about 0.3% of
+# the vectors carry about 97% of the variance, so an SAE or PCA fitted on everything
+# spends itself on them. Like BOS, which the harvest already skips, they are left out
+# (norm above 10× the layer's median), and the check below shows that no IOI prompt has
+# one after BOS. The table gives each SAE's held-out reconstruction error (FVU, on
+# held-out vectors filtered the same way) and sparsity (mean L0).
 
 # %%
 with prov.section("harvest activations"):
     harvested = sweeps.prefetch(study.all_configs(), model=lambda: lm)
 print("\n".join(harvested) or "all activation caches were already on disk")
+dictionaries = {layer_: LayerDictionaries(study, layer_) for layer_ in study.layers}
 with prov.section("train and evaluate SAEs"):
-    records = RecordTable(sweeps.run_sweep(study.all_configs()))
+    records = RecordTable(record for layer_ in study.layers for record in dictionaries[layer_].records())
 records
+
+# %%
+for layer_ in study.layers:
+    norms = setup_for(layer_).base_resid.norm(dim=-1)[:, 1:]
+    median = dictionaries[layer_].rows("train")[0].norm(dim=1).median()
+    print(f"layer {layer_}: largest IOI residual norm after BOS {norms.max():.0f} = {norms.max() / median:.1f}× the "
+          f"median of the training activations (left out above {MASSIVE_FACTOR:g}×)")
 
 # %% [markdown]
 # ## 3. The method: patching features, ordered by ACDC
@@ -210,19 +235,12 @@ print(f"ordering: {study.ordering}; {study.n_thresholds} thresholds log-spaced f
                                                                if study.ordering == "acdc" else ""))
 
 
-# %%
-def setup_for(layer):
-    if layer not in setups:
-        setups[layer] = PatchingSetup.from_model(lm, data, layer)
-    return setups[layer]
-
-
 # %% [markdown]
 # ## 4. Figure 3: the main layer
 
 # %%
 with prov.section(f"Figure 3: patching curves, layer {study.layer}"):
-    main_curves = patching_curves(study, study.layer, layer_decompositions(study, study.layer),
+    main_curves = patching_curves(study, study.layer, dictionaries[study.layer].decompositions(),
                                   setup_factory=lambda: setup_for(study.layer))
 CurveTable(main_curves.values())
 
@@ -239,7 +257,7 @@ plots.fig3_patching(list(main_curves.values()), title=setting)
 # decomposition needs; the minimum KL is each dictionary's all-patched KL.
 
 # %%
-fvu = {r.alpha: r.fvu for r in records if r.site == f"resid_post.{study.layer}"}
+fvu = {r.alpha: r.fvu for r in records if r.layer == study.layer}
 board.record("fig3-fewer-features", *fewer_features_finding(list(main_curves.values()), setting=setting))
 board.record("fig3-smaller-edits", *smaller_edits_finding(list(main_curves.values()), setting=setting))
 board.record("fig3-alpha-floor", *alpha_floor_finding(list(main_curves.values()), fvu, setting=setting))
@@ -257,7 +275,7 @@ by_layer = {study.layer: list(main_curves.values())}
 with prov.section("Figure 17: patching curves at the other layers"):
     for other in study.layers:
         if other != study.layer:
-            by_layer[other] = list(patching_curves(study, other, layer_decompositions(study, other),
+            by_layer[other] = list(patching_curves(study, other, dictionaries[other].decompositions(),
                                                    setup_factory=lambda other=other: setup_for(other)).values())
 CurveTable(curve for layer_ in sorted(by_layer) for curve in by_layer[layer_])
 

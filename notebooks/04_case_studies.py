@@ -49,7 +49,7 @@
 # | SAE | residual stream, layer 2-ish, trained on tens of millions of Pile activations | notebook 01's main SAE: residual stream after block 3, R = 2, ~50k Wikipedia activations |
 # | inspected text | the Pile | the SAE's Wikipedia training text plus 20 Newsgroups posts (conversational: apostrophes) |
 # | tokenizer | GPT-NeoX: `don` `'` `t`, `Dave` `"` `'` | SmolLM2: `don` `'t`, `Dave` `"'`: apostrophes are merged with what follows them, so `'s`, `'t`, `'m` are single tokens and a bare `s` after an apostrophe is rare |
-# | causal tree | target in the last layer (5 of 5), whose direction unembeds to closing brackets | target in layer 3 of 30 (the layer of our SAE), two earlier layers' SAEs trained on ~25k activations each; an early layer's unembedding is a weak guide to what a feature does |
+# | causal tree | target in the last layer (5 of 5), whose direction unembeds to closing brackets | target in layer 3 of 30 (the layer of our SAE), two earlier layers' SAEs trained on ~16k activations each; an early layer's unembedding is a weak guide to what a feature does |
 # | ablation | "the difference in logits" | the same, each example centred on its mean change over the vocabulary (the ablation shifts all of SmolLM2's logits together by several units) |
 #
 # The `paper` profile runs Pythia-70M with the tree's target in its last layer.
@@ -89,9 +89,10 @@ ablation_examples = 8
 logit_threshold = 0.1
 tree_layer = None
 tree_depth = 2
-tree_n_tokens = 24_576
+tree_n_tokens = 16_384
 tree_contexts = 20
 tree_branching = 3
+tree_expand = 1
 tree_candidates = 8
 unembed_k = 10
 
@@ -100,6 +101,7 @@ unembed_k = 10
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")
+warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # a few tokens are CJK characters
 
 import torch
 from IPython.display import Markdown
@@ -350,8 +352,9 @@ board.record("fig5-unembed-parens", *unembed_parens_finding(
 # `tree_contexts` contexts (the paper: 20) where it reaches $[M/2, M]$. For each firing
 # feature of the layer below we ablate it (at every position up to the target's) and
 # measure how much the target's activation at its position drops, averaged over the
-# contexts; the strongest parents are expanded the same way one layer further down, where
-# a node is measured by its activation summed over the positions up to the target's. To
+# contexts; the strongest parent (`tree_expand` of them) is expanded the same way one
+# layer further down, where a node is measured by its activation summed over the positions
+# up to the target's. To
 # keep this affordable, each node ablates exactly only the features a first-order
 # (gradient) estimate ranks highest (`tree_candidates`); the tree itself ranks by the
 # exact drops.
@@ -363,7 +366,8 @@ print(f"M = {tree_sample.max_activation:.2f}; {tree_sample.n_eligible} contexts 
       f"{len(tree_sample.positions)} sampled")
 with prov.section("Figure 5: causal tree"):
     tree = causal_tree(model, dictionaries, target_layer, target_feature, tree_sample, depth=study.tree_depth,
-                       branching=study.tree_branching, n_candidates=study.tree_candidates or None)
+                       branching=study.tree_branching, expand=study.tree_expand,
+                       n_candidates=study.tree_candidates or None)
 
 # %%
 node_tokens = {}

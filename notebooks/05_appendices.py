@@ -25,8 +25,8 @@
 #    feature. The paper searched it as it searched the feature (D.3: the dimensions most
 #    active on the prompt's final apostrophe, positive or negative, skipping outlier
 #    dimensions) and found it polysemantic: apostrophes lead its highest activations, but
-#    its middle and lower ranges are other tokens. Against it, the SAE feature of
-#    [notebook 04](04_case_studies.ipynb) fires mostly on apostrophes.
+#    its middle and lower ranges are other tokens. We set it beside the SAE's apostrophe
+#    feature, found the same way (as in [notebook 04](04_case_studies.ipynb)).
 # 2. **Figures 12–15** (D.2): four more features: 'If' in code, a 'Dis' feature (the paper's
 #    fires on the token after *dis*: *dis*CLAIM, *dis*closed), and two apostrophe features
 #    that split contractions by context: "I'll"-like and "don't"-like.
@@ -86,6 +86,7 @@ rare_contexts = 48
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")
+warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # a few tokens are CJK characters
 
 import torch
 from IPython.display import Markdown, display

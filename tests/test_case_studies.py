@@ -346,10 +346,11 @@ class ToyTwoLayer:
         self.tokenizer = None
 
     def run_with_hooks(self, tokens, fwd_hooks=(), stop_at_layer=None, **_):
-        hooks = dict(fwd_hooks)
-
-        def apply(name, x):
-            return hooks[name](x, hook=None) if name in hooks else x
+        def apply(name, x):  # several hooks on one point run in order, as in TransformerLens
+            for hook_name, hook in fwd_hooks:
+                if hook_name == name:
+                    x = hook(x, hook=None)
+            return x
 
         x0 = apply("blocks.0.hook_resid_post", self.embedding[tokens])
         if stop_at_layer == 1:
@@ -630,3 +631,75 @@ def test_feature_figures_render(tied):
     ]
     for figure in figures:
         figure.savefig(io.BytesIO(), format="png")
+
+
+def test_causal_tree_on_a_transformer_matches_a_manual_ablation(pythia_random):
+    torch.manual_seed(0)
+    layer0, layer1 = (SaeDecomposition(make_sae("tied", 512, 32, seed=s)) for s in (1, 2))
+    with torch.no_grad():  # make most features fire somewhere
+        layer0.sae.b.fill_(0.5)
+        layer1.sae.b.fill_(0.5)
+    contexts = torch.randint(1, 5000, (6, 10))
+    contexts[:, 0] = 0
+    acts = collect_activations(pythia_random, Site("resid_post", 1), contexts)
+    target = int(feature_codes(layer1, acts.rows, list(range(32))).sum(dim=0).argmax())
+    sample = sample_contexts(acts, feature_codes(layer1, acts.rows, target), n=3, low=0.0)
+    tree = causal_tree(pythia_random, {0: layer0, 1: layer1}, 1, target, sample, depth=1, branching=2, n_candidates=4)
+    assert 1 <= len(tree.children) <= 2
+    child = tree.children[0]
+    drops = []
+    for c in range(3):
+        tokens = sample.tokens[c : c + 1, : int(sample.positions[c]) + 1]
+        _, clean = pythia_random.run_with_cache(tokens, names_filter="blocks.1.hook_resid_post")
+        ablated = {}
+        pythia_random.run_with_hooks(tokens, fwd_hooks=[
+            ("blocks.0.hook_resid_post", ablation_hook(feature_axis(layer0, child.feature))),
+            ("blocks.1.hook_resid_post", lambda x, hook=None: ablated.setdefault("x", x))])
+        before = layer1.encode(clean["blocks.1.hook_resid_post"][0, -1:])[0, target]
+        after = layer1.encode(ablated["x"][0, -1:])[0, target]
+        drops.append(float(before - after))
+    assert child.effect == pytest.approx(sum(drops) / 3, rel=1e-3, abs=1e-4)
+    assert tree.clean == pytest.approx(float(sample.target_activation.mean()), rel=1e-3)
+
+
+def test_causal_tree_expands_only_the_strongest_parents(pythia_random):
+    saes = {layer: SaeDecomposition(make_sae("tied", 512, 16, seed=layer + 1)) for layer in range(3)}
+    for decomposition in saes.values():
+        with torch.no_grad():
+            decomposition.sae.b.fill_(0.5)
+    contexts = torch.randint(1, 5000, (4, 8))
+    contexts[:, 0] = 0
+    acts = collect_activations(pythia_random, Site("resid_post", 2), contexts)
+    target = int(feature_codes(saes[2], acts.rows, list(range(16))).sum(dim=0).argmax())
+    sample = sample_contexts(acts, feature_codes(saes[2], acts.rows, target), n=2, low=0.0)
+    tree = causal_tree(pythia_random, saes, 2, target, sample, depth=2, branching=2, expand=1, n_candidates=3)
+    assert len(tree.children) == 2
+    assert len(tree.children[0].children) >= 1 and tree.children[1].children == ()
+    assert {node.layer for node, _ in tree.walk()} == {0, 1, 2}
+    assert all(child.effect > 0 for _, child in tree.edges())
+
+
+@pytest.mark.slow
+def test_case_study_notebooks_run_on_the_smoke_profile(tmp_path):
+    """Notebooks 04 and 05 execute end to end (random Pythia, tiny sizes) and record their claims."""
+    import json
+
+    from sae_paper.book import BookLayout, run_book
+    from sae_paper.paths import repo_root
+
+    root = repo_root()
+    book = tmp_path / "book"
+    book.mkdir()
+    names = ["04_case_studies", "05_appendices"]
+    result = run_book("smoke", notebooks=names, layout=BookLayout(root / "notebooks", book, root / "profiles"),
+                      build=False, log=lambda line: None)
+    assert result.notebooks == names
+    recorded = {name: {r["claim_id"] for r in json.loads((book / "generated" / "claims" / f"{name}.json").read_text())["records"]}
+                for name in names}
+    assert recorded["04_case_studies"] == {"fig4-apostrophe-hist", "fig4-ablation-logits", "sec5-single-token-features",
+                                           "fig5-unembed-parens", "fig5-causal-tree"}
+    assert recorded["05_appendices"] == {"fig11-residual-polysemantic", "fig12-15-features"}
+    for name in names:
+        cells = json.loads((book / "generated" / f"{name}.ipynb").read_text())["cells"]
+        images = [o for c in cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+        assert len(images) >= (4 if name == "04_case_studies" else 2)

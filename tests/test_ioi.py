@@ -1,4 +1,5 @@
-"""IOI prompts: single-token words, one differing token, padding, seeds; the model check."""
+"""IOI prompts (single-token words, one differing token, padding, seeds), the model check, and
+notebook 03's study: parameters, dictionaries without massive activations, cached curves, verdicts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from sae_paper import SaePaperError
 from sae_paper.ioi import (
     NAMES, OBJECTS, PLACES, TEMPLATES, check_model, generate_prompts, ioi_check, make_ioi_dataset, single_token_words,
 )
+from sae_paper.ioi_study import (
+    IoiStudy, alpha_floor_finding, curve_from_dict, curve_to_dict, dictionary_name, fewer_features_finding,
+    layers_finding, smaller_edits_finding,
+)
+from sae_paper.patching import CurvePoint, PatchingCurve
 
 
 class _WordTokenizer:
@@ -110,12 +116,6 @@ def test_smollm2_does_ioi(smollm2):
 # The notebook's study: parameters, configs, cached curves, verdicts
 # --------------------------------------------------------------------------------------
 
-from sae_paper.ioi_study import (  # noqa: E402
-    IoiStudy, alpha_floor_finding, curve_from_dict, curve_to_dict, dictionary_name, fewer_features_finding,
-    layers_finding, smaller_edits_finding,
-)
-from sae_paper.patching import CurvePoint, PatchingCurve  # noqa: E402
-
 
 def test_study_builds_each_sae_once_and_rejects_bad_parameters():
     study = IoiStudy(model="pythia-70m-deduped-random", layer=2, layers=(1, 2), alphas=(0.0, 1e-3), fig17_alphas=(1e-3, 0.0))
@@ -171,3 +171,46 @@ def test_verdicts_follow_the_numbers():
 def test_curves_survive_the_cache_round_trip():
     curve = _figure3(sparse_better=True)[0]
     assert curve_from_dict(curve_to_dict(curve)) == curve
+
+
+def test_massive_activations_are_left_out_and_pca_is_exact():
+    from sae_paper.activations import InMemoryActivations
+    from sae_paper.decompositions import fit_pca
+    from sae_paper.ioi_study import exact_pca, without_massive
+
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(2000, 6, generator=generator) * torch.tensor([5.0, 3.0, 2.0, 1.0, 0.5, 0.2]) + 1.0
+    rows[[3, 500]] *= 400.0
+    kept, left_out = without_massive(rows)
+    assert left_out == 2 and len(kept) == 1998
+    pca = exact_pca(kept)
+    torch.testing.assert_close(pca.decode(pca.encode(kept)), kept, rtol=1e-4, atol=1e-4)
+    reference = fit_pca(InMemoryActivations(kept), batch_size=500)
+    cosines = (pca.feature_directions() * reference.feature_directions()).sum(dim=1).abs()
+    assert cosines.min() > 0.999  # the same components, largest variance first (up to sign)
+
+
+def test_study_end_to_end_on_the_random_pythia_with_cached_curves(pythia_random):
+    from sae_paper import sweeps
+    from sae_paper.ioi_study import LayerDictionaries, patching_curves
+    from sae_paper.patching import PatchingSetup
+
+    study = IoiStudy(model="pythia-70m-deduped-random", n_prompts=4, layer=1, layers=(1,), alphas=(0.0, 8.6e-4),
+                     n_tokens=620, context_length=32, harvest_batch_size=16, epochs=1, batch_size=128, eval_tokens=124,
+                     n_thresholds=4, attribution_steps=1)
+    sweeps.prefetch(study.all_configs(), model=lambda: pythia_random)
+    layer = LayerDictionaries(study, 1)
+    records = layer.records()
+    assert [r.alpha for r in records] == [0.0, 8.6e-4] and all(0 < r.fvu for r in records)
+    data = make_ioi_dataset(pythia_random.tokenizer, 4, seed=0)
+    made = []
+
+    def setup():
+        made.append(1)
+        return PatchingSetup.from_model(pythia_random, data, 1)
+
+    curves = patching_curves(study, 1, layer.decompositions(), setup_factory=setup)
+    assert set(curves) == {"α=0 dictionary", "SAE α=0.00086", "PCA"} and made == [1]
+    again = patching_curves(study, 1, layer.decompositions(), setup_factory=setup)
+    assert again == curves and made == [1]  # read from the cache: no forward pass
+    assert curves["PCA"].kl_all == pytest.approx(0.0, abs=1e-8)

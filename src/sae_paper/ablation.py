@@ -193,8 +193,8 @@ def logit_effect(
     """Ablate ``feature`` at ``hook_name`` on every non-BOS position and average the logit change
     at ``positions[k]`` of ``contexts[k]`` over the examples.
 
-    Contexts are cut after their largest requested position (the model is causal, so the
-    logits there do not depend on later tokens). ``model`` is a hooked model with
+    Examples are batched by length and each batch is cut after its largest position (the
+    model is causal, so the logits there do not depend on later tokens). ``model`` is a hooked model with
     ``run_with_hooks(tokens, fwd_hooks=[(name, fn)])`` returning logits (a TransformerBridge).
     """
     if contexts.ndim != 2 or positions.shape != contexts.shape[:1]:
@@ -204,7 +204,6 @@ def logit_effect(
     if int(positions.min()) < 1 or int(positions.max()) >= contexts.shape[1]:
         raise SaePaperError(f"positions must lie in 1..{contexts.shape[1] - 1} (0 is BOS), got {positions.tolist()}")
     axis = feature_axis(decomposition, feature)
-    contexts = contexts[:, : int(positions.max()) + 1]
     seen: dict[str, Tensor] = {}
 
     def read(activation: Tensor, hook=None) -> Tensor:
@@ -218,8 +217,11 @@ def logit_effect(
 
     total = None
     clean_codes, ablated_codes, shifts = [], [], []
+    order = positions.argsort()  # batch examples of similar length, each batch cut after its last position
     for start in range(0, len(contexts), batch_size):
-        tokens, pos = contexts[start : start + batch_size], positions[start : start + batch_size]
+        chosen = order[start : start + batch_size]
+        pos = positions[chosen]
+        tokens = contexts[chosen, : int(pos.max()) + 1]
         rows = torch.arange(len(tokens))
         clean = model.run_with_hooks(tokens, fwd_hooks=[(hook_name, read)])[rows, pos]
         clean_codes.append(pre_activation(axis, seen["x"][rows, pos]).clamp(min=0))
@@ -230,10 +232,11 @@ def logit_effect(
         shifts.append(shift.flatten())
         change = (change - shift).sum(dim=0)
         total = change if total is None else total + change
+    inverse = order.argsort()
     return LogitEffect(
         diff=(total / len(contexts)).float(),
         mean_shift=float(torch.cat(shifts).mean()),
         n_examples=len(contexts),
-        feature_clean=torch.cat(clean_codes).float(),
-        feature_ablated=torch.cat(ablated_codes).float(),
+        feature_clean=torch.cat(clean_codes).float()[inverse],
+        feature_ablated=torch.cat(ablated_codes).float()[inverse],
     )

@@ -174,7 +174,7 @@ class CaseStudy(FeatureStudy):
     """Layer of the tree's target feature (None: the SAE's layer; the paper: the model's last layer)."""
     tree_depth: int = 2
     """Layers the causal tree descends below the target's layer (each needs its own SAE)."""
-    tree_n_tokens: int = 24_576
+    tree_n_tokens: int = 16_384
     """Training activations of the tree's SAEs other than the main SAE. Each is seeded with
     ``seed`` + its distance below the target's layer, so no two layers' SAEs start from the
     same random directions (short training leaves most features near their start, and
@@ -183,6 +183,8 @@ class CaseStudy(FeatureStudy):
     """Contexts sampled with the target in [M/2, M] (the paper: 20)."""
     tree_branching: int = 3
     """Strongest parents kept per node."""
+    tree_expand: int = 1
+    """How many of those are traced a layer further down (the paper recursed on the strong ones)."""
     tree_candidates: int = 8
     """Features ablated exactly per node, chosen by a first-order estimate (0: all firing features)."""
     unembed_k: int = 10
@@ -192,7 +194,7 @@ class CaseStudy(FeatureStudy):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("ablation_examples", "tree_n_tokens", "tree_contexts", "tree_branching", "unembed_k"):
+        for name in ("ablation_examples", "tree_n_tokens", "tree_contexts", "tree_branching", "tree_expand", "unembed_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise SaePaperError(f"{NOTEBOOK} parameter {name}={value!r}: must be a positive integer")

@@ -104,22 +104,27 @@ def _hook(layer: int) -> str:
     return Site("resid_post", layer).hook_name
 
 
-def _run(model, tokens: Tensor, read_layer: int, edit=None, edit_layer: int | None = None) -> Tensor:
-    """The residual stream after block ``read_layer``, with ``edit`` applied after ``edit_layer``."""
-    seen: dict[str, Tensor] = {}
+def _run(model, tokens: Tensor, read_layers: Sequence[int], edit=None, edit_layer: int | None = None) -> dict[int, Tensor]:
+    """The residual stream after each block in ``read_layers``, with ``edit`` applied after ``edit_layer``
+    (before it is read there)."""
+    seen: dict[int, Tensor] = {}
 
-    def read(activation: Tensor, hook=None) -> Tensor:
-        seen["x"] = activation
-        return activation
+    def reader(layer: int):
+        def read(activation: Tensor, hook=None) -> Tensor:
+            seen[layer] = activation
+            return activation
+        return read
 
     hooks = [] if edit is None else [(_hook(edit_layer), edit)]
-    model.run_with_hooks(tokens, fwd_hooks=hooks + [(_hook(read_layer), read)], stop_at_layer=read_layer + 1)
-    return seen["x"]
+    hooks += [(_hook(layer), reader(layer)) for layer in read_layers]
+    model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=max(read_layers) + 1)
+    return seen
 
 
 @dataclass(frozen=True)
-class _Measure:
-    """How a node is measured: its code, weighted per (context, position), summed per context."""
+class NodeMeasure:
+    """How a node is measured: its activation, weighted per (context, position), summed per context
+    (the root: one-hot at the target position; deeper nodes: 1 on positions 1..target)."""
 
     layer: int
     feature: int
@@ -156,13 +161,15 @@ class FeatureEffects:
     n_firing: int
     """Previous-layer features firing somewhere in the contexts (the candidates)."""
     estimates: Float[Tensor, " k"]
-    """The first-order estimates of the same drops (what chose the candidates)."""
+    """The first-order estimates of the same drops (what chose the candidates; NaN if not needed)."""
+    previous_activations: Float[Tensor, "n pos d"] = field(repr=False, default=None)
+    """The clean residual stream of the previous layer (its nodes are measured on it)."""
 
 
 def feature_effects(
     model,
     contexts: TreeContexts,
-    measure: _Measure,
+    measure: NodeMeasure,
     decomposition: Decomposition,
     previous: Decomposition,
     *,
@@ -170,7 +177,12 @@ def feature_effects(
     batch_size: int = 16,
 ) -> FeatureEffects:
     """Ablate each firing feature of ``previous`` (the dictionary of layer ``measure.layer − 1``)
-    and measure the drop of ``measure`` (a feature of ``decomposition`` at ``measure.layer``)."""
+    and measure the drop of ``measure`` (a feature of ``decomposition`` at ``measure.layer``).
+
+    One clean pass (with a backward pass when candidates must be pre-ranked) gives the
+    clean measure, the previous layer's activations and the gradient; then each candidate
+    is ablated in every context, the contexts one at a time, cut after their target position.
+    """
     layer = measure.layer
     tokens, positions = contexts.tokens, contexts.positions
     encoder = feature_encoder(previous)
@@ -178,32 +190,58 @@ def feature_effects(
     slopes = (encoder.encoder.double() * directions.double()).sum(dim=1)
     prefix = _prefix_weights(contexts)
 
+    clean_x, clean, gradient = _clean_pass(model, tokens, measure, decomposition, want_gradient=n_candidates is not None)
     with torch.no_grad():
-        clean_x = _run(model, tokens, layer - 1)
-        clean = measure(decomposition, _run(model, tokens, layer)).double()
         pre = clean_x.float() @ encoder.encoder.float().T + encoder.bias.float()  # [n, pos, F]
         firing = ((pre > 0) & (prefix.unsqueeze(-1) > 0)).any(dim=1).any(dim=0)
-    candidates = torch.nonzero(firing).flatten()
-    estimates = _first_order_drops(model, tokens, measure, decomposition, pre, prefix, slopes, directions, layer)
-    if n_candidates is not None and len(candidates) > n_candidates:
-        candidates = candidates[estimates[candidates].argsort(descending=True)[:n_candidates]]
+        candidates = torch.nonzero(firing).flatten()
+        estimates = torch.full((previous.n_features,), math.nan)
+        if gradient is not None:
+            shift = torch.where(pre > 0, -pre / slopes.float(), torch.zeros_like(pre)) * prefix.unsqueeze(-1)
+            estimates = -(shift * (gradient.float() @ directions.T)).sum(dim=(0, 1)) / len(tokens)
+            if len(candidates) > n_candidates:
+                candidates = candidates[estimates[candidates].argsort(descending=True)[:n_candidates]]
+        del pre
 
     drops = torch.zeros(len(candidates), dtype=torch.float64)
     with torch.no_grad():
         for c in range(len(tokens)):
             length = int(positions[c]) + 1
             one = tokens[c : c + 1, :length]
-            weights = measure.weights[c : c + 1, :length]
-            single = _Measure(measure.layer, measure.feature, weights)
+            single = NodeMeasure(measure.layer, measure.feature, measure.weights[c : c + 1, :length])
             for start in range(0, len(candidates), batch_size):
                 chosen = candidates[start : start + batch_size]
                 edit = _batched_ablation(encoder.encoder[chosen], encoder.bias[chosen], directions[chosen], slopes[chosen])
-                ablated = single(decomposition, _run(model, one.expand(len(chosen), -1), layer, edit, layer - 1))
-                drops[start : start + len(chosen)] += clean[c] - ablated.double()
+                read = _run(model, one.expand(len(chosen), -1), [layer], edit, layer - 1)
+                drops[start : start + len(chosen)] += clean[c] - single(decomposition, read[layer]).double()
     drops /= len(tokens)
     order = drops.argsort(descending=True)
     return FeatureEffects(candidates[order], drops[order].float(), float(clean.mean()), int(firing.sum()),
-                          estimates[candidates[order]].float())
+                          estimates[candidates[order]].float(), clean_x.detach())
+
+
+def _clean_pass(model, tokens, measure, decomposition, *, want_gradient: bool):
+    """(previous layer's activations, the measure per context, the measure's gradient there or None).
+
+    With ``g = ∂(Σ measure)/∂x`` at the previous layer, ablating feature ``j`` moves ``x`` by
+    ``t_j f_j`` (``t_j = −p_j / (e_j·f_j)`` where it fires), so the measure changes by about
+    ``Σ_{contexts, positions} t_j (g · f_j)``: the first-order estimate (attribution patching).
+    """
+    layer = measure.layer
+    if not want_gradient:
+        with torch.no_grad():
+            read = _run(model, tokens, [layer - 1, layer])
+            return read[layer - 1].float(), measure(decomposition, read[layer]).double(), None
+    delta = torch.zeros(tokens.shape + (decomposition.d_in,), requires_grad=True)
+
+    def add_delta(activation: Tensor, hook=None) -> Tensor:
+        return activation + delta.to(activation.dtype)
+
+    with torch.enable_grad():
+        read = _run(model, tokens, [layer - 1, layer], add_delta, layer - 1)
+        values = measure(decomposition, read[layer])
+        (gradient,) = torch.autograd.grad(values.sum(), delta)
+    return read[layer - 1].detach().float(), values.detach().double(), gradient
 
 
 def _batched_ablation(encoder_rows: Tensor, biases: Tensor, directions: Tensor, slopes: Tensor):
@@ -217,27 +255,6 @@ def _batched_ablation(encoder_rows: Tensor, biases: Tensor, directions: Tensor, 
         return (x + shift.unsqueeze(-1) * directions.double().unsqueeze(1)).to(activation.dtype)
 
     return hook
-
-
-def _first_order_drops(model, tokens, measure, decomposition, pre, prefix, slopes, directions, layer) -> Tensor:
-    """Estimated drop of the measure for ablating each previous-layer feature (attribution patching).
-
-    With ``g = ∂(Σ measure)/∂x`` at layer − 1, ablating feature ``j`` moves ``x`` by
-    ``t_j f_j`` (``t_j = −p_j / (e_j·f_j)`` where it fires), so the measure changes by about
-    ``Σ_{contexts, positions} t_j (g · f_j)``; the estimated drop is minus that, per context.
-    """
-    delta = torch.zeros(tokens.shape + (directions.shape[1],), requires_grad=True)
-
-    def add_delta(activation: Tensor, hook=None) -> Tensor:
-        return activation + delta.to(activation.dtype)
-
-    with torch.enable_grad():
-        total = measure(decomposition, _run(model, tokens, layer, add_delta, layer - 1)).sum()
-        (gradient,) = torch.autograd.grad(total, delta)
-    with torch.no_grad():
-        shift = torch.where(pre > 0, -pre / slopes.float(), torch.zeros_like(pre)) * prefix.unsqueeze(-1)
-        along = gradient.float() @ directions.T  # [n, pos, F]
-        return -(shift * along).sum(dim=(0, 1)) / len(tokens)
 
 
 @dataclass(frozen=True)
@@ -284,6 +301,7 @@ def causal_tree(
     *,
     depth: int = 2,
     branching: int = 3,
+    expand: int | None = None,
     n_candidates: int | None = 32,
     min_relative_effect: float = 0.0,
 ) -> TreeNode:
@@ -291,7 +309,8 @@ def causal_tree(
 
     ``decompositions[layer]``: the dictionary of the residual stream after block ``layer``,
     for the target layer and each layer the tree descends to. Each node keeps its
-    ``branching`` strongest parents whose relative effect exceeds ``min_relative_effect``.
+    ``branching`` strongest parents whose relative effect exceeds ``min_relative_effect``,
+    and the ``expand`` strongest of those (default: all) are traced further down.
     """
     if target_layer not in decompositions:
         raise SaePaperError(f"no dictionary for the target layer {target_layer}")
@@ -299,27 +318,36 @@ def causal_tree(
     if missing:
         raise SaePaperError(f"a tree of depth {depth} from layer {target_layer} needs dictionaries at layers "
                             f"{', '.join(map(str, missing))} too")
-    root = _Measure(target_layer, target_feature, _root_weights(contexts))
-    return _grow(model, decompositions, contexts, root, None, depth, branching, n_candidates, min_relative_effect)
+    root = NodeMeasure(target_layer, target_feature, _root_weights(contexts))
+    limits = (branching, branching if expand is None else expand, n_candidates, min_relative_effect)
+    return _grow(model, decompositions, contexts, root, None, None, depth, limits)
 
 
-def _grow(model, decompositions, contexts, measure, link, depth, branching, n_candidates, min_relative) -> TreeNode:
+def _grow(model, decompositions, contexts, measure, clean, link, depth, limits) -> TreeNode:
+    """The node of ``measure`` and, ``depth`` layers down, its parents. ``clean``: its mean clean
+    measure when the caller already knows it (a parent's pass gives its children's)."""
+    branching, expand, n_candidates, min_relative = limits
     decomposition = decompositions[measure.layer]
-    with torch.no_grad():
-        clean = float(measure(decomposition, _run(model, contexts.tokens, measure.layer)).mean())
     children: list[TreeNode] = []
-    if depth > 0 and clean > 0:
+    if depth > 0:
         previous = decompositions[measure.layer - 1]
         effects = feature_effects(model, contexts, measure, decomposition, previous, n_candidates=n_candidates)
+        clean = effects.clean
         mine = decomposition.feature_directions()[measure.feature].float()
         theirs = previous.feature_directions().float()
         for feature, drop in zip(effects.features.tolist(), effects.drops.tolist()):
-            if len(children) >= branching or drop <= 0 or drop / clean <= min_relative:
+            if len(children) >= branching or clean <= 0 or drop <= 0 or drop / clean <= min_relative:
                 break
             cosine = float(torch.nn.functional.cosine_similarity(mine, theirs[feature], dim=0))
-            child = _Measure(measure.layer - 1, feature, _prefix_weights(contexts))
-            children.append(_grow(model, decompositions, contexts, child, (drop, drop / clean, cosine),
-                                  depth - 1, branching, n_candidates, min_relative))
+            child = NodeMeasure(measure.layer - 1, feature, _prefix_weights(contexts))
+            with torch.no_grad():
+                child_clean = float(child(previous, effects.previous_activations).mean())
+            deeper = depth - 1 if len(children) < expand else 0
+            children.append(_grow(model, decompositions, contexts, child, child_clean, (drop, drop / clean, cosine),
+                                  deeper, limits))
+    elif clean is None:
+        with torch.no_grad():
+            clean = float(measure(decomposition, _run(model, contexts.tokens, [measure.layer])[measure.layer]).mean())
     effect, relative, cosine = link if link is not None else (math.nan, math.nan, math.nan)
     return TreeNode(measure.layer, measure.feature, clean, effect, relative, cosine, tuple(children))
 

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
+from torch import Tensor
+
 from sae_paper import SaePaperError
 from sae_paper.config import RunConfig
 from sae_paper.models import Site, model_spec
@@ -53,7 +55,7 @@ class IoiStudy:
     """Layers of Figure 17 (the paper: 3, 7, 11, 15, 19, 23); must include ``layer``."""
 
     # --- the dictionaries ----------------------------------------------------------------
-    alphas: tuple[float, ...] = (0.0, 3e-3, 1e-2)
+    alphas: tuple[float, ...] = (0.0, 1e-2, 2e-2)
     """α of the SAEs at the main layer: 0 (the non-sparse dictionary) and at least one α > 0."""
     fig17_alphas: tuple[float, ...] = (1e-2,)
     """α of the SAEs at the other layers of ``layers`` (PCA is always added)."""
@@ -231,24 +233,154 @@ def patching_curves(study: IoiStudy, layer: int, decompositions: Mapping[str, An
     return curves
 
 
-def layer_decompositions(study: IoiStudy, layer: int) -> dict[str, Any]:
-    """The decompositions patched at ``layer``: stable id → zero-argument callable giving it.
+MASSIVE_FACTOR = 10.0
+"""Activation vectors with a norm above this many times the layer's median norm are left out of training."""
 
-    One tied SAE per α of :meth:`IoiStudy.layer_alphas` (id: its cache folder, trained on
-    first use) and PCA with all components fitted on the same activations (id: the
-    activation cache it is fitted on). Nothing is loaded or fitted until called, so a
-    cached curve costs nothing.
+
+def without_massive(rows: Tensor, factor: float = MASSIVE_FACTOR) -> tuple[Tensor, int]:
+    """(rows whose norm is at most ``factor`` × the median norm, number left out).
+
+    From about layer 10 on, SmolLM2's residual stream has *massive activations* (Sun et al.
+    2024): at the ``<|endoftext|>`` separators between packed documents and a few other
+    positions the norm is 40–170× the median (~20,000 against ~140 after layer 12). Those
+    0.3% of the rows hold about 97% of the variance, so an SAE or PCA fitted on everything
+    spends itself on them. They are the same kind of position as BOS, which the harvest
+    already leaves out, and no IOI prompt has one after BOS (checked in the notebook).
     """
-    from sae_paper.decompositions import SaeDecomposition, fit_pca
-    from sae_paper.pipeline import Run
+    norms = rows.norm(dim=1)
+    keep = norms <= factor * norms.median()
+    return rows[keep], int((~keep).sum())
 
-    made: dict[str, Any] = {}
-    for alpha in study.layer_alphas(layer):
-        run = Run(study.config(layer, alpha), progress=False)
-        made[run.sae_dir.name] = lambda run=run, alpha=alpha: SaeDecomposition(run.sae(), name=dictionary_name(alpha))
-    pca_run = Run(study.config(layer, study.layer_alphas(layer)[0]), progress=False)
-    made[f"pca-{pca_run.harvest_spec('train').folder().name}-{pca_run.site}"] = lambda: fit_pca(pca_run.activations("train"))
-    return made
+
+def exact_pca(rows: Tensor, name: str = PCA_NAME):
+    """All principal components of ``rows`` from the float64 covariance (what the authors' BatchedPCA
+    computes), as a lossless :class:`~sae_paper.decompositions.LinearDecomposition`."""
+    import torch
+
+    from sae_paper.decompositions import LinearDecomposition
+
+    x = rows.double()
+    mean = x.mean(dim=0)
+    centred = x - mean
+    _, vectors = torch.linalg.eigh(centred.T @ centred / len(x))
+    components = vectors.flip(dims=[1]).T.float().contiguous()  # [n_components, d_in], largest variance first
+    return LinearDecomposition(name, components, components, mean.float())
+
+
+@dataclass(frozen=True)
+class DictionaryRecord:
+    """One dictionary of the notebook and how well it reconstructs held-out activations."""
+
+    layer: int
+    alpha: float
+    d_sae: int
+    fvu: float
+    """Fraction of variance unexplained on held-out activations (massive ones left out)."""
+    mean_l0: float
+    alive: int
+    """Features firing more than ``alive_threshold`` times on the held-out activations."""
+    n_train: int
+    n_left_out: int
+    """Training activations left out as massive."""
+    train_seconds: float | None
+
+
+def record_table(records: Iterable[DictionaryRecord]) -> str:
+    lines = ["| layer | dictionary | d_sae | FVU (held-out) | mean L0 | alive (held-out) | trained on | left out | train s |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in records:
+        seconds = f"{r.train_seconds:.0f}" if r.train_seconds is not None else "?"
+        lines.append(f"| {r.layer} | {dictionary_name(r.alpha)} | {r.d_sae} | {r.fvu:.3f} | {r.mean_l0:.1f} | {r.alive} | "
+                     f"{r.n_train:,} | {r.n_left_out} | {seconds} |")
+    return "\n".join(lines) + "\n"
+
+
+class RecordTable(list):
+    """A list of :class:`DictionaryRecord` that shows itself as a Markdown table in a notebook."""
+
+    def _repr_markdown_(self) -> str:
+        return record_table(self)
+
+
+class LayerDictionaries:
+    """The dictionaries of one layer: SAEs per α and PCA, fitted on its activations without the massive ones.
+
+    Activations come from :class:`~sae_paper.pipeline.Run`'s cache (harvest them first,
+    e.g. with :func:`sae_paper.sweeps.prefetch`); SAEs are trained with the project's one
+    training loop (:func:`sae_paper.train.train_sae`) into folders keyed by the training
+    fields and the massive-activation factor, and loaded from there on a rerun.
+    """
+
+    def __init__(self, study: IoiStudy, layer: int, *, massive_factor: float = MASSIVE_FACTOR):
+        from sae_paper.pipeline import Run
+
+        self.study, self.layer, self.massive_factor = study, layer, massive_factor
+        self.run = Run(study.config(layer, study.layer_alphas(layer)[0]), progress=False)
+        self._rows: dict[str, tuple[Tensor, int]] = {}
+
+    def rows(self, split: str = "train") -> tuple[Tensor, int]:
+        """(activations of the split without the massive ones, number left out), read once."""
+        if split not in self._rows:
+            self._rows[split] = without_massive(self.run.activations(split).read_all(), self.massive_factor)
+        return self._rows[split]
+
+    def sae_dir(self, alpha: float):
+        from sae_paper.config import TRAIN_FIELDS
+        from sae_paper.paths import cache_dir
+
+        config = self.study.config(self.layer, alpha)
+        return cache_dir("ioi", self.study.model, "saes") / (
+            f"resid_post.{self.layer}-R{config.ratio:g}-a{alpha:.3g}-m{self.massive_factor:g}-{config.key(*TRAIN_FIELDS)}")
+
+    def sae(self, alpha: float):
+        """The tied SAE with L1 coefficient ``alpha``, trained on first use."""
+        from sae_paper.activations import InMemoryActivations
+        from sae_paper.sae import load_sae
+        from sae_paper.train import SUMMARY_FILE, train_sae
+
+        folder = self.sae_dir(alpha)
+        if (folder / SUMMARY_FILE).is_file() and (folder / "sae.json").is_file():
+            return load_sae(folder)
+        rows, _ = self.rows("train")
+        return train_sae(InMemoryActivations(rows), self.study.config(self.layer, alpha), alpha=alpha, out_dir=folder,
+                         progress=False).sae
+
+    def record(self, alpha: float) -> DictionaryRecord:
+        """Held-out FVU, L0 and alive features of the α SAE (computed once, kept beside it)."""
+        from sae_paper.activations import InMemoryActivations
+        from sae_paper.metrics import reconstruction_stats
+        from sae_paper.train import SUMMARY_FILE
+
+        sae = self.sae(alpha)
+        path = self.sae_dir(alpha) / "ioi_record.json"
+        if path.is_file():
+            return DictionaryRecord(**json.loads(path.read_text()))
+        held_out, _ = self.rows("eval")
+        stats = reconstruction_stats(sae, InMemoryActivations(held_out).batches(4096, seed=0, epoch=0),
+                                     alive_threshold=self.study.alive_threshold)
+        summary = json.loads((self.sae_dir(alpha) / SUMMARY_FILE).read_text())
+        train_rows, left_out = self.rows("train")
+        record = DictionaryRecord(self.layer, float(alpha), sae.d_sae, stats.fvu, stats.mean_l0, stats.alive,
+                                  len(train_rows), left_out, summary.get("wall_time_s"))
+        path.write_text(json.dumps(asdict(record), indent=1))
+        return record
+
+    def records(self) -> list[DictionaryRecord]:
+        return [self.record(alpha) for alpha in self.study.layer_alphas(self.layer)]
+
+    def pca(self):
+        return exact_pca(self.rows("train")[0])
+
+    def decompositions(self) -> dict[str, Any]:
+        """Stable id → zero-argument callable giving each decomposition (nothing is loaded for a cached curve)."""
+        from sae_paper.decompositions import SaeDecomposition
+
+        made: dict[str, Any] = {
+            self.sae_dir(alpha).name: (lambda alpha=alpha: SaeDecomposition(self.sae(alpha), name=dictionary_name(alpha)))
+            for alpha in self.study.layer_alphas(self.layer)
+        }
+        made[f"pca-{self.run.harvest_spec('train').folder().name}-{self.run.site}-m{self.massive_factor:g}"] = self.pca
+        return made
 
 
 def curve_table(curves: Iterable[PatchingCurve]) -> str:

@@ -196,6 +196,10 @@ class CallCache:
         self.path = Path(path) if path is not None else cache_dir("autointerp") / "calls.sqlite"
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False)
+        # WAL without a sync per commit: a crash can lose the last calls (they are redone), not corrupt the file;
+        # the token-list backend makes thousands of tiny calls, and a sync each costs more than the call.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, backend TEXT, model TEXT, kind TEXT, "
                          "prompt TEXT, response TEXT)")
         self.hits = self.misses = 0

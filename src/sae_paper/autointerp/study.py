@@ -77,7 +77,7 @@ class AutointerpStudy:
     """L1 coefficient (None: the model's residual default)."""
     epochs: int = 2
     """Training epochs of every residual SAE."""
-    batch_size: int = 256
+    batch_size: int = 512
     """Activation vectors per step for residual SAEs."""
     fig8_ratios: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
     """Figure 8: ratios R of the main layer's SAEs."""
