@@ -263,11 +263,14 @@ class PromptSearch:
     """One row per candidate (prompt, rank, feature, activation, class precision, firings) for a table."""
 
     def markdown(self, name: Callable[[int], str] = str) -> str:
-        lines = ["| prompt's final token | rank | feature | activation | share of activation on the class | "
-                 "fires on the class / in all | |", "|---|---:|---|---:|---:|---:|---|"]
+        scaled = any(abs(row["score"] - row["activation"]) > 1e-6 for row in self.rows)
+        score = " | ranked by (activation ÷ typical size)" if scaled else ""
+        lines = [f"| prompt's final token | rank | feature | activation{score} | share of activation on the class | "
+                 "fires on the class / in all | |", "|---|---:|---|---:|" + ("---:|" if scaled else "") + "---:|---:|---|"]
         for row in self.rows:
             mark = "**chosen**" if row["feature"] == self.chosen and row["first"] else ""
-            lines.append(f"| `{row['token']!r}` | {row['rank']} | {name(row['feature'])} | {row['activation']:.2f} | "
+            extra = f" | {row['score']:.2f}" if scaled else ""
+            lines.append(f"| `{row['token']!r}` | {row['rank']} | {name(row['feature'])} | {row['activation']:.2f}{extra} | "
                          f"{row['mass_precision']:.0%} | {row['in_class']:,} / {row['fires']:,} | {mark} |")
         return "\n".join(lines) + "\n"
 
@@ -293,8 +296,9 @@ def find_by_prompt(
     rankings = tuple(features_on_token(model, site, decomposition, prompt, k=k, scale=scale) for prompt in prompts)
     rows, seen = [], set()
     for ranking in rankings:
-        for rank, (feature, activation) in enumerate(zip(ranking.features, ranking.activations), start=1):
-            rows.append({"token": ranking.token, "rank": rank, "feature": feature, "activation": activation,
+        for rank, (feature, activation, score) in enumerate(
+                zip(ranking.features, ranking.activations, ranking.scores), start=1):
+            rows.append({"token": ranking.token, "rank": rank, "feature": feature, "activation": activation, "score": score,
                          "mass_precision": float(stats.mass_precision[feature]), "in_class": int(stats.in_class[feature]),
                          "fires": int(stats.fire_counts[feature]), "first": feature not in seen})
             seen.add(feature)
