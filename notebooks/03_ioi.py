@@ -44,7 +44,7 @@
 # | model | Pythia-410M-deduped (24 layers, d_model 1024) | SmolLM2-135M-Instruct (30 layers, d_model 576): Pythia's weights cannot be downloaded here; the notebook checks that it does IOI |
 # | main layer | residual stream after layer 11 of 24 | after layer 12 of 30 (a comparable relative depth) |
 # | Figure 17 layers | 3, 7, 11, 15, 19, 23 | 6, 12, 18 (CPU budget) |
-# | dictionaries | trained on ~7M activations from the first 10,000 Pile documents | 65,536 activations of English Wikipedia per layer, 2 epochs, massive activations left out (section 2) |
+# | dictionaries | trained on ~7M activations from the first 10,000 Pile documents | 49,152 activations of English Wikipedia per layer (0.7% of the paper's), 3 epochs, massive activations left out (section 2) |
 # | α | several (the authors' script: 1e-4, 3e-4, 1e-3 and 0) | 1e-2 and 2e-2, and 0 (SmolLM2's residual norms are ~100× Pythia-70M's, see notebook 01) |
 # | prompts | 50 IOI prompts (templates of Wang et al.) | 50 prompts, 5 Wang et al.-style templates in both name orders |
 # | feature order | ACDC over every feature, 50 thresholds (a forward pass per feature per threshold, on a GPU) | ACDC's threshold sweep over each feature's integrated-gradients share of the KL change (2 forward-and-backward passes per dictionary); every point of every curve is then an exact forward pass (section 3) |
@@ -69,18 +69,18 @@ layers = [6, 12, 18]
 alphas = [0.0, 1e-2, 2e-2]
 fig17_alphas = [1e-2]
 source = "enwiki2015"
-n_tokens = 65_536
+n_tokens = 49_152
 context_length = 128
 harvest_batch_size = 32
 dtype = "float32"
 ratio = 2.0
-epochs = 2
+epochs = 3
 batch_size = 256
 lr = 1e-3
 seed = 0
 eval_tokens = 2048
 alive_threshold = 10
-n_thresholds = 50
+n_thresholds = 24
 ordering = "attribution"
 n_exact = 0
 attribution_steps = 2
@@ -176,9 +176,9 @@ records
 
 # %%
 for layer_ in study.layers:
-    norms = setup_for(layer_).base_resid.norm(dim=-1)[:, 1:]
+    norms = setup_for(layer_).rows(setup_for(layer_).base_resid).norm(dim=-1)  # the patched positions
     median = dictionaries[layer_].rows("train")[0].norm(dim=1).median()
-    print(f"layer {layer_}: largest IOI residual norm after BOS {norms.max():.0f} = {norms.max() / median:.1f}× the "
+    print(f"layer {layer_}: largest patched IOI residual norm {norms.max():.0f} = {norms.max() / median:.1f}× the "
           f"median of the training activations (left out above {MASSIVE_FACTOR:g}×)")
 
 # %% [markdown]
@@ -245,16 +245,36 @@ with prov.section(f"Figure 3: patching curves, layer {study.layer}"):
 CurveTable(main_curves.values())
 
 # %%
-setting = f"{study.model} resid_post.{study.layer}, {len(data)} IOI prompts"
-plots.fig3_patching(list(main_curves.values()), title=setting)
+setting = (f"{study.model} resid_post.{study.layer}, {len(data)} IOI prompts, dictionaries on {study.n_tokens:,} "
+           f"activations × {study.epochs} epochs (the paper: ~7M)")
+plots.fig3_patching(list(main_curves.values()), title=f"{study.model} resid_post.{study.layer}, {len(data)} IOI prompts")
 
 # %% [markdown]
 # **Reading the figure.** Curves start at the right (every changing feature patched, the
 # dictionary's floor of KL) and move left as ACDC's threshold rises; the dotted line is
 # the KL with nothing patched. A curve further to the lower left reaches the target with
-# fewer features (left) or a smaller edit (right). The verdicts compare, at 8 KL levels
-# that every curve reaches, the fewest features (and the smallest edit) each
-# decomposition needs; the minimum KL is each dictionary's all-patched KL.
+# fewer features (left) or a smaller edit (right). The verdicts compare each sparse SAE
+# with each baseline at 8 KL levels both reach, reading the features (and the edit) each
+# needs off its curve as drawn (the lower envelope, interpolated between measured
+# points); the minimum KL is each dictionary's all-patched KL.
+
+# %%
+half = 0.5 * setup_for(study.layer).kl_base()
+for curve in main_curves.values():
+    features, edit = curve.features_to_reach(half), curve.edit_to_reach(half)
+    print(f"{curve.name:>16}: " + (f"halves the KL (to {half:.2f}) with {features:.0f} features, mean edit {edit:.1f}"
+                                   if features is not None else f"never halves the KL (to {half:.2f})")
+          + f"; floor {curve.kl_all:.3f}")
+
+# %% [markdown]
+# **What limits the comparison here.** The paper's dictionaries were trained on about 7M
+# activations; ours on tens of thousands (see the table in section 2: their held-out FVU
+# is far from the paper's). A dictionary feature for "the indirect object is Emma" can only
+# be learnt from text that has Emma in it, and a short harvest of Wikipedia has few of the
+# IOI names; an undertrained SAE spreads the name over many weak features and keeps a high
+# floor of KL. PCA needs no such luck: it is lossless and its leading components follow
+# whatever varies most. So a verdict of *not* here says that the paper's result does not
+# appear at this training budget, not that it is wrong; the `paper` profile is the test.
 
 # %%
 fvu = {r.alpha: r.fvu for r in records if r.layer == study.layer}

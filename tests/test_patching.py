@@ -198,6 +198,19 @@ def test_curve_comparisons():
     assert costs[neurons.name]["features"][0] < costs[rotated.name]["features"][0]
 
 
+def test_costs_are_read_off_the_lower_envelope_by_linear_interpolation():
+    from sae_paper.patching import CurvePoint, PatchingCurve
+
+    points = (CurvePoint(0, 4.0, 0.0, None), CurvePoint(10, 2.0, 5.0, 0.1), CurvePoint(20, 1.0, 6.0, 0.01),
+              CurvePoint(30, 1.2, 9.0, 0.001))  # the last point is worse than the one before: off the envelope
+    curve = PatchingCurve("toy", 0, points, 40, 30, 4.0, 1.2, 4, 0.0, "attribution")
+    assert curve.features_to_reach(3.0) == pytest.approx(5.0)
+    assert curve.features_to_reach(1.5) == pytest.approx(15.0)
+    assert curve.features_to_reach(4.0) == 0
+    assert curve.features_to_reach(0.5) is None
+    assert curve.edit_to_reach(1.5) == pytest.approx(5.5)
+
+
 def test_bad_options_are_one_line_errors():
     patching = FeaturePatching(_toy_setup(), neuron_basis(D))
     with pytest.raises(SaePaperError, match="ordering must be one of"):

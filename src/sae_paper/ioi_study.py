@@ -61,14 +61,14 @@ class IoiStudy:
     """α of the SAEs at the other layers of ``layers`` (PCA is always added)."""
     source: str = "enwiki2015"
     """Text the dictionaries are trained on (the paper: the first 10,000 Pile documents)."""
-    n_tokens: int = 65_536
+    n_tokens: int = 49_152
     """Training activations per layer (the paper: ~7M)."""
     context_length: int = 128
     harvest_batch_size: int = 32
     dtype: str = "float32"
     ratio: float = 2.0
     """Dictionary ratio R of every SAE."""
-    epochs: int = 2
+    epochs: int = 3
     batch_size: int = 256
     lr: float = 1e-3
     seed: int = 0
@@ -78,7 +78,7 @@ class IoiStudy:
     alive_threshold: int = 10
 
     # --- patching and ordering -------------------------------------------------------------
-    n_thresholds: int = 50
+    n_thresholds: int = 24
     """ACDC thresholds, log-spaced from 1e-5 to 1 (the paper: 50)."""
     ordering: str = "attribution"
     """attribution: thresholds on each feature's integrated-gradients share of the KL change (CPU);
@@ -198,7 +198,7 @@ def curve_from_dict(stored: Mapping[str, Any]) -> PatchingCurve:
 
 def curve_to_dict(curve: PatchingCurve) -> dict[str, Any]:
     payload = asdict(curve)
-    payload["order"] = list(curve.order[:50])  # the most important features are enough to show
+    payload["order"] = list(curve.order)
     return payload
 
 
@@ -431,28 +431,37 @@ def _split(curves: Sequence[PatchingCurve]) -> tuple[list[PatchingCurve], list[P
 def _fmt(value: float | None, what: str) -> str:
     if value is None:
         return "never"
-    return f"{value:.0f}" if what == "features" else f"{value:.2g}"
+    return f"{value:.0f}" if what == "features" else f"{value:.3g}"
 
 
-def _comparison(curves: Sequence[PatchingCurve], what: str) -> tuple[int, int, list[str], tuple[float, ...]]:
-    """(wins, comparisons, summary parts, KL levels): sparse SAE vs each baseline at each KL level."""
+def _comparison(curves: Sequence[PatchingCurve], what: str) -> tuple[int, int, list[str]]:
+    """(wins, comparisons, summary parts): each sparse SAE against each baseline at the KL levels both reach.
+
+    The levels of a pair are log-spaced between 1.5× the higher of the two floors and half
+    the base KL (:func:`sae_paper.patching.kl_levels`); a pair whose floors leave no such
+    level is skipped (said in the summary). A curve that never reaches a level counts as
+    needing infinitely many features (or an infinite edit).
+    """
     sparse, baselines = _split(curves)
     if not sparse or not baselines:
         raise SaePaperError("the Figure 3 verdicts need at least one sparse SAE and one baseline (PCA or α = 0)")
-    levels = kl_levels(curves)
-    if not levels:
-        return 0, 0, ["no KL level is reached by every decomposition (the sparsest SAE's floor is above half the base KL)"], ()
-    costs = cost_to_reach(curves, levels)
     inf = math.inf
     wins = total = 0
+    parts = []
     for s in sparse:
         for b in baselines:
-            for mine, theirs in zip(costs[s.name][what], costs[b.name][what]):
-                total += 1
-                wins += (inf if mine is None else mine) < (inf if theirs is None else theirs)
-    middle = len(levels) // 2
-    parts = [f"at KL {levels[middle]:.2g}: " + ", ".join(f"{c.name} {_fmt(costs[c.name][what][middle], what)}" for c in curves)]
-    return wins, total, parts, levels
+            levels = kl_levels([s, b])
+            if not levels:
+                parts.append(f"{s.name} vs {b.name}: no common level (floor {s.kl_all:.2g} above half the base KL)")
+                continue
+            costs = cost_to_reach([s, b], levels)
+            pair_wins = sum((inf if mine is None else mine) < (inf if theirs is None else theirs)
+                            for mine, theirs in zip(costs[s.name][what], costs[b.name][what]))
+            wins, total = wins + pair_wins, total + len(levels)
+            middle = len(levels) // 2
+            parts.append(f"{s.name} vs {b.name}: {pair_wins}/{len(levels)} (at KL {levels[middle]:.2g}: "
+                         f"{_fmt(costs[s.name][what][middle], what)} vs {_fmt(costs[b.name][what][middle], what)})")
+    return wins, total, parts
 
 
 def _verdict(share: float) -> str:
@@ -462,27 +471,27 @@ def _verdict(share: float) -> str:
 def fewer_features_finding(curves: Sequence[PatchingCurve], *, setting: str) -> Finding:
     """Figure 3 (left): sparse dictionaries reach a given KL with fewer patched features than PCA and α = 0.
 
-    At 8 KL levels log-spaced between 1.5× the highest floor (the largest all-patched KL)
-    and half the base KL, each sparse SAE's fewest features reaching the level are
-    compared with each baseline's (a curve that never reaches a level counts as infinite).
-    Reproduced if the sparse SAE needs strictly fewer in ≥ 90% of the comparisons, partly
-    if in ≥ 50%, not otherwise.
+    Each sparse SAE against each baseline, at the KL levels both reach (:func:`_comparison`):
+    reproduced if the sparse SAE needs strictly fewer features in ≥ 90% of the
+    comparisons, partly if in ≥ 50%, not otherwise; not comparable if no pair has a level.
     """
-    wins, total, parts, levels = _comparison(curves, "features")
+    wins, total, parts = _comparison(curves, "features")
     share = wins / total if total else 0.0
-    ours = (f"{setting}: sparse SAE needs fewer features than the baseline in {wins}/{total} (level, SAE, baseline) "
-            f"comparisons; " + "; ".join(parts))
-    note = ("rule: ≥ 90% of comparisons reproduced, ≥ 50% partly, over 8 KL levels from 1.5× the highest floor to half "
-            "the base KL; features = those whose code changes; order from ACDC's threshold sweep over attribution shares (see notebook)")
+    ours = (f"{setting}: the sparse SAE needs fewer patched features than the baseline at {wins}/{total} KL levels; "
+            + "; ".join(parts))
+    note = ("rule: ≥ 90% of (level, sparse SAE, baseline) comparisons reproduced, ≥ 50% partly; per pair, 8 KL levels "
+            "from 1.5× the higher floor to half the base KL, each curve read off its lower envelope, interpolated "
+            "between measured points; features = those whose code changes; order from ACDC's threshold sweep over "
+            "attribution shares (see notebook)")
     return Finding(ours, _verdict(share) if total else "not comparable", note)
 
 
 def smaller_edits_finding(curves: Sequence[PatchingCurve], *, setting: str) -> Finding:
     """Figure 3 (right): the same comparison with the mean edit magnitude instead of the number of features."""
-    wins, total, parts, levels = _comparison(curves, "edit")
+    wins, total, parts = _comparison(curves, "edit")
     share = wins / total if total else 0.0
-    ours = (f"{setting}: sparse SAE reaches the KL level with a smaller mean edit than the baseline in {wins}/{total} "
-            f"comparisons; " + "; ".join(parts) + " (mean L2 norm of the added vector)")
+    ours = (f"{setting}: the sparse SAE reaches the KL level with a smaller mean edit than the baseline at {wins}/{total} "
+            "levels; " + "; ".join(parts) + " (edit: mean L2 norm of the added vector)")
     note = ("rule: ≥ 90% of comparisons reproduced, ≥ 50% partly, same KL levels as fig3-fewer-features; edit = mean "
             "L2 norm over patched (prompt, position) pairs of the vector added to the residual stream")
     return Finding(ours, _verdict(share) if total else "not comparable", note)
@@ -510,27 +519,35 @@ def alpha_floor_finding(curves: Sequence[PatchingCurve], fvu: Mapping[float, flo
 
 
 def layers_finding(by_layer: Mapping[int, Sequence[PatchingCurve]], *, setting: str) -> Finding:
-    """Figure 17: the Figure 3 pattern holds across layers.
+    """Figure 17: the Figure 3 pattern (fewer features and smaller edits) holds across layers.
 
-    At each layer, the fewer-features comparison of :func:`fewer_features_finding`.
-    Reproduced if it is 'reproduced' at every layer (≥ 3 layers), partly if the sparse SAE
-    wins ≥ 50% of its comparisons at a majority of layers, not otherwise.
+    At each layer, the comparisons of :func:`fewer_features_finding` and
+    :func:`smaller_edits_finding`. Reproduced if both are 'reproduced' at every layer
+    (≥ 3 layers); partly if at a majority of layers at least one of them is reproduced or
+    partly; not comparable if no layer has a comparable level; not otherwise.
     """
-    parts, verdicts = [], []
+    parts, layer_verdicts = [], []
     for layer, curves in sorted(by_layer.items()):
-        wins, total, _, _ = _comparison(curves, "features")
-        share = wins / total if total else 0.0
-        verdicts.append(_verdict(share) if total else "not comparable")
-        parts.append(f"layer {layer}: {wins}/{total}")
-    if all(v == "not comparable" for v in verdicts):
+        verdicts = []
+        summary = []
+        for what in ("features", "edit"):
+            wins, total, _ = _comparison(curves, what)
+            verdicts.append(_verdict(wins / total) if total else "not comparable")
+            summary.append(f"{what} {wins}/{total}")
+        layer_verdicts.append(verdicts)
+        parts.append(f"layer {layer}: " + ", ".join(summary))
+    holds = [any(v in ("reproduced", "partly") for v in verdicts) for verdicts in layer_verdicts]
+    if all(v == "not comparable" for verdicts in layer_verdicts for v in verdicts):
         verdict = "not comparable"
-    elif len(verdicts) >= 3 and all(v == "reproduced" for v in verdicts):
+    elif len(layer_verdicts) >= 3 and all(v == "reproduced" for verdicts in layer_verdicts for v in verdicts):
         verdict = "reproduced"
-    elif sum(v in ("reproduced", "partly") for v in verdicts) > len(verdicts) / 2:
+    elif sum(holds) > len(holds) / 2:
         verdict = "partly"
     else:
         verdict = "not"
-    ours = f"{setting}: sparse SAE needs fewer features than the baselines in " + ", ".join(parts) + " comparisons"
-    note = ("rule: fig3-fewer-features' rule at each layer; reproduced if it holds at every layer (≥ 3 layers), partly "
-            f"if at least partly at a majority; {len(by_layer)} layers here, the paper's 6")
+    ours = (f"{setting}: KL levels at which the sparse SAE needs fewer features / a smaller edit than the baselines: "
+            + "; ".join(parts))
+    note = ("rule: fig3-fewer-features' and fig3-smaller-edits' comparisons at each layer; reproduced if both hold at "
+            f"every layer (≥ 3 layers), partly if at least one holds at least partly at a majority; {len(by_layer)} layers "
+            "here, the paper's 6; a layer where the SAE's floor is above half the base KL has no comparable level")
     return Finding(ours, verdict, note)

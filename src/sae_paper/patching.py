@@ -66,7 +66,7 @@ takes seconds there). :func:`patching_curve` offers two orderings:
 Why not measure each feature's own effect exactly, one pass each, and threshold that?
 Removing one feature from the all-patched set is a *marginal* change: for PCA, where the
 all-patched KL is its minimum, every single component's removal costs almost nothing
-(~1e-3 nats on SmolLM2's layer 12), so a threshold above that un-patches everything at
+(a few thousandths of a nat on SmolLM2's layer 12), so a threshold above that un-patches everything at
 once; the sequential algorithm avoids that only because each removal changes the state the
 next one is judged in.
 
@@ -249,7 +249,7 @@ class PatchingSetup:
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class PatchResult:
     """Exact results of patching some feature sets (one entry per set)."""
 
     kl: Float[Tensor, " m"]
@@ -278,13 +278,13 @@ class FeaturePatching:
         self.active: Bool[Tensor, " n_features"] = (self.delta != 0).any(dim=0)
         """Features whose code changes somewhere; the others have no effect and are never patched."""
         self.n_evaluations = 0
-        """Feature sets evaluated exactly so far (each one forward pass over the prompts)."""
+        """Forward passes over the prompts spent so far, in equivalents (an attribution step counts 3)."""
 
     def edits(self, masks: Bool[Tensor, "m n_features"]) -> Float[Tensor, "m rows d_model"]:
         return (self.delta.unsqueeze(0) * masks.unsqueeze(1).to(self.delta.dtype)) @ self.directions
 
     @torch.no_grad()
-    def evaluate(self, masks: Bool[Tensor, "m n_features"]) -> Evaluation:
+    def evaluate(self, masks: Bool[Tensor, "m n_features"]) -> PatchResult:
         """Exact KL and edit magnitude of each feature set, ``chunk`` sets per forward pass."""
         masks = masks.reshape(-1, self.n_features)
         kls, norms = [], []
@@ -294,10 +294,7 @@ class FeaturePatching:
             norms.append(edits.norm(dim=-1).mean(dim=-1))
         self.n_evaluations += len(masks)
         per_prompt = torch.cat(kls)
-        return Evaluation(per_prompt.mean(dim=1), torch.cat(norms).double(), per_prompt)
-
-    def mean_kl(self, masks: Bool[Tensor, "m n_features"]) -> Float[Tensor, " m"]:
-        return self.evaluate(masks).kl
+        return PatchResult(per_prompt.mean(dim=1), torch.cat(norms).double(), per_prompt)
 
     def attribution(self, steps: int = 2) -> Float[Tensor, " n_features"]:
         """Integrated-gradients estimate of the change in mean KL from patching each feature alone.
@@ -396,6 +393,22 @@ class CurvePoint:
     """The ACDC threshold that gave this set (None: the all-patched and nothing-patched ends)."""
 
 
+def _cost_to_reach(costs: Sequence[float], kls: Sequence[float], level: float) -> float | None:
+    """The cost at which the lower envelope of (cost, KL) points first reaches KL ≤ ``level``,
+    interpolated linearly between the two measured points around the crossing."""
+    envelope, best = [], math.inf
+    for cost, kl in sorted(zip(costs, kls)):
+        best = min(best, kl)
+        envelope.append((float(cost), best))
+    for i, (cost, kl) in enumerate(envelope):
+        if kl <= level:
+            if i == 0:
+                return cost
+            previous_cost, previous_kl = envelope[i - 1]
+            return previous_cost + (cost - previous_cost) * (previous_kl - level) / (previous_kl - kl)
+    return None
+
+
 @dataclass(frozen=True)
 class PatchingCurve:
     """KL against patched features and against edit magnitude for one decomposition at one layer."""
@@ -417,15 +430,17 @@ class PatchingCurve:
     order: tuple[int, ...] = ()
     """Active features from most to least important by the effects used for the threshold sweep."""
 
-    def features_to_reach(self, kl: float) -> int | None:
-        """Fewest patched features among the curve's points with KL ≤ ``kl`` (None: never reached)."""
-        counts = [p.n_features for p in self.points if p.kl <= kl]
-        return min(counts) if counts else None
+    def features_to_reach(self, kl: float) -> float | None:
+        """Patched features needed to bring the KL down to ``kl``, read off the curve (None: never reached).
+
+        The curve as the figure draws it: its lower envelope (the lowest KL reached with at
+        most that many features), linearly interpolated between measured points.
+        """
+        return _cost_to_reach([p.n_features for p in self.points], [p.kl for p in self.points], kl)
 
     def edit_to_reach(self, kl: float) -> float | None:
-        """Smallest mean edit magnitude among the curve's points with KL ≤ ``kl`` (None: never reached)."""
-        edits = [p.edit_magnitude for p in self.points if p.kl <= kl]
-        return min(edits) if edits else None
+        """Mean edit magnitude needed to bring the KL down to ``kl``, read off the curve the same way."""
+        return _cost_to_reach([p.edit_magnitude for p in self.points], [p.kl for p in self.points], kl)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "layer": self.layer, "n_features": self.n_features, "n_active": self.n_active,
