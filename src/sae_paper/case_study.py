@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from sae_paper import SaePaperError
+from sae_paper.study import NotebookParameters
 from sae_paper.ablation import LogitEffect
 from sae_paper.activations import HarvestSpec
 from sae_paper.causal_tree import TreeNode
@@ -52,7 +53,7 @@ def _tuple_field(value: Any, name: str, notebook: str) -> tuple:
 
 
 @dataclass(frozen=True)
-class FeatureStudy:
+class FeatureStudy(NotebookParameters):
     """Parameters shared by notebooks 04 and 05: the SAE to inspect and the text to inspect it on."""
 
     model: str = "smollm2-135m"
@@ -112,26 +113,6 @@ class FeatureStudy:
                 raise SaePaperError(f"{self.notebook} parameter {name}={value!r}: must be a positive integer")
         Site("resid_post", self.layer).check(model_spec(self.model))
         self.main_config()  # validates the SAE's fields with one-line errors
-
-    # --- parameters in and out (as sae_paper.training_study.TrainingStudy) ---------------
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]):
-        unknown = sorted(set(params) - set(cls.names()))
-        if unknown:
-            raise SaePaperError(f"unknown {cls.notebook} parameter(s): {', '.join(unknown)} (known: {', '.join(cls.names())})")
-        return cls(**params)
-
-    @classmethod
-    def from_namespace(cls, namespace: Mapping[str, Any]):
-        return cls(**{name: namespace[name] for name in cls.names() if name in namespace})
-
-    def parameters(self) -> dict[str, Any]:
-        return {name: (list(v) if isinstance(v := getattr(self, name), tuple) else v) for name in self.names()}
 
     # --- what is inspected --------------------------------------------------------------
 

@@ -23,12 +23,13 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 from torch import Tensor
 
 from sae_paper import SaePaperError
+from sae_paper.study import NotebookParameters
 from sae_paper.config import RunConfig
 from sae_paper.models import Site, model_spec
 from sae_paper.patching import (
@@ -40,8 +41,10 @@ PCA_NAME = "PCA"
 
 
 @dataclass(frozen=True)
-class IoiStudy:
+class IoiStudy(NotebookParameters):
     """Parameters of notebook 03. Defaults are the ``default`` profile (real SmolLM2, ~8 min on 2 CPU cores)."""
+
+    notebook = NOTEBOOK
 
     model: str = "smollm2-135m"
     """Model name (``sae_paper.models.MODELS``); it must do IOI (the notebook checks)."""
@@ -117,28 +120,6 @@ class IoiStudy:
         spec = model_spec(self.model)
         for layer in self.layers:
             Site("resid_post", layer).check(spec)
-
-    # --- parameters in and out ---------------------------------------------------------
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "IoiStudy":
-        """From a mapping (a profile entry); unknown names are rejected, by name."""
-        unknown = sorted(set(params) - set(cls.names()))
-        if unknown:
-            raise SaePaperError(f"unknown {NOTEBOOK} parameter(s): {', '.join(unknown)} (known: {', '.join(cls.names())})")
-        return cls(**params)
-
-    @classmethod
-    def from_namespace(cls, namespace: Mapping[str, Any]) -> "IoiStudy":
-        """From a notebook's globals: picks exactly this class's field names."""
-        return cls(**{name: namespace[name] for name in cls.names() if name in namespace})
-
-    def parameters(self) -> dict[str, Any]:
-        return {name: (list(v) if isinstance(v := getattr(self, name), tuple) else v) for name in self.names()}
 
     # --- what the notebook trains and runs ------------------------------------------------
 

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from sae_paper import SaePaperError
+from sae_paper.study import NotebookParameters
 from sae_paper.config import RunConfig
 from sae_paper.metrics import SpliceMetrics
 from sae_paper.models import Site, model_spec
@@ -37,8 +38,10 @@ NOTEBOOK = "01_training"
 
 
 @dataclass(frozen=True)
-class TrainingStudy:
+class TrainingStudy(NotebookParameters):
     """Parameters of notebook 01. Defaults are the ``default`` profile (real SmolLM2, ~10 min on 2 CPU cores)."""
+
+    notebook = NOTEBOOK
 
     model: str = "smollm2-135m"
     """Model name (``sae_paper.models.MODELS``)."""
@@ -118,28 +121,6 @@ class TrainingStudy:
         spec = model_spec(self.model)  # unknown model: one line now
         Site("resid_post", self.layer).check(spec)
         Site("mlp_post", self.mlp_layer).check(spec)
-
-    # --- parameters in and out ---------------------------------------------------------
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "TrainingStudy":
-        """From a mapping (a profile entry); unknown names are rejected, by name."""
-        unknown = sorted(set(params) - set(cls.names()))
-        if unknown:
-            raise SaePaperError(f"unknown 01_training parameter(s): {', '.join(unknown)} (known: {', '.join(cls.names())})")
-        return cls(**params)
-
-    @classmethod
-    def from_namespace(cls, namespace: Mapping[str, Any]) -> "TrainingStudy":
-        """From a notebook's globals: picks exactly this class's field names."""
-        return cls(**{name: namespace[name] for name in cls.names() if name in namespace})
-
-    def parameters(self) -> dict[str, Any]:
-        return {name: (list(v) if isinstance(v := getattr(self, name), tuple) else v) for name in self.names()}
 
     # --- the SAEs each figure needs ----------------------------------------------------
 

@@ -21,12 +21,13 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 
 from sae_paper import SaePaperError
+from sae_paper.study import NotebookParameters
 from sae_paper.autointerp.scoring import MethodSummary, ScoringConfig
 from sae_paper.config import RunConfig
 from sae_paper.decompositions import LinearDecomposition, TopK, fit_ica, fit_pca, neuron_basis, random_directions
@@ -41,8 +42,10 @@ LABELS = {"sae": "SAE", "neurons": "residual basis", "random": "random direction
 
 
 @dataclass(frozen=True)
-class AutointerpStudy:
+class AutointerpStudy(NotebookParameters):
     """Parameters of notebook 02. Defaults are the ``default`` profile (SmolLM2, token-list stand-in, 2 CPU cores)."""
+
+    notebook = NOTEBOOK
 
     model: str = "smollm2-135m"
     """Model name (``sae_paper.models.MODELS``)."""
@@ -149,25 +152,7 @@ class AutointerpStudy:
             if name not in BACKENDS:
                 raise SaePaperError(f"{NOTEBOOK}: unknown backend {name!r} (known: {', '.join(BACKENDS)})")
 
-    # --- parameters in and out ---------------------------------------------------------
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "AutointerpStudy":
-        unknown = sorted(set(params) - set(cls.names()))
-        if unknown:
-            raise SaePaperError(f"unknown {NOTEBOOK} parameter(s): {', '.join(unknown)} (known: {', '.join(cls.names())})")
-        return cls(**params)
-
-    @classmethod
-    def from_namespace(cls, namespace: Mapping[str, Any]) -> "AutointerpStudy":
-        return cls(**{name: namespace[name] for name in cls.names() if name in namespace})
-
-    def parameters(self) -> dict[str, Any]:
-        return {name: (list(v) if isinstance(v := getattr(self, name), tuple) else v) for name in self.names()}
+    # --- derived settings ---------------------------------------------------------------
 
     def scoring(self) -> ScoringConfig:
         return ScoringConfig(self.n_top, self.n_explain, self.n_simulate_top, self.n_random, self.min_fragments, self.seed)
