@@ -43,7 +43,7 @@
 # |---|---|---|
 # | model | Pythia-70M-deduped (6 layers, d_model 512, GELU MLP of 2048) | SmolLM2-135M-Instruct (30 layers, d_model 576, gated SiLU MLP of 1536), dequantised from a 4-bit GGUF: the Pythia weights cannot be downloaded here |
 # | text | the Pile | English Wikipedia (2015 dump), held-out documents for evaluation |
-# | training activations | 5–50M per SAE, 1–3 epochs (Section 3: 10 epochs) | about 50k (residual) and 8k (MLP) per SAE, 1–3 epochs, on 2 CPU cores |
+# | training activations | 5–50M per SAE, 1–3 epochs (Section 3: 10 epochs) | about 50k (residual, 4 epochs in steps of 128) and 8k (MLP, 1–3 epochs) per SAE, on 2 CPU cores |
 # | residual site | layer 2 of 6 for the splice | layer 3 of 30 |
 # | α (residual) | 8.6e-4 | 1e-2 by default: SmolLM2's residual stream has norms around 100 (Pythia-70M's a few), and the loss averages the squared error over dimensions, so the paper's α barely sparsifies it |
 # | α (MLP) | 3.2e-4 | 3.2e-4 (SmolLM2's MLP activations are of order 0.1, like Pythia's) |
@@ -76,8 +76,8 @@ layer = 3
 n_tokens = 49_152
 ratio = 2.0
 alpha = None
-epochs = 2
-batch_size = 512
+epochs = 4
+batch_size = 128
 resid_alphas = [3e-3, 1e-2, 3e-2]
 resid_ratios = [1.0, 2.0, 4.0]
 mlp_layer = 0

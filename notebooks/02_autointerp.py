@@ -43,7 +43,7 @@
 # | layers | residual layers 0–5 | residual layers 3, 9, 14: the same fraction of blocks done as Pythia's layers −0.2, 1 and 2 ((L+1)/30 = (l+1)/6); deeper layers cost a longer forward pass on 2 CPU cores |
 # | fragments | 64 tokens from the first 50,000 lines of OpenWebText | 64 tokens from the start of 240 WebText documents (the GPT-2 corpus, OpenWebText's original) |
 # | features per method | 150 | 50 (fewer when not enough features fire on 20 fragments) |
-# | SAE training | 20M activations, 10 epochs, α = 8.6e-4 | ~5e4 (layer 3, notebook 01's SAEs) or ~1.2e4 activations (layers 9, 14), 2 epochs, SmolLM2's default α (1e-2, see notebook 01) |
+# | SAE training | 20M activations, 10 epochs, α = 8.6e-4 | ~5e4 (layer 3, notebook 01's SAEs) or ~1.2e4 activations (layers 9, 14), 4 epochs in steps of 128, SmolLM2's default α (1e-2, see notebook 01) |
 # | ICA | FastICA on ~4M activations | FastICA on 4,096 activations, 40 iterations (not converged: a weaker ICA than the paper's) |
 #
 # The `paper` profile runs the paper's model, layers and sizes with an
@@ -74,8 +74,8 @@ main_n_tokens = 49_152
 layer_n_tokens = 12_288
 ratio = 2.0
 alpha = None
-epochs = 2
-batch_size = 512
+epochs = 4
+batch_size = 128
 fig8_ratios = [0.5, 1.0, 2.0, 4.0, 8.0]
 topk_ratio = 1.0
 mlp_layer = 0

@@ -82,9 +82,9 @@ class FeatureStudy(NotebookParameters):
     """Its dictionary ratio R."""
     alpha: float | None = None
     """Its L1 coefficient (None: the model's residual default)."""
-    epochs: int = 2
+    epochs: int = 4
     """Its epochs."""
-    batch_size: int = 512
+    batch_size: int = 128
     """Its batch size."""
     news_source: str = "20news"
     """Conversational text added to the inspected corpus (apostrophes, contractions)."""

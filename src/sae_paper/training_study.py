@@ -70,9 +70,10 @@ class TrainingStudy(NotebookParameters):
     """Dictionary ratio R of the main SAE."""
     alpha: float | None = None
     """L1 coefficient of the main SAE (None: the model's residual default)."""
-    epochs: int = 2
-    """Epochs of the main SAE and of the residual sweeps."""
-    batch_size: int = 512
+    epochs: int = 4
+    """Epochs of the main SAE and of the residual sweeps (4 × 384 steps of 128 on 49,152 activations: 2 × 96 steps of 512
+    left features near their initial directions, FVU 0.137, CE recovered 0.84 against 0.098 and 0.92)."""
+    batch_size: int = 128
     """Activation vectors per step for residual SAEs."""
     resid_alphas: tuple[float, ...] = (3e-3, 1e-2, 3e-2)
     """Residual α sweep for Figures 6 and 16 (empty: MLP only)."""

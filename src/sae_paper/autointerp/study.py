@@ -78,9 +78,9 @@ class AutointerpStudy(NotebookParameters):
     """Dictionary ratio R of Figure 2's SAEs (the paper's Section 3: R = 2)."""
     alpha: float | None = None
     """L1 coefficient (None: the model's residual default)."""
-    epochs: int = 2
+    epochs: int = 4
     """Training epochs of every residual SAE."""
-    batch_size: int = 512
+    batch_size: int = 128
     """Activation vectors per step for residual SAEs."""
     fig8_ratios: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
     """Figure 8: ratios R of the main layer's SAEs."""
