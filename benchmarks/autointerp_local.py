@@ -2,10 +2,12 @@
 
     python benchmarks/autointerp_local.py [--fragments 6] [--length 64] [--threads N]
 
-One feature's simulation: the same prompt prefix (instructions, few-shot examples, explanation)
-followed by each of ``--fragments`` WebText fragments of ``--length`` tokens (GPT-NeoX tokens
-from the shared data, as notebook 02 shows them). Without prefix reuse every fragment evaluates
-the whole prompt; with it the prefix's key/value cache is kept and only the fragment is evaluated.
+Two features' simulations, ``--fragments`` WebText fragments of ``--length`` tokens each (GPT-NeoX
+tokens from the shared data, as notebook 02 shows them), half under each feature's explanation.
+Every prompt starts with the same instructions and few-shot examples, then the explanation, then
+the fragment. Without prefix reuse every fragment evaluates its whole prompt; with it the key/value
+cache of the longest prefix shared with the previous prompt is kept (the instructions across
+features, the explanation too within one).
 Both runs give the same predictions (checked). No call cache is used. Needs llama-cpp-python and
 the GGUF (``scripts/setup.sh --with-local-llm`` or ``SAE_PAPER_LOCAL_LLM``).
 """
@@ -31,12 +33,13 @@ def main() -> None:
     if reason:
         raise SystemExit(f"local backend not installed: {reason}")
     fragments = load_fragments(_neox_tokenizer(), n_fragments=args.fragments, length=args.length, sources=("webtext",))
-    explanation = 'apostrophes in contractions and possessives, like "\'s" and "\'t"'
+    explanations = ['apostrophes in contractions and possessives, like "\'s" and "\'t"', "years and dates"]
     results = {}
     for reuse in (False, True):
         backend = local.LocalBackend(n_threads=args.threads, prefix_reuse=reuse)
-        prompts = [backend.simulate_request(explanation, tokens) for tokens in fragments.token_strings]
-        backend.simulate(backend.simulate_request(explanation, ["warm", "up"]), 2)  # load weights into the page cache
+        prompts = [backend.simulate_request(explanations[2 * i // args.fragments], tokens)
+                   for i, tokens in enumerate(fragments.token_strings)]
+        backend.simulate(backend.simulate_request("warm-up", ["warm", "up"]), 2)  # load weights into the page cache
         backend.tokens_evaluated = 0
         began = time.perf_counter()
         predictions = [backend.simulate(p, fragments.length) for p in prompts]

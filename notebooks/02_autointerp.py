@@ -38,7 +38,7 @@
 #
 # | | paper | this book (`default` profile) |
 # |---|---|---|
-# | explainer / simulator | GPT-4 / GPT-3.5 (logprobs) | **`token-list`: a deterministic stand-in, not a language model.** The "explanation" is the list of tokens that carry the activation in the 5 top fragments, with their mean activation; the "simulation" predicts that weight on those tokens and 0 elsewhere. It can only express token-level features, so it is a lower bound for features that are about a token, and blind to anything contextual |
+# | explainer / simulator | GPT-4 / GPT-3.5 (logprobs) | **`token-list`: a deterministic stand-in, not a language model.** The "explanation" is the list of tokens that carry the activation in the 5 top fragments, with their mean activation; the "simulation" predicts that weight on those tokens and 0 elsewhere. It can only express token-level features, so it is a lower bound for features that are about a token, and blind to anything contextual. The `local-llm` profile uses a real LLM instead, Qwen2.5-Coder-1.5B-Instruct (4-bit, llama.cpp, about a thousandth of GPT-4's size), on SAE, residual basis and PCA at layers 3 and 9, 20 features each, showing it 3 explained and 2 top + 2 random simulated fragments of 32 tokens (CPU time) |
 # | model | Pythia-70M-deduped, 6 layers | SmolLM2-135M-Instruct, 30 layers |
 # | layers | residual layers 0–5 | residual layers 3, 9, 14: the same fraction of blocks done as Pythia's layers −0.2, 1 and 2 ((L+1)/30 = (l+1)/6); deeper layers cost a longer forward pass on 2 CPU cores |
 # | fragments | 64 tokens from the first 50,000 lines of OpenWebText | 64 tokens from the start of 240 WebText documents (the GPT-2 corpus, OpenWebText's original) |

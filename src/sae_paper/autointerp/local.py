@@ -16,9 +16,12 @@ are one GGUF file (1,117,320,768 bytes, sha256 :data:`GGUF_SHA256`). ``scripts/s
   into "1", "0", so "10" is not one token: this backend shows the simulator a 0–9 scale (the
   few-shot examples and instructions say 0–9) and multiplies the expectation by 10/9 to report
   [0, 10]. Correlation, the score, does not depend on that factor.
-- **prefix reuse**: every fragment of one feature shares the prompt up to the fragment (instructions,
-  few-shot examples, explanation). With ``prefix_reuse=True`` the key/value cache of that prefix is
-  kept and only the fragment's tokens are evaluated for the next fragment.
+- **prefix reuse**: every simulation prompt starts with the same instructions and few-shot examples
+  (~300 tokens), and the fragments of one feature also share its explanation. With
+  ``prefix_reuse=True`` the key/value cache is kept and only what follows the longest common prefix
+  with the previous prompt is evaluated: per feature, its explanation once, then each fragment.
+  Explanations run in a second context over the same (memory-mapped) weights, so they never evict
+  the simulator's cache.
 
 The prompt is tokenised piecewise (the prefix, then for each fragment token ``token<tab>`` and
 ``unknown<newline>``), so the position of every prediction is known exactly.
@@ -105,9 +108,10 @@ class LocalBackend(Backend):
         path = Path(model) if model else model_path()
         self.model = path.name
         self.prefix_reuse = prefix_reuse
-        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, logits_all=True, n_threads=n_threads or len(os.sched_getaffinity(0)),
-                         n_batch=n_batch, verbose=False)
-        self._prefix: list[int] | None = None
+        self._open = lambda **options: Llama(model_path=str(path), n_threads=n_threads or len(os.sched_getaffinity(0)),
+                                             n_batch=n_batch, verbose=False, **options)
+        self.llm = self._open(n_ctx=n_ctx, logits_all=True)
+        self._chat = None  # the explainer's context, opened on first use
         self._values = []
         for v in range(SCALE_TOP + 1):
             ids = self.llm.tokenize(str(v).encode(), add_bos=False, special=False)
@@ -134,8 +138,9 @@ class LocalBackend(Backend):
                 + "\n\nIn one short phrase, what does this neuron fire on?")
 
     def explain(self, prompt: str) -> str:
-        self._prefix = None  # the chat completion overwrites the key/value cache
-        reply = self.llm.create_chat_completion(
+        if self._chat is None:
+            self._chat = self._open(n_ctx=2048)
+        reply = self._chat.create_chat_completion(
             messages=[{"role": "system", "content": "You explain what neurons in language models detect. Answer with "
                                                     "a short phrase only."},
                       {"role": "user", "content": prompt}],
@@ -169,15 +174,14 @@ class LocalBackend(Backend):
             raise BackendFailure(f"prompt has {len(positions)} placeholders for {n_tokens} tokens")
         if len(prefix_ids) + len(body) > self.llm.n_ctx():
             raise BackendFailure(f"prompt of {len(prefix_ids) + len(body)} tokens exceeds the context of {self.llm.n_ctx()}")
-        if self.prefix_reuse and self._prefix == prefix_ids:
-            self.llm.n_tokens = len(prefix_ids)  # keep the prefix's key/value cache; eval() drops what follows
-            self.llm.eval(body)
-            self.tokens_evaluated += len(body)
-        else:
-            self.llm.reset()
-            self.llm.eval(prefix_ids + body)
-            self.tokens_evaluated += len(prefix_ids) + len(body)
-            self._prefix = prefix_ids
+        ids = prefix_ids + body
+        evaluated = self.llm.input_ids[: self.llm.n_tokens].tolist()
+        # reuse the key/value cache of the prefix shared with the previous prompt (at most this prompt's prefix,
+        # so the fragment is always evaluated afresh); eval() drops the cache beyond n_tokens
+        reused = min(len(os.path.commonprefix([evaluated, ids])), len(prefix_ids)) if self.prefix_reuse else 0
+        self.llm.n_tokens = reused
+        self.llm.eval(ids[reused:])
+        self.tokens_evaluated += len(ids) - reused
         scores = np.asarray(self.llm.scores[positions], dtype=np.float64)  # logits for the token after each tab
         values = scores[:, self._values]
         logz = np.logaddexp.reduce(values, axis=1, keepdims=True)
