@@ -198,17 +198,19 @@ with prov.section("fit baselines (PCA, ICA)"):
     bases = {}
     for layer in study.layers:
         site = Site("resid_post", layer)
-        topk_sae = SaeDecomposition(saes[study.topk_config(layer)])
-        ks[layer] = max(1, round(S.mean_l0(topk_sae, site_acts[site])))
-        bases[layer] = S.baselines(study, layer, Run(study.sae_config(layer), progress=False).activations("train"), k=ks[layer])
+        if study.uses_topk:
+            ks[layer] = max(1, round(S.mean_l0(SaeDecomposition(saes[study.topk_config(layer)]), site_acts[site])))
+        bases[layer] = S.baselines(study, layer, Run(study.sae_config(layer), progress=False).activations("train"),
+                                   k=ks.get(layer))
 with prov.section("autointerp: Figures 2, 9, 18"):
     for layer in study.layers:
         site = Site("resid_post", layer)
         score(SaeDecomposition(saes[study.sae_config(layer)]), site, "sae")
         for method, decomposition in bases[layer].items():
             score(decomposition, site, method)
-print("K for top-K PCA/ICA (mean L0 of the R=1 SAE on the fragments): "
-      + ", ".join(f"layer {layer}: {k}" for layer, k in ks.items()))
+if ks:
+    print("K for top-K PCA/ICA (mean L0 of the R=1 SAE on the fragments): "
+          + ", ".join(f"layer {layer}: {k}" for layer, k in ks.items()))
 Markdown(summary_table(summaries))
 
 # %% [markdown]
@@ -257,13 +259,13 @@ board.record("fig9-random-only", *S.random_only_finding(summaries, study.layers,
 # R = 1 dictionary on the same layer. The paper: top-K closes only a small part of the gap.
 
 # %%
-fig18_methods = [m for m in ("sae", *S.BASELINES, "topk-pca", "topk-ica") if m in study.methods]
-scores_by_layer(summaries, study.layers, fig18_methods, title="Figure 18 analogue: with top-K PCA and ICA",
-                layer_label=pythia, backend=BACKEND)
-
-# %%
-if {"topk-pca", "topk-ica"} & set(study.methods):
+if study.uses_topk:
+    fig18_methods = [m for m in ("sae", *S.BASELINES, "topk-pca", "topk-ica") if m in study.methods]
+    scores_by_layer(summaries, study.layers, fig18_methods, title="Figure 18 analogue: with top-K PCA and ICA",
+                    layer_label=pythia, backend=BACKEND)
     board.record("fig18-topk", *S.topk_finding(summaries, study.layers, ks, backend=study.explainer))
+else:
+    print("top-K PCA and ICA are not among this profile's methods")
 
 # %% [markdown]
 # ## 7. Figure 8: score against the dictionary ratio R (Appendix C.1)

@@ -185,6 +185,11 @@ class AutointerpStudy(NotebookParameters):
             alive_threshold=self.alive_threshold,
         )
 
+    @property
+    def uses_topk(self) -> bool:
+        """Whether top-K PCA or ICA is scored (then an R = ``topk_ratio`` SAE per layer sets K)."""
+        return any(m.startswith("topk") for m in self.methods)
+
     def topk_config(self, layer: int) -> RunConfig:
         return self.sae_config(layer, self.topk_ratio)
 
@@ -192,7 +197,7 @@ class AutointerpStudy(NotebookParameters):
         """Every SAE the notebook trains or reuses, each once."""
         configs = [self.sae_config(layer) for layer in self.layers]
         configs += [self.sae_config(self.main_layer, r) for r in self.fig8_ratios]
-        if any(m.startswith("topk") for m in self.methods):
+        if self.uses_topk:
             configs += [self.topk_config(layer) for layer in self.layers]
         if self.mlp_config() is not None:
             configs.append(self.mlp_config())
