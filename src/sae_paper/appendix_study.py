@@ -30,7 +30,8 @@ from torch import Tensor
 
 from sae_paper import SaePaperError
 from sae_paper.activations import HarvestSpec
-from sae_paper.case_study import FeatureStudy, Finding
+from sae_paper.case_study import FeatureStudy
+from sae_paper.claims import Finding
 from sae_paper.data import iter_contexts
 from sae_paper.inspect_features import ClassStats, TokenHistogram, token_text
 

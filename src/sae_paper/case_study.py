@@ -21,13 +21,14 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from sae_paper import SaePaperError
-from sae_paper.study import NotebookParameters
+from sae_paper.claims import Finding
+from sae_paper.study import SaeRunFields
 from sae_paper.ablation import LogitEffect
 from sae_paper.activations import HarvestSpec
 from sae_paper.causal_tree import TreeNode
@@ -53,27 +54,9 @@ def _tuple_field(value: Any, name: str, notebook: str) -> tuple:
 
 
 @dataclass(frozen=True)
-class FeatureStudy(NotebookParameters):
+class FeatureStudy(SaeRunFields):
     """Parameters shared by notebooks 04 and 05: the SAE to inspect and the text to inspect it on."""
 
-    model: str = "smollm2-135m"
-    """Model name (``sae_paper.models.MODELS``)."""
-    source: str = "enwiki2015"
-    """Training text of the SAE (notebook 01's); its training activations are also inspected."""
-    seed: int = 0
-    """Seed for the text order, the SAE and every sample drawn here."""
-    context_length: int = 128
-    """Tokens per context, BOS included."""
-    harvest_batch_size: int = 32
-    """Contexts per forward pass."""
-    dtype: str = "float32"
-    """Storage dtype of the activation caches."""
-    eval_tokens: int = 2048
-    """Held-out tokens of the SAE's run (part of its cache key, as in notebook 01)."""
-    alive_threshold: int = 10
-    """As in notebook 01 (part of the SAE's config)."""
-    lr: float = 1e-3
-    """As in notebook 01."""
     layer: int = 3
     """Residual-stream layer of the inspected SAE (notebook 01's main SAE)."""
     n_tokens: int = 49_152
@@ -371,14 +354,6 @@ def is_punctuation(text: str) -> bool:
     """A token of punctuation only (no letters, digits or whitespace-only)."""
     stripped = text.strip()
     return bool(stripped) and not any(c.isalnum() for c in stripped)
-
-
-class Finding(NamedTuple):
-    """What :meth:`sae_paper.claims.Scoreboard.record` takes after the claim id."""
-
-    ours: str
-    verdict: str
-    note: str
 
 
 # --------------------------------------------------------------------------------------

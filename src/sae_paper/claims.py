@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from sae_paper import SaePaperError
 from sae_paper.paths import book_output_dir, shared_file
@@ -87,6 +87,14 @@ def _load_claims(path: str) -> tuple[tuple[str, Claim], ...]:
             raise SaePaperError(f"{path}: every claim needs id, where and paper; got {entry!r}") from None
         claims.append((claim.id, claim))
     return tuple(claims)
+
+
+class Finding(NamedTuple):
+    """A verdict function's answer, what :meth:`Scoreboard.record` takes after the claim id: ``board.record(id, *finding)``."""
+
+    ours: str
+    verdict: str
+    note: str
 
 
 def record(claim_id: str, ours: str, verdict: str, note: str = "", *, notebook: str = "",

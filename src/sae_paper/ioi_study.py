@@ -24,12 +24,13 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 from torch import Tensor
 
 from sae_paper import SaePaperError
-from sae_paper.study import NotebookParameters
+from sae_paper.claims import Finding
+from sae_paper.study import SaeRunFields
 from sae_paper.config import RunConfig
 from sae_paper.models import Site, model_spec
 from sae_paper.patching import (
@@ -41,13 +42,14 @@ PCA_NAME = "PCA"
 
 
 @dataclass(frozen=True)
-class IoiStudy(NotebookParameters):
-    """Parameters of notebook 03. Defaults are the ``default`` profile (real SmolLM2, ~8 min on 2 CPU cores)."""
+class IoiStudy(SaeRunFields):
+    """Parameters of notebook 03. Defaults are the ``default`` profile (real SmolLM2, ~8 min on 2 CPU cores).
+
+    ``model`` must do IOI (the notebook checks); ``source`` is the dictionaries' training text (the
+    paper: the first 10,000 Pile documents); ``seed`` also sets ACDC's visiting order."""
 
     notebook = NOTEBOOK
 
-    model: str = "smollm2-135m"
-    """Model name (``sae_paper.models.MODELS``); it must do IOI (the notebook checks)."""
     n_prompts: int = 50
     """IOI test prompts (the paper: 50)."""
     prompt_seed: int = 0
@@ -62,23 +64,12 @@ class IoiStudy(NotebookParameters):
     """α of the SAEs at the main layer: 0 (the non-sparse dictionary) and at least one α > 0."""
     fig17_alphas: tuple[float, ...] = (1e-2,)
     """α of the SAEs at the other layers of ``layers`` (PCA is always added)."""
-    source: str = "enwiki2015"
-    """Text the dictionaries are trained on (the paper: the first 10,000 Pile documents)."""
     n_tokens: int = 49_152
     """Training activations per layer (the paper: ~7M)."""
-    context_length: int = 128
-    harvest_batch_size: int = 32
-    dtype: str = "float32"
     ratio: float = 2.0
     """Dictionary ratio R of every SAE."""
     epochs: int = 3
     batch_size: int = 256
-    lr: float = 1e-3
-    seed: int = 0
-    """Seed for the text order, SAE initialisation and ACDC's visiting order."""
-    eval_tokens: int = 2048
-    """Held-out tokens for each SAE's FVU and L0 (shown beside the KL floor)."""
-    alive_threshold: int = 10
 
     # --- patching and ordering -------------------------------------------------------------
     n_thresholds: int = 24
@@ -384,14 +375,6 @@ class CurveTable(list):
 # --------------------------------------------------------------------------------------
 # Verdicts
 # --------------------------------------------------------------------------------------
-
-
-class Finding(NamedTuple):
-    """What :meth:`sae_paper.claims.Scoreboard.record` takes after the claim id."""
-
-    ours: str
-    verdict: str
-    note: str
 
 
 def _alpha_of(curve: PatchingCurve) -> float | None:

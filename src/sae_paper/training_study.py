@@ -25,10 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from sae_paper import SaePaperError
-from sae_paper.study import NotebookParameters
+from sae_paper.claims import Finding
+from sae_paper.study import SaeRunFields
 from sae_paper.config import RunConfig
 from sae_paper.metrics import SpliceMetrics
 from sae_paper.models import Site, model_spec
@@ -38,29 +38,11 @@ NOTEBOOK = "01_training"
 
 
 @dataclass(frozen=True)
-class TrainingStudy(NotebookParameters):
+class TrainingStudy(SaeRunFields):
     """Parameters of notebook 01. Defaults are the ``default`` profile (real SmolLM2, ~10 min on 2 CPU cores)."""
 
     notebook = NOTEBOOK
 
-    model: str = "smollm2-135m"
-    """Model name (``sae_paper.models.MODELS``)."""
-    source: str = "enwiki2015"
-    """Text the activations are harvested from (``sae_paper.data.SOURCES``)."""
-    seed: int = 0
-    """Seed for the text order, SAE initialisation and batch order."""
-    context_length: int = 128
-    """Tokens per context, BOS included."""
-    harvest_batch_size: int = 32
-    """Contexts per forward pass when harvesting and in the splice CE."""
-    dtype: str = "float32"
-    """Storage dtype of the activation caches (float16 halves the disk for paper-sized runs)."""
-    eval_tokens: int = 2048
-    """Held-out tokens for FVU/L0 and for the main SAE's splice CE (3 full forward passes)."""
-    alive_threshold: int = 10
-    """A feature is alive if it fires more than this many times over the last training epoch."""
-    lr: float = 1e-3
-    """Adam learning rate (the paper's)."""
 
     layer: int = 3
     """Residual-stream layer of the main SAE and of the residual sweeps."""
@@ -182,14 +164,6 @@ class TrainingStudy(NotebookParameters):
 # --------------------------------------------------------------------------------------
 # Verdicts: the rule for each claim, applied to our numbers
 # --------------------------------------------------------------------------------------
-
-
-class Finding(NamedTuple):
-    """What :meth:`sae_paper.claims.Scoreboard.record` takes after the claim id."""
-
-    ours: str
-    verdict: str
-    note: str
 
 
 PAPER_PERPLEXITY = (25.0, 40.0)

@@ -22,12 +22,13 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from sae_paper import SaePaperError
-from sae_paper.study import NotebookParameters
+from sae_paper.claims import Finding
+from sae_paper.study import SaeRunFields
 from sae_paper.autointerp.scoring import MethodSummary, ScoringConfig
 from sae_paper.config import RunConfig
 from sae_paper.decompositions import LinearDecomposition, TopK, fit_ica, fit_pca, neuron_basis, random_directions
@@ -42,29 +43,11 @@ LABELS = {"sae": "SAE", "neurons": "residual basis", "random": "random direction
 
 
 @dataclass(frozen=True)
-class AutointerpStudy(NotebookParameters):
+class AutointerpStudy(SaeRunFields):
     """Parameters of notebook 02. Defaults are the ``default`` profile (SmolLM2, token-list stand-in, 2 CPU cores)."""
 
     notebook = NOTEBOOK
 
-    model: str = "smollm2-135m"
-    """Model name (``sae_paper.models.MODELS``)."""
-    source: str = "enwiki2015"
-    """Text the SAEs, PCA and ICA are trained on (``sae_paper.data.SOURCES``)."""
-    seed: int = 0
-    """Seed for text order, SAE initialisation, feature and fragment choice."""
-    context_length: int = 128
-    """Tokens per training context, BOS included (as notebook 01, so its SAEs are reused)."""
-    harvest_batch_size: int = 32
-    """Contexts per forward pass when harvesting."""
-    dtype: str = "float32"
-    """Storage dtype of the activation caches."""
-    lr: float = 1e-3
-    """Adam learning rate."""
-    eval_tokens: int = 2048
-    """Held-out tokens (not used here; kept equal to notebook 01's so configs match)."""
-    alive_threshold: int = 10
-    """As notebook 01."""
 
     layers: tuple[int, ...] = (3, 9, 14)
     """Residual layers scored (Figure 2's x axis)."""
@@ -292,12 +275,6 @@ def mean_l0(decomposition, activations: torch.Tensor) -> float:
 # --------------------------------------------------------------------------------------
 # Verdicts
 # --------------------------------------------------------------------------------------
-
-
-class Finding(NamedTuple):
-    ours: str
-    verdict: str
-    note: str
 
 
 STAND_IN = ("token-list stand-in for GPT-4/GPT-3.5 (explanations are token lists, simulation is a lookup)")
