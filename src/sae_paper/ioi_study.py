@@ -43,7 +43,7 @@ PCA_NAME = "PCA"
 
 @dataclass(frozen=True)
 class IoiStudy(SaeRunFields):
-    """Parameters of notebook 03. Defaults are the ``default`` profile (real SmolLM2, ~8 min on 2 CPU cores).
+    """Parameters of notebook 03. Defaults are the ``default`` profile (real SmolLM2, 7.6 min cold on 2 CPU cores).
 
     ``model`` must do IOI (the notebook checks); ``source`` is the dictionaries' training text (the
     paper: the first 10,000 Pile documents); ``seed`` also sets ACDC's visiting order."""

@@ -39,7 +39,7 @@ NOTEBOOK = "01_training"
 
 @dataclass(frozen=True)
 class TrainingStudy(SaeRunFields):
-    """Parameters of notebook 01. Defaults are the ``default`` profile (real SmolLM2, ~10 min on 2 CPU cores)."""
+    """Parameters of notebook 01. Defaults are the ``default`` profile (real SmolLM2, 6 min cold on 2 CPU cores)."""
 
     notebook = NOTEBOOK
 
