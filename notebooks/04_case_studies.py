@@ -138,10 +138,10 @@ print(f"inspecting {study.model} {study.site}: tied SAE, R={study.ratio:g}, α={
 # context starts with the BOS token `<|endoftext|>`, whose residual activation is an outlier
 # of huge norm: position 0 is never part of any statistic below.
 #
-# A caveat first: in the `default` profile the SAE has seen only tens of thousands of
-# activations, and most of its features are still close to their random initial
-# directions (printed below). The features this notebook studies are among those that
-# training did move; the paper's dictionaries saw hundreds of times more data.
+# A caveat first: in the `default` profile the SAE has seen about fifty thousand
+# activations (four epochs over them); the paper's dictionaries saw hundreds of times
+# more. How far training moved its features from their random initial directions is
+# printed below: features that barely moved are not worth reading.
 
 # %%
 with prov.section("SAE and model"):
