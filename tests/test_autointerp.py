@@ -203,6 +203,23 @@ def test_local_backend_gives_one_prediction_in_0_10_per_token():
     assert len(predictions) == len(tokens) and all(0 <= p <= 10 for p in predictions)
 
 
+def test_local_backend_prefix_reuse_across_features_gives_the_fresh_predictions():
+    from sae_paper.autointerp import local
+
+    missing = local.missing()
+    if missing:
+        pytest.skip(f"local backend not installed: {missing} (optional: scripts/setup.sh --with-local-llm)")
+    tokens = [["I", " don", "'t", " know", "."], ["In", " 1999", ",", " it", " rained"]]
+    explanations = ['apostrophes, like "\'t"', "years"]
+    reused = local.LocalBackend(n_ctx=2048)
+    fresh = local.LocalBackend(n_ctx=2048, prefix_reuse=False)
+    order = [(0, 0), (0, 1), (1, 1), (1, 0), (0, 0)]  # same feature, next fragment; next feature; back again
+    for e, t in order:
+        prompt = reused.simulate_request(explanations[e], tokens[t])
+        assert reused.simulate(prompt, len(tokens[t])) == pytest.approx(fresh.simulate(prompt, len(tokens[t])), abs=1e-4)
+    assert reused.tokens_evaluated < fresh.tokens_evaluated / 2
+
+
 # --------------------------------------------------------------------------------------
 # Notebook 02's parameters and verdict rules
 # --------------------------------------------------------------------------------------
