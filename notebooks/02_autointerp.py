@@ -234,7 +234,8 @@ scores_by_layer(summaries, study.layers, fig2_methods, title="Figure 2 analogue:
 
 # %%
 board.record("fig2-early-layers", *S.early_layers_finding(summaries, study.layers, backend=study.explainer))
-board.record("fig2-depth", *S.depth_finding(summaries, study.layers, backend=study.explainer))
+board.record("fig2-depth", *S.depth_finding(summaries, study.layers, backend=study.explainer,
+                                             n_layers=S.model_spec(study.model).n_layers))
 
 # %% [markdown]
 # ## 5. Figure 9: random-only scores (Appendix C.2)

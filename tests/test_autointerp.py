@@ -255,9 +255,27 @@ def test_verdict_rules_by_hand():
     rows = [summary("resid_post.3", "sae", 0.6), summary("resid_post.3", "neurons", 0.3), summary("resid_post.3", "pca", 0.2),
             summary("resid_post.9", "sae", 0.5), summary("resid_post.9", "neurons", 0.45), summary("resid_post.9", "pca", 0.2)]
     assert S.early_layers_finding(rows, layers, backend="token-list").verdict == "reproduced"
-    depth = S.depth_finding(rows, layers, backend="token-list")
+    depth = S.depth_finding(rows, layers, backend="token-list", n_layers=30)
     assert depth.verdict == "reproduced" and "margin +0.30 → +0.05" in depth.ours
     close = [summary("resid_post.3", "sae", 0.6), summary("resid_post.3", "neurons", 0.58)]
     assert S.early_layers_finding(close, [3], backend="token-list").verdict == "partly"
+    # the local-llm run's shape: every score near 0, the SAE ahead by less than the CIs -> never "reproduced"
+    noisy = [summary("resid_post.3", "sae", 0.045, random_mean=0.017), summary("resid_post.3", "pca", 0.020, random_mean=-0.018),
+             summary("resid_post.9", "sae", 0.048, random_mean=0.015), summary("resid_post.9", "pca", 0.018, random_mean=0.037)]
+    depth = S.depth_finding(noisy, layers, backend="local", n_layers=30)
+    assert depth.verdict == "not" and "not above the best baseline beyond the 95% CIs" in depth.ours  # margin +0.025 -> +0.030 does not shrink
+    assert S.depth_finding(noisy[:2] + [summary("resid_post.9", "sae", 0.03), noisy[3]], layers, backend="local",
+                           n_layers=30).verdict == "partly"
+    assert S.random_only_finding(noisy, layers, backend="local").verdict == "partly"
+    assert S.random_only_finding(rows, layers, backend="token-list").verdict == "partly"  # random-only 0.1 everywhere
+    clear_random = [summary(r.site, r.method, r.mean, random_mean=0.4 if r.method == "sae" else 0.1) for r in rows]
+    assert S.random_only_finding(clear_random, layers, backend="token-list").verdict == "reproduced"
+    baselines = [summary("resid_post.3", "pca", 0.2), summary("resid_post.3", "neurons", 0.3)]
+    assert S.ratio_finding({0.5: summary("resid_post.3", "sae", 0.5), 2.0: summary("resid_post.3", "sae", 0.6)},
+                           baselines, backend="token-list").verdict == "reproduced"
+    assert S.ratio_finding({0.5: summary("resid_post.3", "sae", 0.32), 2.0: summary("resid_post.3", "sae", 0.6)},
+                           baselines, backend="token-list").verdict == "partly"
+    assert S.ratio_finding({0.5: summary("resid_post.3", "sae", 0.1), 2.0: summary("resid_post.3", "sae", 0.32)},
+                           baselines, backend="token-list").verdict == "not"
     assert S.moments_finding({"mean": -0.1, "variance": 0.0, "skew": 0.9, "kurtosis": 0.9}, 10,
                              backend="token-list").verdict == "partly"

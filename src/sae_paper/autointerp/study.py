@@ -293,6 +293,13 @@ def _by(summaries: Iterable[MethodSummary]) -> dict[tuple[str, str], MethodSumma
     return {(s.site, s.method): s for s in summaries}
 
 
+def _clearly_above(a: MethodSummary, b: MethodSummary, *, random_only: bool = False) -> bool:
+    """``a``'s mean above ``b``'s with non-overlapping 95 % CIs (a difference the feature sample can tell)."""
+    if random_only:
+        return a.random_mean - a.random_ci > b.random_mean + b.random_ci
+    return a.mean - a.ci > b.mean + b.ci
+
+
 def _failures(summaries: Sequence[MethodSummary]) -> str:
     failed = sum(s.n_failed for s in summaries)
     return f"{failed} failed call(s) excluded" if failed else "no failed calls"
@@ -306,7 +313,7 @@ def early_layers_finding(summaries: Sequence[MethodSummary], layers: Sequence[in
     sae = by[(site, "sae")]
     bases = [by[(site, m)] for m in BASELINES if (site, m) in by]
     above = all(sae.mean > b.mean for b in bases)
-    separated = all(sae.mean - sae.ci > b.mean + b.ci for b in bases)
+    separated = all(_clearly_above(sae, b) for b in bases)
     verdict = "reproduced" if above and separated else "partly" if above else "not"
     ours = f"{site}: " + ", ".join(_fmt(s) for s in [sae, *bases])
     note = (f"rule: SAE mean above every baseline with non-overlapping 95% CIs at the earliest layer → reproduced, above "
@@ -314,55 +321,64 @@ def early_layers_finding(summaries: Sequence[MethodSummary], layers: Sequence[in
     return Finding(ours, verdict, note)
 
 
-def depth_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str) -> Finding:
-    """Figure 2, depth: margin = SAE − best baseline. Shrinks from the first to the last layer, and at the last layer is
-    less than half the first and within ICA's CI → reproduced; shrinks → partly; does not shrink → not."""
+def depth_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str, n_layers: int) -> Finding:
+    """Figure 2, depth: margin = SAE − best baseline. Clear at the first layer (non-overlapping 95 % CIs), then shrinking
+    to less than half of it at the last layer → reproduced; a positive first margin that shrinks → partly; otherwise not."""
     by = _by(summaries)
-    margins, lines = [], []
+    margins, lines, first_clear = [], [], None
     for layer in layers:
         site = f"resid_post.{layer}"
         bases = [by[(site, m)] for m in BASELINES if (site, m) in by]
         best = max(bases, key=lambda b: b.mean)
         margins.append(by[(site, "sae")].mean - best.mean)
+        if first_clear is None:
+            first_clear = _clearly_above(by[(site, "sae")], best)
         ica = by.get((site, "ica"))
         lines.append(f"L{layer}: SAE {by[(site, 'sae')].mean:.2f} vs best baseline {LABELS[best.method]} {best.mean:.2f}"
                      + (f", ICA {ica.mean:.2f}" if ica else ""))
-    shrinks = margins[-1] < margins[0]
+    shrinks = margins[0] > 0 and margins[-1] < margins[0]
     small = margins[-1] < margins[0] / 2
-    verdict = "reproduced" if shrinks and small else "partly" if shrinks else "not"
-    ours = "; ".join(lines) + f"; margin {margins[0]:+.2f} → {margins[-1]:+.2f}"
-    note = (f"rule: the SAE's margin over the best baseline shrinks from the first to the last layer and ends below half "
-            f"→ reproduced, shrinks less → partly; our deepest layer is {layers[-1]} of {len(layers) and '30'} "
-            f"(the paper went to the last layer); {_backend_note(backend)}")
+    verdict = "reproduced" if first_clear and shrinks and small else "partly" if shrinks else "not"
+    ours = ("; ".join(lines) + f"; margin {margins[0]:+.2f} → {margins[-1]:+.2f}"
+            + ("" if first_clear else " (first layer: SAE not above the best baseline beyond the 95% CIs)"))
+    note = (f"rule: the SAE's margin over the best baseline is clear at the first layer (non-overlapping 95% CIs) and "
+            f"shrinks to below half at the last → reproduced; a positive first margin that shrinks → partly; our deepest "
+            f"layer is {layers[-1]} of {n_layers} (the paper went to the last layer); {_backend_note(backend)}")
     return Finding(ours, verdict, note)
 
 
 def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str) -> Finding:
     """Figure 9: SAE random-only below its top-and-random at every layer, and SAE random-only above every baseline's at
-    the earliest layer → reproduced; one of the two → partly; neither → not."""
+    the earliest layer with non-overlapping 95 % CIs → reproduced; the first, or the SAE's mean ahead → partly; else not."""
     by = _by(summaries)
     lower = all(by[(f"resid_post.{l}", "sae")].random_mean < by[(f"resid_post.{l}", "sae")].mean for l in layers)
     site = f"resid_post.{layers[0]}"
     sae = by[(site, "sae")]
     bases = [by[(site, m)] for m in BASELINES if (site, m) in by]
     ahead = all(sae.random_mean > b.random_mean for b in bases)
-    verdict = "reproduced" if lower and ahead else "partly" if lower or ahead else "not"
+    clearly_ahead = all(_clearly_above(sae, b, random_only=True) for b in bases)
+    verdict = "reproduced" if lower and clearly_ahead else "partly" if lower or ahead else "not"
     ours = (f"random-only at {site}: " + ", ".join(_fmt(s, True) for s in [sae, *bases]) + "; SAE random-only vs "
             "top-and-random per layer: " + ", ".join(f"L{l} {by[(f'resid_post.{l}', 'sae')].random_mean:.2f} vs "
                                                       f"{by[(f'resid_post.{l}', 'sae')].mean:.2f}" for l in layers))
     note = ("rule: random-only below top-and-random for the SAE at every layer and SAE ahead of every baseline at the "
-            f"earliest layer → reproduced, one of the two → partly; a constant simulation scores 0; {_backend_note(backend)}")
+            "earliest layer with non-overlapping 95% CIs → reproduced, the first or the SAE's mean ahead → partly; a "
+            f"constant simulation scores 0; {_backend_note(backend)}")
     return Finding(ours, verdict, note)
 
 
 def ratio_finding(by_ratio: Mapping[float, MethodSummary], baseline_summaries: Sequence[MethodSummary], *, backend: str) -> Finding:
-    """Figure 8: every ratio's SAE above the best baseline at that layer → reproduced; those with R >= 1 only → partly."""
+    """Figure 8: every ratio's SAE above the best baseline at that layer with non-overlapping 95 % CIs → reproduced; every
+    ratio's mean above it, or those with R >= 1 clearly above → partly; otherwise not."""
     best = max(baseline_summaries, key=lambda b: b.mean)
-    beats = {r: s.mean > best.mean for r, s in by_ratio.items()}
-    verdict = "reproduced" if all(beats.values()) else "partly" if all(v for r, v in beats.items() if r >= 1) else "not"
+    above = {r: s.mean > best.mean for r, s in by_ratio.items()}
+    clear = {r: _clearly_above(s, best) for r, s in by_ratio.items()}
+    verdict = ("reproduced" if all(clear.values())
+               else "partly" if all(above.values()) or all(v for r, v in clear.items() if r >= 1) else "not")
     ours = (", ".join(f"R={r:g}: {s.mean:.2f}±{s.ci:.2f}" for r, s in sorted(by_ratio.items()))
             + f"; best baseline {LABELS[best.method]} {best.mean:.2f}")
-    note = (f"rule: all R beat the best baseline at that layer → reproduced, only R ≥ 1 → partly; {by_ratio and next(iter(by_ratio.values())).site}; "
+    note = (f"rule: all R above the best baseline at that layer with non-overlapping 95% CIs → reproduced, all above "
+            f"with overlap or only R ≥ 1 clearly above → partly; {by_ratio and next(iter(by_ratio.values())).site}; "
             f"our SAEs saw ~5e4 activations (the paper's 20M); {_backend_note(backend)}")
     return Finding(ours, verdict, note)
 
