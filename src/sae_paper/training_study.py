@@ -43,7 +43,6 @@ class TrainingStudy(SaeRunFields):
 
     notebook = NOTEBOOK
 
-
     layer: int = 3
     """Residual-stream layer of the main SAE and of the residual sweeps."""
     n_tokens: int = 49_152

@@ -48,7 +48,6 @@ class AutointerpStudy(SaeRunFields):
 
     notebook = NOTEBOOK
 
-
     layers: tuple[int, ...] = (3, 9, 14)
     """Residual layers scored (Figure 2's x axis)."""
     main_layer: int = 3
@@ -325,17 +324,16 @@ def depth_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, 
     """Figure 2, depth: margin = SAE − best baseline. Clear at the first layer (non-overlapping 95 % CIs), then shrinking
     to less than half of it at the last layer → reproduced; a positive first margin that shrinks → partly; otherwise not."""
     by = _by(summaries)
-    margins, lines, first_clear = [], [], None
+    pairs, lines = [], []  # (SAE, best baseline) per layer
     for layer in layers:
         site = f"resid_post.{layer}"
-        bases = [by[(site, m)] for m in BASELINES if (site, m) in by]
-        best = max(bases, key=lambda b: b.mean)
-        margins.append(by[(site, "sae")].mean - best.mean)
-        if first_clear is None:
-            first_clear = _clearly_above(by[(site, "sae")], best)
+        best = max((by[(site, m)] for m in BASELINES if (site, m) in by), key=lambda b: b.mean)
+        pairs.append((by[(site, "sae")], best))
         ica = by.get((site, "ica"))
         lines.append(f"L{layer}: SAE {by[(site, 'sae')].mean:.2f} vs best baseline {LABELS[best.method]} {best.mean:.2f}"
                      + (f", ICA {ica.mean:.2f}" if ica else ""))
+    margins = [sae.mean - best.mean for sae, best in pairs]
+    first_clear = _clearly_above(*pairs[0])
     shrinks = margins[0] > 0 and margins[-1] < margins[0]
     small = margins[-1] < margins[0] / 2
     verdict = "reproduced" if first_clear and shrinks and small else "partly" if shrinks else "not"
