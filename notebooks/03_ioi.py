@@ -44,7 +44,7 @@
 # | model | Pythia-410M-deduped (24 layers, d_model 1024) | SmolLM2-135M-Instruct (30 layers, d_model 576): Pythia's weights cannot be downloaded here; the notebook checks that it does IOI |
 # | main layer | residual stream after layer 11 of 24 | after layer 12 of 30 (a comparable relative depth) |
 # | Figure 17 layers | 3, 7, 11, 15, 19, 23 | 6, 12, 18 (CPU budget) |
-# | dictionaries | trained on ~7M activations from the first 10,000 Pile documents | 49,152 activations of English Wikipedia per layer (0.7% of the paper's), 3 epochs, massive activations left out (section 2) |
+# | dictionaries | trained on ~7M activations from the first 10,000 Pile documents | 49,152 activations of English Wikipedia per layer (0.7% of the paper's), 3 epochs, separators and first tokens left out (section 2) |
 # | α | several (the authors' script: 1e-4, 3e-4, 1e-3 and 0) | 1e-2 and 2e-2, and 0 (SmolLM2's residual norms are ~100× Pythia-70M's, see notebook 01) |
 # | prompts | 50 IOI prompts (templates of Wang et al.) | 50 prompts, 5 Wang et al.-style templates in both name orders |
 # | feature order | ACDC over every feature, 50 thresholds (a forward pass per feature per threshold, on a GPU) | ACDC's threshold sweep over each feature's integrated-gradients share of the KL change (2 forward-and-backward passes per dictionary); every point of every curve is then an exact forward pass (section 3) |
@@ -97,7 +97,6 @@ from sae_paper.ioi import ioi_check, make_ioi_dataset
 from sae_paper.ioi_study import (
     NOTEBOOK,
     CurveTable,
-    MASSIVE_FACTOR,
     IoiStudy,
     LayerDictionaries,
     RecordTable,
@@ -156,14 +155,16 @@ print("\n".join(check.lines()))
 # penalty, and **PCA** on the same activations (all 576 components, so PCA is lossless).
 # All layers' activations come from one forward pass over the text.
 #
-# **Massive activations are left out of training.** From about layer 10 on, SmolLM2's
-# residual stream has a handful of positions (the `<|endoftext|>` separators between
-# packed documents, and a few others) whose norm is 40–170× the median; about 0.3% of
-# the vectors carry about 97% of the variance, so an SAE or PCA fitted on everything
-# spends itself on them. Like BOS, which the harvest already skips, they are left out
-# (norm above 10× the layer's median), and the check below shows that no IOI prompt has
-# one after BOS. The table gives each SAE's held-out reconstruction error (FVU, on
-# held-out vectors filtered the same way) and sparsity (mean L0).
+# **Separators and first tokens are left out**, by the book's one separator-row policy
+# (`sae_paper.data.kept_positions`, applied by the harvest for every notebook). From about
+# layer 10 on, SmolLM2's residual stream at the `<|endoftext|>` separators between packed
+# documents and at the first token after BOS has a norm 40–170× the median: attention
+# sinks, like BOS itself. A fraction of a percent of the vectors would carry most of the
+# variance, and an SAE or PCA fitted on everything would spend itself on them. The check
+# below shows that no patched IOI position is such an outlier (prompts hold no separator,
+# and the first token after BOS is the same in base and target, so its patch is zero). The
+# table gives each SAE's held-out reconstruction error (FVU, on held-out vectors under the
+# same policy) and sparsity (mean L0).
 
 # %%
 with prov.section("harvest activations"):
@@ -177,9 +178,9 @@ records
 # %%
 for layer_ in study.layers:
     norms = setup_for(layer_).rows(setup_for(layer_).base_resid).norm(dim=-1)  # the patched positions
-    median = dictionaries[layer_].rows("train")[0].norm(dim=1).median()
+    median = dictionaries[layer_].rows("train").norm(dim=1).median()
     print(f"layer {layer_}: largest patched IOI residual norm {norms.max():.0f} = {norms.max() / median:.1f}× the "
-          f"median of the training activations (left out above {MASSIVE_FACTOR:g}×)")
+          f"median of the training activations")
 
 # %% [markdown]
 # ## 3. The method: patching features, ordered by ACDC

@@ -280,7 +280,8 @@ def test_collected_activations_match_the_harvest_cache(pythia_random):
     site = Site("resid_post", 1)
     spec = HarvestSpec("pythia-70m-deduped-random", "pile-openings", "train", 40, 12, "float32", 0)
     cached = cached_activations(lambda: pythia_random, spec, site)
-    assert cached.contexts.shape == (3, 12) and cached.rows.shape == (33, 512)  # 40 tokens -> 3 whole contexts
+    # 40 kept rows (10 per context: no BOS, no first token, no separator here) -> 4 whole contexts, every position
+    assert cached.contexts.shape == (4, 12) and cached.rows.shape == (44, 512)
     direct = collect_activations(pythia_random, site, cached.contexts, batch_size=2)
     torch.testing.assert_close(direct.rows, cached.rows, rtol=1e-5, atol=1e-5)
     assert (cached.contexts[:, 0] == 0).all()

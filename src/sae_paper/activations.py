@@ -11,17 +11,17 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from sae_paper import SaePaperError
-from sae_paper.data import iter_contexts
+from sae_paper.data import POLICY_VERSION, iter_contexts, kept_positions
 from sae_paper.models import Site
 from sae_paper.models import model_spec as find_model_spec
 from sae_paper.paths import cache_dir
@@ -57,19 +57,28 @@ class InMemoryActivations:
 # --------------------------------------------------------------------------------------
 #
 # Layout: <cache>/activations/<model>/<source>-<split>-<key>/<site>/
-#   manifest.json             what was harvested, and each shard's rows and sha256
-#   shard_00000.safetensors   one tensor "activations" [rows, d]
-# A harvest writes every requested site in lockstep from one forward pass that stops at
-# the deepest layer needed. Each shard is written to a temporary name and renamed, then
-# the manifest is rewritten, so an interrupted harvest resumes after its last whole shard.
+#   manifest.json             the text it was read from, and each shard's contexts, rows and sha256
+#   shard_00000.safetensors   "activations" [rows, d]: every non-BOS position of `shard_contexts`
+#                             contexts, in stream order; "kept" [rows]: the positions the
+#                             separator-row policy keeps (sae_paper.data.kept_positions)
+# The key holds the text (model, source, split, context length, dtype, seed, document cut,
+# policy version) but not the number of tokens: one cache per text grows to the largest
+# request, and a smaller request reads its first rows, which are exactly what a smaller
+# harvest would have written (the context stream is fixed by the seed). So every notebook
+# and sweep that reads this text shares one cache, and a harvest writes every requested site
+# from one forward pass that stops at the deepest of them. Each shard is written to a
+# temporary name and renamed, then the manifest is rewritten, so an interrupted harvest
+# resumes after its last whole shard.
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+SHARD_CONTEXTS = 256
 
 
 @dataclass(frozen=True)
 class HarvestSpec:
-    """What an activation cache holds; its folder is keyed by these fields."""
+    """A request for activations: ``n_tokens`` kept rows (see :func:`sae_paper.data.kept_positions`)
+    of one text; the cache folder is keyed by every field but ``n_tokens``."""
 
     model: str
     source: str
@@ -80,17 +89,21 @@ class HarvestSpec:
     seed: int
     max_document_tokens: int | None = 512
 
+    def text_key(self) -> dict:
+        """What the cached rows depend on (``n_tokens`` only says how many are wanted)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "n_tokens"}
+        return {**fields, "format": FORMAT_VERSION, "policy": POLICY_VERSION}
+
     def folder(self) -> Path:
-        key = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        key = hashlib.sha256(json.dumps(self.text_key(), sort_keys=True).encode()).hexdigest()[:12]
         return cache_dir("activations", self.model) / f"{self.source}-{self.split}-{key}"
 
     @property
     def tokens_per_context(self) -> int:
-        return self.context_length - 1  # position 0 (BOS) is never harvested
+        return self.context_length - 1  # position 0 (BOS) is never stored
 
-    @property
-    def n_contexts(self) -> int:
-        return -(-self.n_tokens // self.tokens_per_context)
+    def with_tokens(self, n_tokens: int) -> "HarvestSpec":
+        return HarvestSpec(**{**asdict(self), "n_tokens": int(n_tokens)})
 
 
 def _sha256(path: Path) -> str:
@@ -107,40 +120,92 @@ def _write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-class ActivationCache:
-    """One site's harvested activations on disk, checked against its manifest when opened."""
+def _read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise SaePaperError(f"no activation cache at {folder} (missing {MANIFEST}); run `sae-paper harvest`")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise SaePaperError(f"activation cache manifest {path} is corrupt (not JSON); delete {folder} to re-harvest") from None
 
-    def __init__(self, folder: Path, *, verify: bool = True):
+
+def kept_rows(folder: Path) -> int:
+    """How many kept rows a site's cache holds now (0 when there is none)."""
+    try:
+        return sum(shard["kept"] for shard in _read_manifest(folder).get("shards", []))
+    except SaePaperError:
+        return 0
+
+
+class ActivationCache:
+    """The first ``n_rows`` kept rows of one site's harvested activations (all of them by default),
+    checked against the manifest when opened.
+
+    Rows the separator-row policy drops are never returned by :meth:`batches` or
+    :meth:`read_all`; :meth:`read_aligned` gives every non-BOS position of whole contexts with
+    the policy's mask, for code that maps rows back to tokens.
+    """
+
+    def __init__(self, folder: Path, *, n_rows: int | None = None, verify: bool = True):
         self.folder = Path(folder)
-        manifest_path = self.folder / MANIFEST
-        if not manifest_path.is_file():
-            raise SaePaperError(f"no activation cache at {self.folder} (missing {MANIFEST}); run `sae-paper harvest`")
-        try:
-            self.manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError:
-            raise SaePaperError(f"activation cache manifest {manifest_path} is corrupt (not JSON); delete {self.folder} to re-harvest") from None
-        if not self.manifest.get("complete"):
-            raise SaePaperError(f"activation cache {self.folder} is incomplete; rerun the harvest to resume it")
+        self.manifest = _read_manifest(self.folder)
         self.d_in = int(self.manifest["d"])
-        self.n_rows = sum(shard["rows"] for shard in self.manifest["shards"])
+        shards, limits, total = [], [], 0
+        for shard in self.manifest["shards"]:
+            if n_rows is not None and total >= n_rows:
+                break
+            take = shard["kept"] if n_rows is None else min(shard["kept"], n_rows - total)
+            shards.append(shard)
+            limits.append(take)
+            total += take
+        if n_rows is not None and total < n_rows:
+            raise SaePaperError(f"activation cache {self.folder} is incomplete: {total:,} of the {n_rows:,} rows asked "
+                                "for are harvested; rerun the harvest to extend it")
+        self.shards, self.limits, self.n_rows = shards, limits, total
         if verify:
-            for shard in self.manifest["shards"]:
+            for shard in self.shards:
                 _check_shard(self.folder, shard)
 
-    def shard(self, index: int) -> Tensor:
+    @property
+    def n_contexts(self) -> int:
+        """How many contexts (from the start of the text) hold this view's rows."""
+        if not self.shards:
+            return 0
+        from safetensors import safe_open
+
+        with safe_open(self.folder / self.shards[-1]["file"], framework="pt") as handle:
+            kept = handle.get_tensor("kept")
+        last_row = int(torch.nonzero(kept)[self.limits[-1] - 1]) if self.limits[-1] else -1
+        per_context = self.manifest["context_length"] - 1
+        return sum(shard["contexts"] for shard in self.shards[:-1]) + last_row // per_context + 1
+
+    def _load(self, index: int) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
-        return load_file(self.folder / self.manifest["shards"][index]["file"])["activations"]
+        return load_file(self.folder / self.shards[index]["file"])
+
+    def shard(self, index: int) -> Tensor:
+        """The kept rows of shard ``index`` that belong to this view."""
+        tensors = self._load(index)
+        return tensors["activations"][tensors["kept"]][: self.limits[index]]
 
     def read_all(self) -> Tensor:
-        """Every row, float32 ``[n_rows, d_in]`` (for evaluation-sized caches)."""
-        return torch.cat([self.shard(i).float() for i in range(len(self.manifest["shards"]))])
+        """Every kept row of the view, float32 ``[n_rows, d_in]`` (for evaluation-sized caches)."""
+        return torch.cat([self.shard(i).float() for i in range(len(self.shards))])
+
+    def read_aligned(self) -> tuple[Tensor, Tensor]:
+        """(rows ``[n_contexts · (ctx_len − 1), d_in]`` of every non-BOS position, kept mask ``[same]``) of the
+        :attr:`n_contexts` whole contexts that hold this view's rows, in stream order."""
+        rows = [self._load(index) for index in range(len(self.shards))]
+        end = self.n_contexts * (self.manifest["context_length"] - 1)
+        return (torch.cat([r["activations"].float() for r in rows])[:end], torch.cat([r["kept"] for r in rows])[:end])
 
     def batches(self, batch_size: int, *, seed: int, epoch: int, buffer_shards: int = 2) -> Iterator[Tensor]:
         """Shuffled float32 batches without loading the whole cache: shards in a seeded order,
         rows shuffled within a buffer of ``buffer_shards`` shards."""
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.manifest["shards"]), generator=generator).tolist()
+        order = torch.randperm(len(self.shards), generator=generator).tolist()
         leftover = torch.empty(0, self.d_in)
         for start in range(0, len(order), buffer_shards):
             pool = torch.cat([leftover] + [self.shard(i).float() for i in order[start : start + buffer_shards]])
@@ -169,45 +234,55 @@ def harvest(
     sites: Sequence[Site],
     *,
     batch_size: int = 32,
-    shard_contexts: int = 256,
+    shard_contexts: int = SHARD_CONTEXTS,
     progress: bool = True,
 ) -> dict[Site, ActivationCache]:
-    """Activations of ``sites`` over ``spec``'s text, from one forward pass per batch, cached on disk.
+    """The first ``spec.n_tokens`` kept rows of ``sites`` over ``spec``'s text, cached on disk.
 
-    A complete cache is reused as it is; an interrupted one resumes after its last whole shard.
-    ``model`` is a TransformerBridge from :func:`sae_paper.models.load_model` for ``spec.model``
-    (or ``None`` when every site is known to be cached already).
+    A site whose cache already holds that many rows is read as it is; the others are harvested
+    (or extended, or resumed) together, one forward pass per batch stopping at the deepest of
+    them. ``model`` is a TransformerBridge from :func:`sae_paper.models.load_model` for
+    ``spec.model`` (or ``None`` when every site is known to be cached already).
     """
     model_spec = find_model_spec(spec.model)
     sites = sorted({site.check(model_spec) for site in sites})
     root = spec.folder()
     folders = {site: root / str(site) for site in sites}
-    manifests = {site: _start_manifest(folders[site], spec, site, site.width(model_spec)) for site in sites}
-    if all(manifest["complete"] for manifest in manifests.values()):
-        return {site: ActivationCache(folders[site]) for site in sites}
-    if model is None:
+    for sibling in sorted(root.glob(f"*/{MANIFEST}")):  # every site of one text is cut into the same shards
+        shard_contexts = _read_manifest(sibling.parent).get("shard_contexts", shard_contexts)
+        break
+    manifests = {site: _start_manifest(folders[site], spec, site, site.width(model_spec), shard_contexts) for site in sites}
+    short = [site for site in sites if sum(s["kept"] for s in manifests[site]["shards"]) < spec.n_tokens]
+    if short and model is None:
         raise SaePaperError("the activation cache is not complete and no model was given to harvest it")
+    if short:
+        _extend(model, spec, {site: (folders[site], manifests[site]) for site in short}, batch_size=batch_size,
+                progress=progress)
+    return {site: ActivationCache(folders[site], n_rows=spec.n_tokens, verify=site not in short) for site in sites}
 
-    # Resume from the shards every site has (they are written in lockstep).
-    done_shards = min(len(m["shards"]) for m in manifests.values())
-    for site, manifest in manifests.items():
-        del manifest["shards"][done_shards:]
+
+def _extend(model, spec: HarvestSpec, targets: dict[Site, tuple[Path, dict]], *, batch_size: int, progress: bool) -> None:
+    """Harvest shards until every target site holds ``spec.n_tokens`` kept rows."""
+    model_spec = find_model_spec(spec.model)
+    per_shard = next(iter(targets.values()))[1]["shard_contexts"]
+    done: dict[Site, int] = {}
+    for site, (folder, manifest) in targets.items():
+        whole = [shard for shard in manifest["shards"] if shard["contexts"] == per_shard]
+        del manifest["shards"][len(whole):]  # a short tail shard is harvested again, longer
         for shard in manifest["shards"]:
-            _check_shard(folders[site], shard)
-    rows_done = sum(shard["rows"] for shard in manifests[sites[0]]["shards"])
-    contexts_done = rows_done // spec.tokens_per_context
-
+            _check_shard(folder, shard)
+        done[site] = len(manifest["shards"])
+    first = min(done.values())
+    kept_before = sum(shard["kept"] for shard in targets[min(done, key=done.get)][1]["shards"])
     stream = iter_contexts(
         spec.source, model.tokenizer, context_length=spec.context_length, bos_token_id=model_spec.bos_token_id,
         split=spec.split, seed=spec.seed, max_document_tokens=spec.max_document_tokens,
     )
-    for _ in range(contexts_done):
+    for _ in range(first * per_shard):
         next(stream, None)
-    stop_at_layer = max(site.layer for site in sites) + 1
     dtype = getattr(torch, spec.dtype)
-    bar = tqdm(total=spec.n_tokens, initial=rows_done, unit="tok", unit_scale=True, disable=not progress,
-               desc=f"harvest {spec.model} {','.join(map(str, sites))}")
-    pending: dict[Site, list[Tensor]] = {site: [] for site in sites}
+    bar = tqdm(total=spec.n_tokens, initial=min(kept_before, spec.n_tokens), unit="tok", unit_scale=True,
+               disable=not progress, desc=f"harvest {spec.model} {','.join(map(str, targets))}")
     captured: dict[Site, Tensor] = {}
 
     def capture(site: Site):
@@ -216,44 +291,45 @@ def harvest(
             return activation
         return hook
 
-    hooks = [(site.hook_name, capture(site)) for site in sites]
-    contexts_left = spec.n_contexts - contexts_done
+    index, kept_total = first, kept_before
     with torch.inference_mode():
-        while contexts_left > 0:
-            chunk = [context for _, context in zip(range(min(shard_contexts, contexts_left)), stream)]
+        while kept_total < spec.n_tokens:
+            chunk = []
+            for context in stream:
+                chunk.append(context)
+                kept_total += int(kept_positions(context[None], model_spec.bos_token_id).sum())
+                if len(chunk) == per_shard or kept_total >= spec.n_tokens:
+                    break
             if not chunk:
-                raise SaePaperError(f"text source {spec.source} ran out after {spec.n_contexts - contexts_left} contexts")
+                raise SaePaperError(f"text source {spec.source} ran out after {kept_total:,} kept rows; "
+                                    f"{spec.n_tokens:,} were asked for")
             tokens = torch.stack(chunk)
-            for start in range(0, len(tokens), batch_size):
-                model.run_with_hooks(tokens[start : start + batch_size], stop_at_layer=stop_at_layer, fwd_hooks=hooks)
-                for site in sites:
-                    pending[site].append(captured[site].cpu())
-                bar.update(min(len(tokens[start : start + batch_size]) * spec.tokens_per_context, spec.n_tokens - bar.n))
-            contexts_left -= len(tokens)
-            for site in sites:
-                rows = torch.cat(pending[site])
-                rows_total = sum(s["rows"] for s in manifests[site]["shards"])
-                rows = rows[: spec.n_tokens - rows_total]
-                _append_shard(folders[site], manifests[site], rows)
-                pending[site] = []
+            kept = kept_positions(tokens, model_spec.bos_token_id)[:, 1:].reshape(-1)
+            needing = [site for site in targets if done[site] <= index]
+            if needing:
+                stop_at_layer = max(site.layer for site in needing) + 1
+                pending: dict[Site, list[Tensor]] = {site: [] for site in needing}
+                hooks = [(site.hook_name, capture(site)) for site in needing]
+                for start in range(0, len(tokens), batch_size):
+                    model.run_with_hooks(tokens[start : start + batch_size], stop_at_layer=stop_at_layer, fwd_hooks=hooks)
+                    for site in needing:
+                        pending[site].append(captured[site].cpu())
+                for site in needing:
+                    folder, manifest = targets[site]
+                    _append_shard(folder, manifest, torch.cat(pending[site]), kept, len(tokens))
+                    done[site] += 1
+            bar.update(min(int(kept.sum()), spec.n_tokens - bar.n))
+            index += 1
     bar.close()
-    for site in sites:
-        manifests[site]["complete"] = True
-        _write_json_atomic(folders[site] / MANIFEST, manifests[site])
-    return {site: ActivationCache(folders[site], verify=False) for site in sites}
 
 
-def _start_manifest(folder: Path, spec: HarvestSpec, site: Site, width: int) -> dict:
+def _start_manifest(folder: Path, spec: HarvestSpec, site: Site, width: int, shard_contexts: int) -> dict:
     """The existing manifest if it matches this request, else a fresh one; a mismatch is an error."""
     folder.mkdir(parents=True, exist_ok=True)
-    expected = {"format": FORMAT_VERSION, **asdict(spec), "site": site.kind, "layer": site.layer,
-                "hook": site.hook_name, "d": width}
+    expected = {**spec.text_key(), "site": site.kind, "layer": site.layer, "hook": site.hook_name, "d": width}
     path = folder / MANIFEST
     if path.is_file():
-        try:
-            manifest = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise SaePaperError(f"activation cache manifest {path} is corrupt (not JSON); delete {folder} to re-harvest") from None
+        manifest = _read_manifest(folder)
         differs = sorted(key for key, value in expected.items() if manifest.get(key) != value)
         if differs:
             raise SaePaperError(
@@ -261,17 +337,45 @@ def _start_manifest(folder: Path, spec: HarvestSpec, site: Site, width: int) -> 
                 f"delete it to re-harvest"
             )
         return manifest
-    manifest = {**expected, "shards": [], "complete": False, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    manifest = {**expected, "shard_contexts": shard_contexts, "shards": [],
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     _write_json_atomic(path, manifest)
     return manifest
 
 
-def _append_shard(folder: Path, manifest: dict, rows: Tensor) -> None:
+def _append_shard(folder: Path, manifest: dict, rows: Tensor, kept: Tensor, contexts: int) -> None:
     from safetensors.torch import save_file
 
     name = f"shard_{len(manifest['shards']):05d}.safetensors"
     tmp = folder / (name + ".tmp")
-    save_file({"activations": rows.contiguous()}, tmp)
+    save_file({"activations": rows.contiguous(), "kept": kept.contiguous()}, tmp)
     os.replace(tmp, folder / name)
-    manifest["shards"].append({"file": name, "rows": len(rows), "sha256": _sha256(folder / name)})
+    manifest["shards"].append({"file": name, "contexts": contexts, "rows": len(rows), "kept": int(kept.sum()),
+                               "sha256": _sha256(folder / name)})
     _write_json_atomic(folder / MANIFEST, manifest)
+
+
+def harvest_all(requests: Iterable[tuple[HarvestSpec, Site]], get_model: Callable[[], Any], *, batch_size: int = 32,
+                progress: bool = False) -> list[str]:
+    """Harvest everything ``requests`` need that is not cached yet, one forward pass per text.
+
+    Requests for the same text (the same cache folder) are merged: every site asked for, up
+    to the largest ``n_tokens`` asked for, so a notebook or a sweep that later asks for fewer
+    rows or a subset of the sites reads them from this one harvest. ``get_model()`` is called
+    only if something must be harvested. Returns one line per harvest done.
+    """
+    merged: dict[Path, tuple[HarvestSpec, set[Site]]] = {}
+    for spec, site in requests:
+        known = merged.get(spec.folder())
+        if known is None or known[0].n_tokens < spec.n_tokens:
+            merged[spec.folder()] = (spec, known[1] if known else set())
+        merged[spec.folder()][1].add(site)
+    done = []
+    for spec, sites in merged.values():
+        short = sorted(site for site in sites if kept_rows(spec.folder() / str(site)) < spec.n_tokens)
+        if short:
+            started = time.perf_counter()
+            harvest(get_model(), spec, short, batch_size=batch_size, progress=progress)
+            done.append(f"harvested {spec.n_tokens:,} {spec.split} rows of {spec.source} ({spec.model}) at "
+                        f"{', '.join(map(str, short))} in one pass, {time.perf_counter() - started:.0f} s")
+    return done

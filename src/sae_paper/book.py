@@ -255,6 +255,11 @@ def run_book(
         log(f"profile {profile_name}: valid for {', '.join(selected)}")
         return result
 
+    started = time.perf_counter()
+    for line in harvest_for_book(parameters):
+        log(f"harvest: {line}")
+    if time.perf_counter() - started > 1:
+        log(f"harvest: done in {time.perf_counter() - started:.0f} s")
     staging = Path(tempfile.mkdtemp(prefix="sae-paper-book-"))
     out = staging / GENERATED
     out.mkdir()
@@ -274,6 +279,41 @@ def run_book(
         log(f"book built in {result.seconds['build']:.0f} s: {result.html / 'index.html'}")
     shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def harvest_for_book(parameters: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Harvest, before any notebook runs, every activation the selected notebooks will read.
+
+    Requests for one text (model, source, split, ...) from every notebook are merged, so each
+    text is read in one forward pass that writes every site any notebook needs, up to the
+    largest number of rows any asks for (:func:`sae_paper.activations.harvest_all`); the
+    notebooks then find their activations cached (a smaller request reads the start of the
+    cache). The model is loaded only if something is missing. One line per harvest done.
+    """
+    from sae_paper.activations import harvest_all
+    from sae_paper.models import load_model
+    from sae_paper.sweeps import harvest_requests
+
+    studies = _study_classes()
+    requests, models = [], {}
+    for name, values in parameters.items():
+        if name not in studies:
+            continue
+        study = studies[name].from_params(values)
+        requests += harvest_requests(study.all_configs())
+        if hasattr(study, "corpus_specs"):
+            requests += [(spec, study.site) for spec in study.corpus_specs()]
+    lines = []
+    for model_name in dict.fromkeys(spec.model for spec, _ in requests):
+        def get_model(model_name=model_name):
+            if model_name not in models:
+                models[model_name] = load_model(model_name)
+            return models[model_name]
+
+        batch = next(values.get("harvest_batch_size", 32) for values in parameters.values())
+        lines += harvest_all([r for r in requests if r[0].model == model_name], get_model, batch_size=batch,
+                             progress=sys.stderr.isatty())
+    return lines
 
 
 def _kernelspec(staging: Path) -> Path:

@@ -197,22 +197,10 @@ def load_corpus(specs: Sequence[HarvestSpec], site: Site, model_fn: Callable[[],
 
 def prefetch_train(configs: Sequence[RunConfig], model_fn: Callable[[], Any]) -> list[str]:
     """Harvest the training activations of several configs that share a text spec in one pass
-    (only the sites whose cache is incomplete); one line per harvest done."""
-    from sae_paper.activations import harvest
-    from sae_paper.pipeline import Run
+    (only the sites whose cache is short); one line per harvest done."""
+    from sae_paper.sweeps import prefetch
 
-    by_spec: dict[HarvestSpec, list[Site]] = {}
-    for config in configs:
-        run = Run(config, progress=False)
-        spec = run.harvest_spec("train")
-        manifest = spec.folder() / str(run.site) / "manifest.json"
-        if not (manifest.is_file() and json.loads(manifest.read_text()).get("complete")):
-            by_spec.setdefault(spec, []).append(run.site)
-    done = []
-    for spec, sites in by_spec.items():
-        harvest(model_fn(), spec, sites, batch_size=configs[0].harvest_batch_size, progress=False)
-        done.append(f"harvested {spec.n_tokens:,} tokens of {spec.source} at {', '.join(map(str, sites))}")
-    return done
+    return prefetch(configs, model=model_fn, splits=("train",))
 
 
 @dataclass(frozen=True)

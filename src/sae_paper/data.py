@@ -14,6 +14,22 @@ is ``[BOS] + 127 tokens`` at the default length, and position 0 is always BOS.
 
 Splits: document ``i`` of a source is held out (``split="eval"``) when ``i % 20 == 19``;
 training uses the rest, so evaluation text never appears in training.
+
+**Which positions count** (:func:`kept_positions`, the one separator-row policy every
+notebook uses through the harvest): a context's activation rows are harvested, trained on,
+evaluated, spliced and scored at every position except
+
+1. position 0, the BOS;
+2. position 1, the first token after BOS;
+3. every position holding the separator ``<|endoftext|>`` (a document boundary).
+
+Why: both are *attention sinks*. From about layer 10 on, SmolLM2's residual stream at the
+separators and at the first token after BOS has a norm 40-170x the median (measured at
+layers 12 and 14: all 8 separators of 32 contexts above 10x, and 5 of 32 first tokens, up to
+174x; at layer 3 neither stands out), so 0.1-1 % of the rows would hold most of the variance
+and an SAE or PCA fitted on them spends itself there. The rule is by position and token,
+not by norm, so it drops the same rows at every layer and site, and a cache harvested for
+one layer serves every other.
 """
 
 from __future__ import annotations
@@ -62,6 +78,20 @@ def text_source(name: str) -> TextSource:
     if name not in SOURCES:
         raise SaePaperError(f"unknown text source {name!r}; known sources: {', '.join(SOURCES)}")
     return SOURCES[name]
+
+
+POLICY_VERSION = 1
+"""Bumped whenever :func:`kept_positions` changes which rows it keeps (part of every activation cache's key)."""
+
+
+def kept_positions(contexts: Tensor, separator_id: int) -> Tensor:
+    """``[n_ctx, ctx_len]`` bool: the positions whose activations count (see the module docstring):
+    not position 0 (BOS), not position 1, not a separator token."""
+    if contexts.ndim != 2:
+        raise SaePaperError(f"contexts must be [n_ctx, ctx_len], got shape {tuple(contexts.shape)}")
+    keep = contexts != separator_id
+    keep[:, :2] = False
+    return keep
 
 
 def iter_documents(name: str, *, split: Split = "train", seed: int = 0, shuffle_buffer: int = 256) -> Iterator[str]:

@@ -143,23 +143,25 @@ def cached_activations(model_fn: Callable[[], object], spec: HarvestSpec, site: 
     """The harvest cache of ``spec`` at ``site`` (harvested on first use) with its contexts.
 
     The contexts are rebuilt with :func:`sae_paper.data.load_contexts` exactly as the
-    harvest built them, and the rows cut to whole contexts. ``model_fn`` gives the loaded
-    model; it is called only if something must be harvested or no ``tokenizer`` is given.
+    harvest built them. Every non-BOS position of the contexts that hold the spec's rows is
+    returned, those the separator-row policy drops included: a case study shows which
+    tokens a feature fires on, and at the early layers it inspects the separators and first
+    tokens are not outliers. ``model_fn`` gives the loaded model; it is called only if
+    something must be harvested or no ``tokenizer`` is given.
     """
-    folder = spec.folder() / str(site)
-    try:
-        from sae_paper.activations import ActivationCache
+    from sae_paper.activations import ActivationCache, kept_rows
 
-        cache = ActivationCache(folder)
-    except SaePaperError:
+    folder = spec.folder() / str(site)
+    if kept_rows(folder) >= spec.n_tokens:
+        cache = ActivationCache(folder, n_rows=spec.n_tokens)
+    else:
         cache = harvest(model_fn(), spec, [site], batch_size=batch_size, progress=False)[site]
     tokenizer = tokenizer if tokenizer is not None else model_fn().tokenizer
-    whole = cache.n_rows // spec.tokens_per_context
-    contexts = load_contexts(spec.source, tokenizer, n_contexts=whole, context_length=spec.context_length,
+    contexts = load_contexts(spec.source, tokenizer, n_contexts=cache.n_contexts, context_length=spec.context_length,
                              bos_token_id=model_spec(spec.model).bos_token_id, split=spec.split, seed=spec.seed,
                              max_document_tokens=spec.max_document_tokens)
-    rows = cache.read_all()[: whole * spec.tokens_per_context]
-    return TokenActivations(contexts, rows, ((spec.source, whole),))
+    rows, _ = cache.read_aligned()
+    return TokenActivations(contexts, rows, ((spec.source, cache.n_contexts),))
 
 
 def feature_codes(decomposition: Decomposition, rows: Float[Tensor, "n d_in"],

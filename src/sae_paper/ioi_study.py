@@ -205,25 +205,6 @@ def patching_curves(study: IoiStudy, layer: int, decompositions: Mapping[str, An
     return curves
 
 
-MASSIVE_FACTOR = 10.0
-"""Activation vectors with a norm above this many times the layer's median norm are left out of training."""
-
-
-def without_massive(rows: Tensor, factor: float = MASSIVE_FACTOR) -> tuple[Tensor, int]:
-    """(rows whose norm is at most ``factor`` × the median norm, number left out).
-
-    From about layer 10 on, SmolLM2's residual stream has *massive activations* (Sun et al.
-    2024): at the ``<|endoftext|>`` separators between packed documents and a few other
-    positions the norm is 40–170× the median (~20,000 against ~140 after layer 12). Those
-    0.3% of the rows hold about 97% of the variance, so an SAE or PCA fitted on everything
-    spends itself on them. They are the same kind of position as BOS, which the harvest
-    already leaves out, and no IOI prompt has one after BOS (checked in the notebook).
-    """
-    norms = rows.norm(dim=1)
-    keep = norms <= factor * norms.median()
-    return rows[keep], int((~keep).sum())
-
-
 def exact_pca(rows: Tensor, name: str = PCA_NAME):
     """All principal components of ``rows`` from the float64 covariance (what the authors' BatchedPCA
     computes), as a lossless :class:`~sae_paper.decompositions.LinearDecomposition`."""
@@ -247,23 +228,21 @@ class DictionaryRecord:
     alpha: float
     d_sae: int
     fvu: float
-    """Fraction of variance unexplained on held-out activations (massive ones left out)."""
+    """Fraction of variance unexplained on held-out activations."""
     mean_l0: float
     alive: int
     """Features firing more than ``alive_threshold`` times on the held-out activations."""
     n_train: int
-    n_left_out: int
-    """Training activations left out as massive."""
     train_seconds: float | None
 
 
 def record_table(records: Iterable[DictionaryRecord]) -> str:
-    lines = ["| layer | dictionary | d_sae | FVU (held-out) | mean L0 | alive (held-out) | trained on | left out | train s |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| layer | dictionary | d_sae | FVU (held-out) | mean L0 | alive (held-out) | trained on | train s |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in records:
         seconds = f"{r.train_seconds:.0f}" if r.train_seconds is not None else "?"
         lines.append(f"| {r.layer} | {dictionary_name(r.alpha)} | {r.d_sae} | {r.fvu:.3f} | {r.mean_l0:.1f} | {r.alive} | "
-                     f"{r.n_train:,} | {r.n_left_out} | {seconds} |")
+                     f"{r.n_train:,} | {seconds} |")
     return "\n".join(lines) + "\n"
 
 
@@ -275,83 +254,59 @@ class RecordTable(list):
 
 
 class LayerDictionaries:
-    """The dictionaries of one layer: SAEs per α and PCA, fitted on its activations without the massive ones.
+    """The dictionaries of one layer: SAEs per α (the library's one pipeline, :class:`~sae_paper.pipeline.Run`,
+    trained and cached like every other SAE) and PCA on the same activations.
 
-    Activations come from :class:`~sae_paper.pipeline.Run`'s cache (harvest them first,
-    e.g. with :func:`sae_paper.sweeps.prefetch`); SAEs are trained with the project's one
-    training loop (:func:`sae_paper.train.train_sae`) into folders keyed by the training
-    fields and the massive-activation factor, and loaded from there on a rerun.
+    The activations follow the separator-row policy of the harvest
+    (:func:`sae_paper.data.kept_positions`): from about layer 10 on, SmolLM2's separators and
+    first tokens are attention sinks 40-170× the median norm that would otherwise hold most
+    of the variance. Harvest them first (e.g. with :func:`sae_paper.sweeps.prefetch`).
     """
 
-    def __init__(self, study: IoiStudy, layer: int, *, massive_factor: float = MASSIVE_FACTOR):
+    def __init__(self, study: IoiStudy, layer: int):
         from sae_paper.pipeline import Run
 
-        self.study, self.layer, self.massive_factor = study, layer, massive_factor
-        self.run = Run(study.config(layer, study.layer_alphas(layer)[0]), progress=False)
-        self._rows: dict[str, tuple[Tensor, int]] = {}
+        self.study, self.layer = study, layer
+        self.runs = {alpha: Run(study.config(layer, alpha), progress=False) for alpha in study.layer_alphas(layer)}
+        self.run = next(iter(self.runs.values()))
+        self._rows: dict[str, Tensor] = {}
 
-    def rows(self, split: str = "train") -> tuple[Tensor, int]:
-        """(activations of the split without the massive ones, number left out), read once."""
+    def rows(self, split: str = "train") -> Tensor:
+        """The activations of the split, read once."""
         if split not in self._rows:
-            self._rows[split] = without_massive(self.run.activations(split).read_all(), self.massive_factor)
+            self._rows[split] = self.run.activations(split).read_all()
         return self._rows[split]
-
-    def sae_dir(self, alpha: float):
-        from sae_paper.config import TRAIN_FIELDS
-        from sae_paper.paths import cache_dir
-
-        config = self.study.config(self.layer, alpha)
-        return cache_dir("ioi", self.study.model, "saes") / (
-            f"resid_post.{self.layer}-R{config.ratio:g}-a{alpha:.3g}-m{self.massive_factor:g}-{config.key(*TRAIN_FIELDS)}")
 
     def sae(self, alpha: float):
         """The tied SAE with L1 coefficient ``alpha``, trained on first use."""
-        from sae_paper.activations import InMemoryActivations
-        from sae_paper.sae import load_sae
-        from sae_paper.train import SUMMARY_FILE, train_sae
-
-        folder = self.sae_dir(alpha)
-        if (folder / SUMMARY_FILE).is_file() and (folder / "sae.json").is_file():
-            return load_sae(folder)
-        rows, _ = self.rows("train")
-        return train_sae(InMemoryActivations(rows), self.study.config(self.layer, alpha), alpha=alpha, out_dir=folder,
-                         progress=False).sae
+        return self.runs[alpha].sae()
 
     def record(self, alpha: float) -> DictionaryRecord:
-        """Held-out FVU, L0 and alive features of the α SAE (computed once, kept beside it)."""
-        from sae_paper.activations import InMemoryActivations
-        from sae_paper.metrics import reconstruction_stats
+        """Held-out FVU, L0 and alive features of the α SAE (cached beside it by the pipeline)."""
         from sae_paper.train import SUMMARY_FILE
 
-        sae = self.sae(alpha)
-        path = self.sae_dir(alpha) / "ioi_record.json"
-        if path.is_file():
-            return DictionaryRecord(**json.loads(path.read_text()))
-        held_out, _ = self.rows("eval")
-        stats = reconstruction_stats(sae, InMemoryActivations(held_out).batches(4096, seed=0, epoch=0),
-                                     alive_threshold=self.study.alive_threshold)
-        summary = json.loads((self.sae_dir(alpha) / SUMMARY_FILE).read_text())
-        train_rows, left_out = self.rows("train")
-        record = DictionaryRecord(self.layer, float(alpha), sae.d_sae, stats.fvu, stats.mean_l0, stats.alive,
-                                  len(train_rows), left_out, summary.get("wall_time_s"))
-        path.write_text(json.dumps(asdict(record), indent=1))
-        return record
+        run = self.runs[alpha]
+        evaluation = run.evaluate(splice=False)
+        summary = json.loads((run.sae_dir / SUMMARY_FILE).read_text())
+        return DictionaryRecord(self.layer, float(alpha), evaluation.d_sae, evaluation.fvu, evaluation.mean_l0,
+                                evaluation.alive, run.config.n_tokens, summary.get("wall_time_s"))
 
     def records(self) -> list[DictionaryRecord]:
         return [self.record(alpha) for alpha in self.study.layer_alphas(self.layer)]
 
     def pca(self):
-        return exact_pca(self.rows("train")[0])
+        return exact_pca(self.rows("train"))
 
     def decompositions(self) -> dict[str, Any]:
         """Stable id → zero-argument callable giving each decomposition (nothing is loaded for a cached curve)."""
         from sae_paper.decompositions import SaeDecomposition
 
         made: dict[str, Any] = {
-            self.sae_dir(alpha).name: (lambda alpha=alpha: SaeDecomposition(self.sae(alpha), name=dictionary_name(alpha)))
-            for alpha in self.study.layer_alphas(self.layer)
+            run.sae_dir.name: (lambda alpha=alpha: SaeDecomposition(self.sae(alpha), name=dictionary_name(alpha)))
+            for alpha, run in self.runs.items()
         }
-        made[f"pca-{self.run.harvest_spec('train').folder().name}-{self.run.site}-m{self.massive_factor:g}"] = self.pca
+        spec = self.run.harvest_spec("train")
+        made[f"pca-{spec.folder().name}-{self.run.site}-n{spec.n_tokens}"] = self.pca
         return made
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -142,13 +143,24 @@ def reconstruction_stats(
 
 
 @dataclass(frozen=True)
+class ReferenceCE:
+    """CE of the clean model and with a site zero-ablated: what every SAE of that site is compared with,
+    computed once per (model, site, held-out text) (:func:`reference_ce`)."""
+
+    ce_clean: float
+    ce_zero: float
+    n_tokens: int
+
+
+@dataclass(frozen=True)
 class SpliceMetrics:
     """Next-token cross-entropy (nats/token) with the site clean, reconstructed, or zeroed.
 
-    Only predictions made from positions 1.. are counted, the positions whose activation
-    is replaced; position 0 (BOS) is always left as it is, because its activation is an
-    outlier no SAE is trained on, and zeroing it would break the model for reasons that
-    have nothing to do with the dictionary.
+    Only the positions the separator-row policy keeps (:func:`sae_paper.data.kept_positions`:
+    not BOS, not the first token after it, not a separator) are replaced, and only the
+    predictions made from them are counted: the other positions hold attention-sink
+    activations no SAE is trained on, and replacing them would measure something that has
+    nothing to do with the dictionary.
     """
 
     ce_clean: float
@@ -174,36 +186,67 @@ class SpliceMetrics:
         return (self.ce_zero - self.ce_spliced) / (self.ce_zero - self.ce_clean)
 
 
+def replace_at(keep: Tensor, replace: Callable[[Tensor], Tensor]) -> Callable[[Tensor, Any], Tensor]:
+    """A hook that replaces the activation rows at ``keep`` ``[batch, pos]`` by ``replace(rows)`` and leaves the rest."""
+
+    def hook(activation: Tensor, hook=None) -> Tensor:
+        patched = activation.clone()
+        patched[keep] = replace(activation[keep]).to(activation.dtype)
+        return patched
+
+    return hook
+
+
+def _masked_ce(model, site, tokens: Int[Tensor, "batch pos"], replace: Callable[[Tensor], Tensor] | None, *,
+               separator_id: int, batch_size: int, progress: bool, desc: str) -> tuple[float, int]:
+    """(mean CE over the predictions made from kept positions, their number), with the site's kept positions
+    replaced by ``replace(rows)`` (None: the clean model)."""
+    from sae_paper.data import kept_positions
+
+    mask = kept_positions(tokens, separator_id)
+    total, count = 0.0, 0
+    for start in tqdm(range(0, len(tokens), batch_size), desc=desc, unit="batch", disable=not progress):
+        chunk, keep = tokens[start : start + batch_size], mask[start : start + batch_size]
+        hooks = [] if replace is None else [(site.hook_name, replace_at(keep, replace))]
+        losses = model.run_with_hooks(chunk, return_type="loss", loss_per_token=True, fwd_hooks=hooks)
+        counted = keep[:, :-1]  # loss t predicts token t + 1 from position t
+        total += losses[counted].sum().item()
+        count += int(counted.sum())
+    if count == 0:
+        raise SaePaperError("the splice CE has no position to count (every position is BOS, first or a separator)")
+    return total / count, count
+
+
+def reference_ce(model, site, tokens: Int[Tensor, "batch pos"], *, separator_id: int = 0, batch_size: int = 32,
+                 progress: bool = False) -> ReferenceCE:
+    """CE of ``model`` on ``tokens`` clean and with ``site`` zero-ablated at the kept positions."""
+    options = dict(separator_id=separator_id, batch_size=batch_size, progress=progress)
+    clean, n = _masked_ce(model, site, tokens, None, desc="clean CE", **options)
+    zero, _ = _masked_ce(model, site, tokens, torch.zeros_like, desc="zero-ablated CE", **options)
+    return ReferenceCE(clean, zero, n)
+
+
 def splice_metrics(
     model,
     site,
     reconstruct: Callable[[Tensor], Tensor],
     tokens: Int[Tensor, "batch pos"],
     *,
+    separator_id: int = 0,
     batch_size: int = 32,
     progress: bool = False,
+    reference: ReferenceCE | None = None,
 ) -> SpliceMetrics:
     """CE of ``model`` on ``tokens`` clean, with ``site`` replaced by ``reconstruct(site)`` and by zeros.
 
     ``reconstruct`` maps ``[n, d]`` activations to ``[n, d]``: an SAE's ``x̂``, or any other
     decomposition's reconstruction. ``site`` is a :class:`sae_paper.models.Site`.
+    ``reference``: the clean and zero-ablated CE of these tokens, when already known
+    (:func:`reference_ce`; one forward pass instead of three).
     """
-
-    def spliced(activation: Tensor, hook) -> Tensor:
-        rest = activation[:, 1:]
-        replaced = reconstruct(rest.reshape(-1, rest.shape[-1])).reshape(rest.shape)
-        return torch.cat([activation[:, :1], replaced.to(activation.dtype)], dim=1)
-
-    def zeroed(activation: Tensor, hook) -> Tensor:
-        return torch.cat([activation[:, :1], torch.zeros_like(activation[:, 1:])], dim=1)
-
-    totals = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
-    count = 0
-    chunks = range(0, len(tokens), batch_size)
-    for start in tqdm(chunks, desc="splice CE", unit="batch", disable=not progress):
-        chunk = tokens[start : start + batch_size]
-        for name, hooks in (("clean", []), ("spliced", [(site.hook_name, spliced)]), ("zero", [(site.hook_name, zeroed)])):
-            losses = model.run_with_hooks(chunk, return_type="loss", loss_per_token=True, fwd_hooks=hooks)
-            totals[name] += losses[:, 1:].sum().item()
-        count += chunk.shape[0] * (chunk.shape[1] - 2)
-    return SpliceMetrics(totals["clean"] / count, totals["spliced"] / count, totals["zero"] / count, count)
+    options = dict(separator_id=separator_id, batch_size=batch_size, progress=progress)
+    reference = reference or reference_ce(model, site, tokens, **options)
+    spliced, n = _masked_ce(model, site, tokens, reconstruct, desc="spliced CE", **options)
+    if n != reference.n_tokens:
+        raise SaePaperError(f"the reference CE counts {reference.n_tokens} predictions, these tokens {n}: another text")
+    return SpliceMetrics(reference.ce_clean, spliced, reference.ce_zero, n)

@@ -15,12 +15,13 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from sae_paper import SaePaperError
-from sae_paper.activations import ActivationCache, HarvestSpec, harvest
+from sae_paper.activations import ActivationCache, HarvestSpec, harvest, kept_rows
 from sae_paper.config import TRAIN_FIELDS, RunConfig
-from sae_paper.data import load_contexts, text_source
-from sae_paper.metrics import SpliceMetrics, reconstruction_stats, splice_metrics
+from sae_paper.data import POLICY_VERSION, load_contexts, text_source
+from sae_paper.metrics import ReferenceCE, SpliceMetrics, reconstruction_stats, reference_ce, splice_metrics
 from sae_paper.models import Site, load_model, model_spec
 from sae_paper.paths import cache_dir, shared_dir
 from sae_paper.sae import SparseAutoencoder, load_sae
@@ -96,22 +97,21 @@ class Run:
         return HarvestSpec(c.model, c.source, split, n_tokens, c.context_length, c.dtype, c.seed)
 
     def activations(self, split: str = "train") -> ActivationCache:
-        """The site's activations for a split, harvested on first use."""
+        """The site's activations for a split (the first ``n_tokens`` or ``eval_tokens`` kept rows of the
+        text's shared cache), harvested or extended on first use."""
         spec = self.harvest_spec(split)
         folder = spec.folder() / str(self.site)
-        if (folder / "manifest.json").is_file():
-            try:
-                return ActivationCache(folder)
-            except SaePaperError as error:
-                if "incomplete" not in str(error):
-                    raise
+        if kept_rows(folder) >= spec.n_tokens:
+            return ActivationCache(folder, n_rows=spec.n_tokens)
         caches = harvest(self.model, spec, [self.site], batch_size=self.config.harvest_batch_size, progress=self.progress)
         return caches[self.site]
 
     @property
     def sae_dir(self) -> Path:
         c = self.config
-        return cache_dir("saes", c.model) / f"{self.site}-{c.sae}-R{c.ratio:g}-a{self.alpha:.3g}-{c.key(*TRAIN_FIELDS)}"
+        # -p: the separator-row policy the training rows followed (sae_paper.data.POLICY_VERSION)
+        return cache_dir("saes", c.model) / (f"{self.site}-{c.sae}-R{c.ratio:g}-a{self.alpha:.3g}-p{POLICY_VERSION}-"
+                                             f"{c.key(*TRAIN_FIELDS)}")
 
     def sae(self) -> SparseAutoencoder:
         """The trained SAE, trained (or resumed) on first use."""
@@ -123,8 +123,8 @@ class Run:
 
     def evaluate(self, *, splice: bool = True) -> Evaluation:
         """FVU, L0 and alive features on held-out activations, and (``splice=True``) the
-        language-model CE with the site spliced, which costs three full forward passes over
-        ``eval_tokens`` tokens. Cached beside the SAE."""
+        language-model CE with the site spliced, which costs one full forward pass over
+        ``eval_tokens`` tokens (the clean and zero-ablated CE are cached per site). Cached beside the SAE."""
         path = self.sae_dir / EVALUATION_FILE.format(eval_tokens=self.config.eval_tokens)
         sae = self.sae()
         if path.is_file():
@@ -138,16 +138,35 @@ class Run:
         path.write_text(json.dumps({"eval_tokens": self.config.eval_tokens, "evaluation": asdict(evaluation)}, indent=1))
         return evaluation
 
-    def splice(self, reconstruct) -> SpliceMetrics:
-        """CE on the held-out contexts with this site replaced by ``reconstruct(x)`` (any decomposition)."""
+    def eval_contexts(self) -> Tensor:
+        """The held-out contexts whose kept rows are the eval activations (BOS at position 0)."""
         c = self.config
-        contexts = load_contexts(
-            c.source, self.model.tokenizer, n_contexts=self.harvest_spec("eval").n_contexts,
+        return load_contexts(
+            c.source, self.model.tokenizer, n_contexts=self.activations("eval").n_contexts,
             context_length=c.context_length, bos_token_id=self.spec.bos_token_id, split="eval", seed=c.seed,
         )
+
+    def reference_ce(self, contexts: Tensor | None = None) -> ReferenceCE:
+        """Clean and zero-ablated CE of the held-out contexts at this site: computed once per (model, site,
+        held-out text) and kept in that text's activation cache, so no SAE of a sweep recomputes them."""
+        held_out = self.activations("eval")
+        path = held_out.folder / f"reference-ce-{held_out.n_contexts}.json"
+        if path.is_file():
+            return ReferenceCE(**json.loads(path.read_text()))
+        contexts = self.eval_contexts() if contexts is None else contexts
         with torch.no_grad():
-            return splice_metrics(self.model, self.site, reconstruct, contexts,
-                                  batch_size=c.harvest_batch_size, progress=self.progress)
+            reference = reference_ce(self.model, self.site, contexts, separator_id=self.spec.bos_token_id,
+                                     batch_size=self.config.harvest_batch_size, progress=self.progress)
+        path.write_text(json.dumps(asdict(reference), indent=1))
+        return reference
+
+    def splice(self, reconstruct) -> SpliceMetrics:
+        """CE on the held-out contexts with this site replaced by ``reconstruct(x)`` (any decomposition)."""
+        contexts = self.eval_contexts()
+        with torch.no_grad():
+            return splice_metrics(self.model, self.site, reconstruct, contexts, separator_id=self.spec.bos_token_id,
+                                  batch_size=self.config.harvest_batch_size, progress=self.progress,
+                                  reference=self.reference_ce(contexts))
 
 
 def run_all(config: RunConfig, *, progress: bool = True) -> Evaluation:

@@ -13,13 +13,12 @@ one more α trains only that SAE.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sae_paper import SaePaperError
-from sae_paper.activations import HarvestSpec, harvest
+from sae_paper.activations import HarvestSpec, harvest_all
 from sae_paper.config import RunConfig
 from sae_paper.models import Site, load_model
 from sae_paper.pipeline import Run
@@ -65,14 +64,13 @@ class SweepRecord:
         return 1.0 - self.alive_fraction
 
 
-def harvest_plan(configs: Iterable[RunConfig]) -> dict[HarvestSpec, set[Site]]:
-    """The activation caches the configs need: each harvest spec (train and eval) with its sites."""
-    plan: dict[HarvestSpec, set[Site]] = defaultdict(set)
+def harvest_requests(configs: Iterable[RunConfig], splits: Sequence[str] = ("train", "eval")) -> list[tuple[HarvestSpec, Site]]:
+    """The (harvest spec, site) pairs the configs read, for :func:`sae_paper.activations.harvest_all`."""
+    requests = []
     for config in configs:
         run = Run(config, progress=False)
-        for split in ("train", "eval"):
-            plan[run.harvest_spec(split)].add(run.site)
-    return dict(plan)
+        requests += [(run.harvest_spec(split), run.site) for split in splits]
+    return requests
 
 
 def prefetch(
@@ -81,13 +79,15 @@ def prefetch(
     model: Callable[[], Any] | None = None,
     batch_size: int | None = None,
     progress: bool = False,
+    splits: Sequence[str] = ("train", "eval"),
 ) -> list[str]:
     """Harvest every activation cache ``configs`` need that is not complete yet.
 
-    Sites sharing a harvest spec are harvested together, in one forward pass that stops
-    at the deepest of them. ``model``: a zero-argument callable giving the loaded model
-    (e.g. ``lambda: run.model``, to share one load with a :class:`Run`); called only if
-    something must be harvested; default :func:`~sae_paper.models.load_model`.
+    Sites reading the same text are harvested together, in one forward pass that stops at
+    the deepest of them, up to the largest number of rows asked for
+    (:func:`~sae_paper.activations.harvest_all`). ``model``: a zero-argument callable giving
+    the loaded model (e.g. ``lambda: run.model``, to share one load with a :class:`Run`);
+    called only if something must be harvested; default :func:`~sae_paper.models.load_model`.
     Returns one line per harvest done (empty when everything was cached).
     """
     configs = list(configs)
@@ -95,30 +95,13 @@ def prefetch(
         return []
     loaded: list[Any] = []
 
-    def get_model(name: str):
+    def get_model():
         if not loaded:
-            loaded.append(model() if model is not None else load_model(name))
+            loaded.append(model() if model is not None else load_model(configs[0].model))
         return loaded[0]
 
-    done = []
-    batch = batch_size or configs[0].harvest_batch_size
-    for spec, sites in harvest_plan(configs).items():
-        missing = [site for site in sorted(sites) if not _complete(spec, site)]
-        if not missing:
-            continue
-        harvest(get_model(spec.model), spec, missing, batch_size=batch, progress=progress)
-        done.append(f"harvested {spec.n_tokens:,} {spec.split} tokens of {spec.model} at {', '.join(map(str, missing))}")
-    return done
-
-
-def _complete(spec: HarvestSpec, site: Site) -> bool:
-    manifest = spec.folder() / str(site) / "manifest.json"
-    if not manifest.is_file():
-        return False
-    try:
-        return bool(json.loads(manifest.read_text()).get("complete"))
-    except json.JSONDecodeError:
-        return False
+    return harvest_all(harvest_requests(configs, splits), get_model,
+                       batch_size=batch_size or configs[0].harvest_batch_size, progress=progress)
 
 
 def evaluate_config(config: RunConfig, *, progress: bool = False) -> SweepRecord:

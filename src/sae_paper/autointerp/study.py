@@ -244,23 +244,9 @@ def _fit_ica_one_thread(study: AutointerpStudy, activations) -> LinearDecomposit
 
 def prefetch_train(study: AutointerpStudy, get_model) -> list[str]:
     """Harvest the training activations every SAE and baseline needs (no held-out split: nothing is evaluated here)."""
-    from collections import defaultdict
+    from sae_paper.sweeps import prefetch
 
-    from sae_paper.activations import harvest
-    from sae_paper.pipeline import Run
-    from sae_paper.sweeps import _complete
-
-    plan: dict = defaultdict(set)
-    for config in study.all_configs():
-        run = Run(config, progress=False)
-        plan[run.harvest_spec("train")].add(run.site)
-    done = []
-    for spec, sites in plan.items():
-        missing = [site for site in sorted(sites) if not _complete(spec, site)]
-        if missing:
-            harvest(get_model(), spec, missing, batch_size=study.harvest_batch_size, progress=False)
-            done.append(f"harvested {spec.n_tokens:,} train tokens of {spec.model} at {', '.join(map(str, missing))}")
-    return done
+    return prefetch(study.all_configs(), model=get_model, splits=("train",))
 
 
 @torch.no_grad()
