@@ -63,13 +63,13 @@ def test_table_has_every_claim_in_order_with_not_yet_run_and_escaped_pipes(tmp_p
     board = Scoreboard("nb1", folder=tmp_path, claims=CLAIMS)
     board.record("b-order", "x | y", "not comparable", "different model")
     lines = render_table(read_records(tmp_path), CLAIMS).splitlines()
-    assert lines[0] == "| id | where | paper | ours | verdict | note | notebook |"
+    assert lines[0] == "| id | where | paper | ours | verdict | with more budget | note | notebook |"
     rows = lines[2:]
     assert [row.split(" | ")[0].strip("| ") for row in rows] == ["a-number", "b-order", "c-later"]
     assert NOT_YET_RUN in rows[0] and NOT_YET_RUN in rows[2]
-    assert "| **not comparable** | different model | nb1 |" in rows[1]
+    assert "| **not comparable** | not measured | different model | nb1 |" in rows[1]
     assert "x beats y \\| always" in rows[1] and "x \\| y" in rows[1]
-    assert all(row.count(" | ") == 6 for row in rows)  # escaped pipes do not add columns
+    assert all(row.count(" | ") == 7 for row in rows)  # escaped pipes do not add columns
     assert "b-order" in board.markdown() and "a-number" not in board.markdown()
 
 
@@ -83,3 +83,32 @@ def test_scoreboard_page_counts_verdicts_and_rejects_unknown_ids(tmp_path):
         {"claim_id": "zzz", "ours": "1", "verdict": "not", "note": "", "notebook": "nb2"}]}))
     with pytest.raises(SaePaperError, match="notebook nb2 has unknown claim id 'zzz'"):
         render_scoreboard(tmp_path, CLAIMS)
+
+
+def test_budget_trend_by_hand():
+    from sae_paper.claims import BudgetPoint as P
+    from sae_paper.claims import budget_trend
+
+    def trend(values, cis=(0, 0, 0), tolerance=0.05):
+        points = [P(b, v, c) for b, v, c in zip((600, 1200, 2400), values, cis)]
+        return budget_trend(points, what="margin", unit="fragments", tolerance=tolerance).trend
+
+    assert trend((0.0, 0.1, 0.2)) == "converging toward the paper"
+    assert trend((0.2, 0.1, 0.0)) == "moving away"
+    assert trend((0.0, 0.3, 0.04)) == "flat"  # the ends decide; 0.04 < the 0.05 tolerance
+    assert trend((0.0, 0.1, 0.2), cis=(0.15, 0.1, 0.15)) == "flat"  # √(0.15² + 0.15²) = 0.21 > 0.2
+    assert trend((0.2, 0.0, 0.0), tolerance=0.0) == "moving away"
+    with pytest.raises(SaePaperError, match="at least 3 budgets"):
+        budget_trend([P(1, 0.0), P(2, 1.0)], what="m", unit="u", tolerance=0.0)
+
+
+def test_trend_is_recorded_and_shown(tmp_path):
+    from sae_paper.claims import BudgetTrend
+
+    board = Scoreboard("nb", folder=tmp_path, claims=CLAIMS)
+    board.record("a-number", "41.5", "partly", "close", trend=BudgetTrend("moving away", "margin 0.2 → 0.0"))
+    [stored] = read_records(tmp_path)
+    assert (stored.trend, stored.trend_note) == ("moving away", "margin 0.2 → 0.0")
+    assert "*moving away*: margin 0.2 → 0.0" in render_table([stored], CLAIMS)
+    with pytest.raises(SaePaperError, match="trend 'better'"):
+        board.record("a-number", "41.5", "partly", trend=BudgetTrend("better", ""))

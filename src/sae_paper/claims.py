@@ -24,8 +24,9 @@ different model for a number specific to Pythia-70M).
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -62,9 +63,14 @@ class ClaimRecord:
     """Why this verdict: the rule applied, and how our setting differs from the paper's."""
     notebook: str = ""
     """The notebook that recorded it (filled in by :class:`Scoreboard`)."""
+    trend: str = ""
+    """How the number that decides the verdict moves with more budget (one of :data:`TRENDS`; empty: not measured)."""
+    trend_note: str = ""
+    """The budget points behind ``trend``, in words."""
 
     def _repr_markdown_(self) -> str:
-        return f"**{self.claim_id}**: *{self.verdict}*. {self.ours}. ({self.note})"
+        trend = f" With more budget: *{self.trend}* ({self.trend_note})." if self.trend else ""
+        return f"**{self.claim_id}**: *{self.verdict}*. {self.ours}. ({self.note}){trend}"
 
 
 def load_claims(path: str | Path | None = None) -> dict[str, Claim]:
@@ -97,8 +103,52 @@ class Finding(NamedTuple):
     note: str
 
 
+TRENDS = ("converging toward the paper", "moving away", "flat")
+
+
+@dataclass(frozen=True)
+class BudgetPoint:
+    """The number that decides a claim's verdict, measured at one budget of its deciding input.
+
+    ``value`` is signed so that larger means closer to the paper's claim (e.g. the SAE's
+    margin over the best baseline); ``ci`` is its 95 % half-width (0 where none exists).
+    """
+
+    budget: float
+    value: float
+    ci: float = 0.0
+
+
+class BudgetTrend(NamedTuple):
+    """:func:`budget_trend`'s answer: one of :data:`TRENDS`, and the points in words."""
+
+    trend: str
+    note: str
+
+
+def budget_trend(points: Sequence[BudgetPoint], *, what: str, unit: str, tolerance: float) -> BudgetTrend:
+    """Whether a claim's deciding number moves toward the paper as its deciding input grows.
+
+    From the smallest budget to the largest: *converging toward the paper* if the value
+    rises by more than ``max(tolerance, √(ci_small² + ci_large²))`` (a change the CIs and
+    the stated tolerance can tell), *moving away* if it falls by more, *flat* otherwise.
+    Needs at least 3 budgets (the issue's ¼×, 1×, 4× or more).
+    """
+    ordered = sorted(points, key=lambda p: p.budget)
+    if len(ordered) < 3:
+        raise SaePaperError(f"a budget trend needs at least 3 budgets, got {len(ordered)}")
+    first, last = ordered[0], ordered[-1]
+    margin = max(tolerance, math.hypot(first.ci, last.ci))
+    change = last.value - first.value
+    trend = TRENDS[0] if change > margin else TRENDS[1] if change < -margin else TRENDS[2]
+    values = ", ".join(f"{p.budget:,.0f}: {p.value:+.3g}" + (f"±{p.ci:.2g}" if p.ci else "") for p in ordered)
+    note = (f"{what} at {len(ordered)} budgets of {unit} ({values}); change {change:+.3g} against a margin of "
+            f"{margin:.2g} (the larger of {tolerance:g} and the CIs)")
+    return BudgetTrend(trend, note)
+
+
 def record(claim_id: str, ours: str, verdict: str, note: str = "", *, notebook: str = "",
-           claims: Mapping[str, Claim] | None = None) -> ClaimRecord:
+           claims: Mapping[str, Claim] | None = None, trend: BudgetTrend | None = None) -> ClaimRecord:
     """A validated :class:`ClaimRecord`: ``claim_id`` must be in claims.yaml and ``verdict`` in :data:`VERDICTS`."""
     known = load_claims() if claims is None else claims
     if claim_id not in known:
@@ -107,7 +157,9 @@ def record(claim_id: str, ours: str, verdict: str, note: str = "", *, notebook: 
         raise SaePaperError(f"claim {claim_id}: verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
     if not str(ours).strip():
         raise SaePaperError(f"claim {claim_id}: 'ours' must say what we found")
-    return ClaimRecord(claim_id, str(ours), verdict, str(note), notebook)
+    if trend is not None and trend.trend not in TRENDS:
+        raise SaePaperError(f"claim {claim_id}: trend {trend.trend!r} is not one of {', '.join(TRENDS)}")
+    return ClaimRecord(claim_id, str(ours), verdict, str(note), notebook, *(trend or ("", "")))
 
 
 class Scoreboard:
@@ -129,9 +181,10 @@ class Scoreboard:
         self.records: dict[str, ClaimRecord] = {}
         self._write()
 
-    def record(self, claim_id: str, ours: str, verdict: str, note: str = "") -> ClaimRecord:
-        """Record (or replace) our result for ``claim_id`` and save the file."""
-        entry = record(claim_id, ours, verdict, note, notebook=self.notebook, claims=self.claims)
+    def record(self, claim_id: str, ours: str, verdict: str, note: str = "", *,
+               trend: BudgetTrend | None = None) -> ClaimRecord:
+        """Record (or replace) our result for ``claim_id`` (with how it moves with budget, when measured) and save."""
+        entry = record(claim_id, ours, verdict, note, notebook=self.notebook, claims=self.claims, trend=trend)
         self.records[claim_id] = entry
         self._write()
         return entry
@@ -179,15 +232,18 @@ def render_table(records: Iterable[ClaimRecord], claims: Mapping[str, Claim], *,
         if entry.claim_id not in claims:
             raise SaePaperError(f"a record from notebook {entry.notebook or '?'} has unknown claim id {entry.claim_id!r}")
         by_id[entry.claim_id] = entry
-    lines = ["| id | where | paper | ours | verdict | note | notebook |", "|---|---|---|---|---|---|---|"]
+    lines = ["| id | where | paper | ours | verdict | with more budget | note | notebook |",
+             "|---|---|---|---|---|---|---|---|"]
     for claim in claims.values():
         entry = by_id.get(claim.id)
         if entry is None and only_recorded:
             continue
         if entry is None:
-            row = [claim.id, claim.where, claim.paper, "", NOT_YET_RUN, "", ""]
+            row = [claim.id, claim.where, claim.paper, "", NOT_YET_RUN, "", "", ""]
         else:
-            row = [claim.id, claim.where, claim.paper, entry.ours, f"**{entry.verdict}**", entry.note, entry.notebook]
+            trend = f"*{entry.trend}*: {entry.trend_note}" if entry.trend else "not measured"
+            row = [claim.id, claim.where, claim.paper, entry.ours, f"**{entry.verdict}**", trend, entry.note,
+                   entry.notebook]
         lines.append("| " + " | ".join(_cell(value) for value in row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -212,6 +268,9 @@ def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = N
         f"The paper's {len(claims)} checkable claims (from `claims.yaml` in the shared folder) and what the "
         "notebooks of this book found for each. Verdicts: *reproduced*, *partly*, *not*, *not comparable* "
         "(our setting cannot test it); claims no notebook has tested yet say *not yet run*. Each notebook "
-        "computes its verdicts from its own numbers; the note says which rule was applied.\n\n"
+        "computes its verdicts from its own numbers; the note says which rule was applied. *With more budget* "
+        "says how the number that decides a verdict moves when its deciding input (fragments, training "
+        "activations) grows: *converging toward the paper*, *moving away*, or *flat*; the budget plan "
+        "(appendix) says which input decides each claim.\n\n"
         f"**{summary}.**\n\n" + render_table(records, claims)
     )
