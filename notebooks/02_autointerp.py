@@ -88,6 +88,7 @@ fragment_sources = ["webtext", "enwiki2015"]
 n_fragments = 240
 fragment_length = 64
 n_features = 50
+fragment_budgets = []
 table1_layer = 9
 table1_features = 5
 min_fragments = 20
@@ -114,8 +115,9 @@ warnings.filterwarnings("ignore", message=".*did not converge.*")  # FastICA on 
 
 from IPython.display import Markdown
 
-from sae_paper import claims, provenance
+from sae_paper import claims, plots, provenance
 from sae_paper.autointerp import FragmentSpec, fragment_activations, score_decomposition, summary_table
+from sae_paper.autointerp import budget
 from sae_paper.autointerp import study as S
 from sae_paper.autointerp.plots import scores_by_layer, scores_by_ratio
 from sae_paper.decompositions import SaeDecomposition, neuron_basis
@@ -351,6 +353,59 @@ if study.mlp_layer is not None:
         mlp_neurons = score(neuron_basis(mlp_site.width(S.model_spec(study.model))), mlp_site, "mlp-neurons").summary()
     board.record("c3-mlp-interp", *S.mlp_finding(mlp_sae, mlp_neurons, backend=study.explainer))
     display(Markdown(summary_table([mlp_sae, mlp_neurons])))
+
+# %% [markdown]
+# ## 11. How the verdicts move with the fragment budget
+#
+# The number of fragments decides Figures 2, 8 and 9: a feature must fire on at least 20
+# fragments to be scored and the explainer and simulator need varied top and random
+# fragments, so with a small pool every method sinks toward the same floor. Here each
+# claim's deciding number (the SAE's margin over the best baseline; for depth, how much it
+# shrinks from the first to the last layer; for Figure 8 the smallest margin of any R) is
+# recomputed on smaller pools, which are the start of this notebook's pool, and on larger
+# ones when a larger profile (`long`) left their activations in the cache. Above 0 the SAE
+# is ahead; the scoreboard's *with more budget* column comes from the ends of each curve
+# (`sae_paper.claims.budget_trend`).
+
+# %%
+with prov.section("budget sensitivity: fragments"):
+    frag_budgets = sorted({n for n in study.fragment_budgets if n <= study.n_fragments}
+                          | set(budget.larger_cached_pools(frag_spec, study.sites(), study.fragment_budgets))
+                          | {study.n_fragments})
+    larger = {}
+
+    def pool(n):
+        if n <= study.n_fragments:
+            return budget.prefix(fragments, site_acts, n)
+        if n not in larger:
+            from dataclasses import replace
+
+            larger[n] = fragment_activations(None, replace(frag_spec, n_fragments=n), study.sites(), get_model=get_model)
+        return larger[n]
+
+    sweep_decompositions = {(Site("resid_post", layer), m): (SaeDecomposition(saes[study.sae_config(layer)]) if m == "sae"
+                                                              else bases[layer][m])
+                            for layer in study.layers for m in ("sae", *S.BASELINES) if m == "sae" or m in bases[layer]}
+    sweep_decompositions.update({(main_site, f"sae-R{r:g}"): SaeDecomposition(saes[study.sae_config(study.main_layer, r)])
+                                 for r in study.fig8_ratios if r != study.ratio})
+    main_summaries = [s for s in summaries if s.method in ("sae", *S.BASELINES) or
+                      (s.site == str(main_site) and s.method.startswith("sae-R"))]
+    budget_points = budget.fragment_sweep(frag_budgets, pool, sweep_decompositions,
+                                          budget.scorer(explain_with, simulate_with, scoring, study.n_features),
+                                          layers=study.layers, main_layer=study.main_layer,
+                                          known={study.n_fragments: main_summaries})
+    budget_trends = budget.trends(budget_points)
+print(f"pools of {', '.join(f'{n:,}' for n in frag_budgets)} fragments")
+plots.budget_sensitivity(budget_points, unit="fragments in the pool", default=study.n_fragments,
+                         title=f"Deciding numbers against the fragment budget ({BACKEND})", ylabel=budget.WHAT)
+
+# %%
+for claim_id in budget.CLAIMS:
+    if budget_trends[claim_id] is not None and claim_id in board.records:
+        entry = board.records[claim_id]
+        board.record(claim_id, entry.ours, entry.verdict, entry.note, trend=budget_trends[claim_id])
+Markdown("\n".join(f"- **{claim_id}**: " + (f"*{t.trend}*: {t.note}" if t else "fewer than 3 budgets measured")
+                   for claim_id, t in budget_trends.items()))
 
 # %% [markdown]
 # ## Summary

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -236,12 +236,15 @@ def harvest(
     batch_size: int = 32,
     shard_contexts: int = SHARD_CONTEXTS,
     progress: bool = True,
+    wanted: Mapping[Site, int] | None = None,
 ) -> dict[Site, ActivationCache]:
     """The first ``spec.n_tokens`` kept rows of ``sites`` over ``spec``'s text, cached on disk.
 
     A site whose cache already holds that many rows is read as it is; the others are harvested
-    (or extended, or resumed) together, one forward pass per batch stopping at the deepest of
-    them. ``model`` is a TransformerBridge from :func:`sae_paper.models.load_model` for
+    (or extended, or resumed) together in one pass over the text, each batch's forward pass
+    stopping at the deepest site that still needs rows. ``wanted``: a different number of rows
+    for some sites (a shallow site may want more rows than a deep one; default ``spec.n_tokens``
+    for each). ``model`` is a TransformerBridge from :func:`sae_paper.models.load_model` for
     ``spec.model`` (or ``None`` when every site is known to be cached already).
     """
     model_spec = find_model_spec(spec.model)
@@ -252,21 +255,24 @@ def harvest(
         shard_contexts = _read_manifest(sibling.parent).get("shard_contexts", shard_contexts)
         break
     manifests = {site: _start_manifest(folders[site], spec, site, site.width(model_spec), shard_contexts) for site in sites}
-    short = [site for site in sites if sum(s["kept"] for s in manifests[site]["shards"]) < spec.n_tokens]
+    want = {site: int((wanted or {}).get(site, spec.n_tokens)) for site in sites}
+    short = [site for site in sites if sum(s["kept"] for s in manifests[site]["shards"]) < want[site]]
     if short and model is None:
         raise SaePaperError("the activation cache is not complete and no model was given to harvest it")
     if short:
-        _extend(model, spec, {site: (folders[site], manifests[site]) for site in short}, batch_size=batch_size,
-                progress=progress)
-    return {site: ActivationCache(folders[site], n_rows=spec.n_tokens, verify=site not in short) for site in sites}
+        _extend(model, spec, {site: (folders[site], manifests[site], want[site]) for site in short},
+                batch_size=batch_size, progress=progress)
+    return {site: ActivationCache(folders[site], n_rows=want[site], verify=site not in short) for site in sites}
 
 
-def _extend(model, spec: HarvestSpec, targets: dict[Site, tuple[Path, dict]], *, batch_size: int, progress: bool) -> None:
-    """Harvest shards until every target site holds ``spec.n_tokens`` kept rows."""
+def _extend(model, spec: HarvestSpec, targets: dict[Site, tuple[Path, dict, int]], *, batch_size: int,
+            progress: bool) -> None:
+    """Harvest shards until every target site holds the kept rows it wants (the third item of its target)."""
     model_spec = find_model_spec(spec.model)
     per_shard = next(iter(targets.values()))[1]["shard_contexts"]
+    goal = max(want for _, _, want in targets.values())
     done: dict[Site, int] = {}
-    for site, (folder, manifest) in targets.items():
+    for site, (folder, manifest, _) in targets.items():
         whole = [shard for shard in manifest["shards"] if shard["contexts"] == per_shard]
         del manifest["shards"][len(whole):]  # a short tail shard is harvested again, longer
         for shard in manifest["shards"]:
@@ -281,7 +287,7 @@ def _extend(model, spec: HarvestSpec, targets: dict[Site, tuple[Path, dict]], *,
     for _ in range(first * per_shard):
         next(stream, None)
     dtype = getattr(torch, spec.dtype)
-    bar = tqdm(total=spec.n_tokens, initial=min(kept_before, spec.n_tokens), unit="tok", unit_scale=True,
+    bar = tqdm(total=goal, initial=min(kept_before, goal), unit="tok", unit_scale=True,
                disable=not progress, desc=f"harvest {spec.model} {','.join(map(str, targets))}")
     captured: dict[Site, Tensor] = {}
 
@@ -293,19 +299,20 @@ def _extend(model, spec: HarvestSpec, targets: dict[Site, tuple[Path, dict]], *,
 
     index, kept_total = first, kept_before
     with torch.inference_mode():
-        while kept_total < spec.n_tokens:
+        while kept_total < goal:
+            kept_before_shard = kept_total
             chunk = []
             for context in stream:
                 chunk.append(context)
                 kept_total += int(kept_positions(context[None], model_spec.bos_token_id).sum())
-                if len(chunk) == per_shard or kept_total >= spec.n_tokens:
+                if len(chunk) == per_shard or kept_total >= goal:
                     break
             if not chunk:
                 raise SaePaperError(f"text source {spec.source} ran out after {kept_total:,} kept rows; "
-                                    f"{spec.n_tokens:,} were asked for")
+                                    f"{goal:,} were asked for")
             tokens = torch.stack(chunk)
             kept = kept_positions(tokens, model_spec.bos_token_id)[:, 1:].reshape(-1)
-            needing = [site for site in targets if done[site] <= index]
+            needing = [site for site, (_, _, want) in targets.items() if done[site] <= index and kept_before_shard < want]
             if needing:
                 stop_at_layer = max(site.layer for site in needing) + 1
                 pending: dict[Site, list[Tensor]] = {site: [] for site in needing}
@@ -315,10 +322,10 @@ def _extend(model, spec: HarvestSpec, targets: dict[Site, tuple[Path, dict]], *,
                     for site in needing:
                         pending[site].append(captured[site].cpu())
                 for site in needing:
-                    folder, manifest = targets[site]
+                    folder, manifest, _ = targets[site]
                     _append_shard(folder, manifest, torch.cat(pending[site]), kept, len(tokens))
                     done[site] += 1
-            bar.update(min(int(kept.sum()), spec.n_tokens - bar.n))
+            bar.update(min(int(kept.sum()), goal - bar.n))
             index += 1
     bar.close()
 
@@ -364,18 +371,17 @@ def harvest_all(requests: Iterable[tuple[HarvestSpec, Site]], get_model: Callabl
     rows or a subset of the sites reads them from this one harvest. ``get_model()`` is called
     only if something must be harvested. Returns one line per harvest done.
     """
-    merged: dict[Path, tuple[HarvestSpec, set[Site]]] = {}
+    merged: dict[Path, tuple[HarvestSpec, dict[Site, int]]] = {}
     for spec, site in requests:
-        known = merged.get(spec.folder())
-        if known is None or known[0].n_tokens < spec.n_tokens:
-            merged[spec.folder()] = (spec, known[1] if known else set())
-        merged[spec.folder()][1].add(site)
+        known = merged.setdefault(spec.folder(), (spec, {}))
+        known[1][site] = max(known[1].get(site, 0), spec.n_tokens)
     done = []
-    for spec, sites in merged.values():
-        short = sorted(site for site in sites if kept_rows(spec.folder() / str(site)) < spec.n_tokens)
+    for spec, wanted in merged.values():
+        short = {site: n for site, n in sorted(wanted.items()) if kept_rows(spec.folder() / str(site)) < n}
         if short:
             started = time.perf_counter()
-            harvest(get_model(), spec, short, batch_size=batch_size, progress=progress)
-            done.append(f"harvested {spec.n_tokens:,} {spec.split} rows of {spec.source} ({spec.model}) at "
-                        f"{', '.join(map(str, short))} in one pass, {time.perf_counter() - started:.0f} s")
+            harvest(get_model(), spec, list(short), batch_size=batch_size, progress=progress, wanted=short)
+            done.append(f"{spec.split} text of {spec.source} ({spec.model}) in one pass: "
+                        + ", ".join(f"{site} {n:,} rows" for site, n in short.items())
+                        + f"; {time.perf_counter() - started:.0f} s")
     return done

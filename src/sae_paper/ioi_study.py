@@ -65,7 +65,9 @@ class IoiStudy(SaeRunFields):
     fig17_alphas: tuple[float, ...] = (1e-2,)
     """α of the SAEs at the other layers of ``layers`` (PCA is always added)."""
     n_tokens: int = 49_152
-    """Training activations per layer (the paper: ~7M)."""
+    """Training activations of the main layer's dictionaries (the paper: ~7M): what decides Figure 3."""
+    fig17_n_tokens: int | None = None
+    """Training activations at the other layers of ``layers`` (None: ``n_tokens``)."""
     ratio: float = 2.0
     """Dictionary ratio R of every SAE."""
     epochs: int = 3
@@ -83,9 +85,13 @@ class IoiStudy(SaeRunFields):
     """Path points of the attribution (each a forward and a backward pass over the prompts)."""
     chunk: int = 4
     """Feature sets evaluated per forward pass (× n_prompts sequences)."""
+    token_budgets: tuple[int, ...] = ()
+    """Training activations at which the main layer's dictionaries are retrained and Figure 3's comparisons recomputed
+    (the budget-sensitivity plot and the scoreboard's trend); budgets above ``n_tokens`` are used only when a larger
+    profile (``long``) left their curves in the cache. Fewer than 3 usable: no trend."""
 
     def __post_init__(self) -> None:
-        for name in ("layers", "alphas", "fig17_alphas"):
+        for name in ("layers", "alphas", "fig17_alphas", "token_budgets"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
                 raise SaePaperError(f"{NOTEBOOK} parameter {name}={value!r}: must be a list")
@@ -106,6 +112,8 @@ class IoiStudy(SaeRunFields):
             raise SaePaperError(f"{NOTEBOOK} parameter n_exact={self.n_exact!r}: must be a non-negative integer")
         if not isinstance(self.n_thresholds, int) or self.n_thresholds < 2:
             raise SaePaperError(f"{NOTEBOOK} parameter n_thresholds={self.n_thresholds!r}: must be at least 2")
+        if any(not isinstance(n, int) or n <= 0 for n in self.token_budgets):
+            raise SaePaperError(f"{NOTEBOOK} parameter token_budgets={list(self.token_budgets)!r}: positive integers")
         if self.ordering not in Ordering.__args__:
             raise SaePaperError(f"{NOTEBOOK} parameter ordering={self.ordering!r}: one of {', '.join(Ordering.__args__)}")
         spec = model_spec(self.model)
@@ -117,7 +125,8 @@ class IoiStudy(SaeRunFields):
     def config(self, layer: int, alpha: float) -> RunConfig:
         """The tied SAE at ``layer`` with L1 coefficient ``alpha``."""
         return RunConfig(
-            model=self.model, layer=layer, site="resid_post", source=self.source, n_tokens=self.n_tokens,
+            model=self.model, layer=layer, site="resid_post", source=self.source,
+            n_tokens=self.n_tokens if layer == self.layer or self.fig17_n_tokens is None else self.fig17_n_tokens,
             context_length=self.context_length, harvest_batch_size=self.harvest_batch_size, dtype=self.dtype,
             sae="tied", ratio=self.ratio, alpha=float(alpha), lr=self.lr, batch_size=self.batch_size,
             epochs=self.epochs, seed=self.seed, eval_tokens=self.eval_tokens, alive_threshold=self.alive_threshold,
@@ -325,6 +334,55 @@ class CurveTable(list):
 
     def _repr_markdown_(self) -> str:
         return curve_table(self)
+
+
+# --------------------------------------------------------------------------------------
+# Budget sensitivity: Figure 3 against the dictionaries' training activations
+# --------------------------------------------------------------------------------------
+
+
+def curves_cached(study: IoiStudy, layer: int, decompositions: Mapping[str, Any]) -> bool:
+    """Whether every curve of ``decompositions`` at ``layer`` is on disk (nothing would be trained or run)."""
+    from sae_paper.paths import cache_dir
+
+    folder = cache_dir("ioi", study.model)
+    return all((folder / f"layer{layer}-{study.curve_key(layer, d)}.json").is_file() for d in decompositions)
+
+
+def token_sweep(study: IoiStudy, setup_factory, *, main_curves: Sequence[PatchingCurve]) -> dict[str, list]:
+    """Figure 3's deciding numbers at each of ``study.token_budgets`` (and ``n_tokens``, whose ``main_curves`` are
+    given): the share of (KL level, sparse SAE, baseline) comparisons the sparse SAEs win on the number of features
+    (fig3-fewer-features) and on the edit (fig3-smaller-edits). Smaller budgets are trained and patched here; larger
+    ones only read from the cache."""
+    from dataclasses import replace
+
+    from sae_paper.claims import BudgetPoint
+
+    points: dict[str, list] = {"fig3-fewer-features": [], "fig3-smaller-edits": []}
+    for n in sorted(set(study.token_budgets) | {study.n_tokens}):
+        if n == study.n_tokens:
+            curves = list(main_curves)
+        else:
+            at_n = replace(study, n_tokens=n)
+            dictionaries = LayerDictionaries(at_n, study.layer).decompositions()
+            if n > study.n_tokens and not curves_cached(at_n, study.layer, dictionaries):
+                continue
+            curves = list(patching_curves(at_n, study.layer, dictionaries, setup_factory=setup_factory).values())
+        for claim, what in (("fig3-fewer-features", "features"), ("fig3-smaller-edits", "edit")):
+            wins, total, _ = _comparison(curves, what)
+            points[claim].append(BudgetPoint(n, wins / total if total else 0.0))
+    return points
+
+
+TREND_TOLERANCE = 0.1
+"""A change in the share of comparisons won smaller than this (about one KL level of eight) is *flat*."""
+
+
+def token_trends(points: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+    from sae_paper.claims import budget_trend
+
+    return {claim: budget_trend(p, what="share of comparisons the sparse SAEs win", unit="training activations",
+                                tolerance=TREND_TOLERANCE) if len(p) >= 3 else None for claim, p in points.items()}
 
 
 # --------------------------------------------------------------------------------------

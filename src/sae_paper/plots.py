@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -219,4 +220,27 @@ def fig17_layers(by_layer, *, title: str) -> Figure:
         _patching_panels(row, by_layer[layer], legend=True)
         row[0].set_title(f"layer {layer}", loc="left", fontsize="medium")
     fig.suptitle(f"Figure 17 analogue: {title}")
+    return fig
+
+
+def budget_sensitivity(points: Mapping[str, Sequence[Any]], *, unit: str, title: str, ylabel: Mapping[str, str],
+                       default: float | None = None) -> Figure:
+    """Each claim's deciding number (a :class:`~sae_paper.claims.BudgetPoint` per budget, 95 % CI bars) against
+    the budget of its deciding input, log scale; 0 (no advantage) drawn, the profile's own budget marked."""
+    claims = [claim for claim, p in points.items() if p]
+    fig = Figure(figsize=(3.2 * max(1, len(claims)), 3.3), layout="constrained")
+    axes = fig.subplots(1, max(1, len(claims)), squeeze=False)[0]
+    for ax, claim in zip(axes, claims):
+        ordered = sorted(points[claim], key=lambda p: p.budget)
+        ax.errorbar([p.budget for p in ordered], [p.value for p in ordered], yerr=[p.ci for p in ordered], fmt="o-",
+                    capsize=3, color="tab:red")
+        ax.axhline(0, color="black", linewidth=0.5)
+        if default is not None:
+            ax.axvline(default, color="tab:gray", linestyle=":", linewidth=1, label="this profile")
+            ax.legend(fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel(unit)
+        ax.set_ylabel(ylabel.get(claim, "deciding number"), fontsize=8)
+        ax.set_title(claim, fontsize=9)
+    fig.suptitle(title, fontsize=10)
     return fig

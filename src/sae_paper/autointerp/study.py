@@ -85,6 +85,10 @@ class AutointerpStudy(SaeRunFields):
     """Tokens per fragment (the paper's 64)."""
     n_features: int = 50
     """Features scored per method and site (the paper: 150)."""
+    fragment_budgets: tuple[int, ...] = ()
+    """Pool sizes at which Figures 2, 8 and 9's deciding numbers are recomputed (the budget-sensitivity plot and the
+    scoreboard's trend); those up to ``n_fragments`` are the start of the main pool, larger ones are used only when a
+    larger profile (``long``) left their activations in the cache. Fewer than 3 usable: no trend."""
     table1_layer: int = 9
     """Table 1: the layer whose dictionary's first features are listed (Pythia's layer 1 by depth)."""
     table1_features: int = 5
@@ -109,11 +113,14 @@ class AutointerpStudy(SaeRunFields):
     """openai-compatible: the server's base URL (…/v1)."""
 
     def __post_init__(self) -> None:
-        for name in ("layers", "fig8_ratios", "fragment_sources", "methods"):
+        for name in ("layers", "fig8_ratios", "fragment_sources", "methods", "fragment_budgets"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
                 raise SaePaperError(f"{NOTEBOOK} parameter {name}={value!r}: must be a list")
             object.__setattr__(self, name, tuple(value))
+        if any(not isinstance(n, int) or n < self.min_fragments for n in self.fragment_budgets):
+            raise SaePaperError(f"{NOTEBOOK} parameter fragment_budgets={list(self.fragment_budgets)!r}: integers >= "
+                                f"min_fragments ({self.min_fragments})")
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown or "sae" not in self.methods:
             raise SaePaperError(f"{NOTEBOOK} parameter methods: must include sae; unknown {unknown} (known: {', '.join(METHODS)})")
