@@ -31,13 +31,15 @@ given a row-normalisation function. The base class owns encode/decode, the loss,
 checks and save/load; a registry maps the saved ``kind`` back to the class, so
 :func:`load_sae` needs no if/elif.
 
-:meth:`SparseAutoencoder.forward` is the training fast path: two autograd nodes with
-hand-written backwards, one for the row normalisation and one for encoder, decoder and
-loss, which do exactly the five matmuls a step needs and few elementwise passes (on a
-CPU the elementwise tail of plain autograd costs ~15% of a step, F.normalize alone 5%).
+:meth:`SparseAutoencoder.forward` is the training fast path (:mod:`sae_paper.sae_kernels`):
+two autograd nodes with hand-written backwards, one for the row normalisation and one for
+encoder, decoder and loss. Dense, it does exactly the five matmuls a step needs and few
+elementwise passes (on a CPU the elementwise tail of plain autograd costs ~15% of a step,
+F.normalize alone 5%); sparse, it does only the encoder matmul densely and the rest over
+the active codes, and it picks between the two by the batch's code density.
 :meth:`SparseAutoencoder.reference_forward` computes the same outputs with plain autograd
 from :meth:`~SparseAutoencoder.encode` and :meth:`~SparseAutoencoder.decode`; the tests
-assert the two agree, gradients included.
+assert the paths agree, gradients included.
 """
 
 from __future__ import annotations
@@ -54,15 +56,13 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 from sae_paper import SaePaperError
+from sae_paper.sae_kernels import NORM_EPS, NormalizeRows, TrainPath, fused_sae
 
 WEIGHTS_FILE = "sae.safetensors"
 CONFIG_FILE = "sae.json"
 FORMAT_VERSION = 1
-NORM_EPS = 1e-8
-"""Row norms are clamped to at least this before dividing (the authors' ``torch.clamp(norms, 1e-8)``)."""
 
 
 class SaeOutput(NamedTuple):
@@ -159,10 +159,14 @@ class SparseAutoencoder(nn.Module):
         """The dictionary: unit-norm feature directions ``f_i`` (decoder rows), e.g. for patching."""
         return self.weights().decoder
 
-    def forward(self, x: Float[Tensor, "batch d_in"]) -> SaeOutput:
-        """Reconstruction, codes and loss of a batch, with the fused fast backward."""
+    def forward(self, x: Float[Tensor, "batch d_in"], path: TrainPath = "auto") -> SaeOutput:
+        """Reconstruction, codes and loss of a batch, with the fused fast backward.
+
+        ``path``: "dense" or "sparse" decoder and backward, or "auto" (by the batch's code
+        density, see :mod:`sae_paper.sae_kernels`). All three compute the same function.
+        """
         self._check(x, self.d_in, "input x", "d_in")
-        x_hat, codes, mse, l1 = _FusedSae.apply(x, *self._weights(_NormalizeRows.apply))
+        x_hat, codes, mse, l1 = fused_sae(x, *self._weights(NormalizeRows.apply), path=path)
         return SaeOutput(x_hat, codes, mse, l1, mse + self.alpha * l1)
 
     def reference_forward(self, x: Float[Tensor, "batch d_in"]) -> SaeOutput:
@@ -326,86 +330,3 @@ def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
-
-
-class _FusedSae(torch.autograd.Function):
-    """``x̂, c, mse, l1`` for ``c = ReLU(x Eᵀ + b)``, ``x̂ = c D`` with a hand-written backward.
-
-    Forward: 2 matmuls. Backward: 3 more (``∂c = ∂x̂ Dᵀ``, ``∂D = cᵀ ∂x̂``,
-    ``∂E = ∂preᵀ x``) and ~4 elementwise passes, against ~10 for plain autograd. The L1
-    term needs no ``abs``: ``c ≥ 0``. The ReLU derivative is taken as 0 where ``c = 0``,
-    as autograd's. ``∂x`` is computed only when ``x`` requires grad.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, encoder: Tensor, bias: Tensor, decoder: Tensor):
-        codes = torch.addmm(bias, x, encoder.t()).relu_()
-        x_hat = torch.mm(codes, decoder)
-        err = x_hat - x
-        flat = err.view(-1)
-        mse = torch.dot(flat, flat) / err.numel()
-        l1 = codes.sum() / x.shape[0]
-        ctx.save_for_backward(x, encoder, decoder, codes, err)
-        ctx.set_materialize_grads(False)
-        return x_hat, codes, mse, l1
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_x_hat, grad_codes, grad_mse, grad_l1):
-        x, encoder, decoder, codes, err = ctx.saved_tensors
-        batch = x.shape[0]
-        grad_err = None if grad_mse is None else err * (grad_mse * (2.0 / err.numel()))
-        grad_out = _add(grad_err, grad_x_hat)  # ∂L/∂x̂  [batch, d_in]
-        grad_c = grad_codes
-        if grad_out is not None:  # ∂L/∂c = ∂L/∂x̂ Dᵀ (+ α/batch from the L1 term, fused into addmm)
-            if grad_l1 is not None:
-                grad_c = _add(torch.addmm(grad_l1 / batch, grad_out, decoder.t()), grad_c)
-            else:
-                grad_c = _add(torch.mm(grad_out, decoder.t()), grad_c)
-        elif grad_l1 is not None:
-            grad_c = _add((grad_l1 / batch).expand_as(codes), grad_c)
-        if grad_c is None:
-            return None, None, None, None
-        # ReLU backward: zero where the code is zero (the op autograd itself uses for relu).
-        grad_pre = torch.ops.aten.threshold_backward(grad_c, codes, 0.0)
-        grad_x = grad_encoder = grad_bias = grad_decoder = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.mm(grad_pre, encoder)
-            if grad_err is not None:
-                grad_x = grad_x - grad_err
-        if ctx.needs_input_grad[1]:
-            grad_encoder = torch.mm(grad_pre.t(), x)
-        if ctx.needs_input_grad[2]:
-            grad_bias = grad_pre.sum(dim=0)
-        if ctx.needs_input_grad[3] and grad_out is not None:
-            grad_decoder = torch.mm(codes.t(), grad_out)
-        return grad_x, grad_encoder, grad_bias, grad_decoder
-
-
-class _NormalizeRows(torch.autograd.Function):
-    """:func:`normalize_rows` with a hand-written backward: ~5 passes over the matrix instead of ~12.
-
-    For a row ``m`` with ``n = ||m|| ≥ eps``, ``m̂ = m / n`` and ``∂m = (∂m̂ − m̂ (m̂ · ∂m̂)) / n``;
-    for ``n < eps`` the clamp makes ``m̂ = m / eps`` and ``∂m = ∂m̂ / eps`` (as autograd's).
-    """
-
-    @staticmethod
-    def forward(ctx, matrix: Tensor) -> Tensor:
-        norm = torch.linalg.vector_norm(matrix, dim=1, keepdim=True)
-        clamped = norm.clamp_min(NORM_EPS)
-        normalized = matrix / clamped  # divide, not multiply by 1/n: bitwise equal to F.normalize
-        ctx.save_for_backward(normalized, clamped.reciprocal(), norm >= NORM_EPS)
-        return normalized
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor) -> Tensor:
-        normalized, inverse, unclamped = ctx.saved_tensors
-        along = torch.linalg.vecdot(grad, normalized, dim=1).unsqueeze(1) * unclamped
-        return torch.addcmul(grad, normalized, along, value=-1).mul_(inverse)
-
-
-def _add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
-    if a is None:
-        return b
-    return a if b is None else a + b

@@ -45,6 +45,7 @@ from sae_paper.activations import ActivationBatches
 from sae_paper.config import TRAIN_FIELDS, RunConfig
 from sae_paper.metrics import alive_dead, fvu
 from sae_paper.sae import SaeOutput, SparseAutoencoder, make_sae
+from sae_paper.sae_kernels import TrainPath
 
 CHECKPOINT_FILE = "checkpoint.pt"
 SUMMARY_FILE = "summary.json"
@@ -80,13 +81,16 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     batch: Float[Tensor, "batch d_in"],
     fire_counts: Int[Tensor, " d_sae"] | None = None,
+    path: TrainPath = "auto",
 ) -> SaeOutput:
     """One Adam step on one batch; adds each feature's firings to ``fire_counts`` if given.
 
-    The training loop and ``benchmarks/train_throughput.py`` both call this, so the
-    benchmark measures the real step.
+    ``path="auto"`` runs the sparse step when the batch's codes are sparse enough to make
+    it faster, else the dense one (:mod:`sae_paper.sae_kernels`; both compute the same
+    function); "dense" and "sparse" force one. The training loop and
+    ``benchmarks/train_throughput.py`` both call this, so the benchmark measures the real step.
     """
-    out = sae(batch)
+    out = sae(batch, path)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     optimizer.step()
