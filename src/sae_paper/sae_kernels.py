@@ -94,11 +94,9 @@ class _FusedSae(torch.autograd.Function):
     def forward(ctx, x: Tensor, encoder: Tensor, bias: Tensor, decoder: Tensor, path: TrainPath):
         codes = torch.addmm(bias, x, encoder.t()).relu_()
         sparse = path == "sparse"
-        if path == "auto" and SPARSE_CROSSOVER.get(codes.device.type) is not None:
-            active = _active_codes(codes)
-            sparse = sparse_pays(active.nnz, codes.numel(), codes.device)
-        elif sparse:
-            active = _active_codes(codes)
+        if path == "auto" and codes.device.type in SPARSE_CROSSOVER:  # elsewhere: dense, and no host sync
+            sparse = sparse_pays(int(torch.count_nonzero(codes)), codes.numel(), codes.device)
+        active = _active_codes(codes) if sparse else None
         if sparse:
             x_hat = active.decode(decoder)
             l1 = active.values.sum() / x.shape[0]
@@ -109,19 +107,20 @@ class _FusedSae(torch.autograd.Function):
         flat = err.view(-1)
         mse = torch.dot(flat, flat) / err.numel()
         ctx.sparse = sparse
-        ctx.active = active if sparse else None
-        ctx.save_for_backward(x, encoder, decoder, codes, err)
+        sparse_parts = (active.crow, active.features, active.values) if sparse else (None, None, None)
+        ctx.save_for_backward(x, encoder, decoder, codes, err, *sparse_parts)
         ctx.set_materialize_grads(False)
         return x_hat, codes, mse, l1
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_x_hat, grad_codes, grad_mse, grad_l1):
-        x, encoder, decoder, codes, err = ctx.saved_tensors
+        x, encoder, decoder, codes, err, crow, features, values = ctx.saved_tensors
         grad_err = None if grad_mse is None else err * (grad_mse * (2.0 / err.numel()))
         grad_out = _add(grad_err, grad_x_hat)  # g = ∂L/∂x̂  [batch, d_in]
         if ctx.sparse:
-            grads = _sparse_backward(ctx, x, encoder, decoder, ctx.active, grad_out, grad_codes, grad_l1)
+            active = ActiveCodes(crow, features, values, tuple(codes.shape))
+            grads = _sparse_backward(ctx, x, encoder, decoder, active, grad_out, grad_codes, grad_l1)
         else:
             grads = _dense_backward(ctx, x, encoder, decoder, codes, grad_out, grad_codes, grad_l1)
         grad_x = grads[0]
