@@ -137,6 +137,28 @@ def crossover(rows: list[tuple[float, float]]) -> str:
                                                    "(dense faster at all)")
 
 
+def sweep(label: str, shape: tuple[int, int, int], densities: list[float], paths: tuple[str, ...], args,
+          clock, generator: torch.Generator) -> dict[str, Callable[[], float]]:
+    """Print one row per density: each path's act/s (÷ the dense limit timed beside it), then the crossover."""
+    batch, d_in, d_sae = shape
+    print(f"\n{label}: batch {batch}, d_in {d_in}, d_sae {d_sae} ({args.steps} steps per repeat); "
+          "act/s (÷ dense limit)")
+    print(f"{'density':>8} {'measured':>9} {'dense limit':>12}" + "".join(f"{path + ' step':>18}" for path in paths)
+          + f" {'sparse/dense':>13}")
+    speedups = []
+    for density in densities:
+        fns = {"limit": bare_matmuls(batch, d_in, d_sae, generator)}
+        fns.update({path: real_steps(args.kind, batch, d_in, d_sae, density, path, generator) for path in paths})
+        result = compare(fns, batch, args, clock)
+        speedup = result["sparse"]["rate"] / result["dense"]["rate"]
+        speedups.append((result["sparse"]["density"], speedup))
+        print(f"{density:8.1%} {result['sparse']['density']:9.1%} {result['limit']['rate']:12,.0f}"
+              + "".join(f"{result[path]['rate']:11,.0f} ({result[path]['ratio']:.2f})" for path in paths)
+              + f" {speedup:13.2f}")
+    print(f"crossover (sparse step = dense step): {crossover(speedups)}")
+    return fns
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=4096, help="activation vectors per step (large shape)")
@@ -144,18 +166,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--d-sae", type=int, default=4096, help="dictionary size (large shape)")
     parser.add_argument("--densities", type=float, nargs="+", default=[0.01, 0.03, 0.1, 0.3],
                         help="code densities (fraction of codes > 0) to time the large shape at")
-    parser.add_argument("--book-l0", type=float, default=30.0, help="codes per activation for the book's shape")
-    parser.add_argument("--steps", type=int, default=4, help="steps per timed repeat")
+    parser.add_argument("--book-l0", type=float, nargs="+", default=[30.0],
+                        help="codes per activation to time the book's shape at (the main SAE's: ~30)")
+    parser.add_argument("--steps", type=int, default=4, help="steps per timed repeat (large shape)")
+    parser.add_argument("--book-steps", type=int, default=50, help="steps per timed repeat (the book's shape)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (medians are printed)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps of each before timing")
-    parser.add_argument("--book-steps", type=int, default=50, help="steps per timed repeat for the book's shape")
     parser.add_argument("--kind", choices=("tied", "untied"), default="tied")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: this process's CPU time, robust to other processes on the cores "
                              "(meaningful with --threads 1 only: idle threads spin)")
     parser.add_argument("--profile", action="store_true",
-                        help="also print torch.profiler tables of the book's shape, dense and auto steps")
+                        help="also print torch.profiler tables of the book's shape (last L0), dense and auto steps")
     parser.add_argument("--skip-large", action="store_true", help="only the book's shape")
     parser.add_argument("--skip-book", action="store_true", help="only the large shape")
     args = parser.parse_args(argv)
@@ -166,36 +189,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{args.kind} SAE, {torch.get_num_threads()} threads, {args.clock} clock, torch {torch.__version__}; "
           f"medians of {args.repeats} repeats, steps timed alternately with the dense limit")
     if not args.skip_large:
-        batch, d_in, d_sae = args.batch, args.d_in, args.d_sae
-        print(f"\nbatch {batch}, d_in {d_in}, d_sae {d_sae} ({args.steps} steps per repeat); act/s (÷ dense limit)")
-        print(f"{'density':>8} {'measured':>9} {'dense limit':>12} {'dense step':>18} {'sparse step':>18} "
-              f"{'sparse/dense':>13}")
-        speedups = []
-        for density in args.densities:
-            fns = {"limit": bare_matmuls(batch, d_in, d_sae, generator),
-                   "dense": real_steps(args.kind, batch, d_in, d_sae, density, "dense", generator),
-                   "sparse": real_steps(args.kind, batch, d_in, d_sae, density, "sparse", generator)}
-            result = compare(fns, batch, args, clock)
-            speedup = result["sparse"]["rate"] / result["dense"]["rate"]
-            speedups.append((result["sparse"]["density"], speedup))
-            print(f"{density:8.0%} {result['sparse']['density']:9.1%} {result['limit']['rate']:12,.0f} "
-                  f"{result['dense']['rate']:11,.0f} ({result['dense']['ratio']:.2f}) "
-                  f"{result['sparse']['rate']:11,.0f} ({result['sparse']['ratio']:.2f}) {speedup:13.2f}")
-        print(f"crossover (sparse step = dense step): {crossover(speedups)}")
+        sweep("large", (args.batch, args.d_in, args.d_sae), args.densities, ("dense", "sparse"), args, clock,
+              generator)
     if not args.skip_book:
         batch, d_in, d_sae = BOOK_SHAPE
-        density = args.book_l0 / d_sae
-        print(f"\nthe book's main SAE: batch {batch}, d_in {d_in}, d_sae {d_sae}, L0 {args.book_l0:g} "
-              f"({density:.1%}), {args.book_steps} steps per repeat")
-        fns = {"limit": bare_matmuls(batch, d_in, d_sae, generator)}
-        fns.update({path: real_steps(args.kind, batch, d_in, d_sae, density, path, generator)
-                    for path in ("dense", "sparse", "auto")})
         book_args = argparse.Namespace(**{**vars(args), "steps": args.book_steps, "warmup": 10})
-        result = compare(fns, batch, book_args, clock)
-        for name, row in result.items():
-            label = "dense limit" if name == "limit" else f"{name} step"
-            measured = "" if math.isnan(row["density"]) else f"   (measured density {row['density']:.1%})"
-            print(f"  {label:12s} {row['rate']:9,.0f} act/s   ÷ dense limit {row['ratio']:.2f}{measured}")
+        fns = sweep(f"the book's main SAE (L0 {', '.join(f'{l0:g}' for l0 in args.book_l0)})", BOOK_SHAPE,
+                    [l0 / d_sae for l0 in args.book_l0], ("dense", "sparse", "auto"), book_args, clock, generator)
         if args.profile:
             for path in ("dense", "auto"):
                 profile(fns[path], f"{path} step", args.book_steps)

@@ -53,7 +53,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -159,14 +159,16 @@ class SparseAutoencoder(nn.Module):
         """The dictionary: unit-norm feature directions ``f_i`` (decoder rows), e.g. for patching."""
         return self.weights().decoder
 
-    def forward(self, x: Float[Tensor, "batch d_in"], path: TrainPath = "auto") -> SaeOutput:
+    def forward(self, x: Float[Tensor, "batch d_in"], path: TrainPath = "auto", *,
+                fire_counts: Int[Tensor, " d_sae"] | None = None) -> SaeOutput:
         """Reconstruction, codes and loss of a batch, with the fused fast backward.
 
         ``path``: "dense" or "sparse" decoder and backward, or "auto" (by the batch's code
         density, see :mod:`sae_paper.sae_kernels`). All three compute the same function.
+        ``fire_counts``: if given, each feature's firings in this batch are added to it.
         """
         self._check(x, self.d_in, "input x", "d_in")
-        x_hat, codes, mse, l1 = fused_sae(x, *self._weights(NormalizeRows.apply), path=path)
+        x_hat, codes, mse, l1 = fused_sae(x, *self._weights(NormalizeRows.apply), path, fire_counts)
         return SaeOutput(x_hat, codes, mse, l1, mse + self.alpha * l1)
 
     def reference_forward(self, x: Float[Tensor, "batch d_in"]) -> SaeOutput:
