@@ -76,12 +76,13 @@ def real_steps(kind: str, batch: int, d_in: int, d_sae: int, density: float, pat
     """A function doing one real training step by ``path``; it returns that step's code density.
 
     Encoder rows are unit vectors and x is standard normal, so each pre-activation is
-    N(0, 1) plus the bias: a bias of Φ⁻¹(density) makes that fraction of codes fire.
+    N(0, 1) plus the bias: a bias of Φ⁻¹(density) makes that fraction of codes fire. Adam's
+    learning rate is 1e-6 so that the density stays there while the steps are timed.
     """
     sae = make_sae(kind, d_in, d_sae, alpha=8.6e-4, seed=0)
     with torch.no_grad():
         sae.b.fill_(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(density)).item())
-    optimizer = make_optimizer(sae, lr=1e-3)
+    optimizer = make_optimizer(sae, lr=1e-6)  # the step's cost does not depend on lr; a small one keeps the density
     fire_counts = torch.zeros(d_sae, dtype=torch.int64)
     x = torch.randn(batch, d_in, generator=generator)
     outputs = []

@@ -22,7 +22,7 @@ def test_train_throughput_prints_every_density_and_a_crossover(capsys):
     load("train_throughput").main(["--batch", "64", "--d-in", "8", "--d-sae", "32", "--densities", "0.05", "0.5",
                                    "--steps", "1", "--repeats", "1", "--warmup", "0", "--skip-book"])
     out = capsys.readouterr().out
-    assert "5%" in out and "50%" in out and "crossover" in out
+    assert "5.0%" in out and "50.0%" in out and "crossover" in out
 
 
 def test_sparse_kernels_candidates_agree(capsys):

@@ -18,25 +18,32 @@ where ``g = ∂L/∂x̂``. ``∂pre = ∂c ⊙ [c > 0]`` is zero wherever the Re
 last three need only the ``nnz`` active codes: ``nnz · d_in`` multiply-adds each instead
 of ``batch · d_sae · d_in``. With the paper's L1 codes sparse (the book's main SAE fires
 ~30 of 1,152 features per activation, 2.6 %), four of the five matmuls shrink by the code
-density. The sparse products use torch's own kernels (``benchmarks/sparse_kernels.py``
-times every candidate; the fastest on CPU, which also run on CUDA):
+density. The sparse products use torch's own kernels, chosen by timing every candidate
+(``benchmarks/sparse_kernels.py``; single-thread CPU, batch 4,096, d_in 512, d_sae 4,096,
+5 % density, each next to a 193 ms dense matmul), all of which also run on CUDA:
 
-- the active codes: ``Tensor.to_sparse_csr`` (row pointers, feature ids, values);
-- decoder, and ∂x when asked: ``F.embedding_bag(ids, D, row_ptr, per_sample_weights=codes)``,
-  a gather-and-sum per batch row;
-- ∂c at the active codes: ``torch.sparse.sampled_addmm`` (SDDMM);
-- ∂D and ∂E: ``embedding_bag`` again, on the transposed pattern (batch rows grouped
-  by feature), with the tied SAE's two gradients in one call.
+- the active codes: one ``nonzero`` over the byte mask ``c > 0`` (36 ms with the rows;
+  ``Tensor.to_sparse_csr`` 58 ms);
+- decoder, and ∂x when asked: ``F.embedding_bag(features, D, row_ptr, per_sample_weights=c)``,
+  a weighted gather-and-sum per batch row (40 ms; CSR ``sparse.mm`` 2-3x slower);
+- ∂c at the active codes: ``torch.sparse.sampled_addmm`` (SDDMM, 66 ms; the
+  ``embedding_bag`` per-sample-weight backward 2x slower; gathering rows 40x);
+- ∂D and ∂E: ``embedding_bag`` again, on the pattern grouped by feature (one stable
+  ``argsort`` of the feature ids, 28 ms, serves both; 40 ms each; CSR ``sparse.mm`` on
+  the transpose 2x slower, ``index_add_`` of gathered rows 70x).
+
+Only ``nnz``-sized tensors are made besides the codes themselves, and the firing counts
+come from the active feature ids (``bincount``) instead of a pass over the dense codes.
 
 **Which path.** The sparse products gather rows instead of streaming whole matrices, so
 they reach a fraction of a dense matmul's FLOP rate; below a crossover density they
-still win. ``path="auto"`` (what training uses) measures the batch's code density after
-the encoder (free on CPU: the sparse path needs the count anyway) and goes sparse at or
-below :data:`SPARSE_CROSSOVER` for the device type. The crossover is measured by
-``benchmarks/train_throughput.py`` (dense and sparse steps at 1-30 % density); see
-:data:`SPARSE_CROSSOVER` for the numbers. Both paths compute the same function and the
-tests assert they agree with :meth:`~sae_paper.sae.SparseAutoencoder.reference_forward`
-to float tolerance, gradients included (only the order of float additions differs).
+still win. ``path="auto"`` (what training uses) counts the batch's active codes after
+the encoder (one byte mask, which the sparse path needs anyway) and goes sparse at or
+below :data:`SPARSE_CROSSOVER` for the device type, measured by
+``benchmarks/train_throughput.py``. Both paths compute the same function: the tests
+assert that each agrees with :meth:`~sae_paper.sae.SparseAutoencoder.reference_forward`
+to float tolerance, gradients included, and that 100 Adam steps of each reach the same
+weights (only the order of float additions differs).
 
 :class:`NormalizeRows` is the row normalisation of ``M`` with a hand-written backward.
 """
@@ -54,11 +61,15 @@ from torch.autograd.function import once_differentiable
 TrainPath = Literal["auto", "dense", "sparse"]
 """How :func:`fused_sae` computes decoder and backward: chosen by code density, or forced."""
 
-SPARSE_CROSSOVER: dict[str, float] = {"cpu": 0.10}
+SPARSE_CROSSOVER: dict[str, float] = {"cpu": 0.15}
 """Code density (fraction of codes > 0 in the batch) at or below which ``path="auto"`` goes sparse,
-per device type; a device type not listed always goes dense.
+per device type; a device type not listed always goes dense (and "auto" costs no host sync there).
 
-CPU (2 cores, AVX-512, torch 2.13): measured by ``benchmarks/train_throughput.py``. TODO numbers.
+CPU, measured by ``benchmarks/train_throughput.py`` (torch 2.13, AVX-512): the sparse and
+dense steps take equally long at 17.5 % density for batch 4,096, d_in 512, d_sae 4,096 on
+one thread (14 % on two loaded threads) and at 23-24 % for the book's batch 128, d_in 576,
+d_sae 1,152; 15 % keeps below every measured crossover. Near it both paths cost the same,
+so its exact value matters little.
 CUDA: not measured (no GPU was at hand), so "auto" stays dense there; ``path="sparse"`` runs
 on CUDA with the same torch ops.
 """
