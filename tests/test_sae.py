@@ -43,7 +43,8 @@ def hand_set(kind: str) -> SparseAutoencoder:
 X_HAND = torch.tensor([[1.0, 2.0], [2.0, -1.0]], dtype=torch.float64)
 
 
-def test_tied_loss_matches_hand_computation():
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+def test_tied_loss_matches_hand_computation(path):
     # M̂ = [[0.6, 0.8], [0, 1]], b = [0.1, -0.5], α = 0.1
     # row (1, 2):  pre = (0.6 + 1.6 + 0.1, 2 - 0.5) = (2.3, 1.5) → c = (2.3, 1.5)
     #              x̂ = 2.3·(0.6, 0.8) + 1.5·(0, 1) = (1.38, 3.34); err = (0.38, 1.34)
@@ -52,7 +53,7 @@ def test_tied_loss_matches_hand_computation():
     squared_errors = 0.38**2 + 1.34**2 + 1.7**2 + 1.4**2
     mse = squared_errors / 4  # mean over batch (2) and d_in (2)
     l1 = ((2.3 + 1.5) + 0.5) / 2  # summed over features, mean over batch
-    out = hand_set("tied")(X_HAND)
+    out = hand_set("tied")(X_HAND, path)
     torch.testing.assert_close(out.codes, torch.tensor([[2.3, 1.5], [0.5, 0.0]], dtype=torch.float64))
     torch.testing.assert_close(out.x_hat, torch.tensor([[1.38, 3.34], [0.3, 0.4]], dtype=torch.float64))
     assert out.mse.item() == pytest.approx(mse, rel=1e-12)
@@ -61,13 +62,14 @@ def test_tied_loss_matches_hand_computation():
     assert out.loss.item() == pytest.approx(1.9125, rel=1e-12)
 
 
-def test_untied_loss_matches_hand_computation():
+@pytest.mark.parametrize("path", ["dense", "sparse"])
+def test_untied_loss_matches_hand_computation(path):
     # M_e = I, b = [0.1, -0.5]: row (1, 2) → c = (1.1, 1.5); row (2, -1) → c = (2.1, 0)
     # x̂ = c · [[0.6, 0.8], [0, 1]]: (0.66, 0.88 + 1.5) = (0.66, 2.38) and (1.26, 1.68)
     errors = [0.66 - 1, 2.38 - 2, 1.26 - 2, 1.68 + 1]
     mse = sum(e * e for e in errors) / 4
     l1 = ((1.1 + 1.5) + 2.1) / 2
-    out = hand_set("untied")(X_HAND)
+    out = hand_set("untied")(X_HAND, path)
     torch.testing.assert_close(out.x_hat, torch.tensor([[0.66, 2.38], [1.26, 1.68]], dtype=torch.float64))
     assert out.loss.item() == pytest.approx(mse + 0.1 * l1, rel=1e-12)
 
