@@ -96,21 +96,8 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without
 
 from sae_paper import claims, plots, provenance, sweeps
 from sae_paper.ioi import ioi_check, make_ioi_dataset
-from sae_paper.ioi_study import (
-    NOTEBOOK,
-    CurveTable,
-    IoiStudy,
-    LayerDictionaries,
-    RecordTable,
-    alpha_floor_finding,
-    dictionary_name,
-    fewer_features_finding,
-    layers_finding,
-    patching_curves,
-    smaller_edits_finding,
-    token_sweep,
-    token_trends,
-)
+from sae_paper.ioi_study import NOTEBOOK, CurveTable, IoiStudy, LayerDictionaries, RecordTable, patching_curves, token_sweep, token_trends
+from sae_paper.ioi_verdicts import alpha_floor_finding, fewer_features_finding, layers_finding, smaller_edits_finding
 from sae_paper.models import load_model
 from sae_paper.patching import PatchingSetup
 

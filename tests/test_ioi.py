@@ -10,9 +10,9 @@ from sae_paper import SaePaperError
 from sae_paper.ioi import (
     NAMES, OBJECTS, PLACES, TEMPLATES, check_model, generate_prompts, ioi_check, make_ioi_dataset, single_token_words,
 )
-from sae_paper.ioi_study import (
-    IoiStudy, alpha_floor_finding, curve_from_dict, curve_to_dict, dictionary_name, fewer_features_finding,
-    layers_finding, smaller_edits_finding,
+from sae_paper.ioi_study import IoiStudy, curve_from_dict, curve_to_dict
+from sae_paper.ioi_verdicts import (
+    alpha_floor_finding, dictionary_name, fewer_features_finding, layers_finding, smaller_edits_finding,
 )
 from sae_paper.patching import CurvePoint, PatchingCurve
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sae_paper import SaePaperError
 from sae_paper.activations import ActivationCache, HarvestSpec, harvest, kept_rows
 from sae_paper.config import TRAIN_FIELDS, RunConfig
 from sae_paper.data import POLICY_VERSION, load_contexts, text_source
