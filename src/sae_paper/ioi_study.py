@@ -61,9 +61,9 @@ class IoiStudy(SaeRunFields):
     """α of the SAEs at the main layer: 0 (the non-sparse dictionary) and at least one α > 0."""
     fig17_alphas: tuple[float, ...] = (1e-2,)
     """α of the SAEs at the other layers of ``layers`` (PCA is always added)."""
-    n_tokens: int = 49_152
+    n_tokens: int = 98_304
     """Training activations of the main layer's dictionaries (the paper: ~7M): what decides Figure 3."""
-    fig17_n_tokens: int | None = None
+    fig17_n_tokens: int | None = 49_152
     """Training activations at the other layers of ``layers`` (None: ``n_tokens``)."""
     ratio: float = 2.0
     """Dictionary ratio R of every SAE."""
@@ -82,7 +82,7 @@ class IoiStudy(SaeRunFields):
     """Path points of the attribution (each a forward and a backward pass over the prompts)."""
     chunk: int = 4
     """Feature sets evaluated per forward pass (× n_prompts sequences)."""
-    token_budgets: tuple[int, ...] = ()
+    token_budgets: tuple[int, ...] = (24_576, 49_152, 98_304, 393_216)
     """Training activations at which the main layer's dictionaries are retrained and Figure 3's comparisons recomputed
     (the budget-sensitivity plot and the scoreboard's trend); budgets above ``n_tokens`` are used only when a larger
     profile (``long``) left their curves in the cache. Fewer than 3 usable: no trend."""
@@ -109,6 +109,8 @@ class IoiStudy(SaeRunFields):
             raise SaePaperError(f"{NOTEBOOK} parameter n_exact={self.n_exact!r}: must be a non-negative integer")
         if not isinstance(self.n_thresholds, int) or self.n_thresholds < 2:
             raise SaePaperError(f"{NOTEBOOK} parameter n_thresholds={self.n_thresholds!r}: must be at least 2")
+        if self.fig17_n_tokens is not None and (not isinstance(self.fig17_n_tokens, int) or self.fig17_n_tokens <= 0):
+            raise SaePaperError(f"{NOTEBOOK} parameter fig17_n_tokens={self.fig17_n_tokens!r}: a positive integer or null")
         if any(not isinstance(n, int) or n <= 0 for n in self.token_budgets):
             raise SaePaperError(f"{NOTEBOOK} parameter token_budgets={list(self.token_budgets)!r}: positive integers")
         if self.ordering not in Ordering.__args__:
