@@ -5,7 +5,7 @@ Usage, from a folder holding the model as ``<hub name>/`` (config, weights, toke
 instead of the hub): python saebench_core.py EXPORT_DIR TOKENS.safetensors BATCH
 
 SAEBench's ``multiple_evals`` downloads the model and the dataset from the hub; this
-calls what it calls after that, ``run_evals`` with a ``CoreEvalConfig``, on a
+calls what it calls after that, ``load_and_format_sae`` and ``run_evals`` with a ``CoreEvalConfig``, on a
 ``HookedTransformer.from_pretrained_no_processing`` of the local model and a SAELens
 ``ActivationsStore`` over our pre-tokenised contexts (in order), with the ignored tokens
 ``multiple_evals`` passes (the tokenizer's pad, EOS and BOS). Prints one JSON line.
@@ -20,13 +20,15 @@ import torch
 from safetensors.torch import load_file
 from sae_bench.evals.core.eval_config import CoreEvalConfig
 from sae_bench.evals.core.main import run_evals
+from sae_bench.sae_bench_utils.general_utils import load_and_format_sae
 from sae_lens import SAE
 from sae_lens.training.activations_store import ActivationsStore
 from transformer_lens import HookedTransformer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 export_dir, tokens_path, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
-sae = SAE.load_from_disk(export_dir)
+# as multiple_evals does for an SAE object: check the decoder norms, standardise the config
+_, sae, _ = load_and_format_sae("sae-paper", SAE.load_from_disk(export_dir), "cpu")
 name = sae.cfg.metadata.model_name
 hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
 model = HookedTransformer.from_pretrained_no_processing(name, hf_model=hf_model, tokenizer=AutoTokenizer.from_pretrained(name),
