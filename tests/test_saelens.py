@@ -139,7 +139,7 @@ def test_export_import_export_is_byte_identical(tmp_path, kind):
 
 
 def test_imported_sae_computes_what_saelens_computes_and_saves_like_ours(tmp_path):
-    write_saelens(random_sae("untied"), tmp_path / "a")
+    write_saelens(random_sae("untied"), tmp_path / "a", provenance={})  # as if made by another library
     imported = import_saelens(tmp_path / "a")
     # without our provenance, the model is the one named on the hub (random weights are not a hub model)
     assert (imported.metadata["model"], imported.metadata["layer"], imported.alpha) == ("pythia-70m-deduped", 2, 0.0)

@@ -114,7 +114,7 @@ def saelens_config(sae: SparseAutoencoder, provenance: Mapping[str, Any] | None 
             "hook_head_index": None,
             "context_size": sae.metadata["config"]["context_length"],
             "prepend_bos": True,
-            "seqpos_slice": [1, None],
+            "seqpos_slice": [1, None],  # the positions it was trained on: all but BOS
             "dataset_path": None,
             "model_from_pretrained_kwargs": {},
             "neuronpedia_id": None,
@@ -127,11 +127,13 @@ def write_saelens(sae: SparseAutoencoder, out_dir: str | Path, *, provenance: Ma
                   force: bool = False) -> Path:
     """Write ``sae`` into ``out_dir`` in SAELens's layout; return the folder.
 
+    ``provenance`` (``metadata.sae_paper``) defaults to :func:`sae_provenance` of the SAE alone.
+
     Refuses (nothing written) a non-empty ``out_dir`` unless ``force``; each file is
     written to a temporary name and renamed, so a reader never sees half a file.
     """
     out_dir = Path(out_dir)
-    config = saelens_config(sae, provenance)  # fails before anything is written
+    config = saelens_config(sae, sae_provenance(sae) if provenance is None else provenance)  # fails before writing
     tensors = saelens_tensors(sae)
     _check_out_dir(out_dir, force)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -160,6 +162,9 @@ def sae_provenance(sae: SparseAutoencoder, sae_dir: Path | None = None) -> dict[
     SAE, if any: ``evaluation-*.json`` of :class:`~sae_paper.pipeline.Run` (the largest
     held-out set) or the IOI notebook's ``ioi_record.json``. ``commit`` is the checkout
     that wrote the export (a trained SAE does not record the commit that trained it).
+    ``model_weights`` says what the hub name in ``model_name`` stands for: ``hub`` (those
+    weights), ``gguf`` (SmolLM2's 4-bit GGUF, dequantised) or ``random`` (its architecture
+    with random weights).
     """
     from sae_paper.models import MODELS
     from sae_paper.provenance import git_state
