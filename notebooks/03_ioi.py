@@ -167,8 +167,8 @@ with prov.section("train and evaluate SAEs"):
 records
 
 # %% [markdown]
-# These dictionaries, in SAELens's format (with the massive activations left out of
-# their training, as recorded in each export's `metadata.sae_paper.held_out`):
+# These dictionaries, in SAELens's format (each export's `metadata.sae_paper.bos_policy`
+# records which positions their training left out):
 
 # %%
 from sae_paper import saelens

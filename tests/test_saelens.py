@@ -27,7 +27,6 @@ from sae_paper.saelens import (
     book_exports,
     export_book_saes,
     export_sae,
-    held_out_contexts,
     ignored_token_ids,
     import_saelens,
     saebench_splice,
@@ -265,7 +264,7 @@ def test_cli_refuses_an_unknown_format(tmp_path, capsys):
 
 def test_book_exports_name_notebook_01s_main_sae_and_every_ioi_dictionary(tmp_path):
     from sae_paper.book import BookLayout, load_profile, resolve_parameters
-    from sae_paper.ioi_study import IoiStudy, LayerDictionaries
+    from sae_paper.ioi_study import IoiStudy
     from sae_paper.pipeline import Run
     from sae_paper.training_study import TrainingStudy
 
@@ -275,7 +274,7 @@ def test_book_exports_name_notebook_01s_main_sae_and_every_ioi_dictionary(tmp_pa
     main_sae = Run(TrainingStudy.from_params(parameters["01_training"]).main_config()).sae_dir
     assert list(book_exports("01_training", parameters["01_training"]).values()) == [main_sae]
     study = IoiStudy.from_params(parameters["03_ioi"])
-    expected = [LayerDictionaries(study, layer).sae_dir(alpha) for layer in study.layers for alpha in study.layer_alphas(layer)]
+    expected = [Run(study.config(layer, alpha)).sae_dir for layer in study.layers for alpha in study.layer_alphas(layer)]
     assert list(book_exports("03_ioi", parameters["03_ioi"]).values()) == expected and len(expected) == 3
     assert book_exports("04_case_studies", parameters["04_case_studies"]) == {}
     lines = export_book_saes(tmp_path, parameters)  # nothing trained in this scratch cache
@@ -350,7 +349,7 @@ def test_saebench_core_eval_equals_our_numbers_under_its_convention(tmp_path):
     run = Run(SMALL, progress=False)
     sae = run.sae()
     ours = saebench_splice(run)
-    contexts = held_out_contexts(run)
+    contexts = run.eval_contexts()
     ignored = ignored_token_ids(run)
     with torch.no_grad():  # L0 over the positions SAEBench counts: all whose token is not ignored
         _, cache = run.model.run_with_cache(contexts, names_filter=[run.site.hook_name])
@@ -364,7 +363,8 @@ def test_saebench_core_eval_equals_our_numbers_under_its_convention(tmp_path):
     tokenizer.save_pretrained(tmp_path / "hub" / spec.hub_id)
     save_file({"tokens": contexts.contiguous()}, str(tmp_path / "tokens.safetensors"))
     started = time.perf_counter()
-    report = run_side("saebench_core.py", str(tmp_path / "export"), str(tmp_path / "tokens.safetensors"), "4",
+    batch = max(b for b in range(1, 9) if len(contexts) % b == 0)  # SAEBench reads whole batches only
+    report = run_side("saebench_core.py", str(tmp_path / "export"), str(tmp_path / "tokens.safetensors"), str(batch),
                       cwd=tmp_path / "hub")
     theirs = report["metrics"]
     ce = theirs["model_performance_preservation"]

@@ -263,10 +263,12 @@ class AllPositionsSpliceMetrics(SpliceMetrics):
 
     Every position, BOS included, is replaced by the reconstruction or zeroed, and a
     prediction is left out of every mean when the token it is made *from* is a special
-    token (BOS, end-of-text separators, padding). Zeroing BOS too is what makes this
-    zero-ablation CE smaller than ours: without the BOS activation a model's attention has
-    no sink, and a model without biases (SmolLM2) then outputs logits of exactly 0, a CE of
-    ``ln(vocabulary)``. ``ce_recovered`` is therefore SAEBench's ``ce_loss_score``.
+    token (BOS, end-of-text separators, padding). Ours (:class:`SpliceMetrics`) replaces
+    only the positions the separator-row policy keeps and counts the predictions made from
+    them. Zeroing BOS too is what makes this zero-ablation CE smaller than ours: without
+    the BOS activation a model's attention has no sink, and a model without biases
+    (SmolLM2) then outputs logits of exactly 0, a CE of ``ln(vocabulary)``.
+    ``ce_recovered`` is SAEBench's ``ce_loss_score``.
     """
 
 

@@ -55,8 +55,9 @@ FORMATS = ("saelens",)
 TENSORS = ("W_enc", "W_dec", "b_enc", "b_dec")
 UNIT_NORM_TOLERANCE = 1e-5
 """How far from 1 an imported decoder row's norm may be (float32 rounding, not a different SAE)."""
-BOS_POLICY = ("every context starts with <|endoftext|> (token 0) as BOS; the SAE was trained and evaluated "
-              "on positions 1.. only, never on the BOS activation")
+BOS_POLICY = ("every context starts with <|endoftext|> (token 0) as BOS; the SAE was trained and evaluated only on "
+              "the positions sae_paper.data.kept_positions keeps: not 0 (BOS), not 1 (the first token), not a "
+              "separator <|endoftext|> (attention sinks of outlying norm)")
 EXPORTS_FOLDER = "saelens"
 """Where the book runner writes its exports, under the book's generated output."""
 _HOOK = re.compile(r"^blocks\.(\d+)\.(hook_resid_post|mlp\.hook_post)$")
@@ -114,7 +115,7 @@ def saelens_config(sae: SparseAutoencoder, provenance: Mapping[str, Any] | None 
             "hook_head_index": None,
             "context_size": sae.metadata["config"]["context_length"],
             "prepend_bos": True,
-            "seqpos_slice": [1, None],  # the positions it was trained on: all but BOS
+            "seqpos_slice": [2, None],  # the positions it was trained on (less separators, see BOS_POLICY)
             "dataset_path": None,
             "model_from_pretrained_kwargs": {},
             "neuronpedia_id": None,
@@ -159,13 +160,14 @@ def sae_provenance(sae: SparseAutoencoder, sae_dir: Path | None = None) -> dict[
     """What ``metadata.sae_paper`` records: how the SAE was made and how good it is held out.
 
     Reads ``summary.json`` (activations seen) and the held-out evaluation kept beside the
-    SAE, if any: ``evaluation-*.json`` of :class:`~sae_paper.pipeline.Run` (the largest
-    held-out set) or the IOI notebook's ``ioi_record.json``. ``commit`` is the checkout
+    SAE, if any (``evaluation-*.json`` of :class:`~sae_paper.pipeline.Run`, the largest
+    held-out set). ``commit`` is the checkout
     that wrote the export (a trained SAE does not record the commit that trained it).
     ``model_weights`` says what the hub name in ``model_name`` stands for: ``hub`` (those
     weights), ``gguf`` (SmolLM2's 4-bit GGUF, dequantised) or ``random`` (its architecture
     with random weights).
     """
+    from sae_paper.data import POLICY_VERSION
     from sae_paper.models import MODELS
     from sae_paper.provenance import git_state
 
@@ -187,6 +189,7 @@ def sae_provenance(sae: SparseAutoencoder, sae_dir: Path | None = None) -> dict[
         "activations_seen": None,
         "held_out": None,
         "bos_policy": BOS_POLICY,
+        "policy_version": POLICY_VERSION,
         "config": config,
     }
     if sae_dir is not None:
@@ -207,18 +210,14 @@ def _held_out(sae_dir: Path) -> dict[str, Any] | None:
 
     evaluations = sorted(sae_dir.glob(EVALUATION_FILE.format(eval_tokens="*")),
                          key=lambda path: json.loads(path.read_text())["eval_tokens"])
-    if evaluations:
-        stored = json.loads(evaluations[-1].read_text())
-        evaluation = stored["evaluation"]
-        held = {key: evaluation[key] for key in ("fvu", "mean_l0", "alive", "n_activations")}
-        if evaluation.get("splice"):
-            splice = SpliceMetrics(**{k: evaluation["splice"][k] for k in ("ce_clean", "ce_spliced", "ce_zero", "n_tokens")})
-            held.update(asdict(splice), ce_recovered=splice.ce_recovered)
-        return {"file": evaluations[-1].name, **held}
-    ioi = sae_dir / "ioi_record.json"
-    if ioi.is_file():
-        return {"file": ioi.name, **json.loads(ioi.read_text())}
-    return None
+    if not evaluations:
+        return None
+    evaluation = json.loads(evaluations[-1].read_text())["evaluation"]
+    held = {"file": evaluations[-1].name, **{key: evaluation[key] for key in ("fvu", "mean_l0", "alive", "n_activations")}}
+    if evaluation.get("splice"):
+        splice = SpliceMetrics(**{k: evaluation["splice"][k] for k in ("ce_clean", "ce_spliced", "ce_zero", "n_tokens")})
+        held.update(asdict(splice), ce_recovered=splice.ce_recovered)
+    return held
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:
@@ -313,18 +312,15 @@ def book_exports(notebook: str, parameters: Mapping[str, Any]) -> dict[str, Path
     from sae_paper.pipeline import Run
 
     if notebook == training_study.NOTEBOOK:
-        config = training_study.TrainingStudy.from_params(parameters).main_config()
-        run = Run(config, progress=False)
-        return {f"{config.model}-{run.site}-{config.sae}-R{config.ratio:g}-a{run.alpha:.3g}": run.sae_dir}
-    if notebook == ioi_study.NOTEBOOK:
+        configs = [training_study.TrainingStudy.from_params(parameters).main_config()]
+    elif notebook == ioi_study.NOTEBOOK:
         study = ioi_study.IoiStudy.from_params(parameters)
-        exports = {}
-        for layer in study.layers:
-            dictionaries = ioi_study.LayerDictionaries(study, layer)
-            for alpha in study.layer_alphas(layer):
-                exports[f"{study.model}-resid_post.{layer}-tied-R{study.ratio:g}-a{alpha:.3g}"] = dictionaries.sae_dir(alpha)
-        return exports
-    return {}
+        configs = [study.config(layer, alpha) for layer in study.layers for alpha in study.layer_alphas(layer)]
+    else:
+        return {}
+    runs = [Run(config, progress=False) for config in configs]
+    return {f"{run.config.model}-{run.site}-{run.config.sae}-R{run.config.ratio:g}-a{run.alpha:.3g}": run.sae_dir
+            for run in runs}
 
 
 def export_book_saes(generated: Path, parameters: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -376,7 +372,8 @@ def notebook_note(notebook: str, parameters: Mapping[str, Any], run=None) -> Mar
 
 def saebench_splice(run):
     """``run``'s SAE spliced under SAELens's / SAEBench's convention, on the held-out contexts of
-    :meth:`~sae_paper.pipeline.Run.splice`; kept beside the SAE (three forward passes).
+    :meth:`~sae_paper.pipeline.Run.splice` (``run.eval_contexts()``); kept beside the SAE (three
+    forward passes).
 
     Predictions made from BOS, from the model's own special tokens and from our
     ``<|endoftext|>`` separators are left out (SAEBench leaves out the tokenizer's BOS,
@@ -390,19 +387,10 @@ def saebench_splice(run):
         return AllPositionsSpliceMetrics(**json.loads(path.read_text())["splice"])
     sae = run.sae()
     with torch.no_grad():
-        result = splice_metrics_all_positions(run.model, run.site, lambda x: sae(x).x_hat, held_out_contexts(run),
+        result = splice_metrics_all_positions(run.model, run.site, lambda x: sae(x).x_hat, run.eval_contexts(),
                                               ignored_token_ids(run), batch_size=c.harvest_batch_size)
     path.write_text(json.dumps({"eval_tokens": c.eval_tokens, "splice": asdict(result)}, indent=1))
     return result
-
-
-def held_out_contexts(run):
-    """The held-out contexts :meth:`~sae_paper.pipeline.Run.splice` evaluates on ([n, context_length] token ids)."""
-    from sae_paper.data import load_contexts
-
-    c = run.config
-    return load_contexts(c.source, run.model.tokenizer, n_contexts=run.harvest_spec("eval").n_contexts,
-                         context_length=c.context_length, bos_token_id=run.spec.bos_token_id, split="eval", seed=c.seed)
 
 
 def ignored_token_ids(run) -> set[int]:
@@ -416,7 +404,7 @@ def ignored_token_ids(run) -> set[int]:
 def ce_conventions(run) -> Markdown:
     """Our CE recovered beside SAEBench's ``ce_loss_score`` for ``run``'s SAE, as a Markdown table."""
     ours, theirs = run.evaluate(splice=True).splice, saebench_splice(run)
-    rows = [("ours (this book)", "all but BOS", "made from positions 1..", ours),
+    rows = [("ours (this book)", "all but BOS, the first token and separators", "made from those positions", ours),
             ("SAELens / SAEBench `ce_loss_score`", "all, BOS included", "not made from BOS or separators", theirs)]
     lines = ["| convention | positions spliced or zeroed | predictions counted | CE clean | CE spliced | "
              "CE zero-ablated | CE recovered |", "|---|---|---|---:|---:|---:|---:|"]
