@@ -277,8 +277,11 @@ def test_book_exports_name_notebook_01s_main_sae_and_every_ioi_dictionary(tmp_pa
     expected = [Run(study.config(layer, alpha)).sae_dir for layer in study.layers for alpha in study.layer_alphas(layer)]
     assert list(book_exports("03_ioi", parameters["03_ioi"]).values()) == expected and len(expected) == 3
     assert book_exports("04_case_studies", parameters["04_case_studies"]) == {}
+    stale = tmp_path / "saelens" / "03_ioi" / "an-export-of-other-parameters"
+    stale.mkdir(parents=True)
     lines = export_book_saes(tmp_path, parameters)  # nothing trained in this scratch cache
     assert len(lines) == 4 and all("skipped: no trained SAE" in line for line in lines)
+    assert not stale.exists()
 
 
 # --------------------------------------------------------------------------------------

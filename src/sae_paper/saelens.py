@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -324,11 +325,15 @@ def book_exports(notebook: str, parameters: Mapping[str, Any]) -> dict[str, Path
 
 
 def export_book_saes(generated: Path, parameters: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Write the SAELens exports of :func:`book_exports` under ``generated/saelens/<notebook>/``;
-    return one line per export (written, or skipped because its notebook trained nothing there)."""
+    """Write the SAELens exports of :func:`book_exports` under ``generated/saelens/<notebook>/``
+    (replacing that notebook's previous exports, which may be of other parameters); return one
+    line per export (written, or skipped because its notebook trained nothing there)."""
     lines = []
     for notebook, params in parameters.items():
-        for name, sae_dir in book_exports(notebook, params).items():
+        exports = book_exports(notebook, params)
+        if exports:
+            shutil.rmtree(generated / EXPORTS_FOLDER / notebook, ignore_errors=True)
+        for name, sae_dir in exports.items():
             out = generated / EXPORTS_FOLDER / notebook / name
             if not (sae_dir / "sae.json").is_file():
                 lines.append(f"SAELens export {notebook}/{name} skipped: no trained SAE in {sae_dir}")
