@@ -59,7 +59,7 @@ def saelens(d_in: int, d_sae: int, alpha: float, args) -> Step:
 
     def step(x: torch.Tensor) -> None:
         out = sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients={"l1": alpha}, dead_neuron_mask=None,
-                                                       n_training_steps=0))
+                                                       n_training_steps=0, is_logging_step=False))
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         optimizer.step()
@@ -70,13 +70,18 @@ def saelens(d_in: int, d_sae: int, alpha: float, args) -> Step:
 def dictionary_learning(d_in: int, d_sae: int, alpha: float, args) -> Step:
     from dictionary_learning.trainers.standard import StandardTrainer
 
-    trainer = StandardTrainer(activation_dim=d_in, dict_size=d_sae, lr=1e-3, l1_penalty=alpha, warmup_steps=0,
-                              resample_steps=None, seed=0, device="cpu", layer=0, lm_name="synthetic")
+    trainer = StandardTrainer(steps=10**9, activation_dim=d_in, dict_size=d_sae, lr=1e-3, l1_penalty=alpha,
+                              warmup_steps=0, sparsity_warmup_steps=None, resample_steps=None, seed=0, device="cpu",
+                              layer=0, lm_name="synthetic")
     counter = iter(range(10**9))
     return lambda x: trainer.update(next(counter), x)
 
 
 def sparsify(d_in: int, d_sae: int, alpha: float, args) -> Step:
+    import os
+
+    if not torch.cuda.is_available():  # its Triton decoder needs a GPU; on CPU it uses embedding_bag
+        os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
     from sparsify import SparseCoder, SparseCoderConfig
 
     sae = SparseCoder(d_in, SparseCoderConfig(num_latents=d_sae, k=args.k), device="cpu")
@@ -139,14 +144,14 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.only:
         try:
             step = TRAINERS[name](args.d_in, args.d_sae, args.alpha, args)
+            for i in range(2):
+                step(batches[i % len(batches)])
         except Exception as error:  # not installed, or an API this script does not know: skip, say why
             reason = f"{type(error).__name__}: {error}".splitlines()[0][:100]
             print(f"{name:22s} skipped ({reason})")
             if not isinstance(error, ImportError):
                 traceback.print_exc(limit=-1, file=sys.stderr)
             continue
-        for i in range(2):
-            step(batches[i % len(batches)])
         trained = limited = 0.0
         for i in range(args.steps):  # alternate with the ruler so load from other processes falls on both
             start = time.perf_counter()
