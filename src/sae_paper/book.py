@@ -19,6 +19,9 @@ that has it, or ``-p NOTEBOOK.key=value`` for one. The runner then
 4. builds the HTML with ``jupyter-book build`` (execution off: the notebooks already ran)
    into a temporary folder and swaps it in for ``book/_build`` when the build succeeded.
 
+``--recompute KIND|all`` (:func:`sae_paper.cache.recompute_env`) makes every cache entry of
+those kinds made before this build computed again, by the harvest and by the notebooks.
+
 A failing cell stops the run with one line naming the notebook, the cell and the error;
 ``book/generated`` and ``book/_build/html`` keep the previous successful run's output,
 and the partly executed notebook is kept in the staging folder the error names.
@@ -230,8 +233,15 @@ def run_book(
     validate_only: bool = False,
     build: bool = True,
     log: Callable[[str], None] = print,
+    recompute: Sequence[str] = (),
 ) -> BookResult:
     """Validate, execute the notebooks and build the book (see the module docstring)."""
+    from sae_paper.cache import RECOMPUTE_ENV, recompute_env
+
+    if recompute:
+        with _environment(**{RECOMPUTE_ENV: recompute_env(list(recompute))}):
+            return run_book(profile, overrides, notebooks, layout=layout, validate_only=validate_only, build=build,
+                            log=log)
     layout = layout or BookLayout.default()
     present = layout.notebooks()
     if not present:
