@@ -35,13 +35,14 @@ RESID = Site("resid_post", 1)
 @pytest.mark.parametrize("kind", sorted(cache.COMPUTATIONS))
 def test_computation_source_matches_the_hash_recorded_for_its_version(kind):
     recorded = json.loads(RECORDED.read_text())
-    version, now = str(cache.version(kind)), cache.source_hash(kind)
-    fix = f'"{kind}": {{"{version}": "{now}"}}'
-    assert version in recorded.get(kind, {}), (
-        f"{kind}: version {version} has no recorded source hash; record it in {RECORDED.name}: {fix}")
-    assert recorded[kind][version] == now, (
-        f"the code that computes {kind} changed without a version bump: bump COMPUTATIONS[{kind!r}] in "
-        f"sae_paper/cache.py if results can change (then record {fix} with the new version), else record {fix}")
+    version, now = cache.version(kind), cache.source_hash(kind)
+    assert str(version) in recorded.get(kind, {}), (
+        f"{kind}: version {version} has no recorded source hash; add \"{version}\": \"{now}\" under \"{kind}\" "
+        f"in {RECORDED.name}")
+    assert recorded[kind][str(version)] == now, (
+        f"the code that computes {kind} changed without a version bump: if its results can change, bump "
+        f"COMPUTATIONS[{kind!r}] to {version + 1} in sae_paper/cache.py and add \"{version + 1}\": \"{now}\" under "
+        f"\"{kind}\" in {RECORDED.name}; if they cannot, replace the hash under \"{version}\" with \"{now}\"")
 
 
 def test_source_hash_ignores_comments_and_docstrings_but_not_code(monkeypatch):

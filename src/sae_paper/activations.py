@@ -323,6 +323,8 @@ def _extend(model, spec: HarvestSpec, targets: dict[Site, tuple[Path, dict, int]
         manifest.setdefault("computed", []).append(
             {**cache.stamp("activations", f"{folder}#{done[site]}"), "first_shard": done[site]})
     first = min(done.values())
+    cache.notice(f"harvesting {spec.split} activations of {spec.source} ({', '.join(map(str, targets))}, up to {goal:,} rows) "
+                 f"from shard {first} into {spec.folder()}")
     kept_before = sum(shard["kept"] for shard in targets[min(done, key=done.get)][1]["shards"])
     stream = iter_contexts(
         spec.source, model.tokenizer, context_length=spec.context_length, bos_token_id=model_spec.bos_token_id,

@@ -158,6 +158,7 @@ class Run:
                     cache.notice(f"SAE entry {self.sae_dir} is incomplete (missing {', '.join(missing)}): training it "
                                  "again" + (", from its final checkpoint" if (self.sae_dir / CHECKPOINT_FILE).is_file() else ""))
                 (self.sae_dir / SUMMARY_FILE).unlink()  # incomplete until the new summary is written
+            cache.notice(f"training the SAE in {self.sae_dir}")
             result = train_sae(activations, self.config, alpha=self.alpha, out_dir=self.sae_dir, progress=self.progress)
         return result.sae
 
