@@ -213,3 +213,21 @@ def test_recompute_rebuilds_entries_made_before_it_was_asked_for(monkeypatch, py
     assert "recomputing" not in capsys.readouterr().err
     with pytest.raises(SaePaperError, match="--recompute takes all or an artifact kind .*got saes"):
         cache.recompute_env(["saes"])
+
+
+def test_a_corrupt_cached_json_is_refused_by_name_and_kept(monkeypatch, pythia_random):
+    run = tiny_run(monkeypatch, pythia_random)
+    run.evaluate(splice=False)
+    (path,) = run.sae_dir.glob("evaluation-*.json")
+    path.write_text("{half a file")
+    with pytest.raises(SaePaperError, match="cached evaluation .* is corrupt \\(not JSON\\); move it away"):
+        tiny_run(monkeypatch, pythia_random).evaluate(splice=False)
+    assert path.read_text() == "{half a file"
+
+
+def test_book_recompute_of_an_unknown_kind_is_one_line_before_anything_runs(capsys):
+    from sae_paper.cli import main
+
+    assert main(["book", "--profile", "smoke", "--recompute", "activations,saes"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --recompute takes all or an artifact kind") and err.endswith("got saes")

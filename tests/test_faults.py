@@ -163,3 +163,104 @@ def test_two_processes_on_one_cache_harvest_and_train_once(reference, tmp_path, 
     assert trained_by in (first.pid, second.pid)
     assert (sae_dir / "sae.safetensors").read_bytes() == (run_paths(reference[0], monkeypatch)[2] / "sae.safetensors").read_bytes()
     assert evaluation_lines(out1) == evaluation_lines(out2) == evaluation_lines(reference[1])
+
+
+# --------------------------------------------------------------------------------------
+# The book: killed inside a notebook, rebuilt, and built with no network
+# --------------------------------------------------------------------------------------
+
+BOOK_ARGS = ["book", "--profile", "smoke", "--notebooks", "01_training"]
+
+
+def start_book(book: Path, cache: Path, scratch: Path, *, prefix: list[str] = ()) -> subprocess.Popen:
+    """``sae-paper book --profile smoke --notebooks 01_training`` building into ``book`` (``SAE_PAPER_BOOK``), its
+    staging folder under ``scratch/tmp`` and its kernels' connection files under ``scratch/runtime``."""
+    for name in ("tmp", "runtime"):
+        (scratch / name).mkdir(parents=True, exist_ok=True)
+    env = {**environment(cache), "SAE_PAPER_BOOK": str(book), "TMPDIR": str(scratch / "tmp"),
+           "JUPYTER_RUNTIME_DIR": str(scratch / "runtime")}
+    log = open(scratch / f"book-{time.monotonic_ns()}.log", "w")
+    process = subprocess.Popen([*prefix, sys.executable, "-m", "sae_paper", *BOOK_ARGS], stdout=log,
+                               stderr=subprocess.STDOUT, env=env)
+    process.out_path = process.err_path = Path(log.name)
+    log.close()
+    return process
+
+
+def kernels_started_from(runtime: Path) -> list[int]:
+    """The pids of kernels whose connection file is under ``runtime``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(runtime) in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def executed_cells(scratch: Path) -> int:
+    """Code cells the book being built has executed so far (papermill rewrites its output after each cell)."""
+    for path in (scratch / "tmp").glob("sae-paper-book-*/generated/01_training.ipynb"):
+        try:
+            cells = json.loads(path.read_text())["cells"]
+        except (OSError, ValueError):
+            return 0
+        return sum(1 for cell in cells if cell.get("execution_count"))
+    return 0
+
+
+def snapshot(book: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(book)): path.read_bytes()
+            for folder in ("generated", "_build/html") for path in sorted((book / folder).rglob("*")) if path.is_file()}
+
+
+def claims(book: Path) -> dict:
+    return json.loads((book / "generated" / "claims" / "01_training.json").read_text())
+
+
+def network_free_book_prefix() -> list[str] | None:
+    """A network namespace with only the loopback up (Jupyter talks to its kernel over 127.0.0.1), or None."""
+    if NO_NETWORK is None or shutil.which("ip") is None:
+        return None
+    return [*NO_NETWORK, "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+
+
+@pytest.fixture(scope="module")
+def first_book(tmp_path_factory):
+    """A complete smoke build of 01_training, in a network namespace with only the loopback up where possible."""
+    from test_book import book_copy
+
+    root = tmp_path_factory.mktemp("book")
+    book, prefix = book_copy(root), network_free_book_prefix()
+    out, _ = finish(start_book(book, root / "cache", root / "first", prefix=prefix or []))
+    return book, root / "cache", out, prefix is not None
+
+
+@pytest.mark.skipif(network_free_book_prefix() is None, reason=NO_NETWORK_REASON + " and iproute2's `ip`")
+def test_the_smoke_book_builds_with_no_network(first_book):
+    probe = subprocess.run([*network_free_book_prefix(), sys.executable, "-c",
+                            "import socket; socket.create_connection(('1.1.1.1', 53), timeout=5)"],
+                           capture_output=True, text=True)
+    assert probe.returncode != 0 and "unreachable" in probe.stderr  # loopback only: no route out
+    book, _, out, network_free = first_book
+    assert network_free and "book built in" in out and claims(book)["records"]
+
+
+def test_book_killed_inside_a_notebook_keeps_the_previous_book_and_the_rerun_gives_the_same_claims(first_book, tmp_path):
+    book, cache, _, _ = first_book
+    before, first_claims = snapshot(book), claims(book)
+    assert first_claims["records"]
+
+    # killed inside the notebook, after a few cells: the CLI and its kernel, with SIGKILL
+    scratch = tmp_path / "killed"
+    process = start_book(book, cache, scratch)
+    kill_when(process, lambda: executed_cells(scratch) >= 3, "the notebook's third executed cell")
+    for pid in kernels_started_from(scratch / "runtime"):
+        os.kill(pid, signal.SIGKILL)
+    assert snapshot(book) == before, "the killed build changed the previous book"
+
+    # the rerun completes and records the same claims
+    out, _ = finish(start_book(book, cache, tmp_path / "rerun"))
+    assert "book built in" in out
+    assert claims(book) == first_claims

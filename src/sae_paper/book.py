@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_paper import SaePaperError
-from sae_paper.paths import BOOK_OUTPUT_ENV, repo_root
+from sae_paper.paths import BOOK_OUTPUT_ENV, book_dir, repo_root
 
 KERNEL_NAME = "python3"
 GENERATED = "generated"
@@ -77,7 +77,7 @@ class BookLayout:
     @classmethod
     def default(cls) -> "BookLayout":
         root = repo_root()
-        return cls(root / "notebooks", root / "book", root / "profiles")
+        return cls(root / "notebooks", book_dir(), root / "profiles")
 
     def notebooks(self) -> list[str]:
         """The names of the notebooks present (``notebooks/*.py``), sorted."""
