@@ -414,8 +414,11 @@ def write_scoreboard(generated: Path) -> Path:
     for path in sorted((generated / "provenance").glob("*.json")):
         info = json.loads(path.read_text())
         dirty = " + uncommitted changes" if info.get("dirty") else ""
+        older = sum(row["entries"] for row in info.get("cached", []) if row["relation"] != "this commit")
+        stale = (f", **{older} cached result(s) computed at other commits** (listed in its provenance cell)"
+                 if older else "")
         runs.append(f"- **{info['notebook']}**: profile `{info['profile']}`, commit `{str(info['commit'])[:12]}`{dirty}, "
-                    f"started {info['started']}, {info.get('wall_seconds', 0):.0f} s")
+                    f"started {info['started']}, {info.get('wall_seconds', 0):.0f} s{stale}")
     if runs:
         text += "\n## Runs behind these records\n\n" + "\n".join(runs) + "\n"
     path = generated / SCOREBOARD
