@@ -70,7 +70,7 @@ class Evaluation:
             f"CE clean       {s.ce_clean:.4f} nats (perplexity {s.perplexity_clean:.2f})",
             f"CE spliced     {s.ce_spliced:.4f} nats (perplexity {s.perplexity_spliced:.2f})",
             f"CE zero-ablate {s.ce_zero:.4f} nats (perplexity {s.perplexity_zero:.2f})",
-            f"CE recovered   {s.ce_recovered:.3f}   ({s.n_tokens:,} held-out tokens, BOS untouched)",
+            f"CE recovered   {s.ce_recovered:.3f}   ({s.n_tokens:,} held-out predictions; BOS, first tokens and separators untouched)",
         ]
 
 
