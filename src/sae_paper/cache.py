@@ -246,7 +246,7 @@ def locked(folder: str | Path, what: str) -> Iterator[None]:
     A second process waits here, says so on stderr, and proceeds when the first is done (the
     caller then rereads the entry and finds it complete). ``flock`` locks belong to the open
     file, which the kernel closes when a process dies, SIGKILL included: a stale lock file is
-    just a file, never a lock. Re-entrant within a process only through separate folders.
+    just a file, never a lock. Not re-entrant: one process never holds two locks on one folder.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
