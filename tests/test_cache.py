@@ -148,7 +148,7 @@ def tiny_run(monkeypatch, pythia_random, **changes):
     return pipeline.Run(RunConfig(**{**fields, **changes}), progress=False)
 
 
-def test_an_sae_missing_its_weights_is_trained_again_byte_identical(monkeypatch, pythia_random, capsys):
+def test_an_sae_missing_its_weights_is_trained_again_byte_identical(monkeypatch, pythia_random, capsys, one_thread):
     run = tiny_run(monkeypatch, pythia_random)
     run.sae()
     weights = run.sae_dir / "sae.safetensors"
@@ -161,7 +161,7 @@ def test_an_sae_missing_its_weights_is_trained_again_byte_identical(monkeypatch,
     assert weights.read_bytes() == original and again.d_sae == run.sae().d_sae
 
 
-def test_a_corrupt_sae_file_is_refused_by_name_and_kept(monkeypatch, pythia_random):
+def test_a_corrupt_sae_file_is_refused_by_name_and_kept(monkeypatch, pythia_random, one_thread):
     run = tiny_run(monkeypatch, pythia_random)
     run.sae()
     config = run.sae_dir / "sae.json"
@@ -176,7 +176,7 @@ def test_a_corrupt_sae_file_is_refused_by_name_and_kept(monkeypatch, pythia_rand
 # --------------------------------------------------------------------------------------
 
 
-def test_every_entry_records_its_commit_and_the_provenance_cell_flags_older_ones(monkeypatch, pythia_random):
+def test_every_entry_records_its_commit_and_the_provenance_cell_flags_older_ones(monkeypatch, pythia_random, one_thread):
     from sae_paper import provenance
 
     prov = provenance.start("test", profile="smoke", parameters={}, seed=0)
@@ -197,25 +197,25 @@ def test_every_entry_records_its_commit_and_the_provenance_cell_flags_older_ones
     assert {row["relation"] for row in prov.to_dict()["cached"]} == {"this commit", "older"}
 
 
-def test_recompute_rebuilds_entries_made_before_it_was_asked_for(monkeypatch, pythia_random, capsys):
+def test_recompute_rebuilds_entries_made_before_it_was_asked_for(monkeypatch, pythia_random, capsys, one_thread):
     run = tiny_run(monkeypatch, pythia_random)
-    run.evaluate()
+    run.evaluate(splice=False)
     weights = (run.sae_dir / "sae.safetensors").read_bytes()
     before = json.loads((run.sae_dir / "summary.json").read_text())["computed"]["time"]
     monkeypatch.setenv(cache.RECOMPUTE_ENV, cache.recompute_env(["sae", "evaluation"]))
-    tiny_run(monkeypatch, pythia_random).evaluate()
+    tiny_run(monkeypatch, pythia_random).evaluate(splice=False)
     err = capsys.readouterr().err
     assert "recomputing the SAE in" in err and "recomputing the evaluation at" in err
     assert "recomputing the activations" not in err
     assert json.loads((run.sae_dir / "summary.json").read_text())["computed"]["time"] > before
     assert (run.sae_dir / "sae.safetensors").read_bytes() == weights  # training is deterministic
-    tiny_run(monkeypatch, pythia_random).evaluate()  # made after the request: reused
+    tiny_run(monkeypatch, pythia_random).evaluate(splice=False)  # made after the request: reused
     assert "recomputing" not in capsys.readouterr().err
     with pytest.raises(SaePaperError, match="--recompute takes all or an artifact kind .*got saes"):
         cache.recompute_env(["saes"])
 
 
-def test_a_corrupt_cached_json_is_refused_by_name_and_kept(monkeypatch, pythia_random):
+def test_a_corrupt_cached_json_is_refused_by_name_and_kept(monkeypatch, pythia_random, one_thread):
     run = tiny_run(monkeypatch, pythia_random)
     run.evaluate(splice=False)
     (path,) = run.sae_dir.glob("evaluation-*.json")
