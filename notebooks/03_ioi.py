@@ -166,6 +166,15 @@ with prov.section("train and evaluate SAEs"):
     records = RecordTable(record for layer_ in study.layers for record in dictionaries[layer_].records())
 records
 
+# %% [markdown]
+# These dictionaries, in SAELens's format (each export's `metadata.sae_paper.bos_policy`
+# records which positions their training left out):
+
+# %%
+from sae_paper import saelens
+
+saelens.notebook_note(NOTEBOOK, study.parameters())
+
 # %%
 for layer_ in study.layers:
     norms = setup_for(layer_).rows(setup_for(layer_).base_resid).norm(dim=-1)  # the patched positions

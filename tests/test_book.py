@@ -121,6 +121,8 @@ def test_smoke_book_in_a_browser(tmp_path, monkeypatch):
     recorded = [r["claim_id"] for r in json.loads((book / "generated" / "claims" / "01_training.json").read_text())["records"]]
     assert {"train-runtime", "splice-perplexity", "fig6-tradeoff", "fig7-epochs", "fig16-resid-alive",
             "fig16-mlp-dead", "c3-untied-alive"} <= set(recorded)
+    exports = list((book / "generated" / "saelens" / "01_training").iterdir())  # the main SAE, for SAELens
+    assert len(exports) == 1 and {p.name for p in exports[0].iterdir()} == {"cfg.json", "sae_weights.safetensors"}
 
     monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager reach for the network
     options = webdriver.ChromeOptions()
@@ -138,6 +140,8 @@ def test_smoke_book_in_a_browser(tmp_path, monkeypatch):
         assert len(figures) >= 4, f"expected the notebook's figures on the page, found images {images}"
         broken = [src for src, complete, width in images if not (complete and width > 0)]
         assert not broken, f"images that did not load: {broken}"
+        page = driver.find_element(By.TAG_NAME, "body").text
+        assert "ce_loss_score" in page and "SAE.load_from_disk" in page  # SAEBench's convention, SAELens loading
         screenshot = tmp_path / "01_training.png"
         driver.save_screenshot(str(screenshot))
         print(f"screenshot of the 01_training page: {screenshot}")
