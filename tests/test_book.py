@@ -24,10 +24,10 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 def book_copy(tmp_path: Path) -> Path:
-    """The book's sources (config resolved from its symlink, toc, intro) in a scratch folder."""
+    """The book's sources (config resolved from its symlink, toc, its hand-written pages) in a scratch folder."""
     book = tmp_path / "book"
     book.mkdir()
-    for name in ("_config.yml", "_toc.yml", "intro.md"):
+    for name in ("_config.yml", "_toc.yml", *(page.name for page in (ROOT / "book").glob("*.md"))):
         shutil.copy(ROOT / "book" / name, book / name)
     return book
 
