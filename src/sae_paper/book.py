@@ -15,7 +15,10 @@ that has it, or ``-p NOTEBOOK.key=value`` for one. The runner then
    ``python3`` kernel cannot shadow it); the notebooks write their claim records and
    provenance to the staging folder too (``SAE_PAPER_BOOK_OUTPUT``);
 3. only when every notebook succeeded, moves the executed notebooks, claim records and
-   provenance into ``book/generated/`` and renders ``book/generated/scoreboard.md``;
+   provenance into ``book/generated/`` and writes the pages made from them: the scoreboard
+   (``scoreboard.md`` and ``scoreboard.json``), the feature browser (``features/``,
+   :mod:`sae_paper.feature_browser`) and the intro's chapter list (``chapters.md``, from the
+   toc: :mod:`sae_paper.book_pages`);
 4. builds the HTML with ``jupyter-book build`` (execution off: the notebooks already ran)
    into a temporary folder and swaps it in for ``book/_build`` when the build succeeded.
 
@@ -39,11 +42,13 @@ from pathlib import Path
 from typing import Any
 
 from sae_paper import SaePaperError
+from sae_paper.book_pages import anchor_claim_sections, write_chapter_list
 from sae_paper.paths import BOOK_OUTPUT_ENV, repo_root
 
 KERNEL_NAME = "python3"
 GENERATED = "generated"
 SCOREBOARD = "scoreboard.md"
+SCOREBOARD_JSON = "scoreboard.json"
 OUTPUT_FOLDERS = ("claims", "provenance")
 """What notebooks write under the book output besides themselves, one ``<notebook>.json`` each."""
 
@@ -272,6 +277,7 @@ def run_book(
         log(f"{name}: done in {result.seconds[name]:.0f} s")
     _install(out, layout.book_dir / GENERATED, selected)
     write_scoreboard(layout.book_dir / GENERATED)
+    write_chapter_list(layout.book_dir, layout.notebooks_dir, layout.book_dir / GENERATED)
     if build:
         started = time.perf_counter()
         result.html = build_html(layout.book_dir, staging / "build")
@@ -355,6 +361,7 @@ def _execute(source: Path, output: Path, parameters: Mapping[str, Any], *, stagi
 
     name = source.stem
     notebook = jupytext.read(source)
+    anchor_claim_sections(notebook.cells)
     converted = staging / "input" / f"{name}.ipynb"
     converted.parent.mkdir(exist_ok=True)
     jupytext.write(notebook, converted)
@@ -396,10 +403,14 @@ def _install(staged: Path, target: Path, notebooks: Sequence[str]) -> None:
 
 
 def write_scoreboard(generated: Path) -> Path:
-    """Render ``generated/scoreboard.md`` from the claim records, with each notebook's provenance."""
-    from sae_paper.claims import render_scoreboard
+    """Render ``generated/scoreboard.md`` from the claim records, with each notebook's provenance, and the same
+    records as ``generated/scoreboard.json`` (one object per claim, :func:`sae_paper.claims.scoreboard_rows`)."""
+    from sae_paper.claims import load_claims, read_records, render_scoreboard, scoreboard_rows
 
-    text = render_scoreboard(generated / "claims")
+    claims = load_claims()
+    rows = scoreboard_rows(read_records(generated / "claims"), claims)
+    (generated / SCOREBOARD_JSON).write_text(json.dumps({"claims": rows}, indent=1, ensure_ascii=False) + "\n")
+    text = render_scoreboard(generated / "claims", claims, json_name=SCOREBOARD_JSON)
     runs = []
     for path in sorted((generated / "provenance").glob("*.json")):
         info = json.loads(path.read_text())
