@@ -8,14 +8,18 @@ copy of ``book/`` and opens it in headless Chromium. CI installs ``chromium`` an
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from sae_paper.book import BookError, BookLayout, load_profile, parse_overrides, resolve_parameters, run_book
+from sae_paper.book_progress import NotebookProgress, load_timings, save_timings
 from sae_paper.paths import repo_root
 
 ROOT = repo_root()
@@ -55,6 +59,54 @@ def test_overrides_apply_to_the_notebooks_that_have_the_parameter():
         resolve_parameters(profile, ["01_training"], parse_overrides(["layer=9"]))
     with pytest.raises(BookError, match="-p takes key=value"):
         parse_overrides(["epochs"])
+
+
+def test_progress_counts_code_cells_and_estimates_from_the_last_run():
+    now, stream = [0.0], io.StringIO()
+
+    def progress(previous):
+        return NotebookProgress("nb", previous, stream=stream, live=False, every=0, clock=lambda: now[0])
+
+    def last_line():
+        return stream.getvalue().splitlines()[-1]
+
+    shown = progress([1.0, 10.0, 0.0, 20.0])
+    shown.start(["code", "code", "markdown", "code"])
+    assert last_line() == "nb: 0/3 code cells, 0s elapsed, ~31s left (last run 31s)"
+    shown.cell_started(0)
+    now[0] = 0.25
+    assert shown.remaining() == pytest.approx(30.75)  # 10 + 0 + 20 still to run, 0.75 left of the running cell
+    shown.cell_done(0)
+    shown.cell_started(1)
+    now[0] = 14.0  # 13.75 s into a cell the last run did in 10: it counts as done, not negative
+    assert shown.remaining() == pytest.approx(20.0)
+    shown.cell_done(1)
+    shown.cell_started(2)
+    shown.cell_done(2)
+    shown.cell_started(3)
+    assert last_line() == "nb: 2/3 code cells, 14s elapsed, ~20s left (last run 31s)"
+    now[0] = 24.0
+    assert shown.status() == "24s elapsed, ~10s left (last run 31s)"
+    shown.cell_done(3)
+    shown.finish()
+    assert last_line() == "nb: 3/3 code cells, 24s elapsed, ~0s left (last run 31s)"
+
+    first = progress(None)
+    first.start(["code"])
+    assert last_line() == "nb: 0/1 code cells, 0s elapsed (no earlier run to estimate from)"
+    changed = progress([30.0, 60.0])  # the notebook has three cells now: the last total is the estimate
+    changed.start(["code", "code", "code"])
+    now[0] += 50.0
+    assert changed.remaining() == pytest.approx(40.0)
+
+
+def test_cell_timings_round_trip_per_profile_and_notebook():
+    executed = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x"), nbformat.v4.new_markdown_cell("y")])
+    executed.cells[0].metadata["papermill"] = {"duration": 2.5}
+    executed.cells[1].metadata["papermill"] = {"duration": None}
+    assert load_timings("smoke", "nb") is None
+    assert save_timings("smoke", "nb", executed) == [2.5, 0.0]
+    assert load_timings("smoke", "nb") == [2.5, 0.0] and load_timings("default", "nb") is None
 
 
 def test_a_failing_cell_names_notebook_and_cell_and_keeps_the_previous_book(tmp_path):

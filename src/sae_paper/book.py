@@ -9,7 +9,9 @@ that has it, or ``-p NOTEBOOK.key=value`` for one. The runner then
    dataclass (e.g. :class:`~sae_paper.training_study.TrainingStudy`), which builds every
    :class:`~sae_paper.config.RunConfig` the notebook will train, so a typo or an
    impossible layer fails before anything runs (``--validate-only`` stops here);
-2. converts each notebook with Jupytext and executes it with papermill, in a staging
+2. converts each notebook with Jupytext (marking the sections that record claims:
+   :func:`~sae_paper.book_pages.anchor_claim_sections`) and executes it with papermill, showing
+   its progress on the terminal (:mod:`sae_paper.book_progress`), in a staging
    folder, on a ``python3`` kernel that runs *this* interpreter (a kernelspec written in
    the staging folder and put first on ``JUPYTER_PATH``, so a stale user-level
    ``python3`` kernel cannot shadow it); the notebooks write their claim records and
@@ -49,7 +51,7 @@ KERNEL_NAME = "python3"
 GENERATED = "generated"
 SCOREBOARD = "scoreboard.md"
 SCOREBOARD_JSON = "scoreboard.json"
-OUTPUT_FOLDERS = ("claims", "provenance")
+OUTPUT_FOLDERS = ("claims", "provenance", "feature_records")
 """What notebooks write under the book output besides themselves, one ``<notebook>.json`` each."""
 
 
@@ -260,6 +262,8 @@ def run_book(
         log(f"profile {profile_name}: valid for {', '.join(selected)}")
         return result
 
+    from sae_paper.book_progress import NotebookProgress, load_timings, save_timings
+
     started = time.perf_counter()
     for line in harvest_for_book(parameters):
         log(f"harvest: {line}")
@@ -271,12 +275,19 @@ def run_book(
     for name in selected:
         started = time.perf_counter()
         log(f"{name}: executing with profile {profile_name} ...")
-        _execute(layout.notebooks_dir / f"{name}.py", out / f"{name}.ipynb", {**parameters[name], "profile": profile_name},
-                 staging=staging, cwd=layout.notebooks_dir)
+        executed = _execute(layout.notebooks_dir / f"{name}.py", out / f"{name}.ipynb",
+                            {**parameters[name], "profile": profile_name}, staging=staging, cwd=layout.notebooks_dir,
+                            progress=NotebookProgress(name, load_timings(profile_name, name)))
+        save_timings(profile_name, name, executed)
         result.seconds[name] = time.perf_counter() - started
         log(f"{name}: done in {result.seconds[name]:.0f} s")
     _install(out, layout.book_dir / GENERATED, selected)
     write_scoreboard(layout.book_dir / GENERATED)
+    started = time.perf_counter()
+    from sae_paper.feature_browser import write_browser  # torch and the model code: only when a book is built
+
+    write_browser(layout.book_dir / GENERATED, log=log)
+    log(f"feature browser written in {time.perf_counter() - started:.0f} s")
     write_chapter_list(layout.book_dir, layout.notebooks_dir, layout.book_dir / GENERATED)
     if build:
         started = time.perf_counter()
@@ -353,11 +364,18 @@ class _environment:
         return False
 
 
-def _execute(source: Path, output: Path, parameters: Mapping[str, Any], *, staging: Path, cwd: Path) -> None:
-    """Jupytext-convert ``source`` and execute it with papermill into ``output``; one-line error on failure."""
+def _execute(source: Path, output: Path, parameters: Mapping[str, Any], *, staging: Path, cwd: Path,
+             progress=None):
+    """Jupytext-convert ``source`` and execute it with papermill into ``output``; one-line error on failure.
+
+    ``progress``: a :class:`~sae_paper.book_progress.NotebookProgress` shown on the terminal while it runs.
+    Returns the executed notebook (its cells carry papermill's timings).
+    """
     import jupytext
     import papermill
     from papermill.exceptions import PapermillExecutionError
+
+    from sae_paper.book_progress import ENGINE
 
     name = source.stem
     notebook = jupytext.read(source)
@@ -368,10 +386,9 @@ def _execute(source: Path, output: Path, parameters: Mapping[str, Any], *, stagi
     jupyter_path = os.pathsep.join(filter(None, [str(_kernelspec(staging)), os.environ.get("JUPYTER_PATH")]))
     try:
         with _environment(JUPYTER_PATH=jupyter_path, **{BOOK_OUTPUT_ENV: str(output.parent)}):
-            papermill.execute_notebook(
+            return papermill.execute_notebook(
                 str(converted), str(output), parameters=dict(parameters), kernel_name=KERNEL_NAME, language="python",
-                cwd=str(cwd),
-                progress_bar=sys.stderr.isatty(), log_output=False,
+                cwd=str(cwd), engine_name=ENGINE, progress=progress, progress_bar=False, log_output=False,
             )
     except PapermillExecutionError as error:
         first = next((line.strip() for line in (error.source or "").splitlines() if line.strip()), "")
