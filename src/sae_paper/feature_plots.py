@@ -80,6 +80,19 @@ def token_histogram_figure(
     return fig
 
 
+def compact_histogram_figure(hist: TokenHistogram, *, title: str) -> Figure:
+    """One small panel of :func:`token_histogram_figure` (log counts per activation bin, stacked by token),
+    sized for a card of the feature browser."""
+    fig = Figure(figsize=(5.0, 2.4), layout="constrained")
+    ax = fig.subplots()
+    _histogram_panel(ax, hist)
+    ax.set_title(title, fontsize="small")
+    ax.tick_params(labelsize="x-small")
+    ax.xaxis.label.set_size("x-small")
+    ax.yaxis.label.set_size("x-small")
+    return fig
+
+
 def histogram_grid(panels: Sequence[tuple[str, TokenHistogram]], *, title: str, ncols: int = 2) -> Figure:
     """Several token histograms side by side (Figures 12-15), each with its own legend."""
     nrows = math.ceil(len(panels) / ncols)
