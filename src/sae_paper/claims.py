@@ -315,9 +315,10 @@ def _claim_html(row: Mapping[str, str]) -> str:
     else:
         trend = '<span class="sb-trend" title="with more budget: not measured">—</span>'
     ours = row["ours"] or "—"
-    summary = (f'<summary>{link}<span class="sb-line" title="{html.escape(row["paper"])}">{_inline(row["paper"])}</span>'
-               f'<span class="sb-line" title="{html.escape(ours)}">{_inline(ours)}</span>{_badge(row["verdict"])}'
-               f"{trend}</summary>")
+    summary = (f'<summary>{link}<span class="sb-text"><span class="sb-line" title="{html.escape(row["paper"])}">'
+               f'<span class="sb-who">paper</span> {_inline(row["paper"])}</span><span class="sb-line" '
+               f'title="{html.escape(ours)}"><span class="sb-who">ours</span> {_inline(ours)}</span></span>'
+               f'{_badge(row["verdict"])}{trend}</summary>')
     details = [f"<p><b>Where in the paper:</b> {_inline(row['where'])}. <b>The paper:</b> {_inline(row['paper'])}</p>"]
     if notebook:
         trend_text = f"<i>{html.escape(row['trend'])}</i>: {_inline(row['trend_note'])}" if row["trend"] else "not measured"
@@ -333,7 +334,8 @@ def _claim_html(row: Mapping[str, str]) -> str:
 
 def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = None, *, json_name: str = "") -> str:
     """The book's scoreboard page (MyST Markdown with HTML): counts per verdict as coloured badges, then one
-    compact line per claim that unfolds into its rule and notes (see ``book/_static/sae-paper.css``).
+    compact row per claim (the paper's claim and ours, one line each) that unfolds into its rule and notes
+    (styled by ``book/_static/sae-paper.css``).
 
     Each claim id links to the section of the notebook that recorded it (the runner marks it with
     :func:`claim_anchor`). ``json_name``: a file beside the page holding :func:`scoreboard_rows`, linked for scripts.
@@ -358,7 +360,7 @@ def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = N
         "",
         f"**{summary}.**" + (f" The same data for scripts: {{download}}`{json_name} <{json_name}>`." if json_name else ""),
         "",
-        '<div class="sb-board"><div class="sb-head"><span>claim</span><span>the paper</span><span>ours</span>'
+        '<div class="sb-board"><div class="sb-head"><span>claim</span><span>the paper, and ours</span>'
         "<span>verdict</span><span>with more budget</span></div>",
         *(_claim_html(row) for row in scoreboard_rows(records, claims)),
         "</div>",

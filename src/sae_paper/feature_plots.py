@@ -5,6 +5,7 @@ built without pyplot's global state; a notebook shows it by ending a cell with i
 
 - :func:`token_histogram_figure`: Figure 4 (left) and Figures 11-15, the tokens a feature
   fires on, stacked per activation bin, with the share of a token class per bin.
+  :func:`compact_histogram_figure` is its upper panel alone, sized for a feature browser card.
 - :func:`logit_effect_figure`: Figure 4 (right), the change of the next-token logits when
   the feature is ablated: their distribution and the most suppressed and boosted tokens.
 - :func:`causal_tree_figure`: Figure 5, the tree of features across layers, edges as
