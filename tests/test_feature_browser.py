@@ -18,7 +18,7 @@ from sae_paper import SaePaperError
 from sae_paper.autointerp import FragmentSpec, fragment_activations
 from sae_paper.autointerp.scoring import FeatureResult, MethodResult
 from sae_paper.autointerp.fragments import FeatureChoice
-from sae_paper.book_pages import anchor_claim_sections, chapter_list, page_summary, toc_entries
+from sae_paper.book_pages import WIDE_PAGE, anchor_claim_sections, chapter_list, page_summary, toc_entries
 from sae_paper.config import RunConfig
 from sae_paper.decompositions import SaeDecomposition
 from sae_paper.feature_browser import (
@@ -120,7 +120,7 @@ def test_write_browser_pages_from_records_and_the_cache(trained, pythia_random, 
     written = write_browser(generated, load_model=lambda name: pythia_random, log=lambda line: None)
     assert [p.name for p in written] == ["index.md", "main.md", "mlp.md"]
     page = (generated / "features" / "main.md").read_text()
-    assert page.startswith("# The main residual SAE: 4 features")
+    assert page.startswith(WIDE_PAGE + "# The main residual SAE: 4 features\n")
     assert page.count("<tr><td data-value=") == 4  # the index: one row per feature
     for feature in (0, 1, 2, 4):
         assert f"(fb-main-{feature})=" in page

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from sae_paper import SaePaperError
-from sae_paper.book_pages import anchor_claim_sections, write_chapter_list
+from sae_paper.book_pages import WIDE_PAGE, anchor_claim_sections, write_chapter_list
 from sae_paper.paths import BOOK_OUTPUT_ENV, repo_root
 
 KERNEL_NAME = "python3"
@@ -437,7 +437,7 @@ def write_scoreboard(generated: Path) -> Path:
     if runs:
         text += "\n## Runs behind these records\n\n" + "\n".join(runs) + "\n"
     path = generated / SCOREBOARD
-    path.write_text(text)
+    path.write_text(WIDE_PAGE + text)
     return path
 
 

@@ -20,6 +20,9 @@ from sae_paper import SaePaperError
 from sae_paper.claims import claim_anchor
 
 CHAPTER_LIST = "chapters.md"
+WIDE_PAGE = "---\nhtml_theme.sidebar_secondary.remove: true\n---\n"
+"""Front matter for a generated page that needs the width (the scoreboard, the feature browser): no right-hand
+table of contents; ``book/_static/sae-paper.css`` then lets the article use the space it leaves."""
 RECORD_CALL = re.compile(r"\.record\(\s*[\"']([A-Za-z0-9_.-]+)[\"']")
 """A literal claim id passed to ``Scoreboard.record`` in a code cell."""
 HEADING = re.compile(r"^#{1,6}\s+\S", re.MULTILINE)

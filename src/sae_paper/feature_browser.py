@@ -43,6 +43,7 @@ import torch
 
 from sae_paper import SaePaperError
 from sae_paper.autointerp.fragments import FragmentSpec, fragment_activations
+from sae_paper.book_pages import WIDE_PAGE
 from sae_paper.autointerp.scoring import MethodResult
 from sae_paper.config import RunConfig
 from sae_paper.inspect_features import (
@@ -247,7 +248,7 @@ def feature_cards(sae: BrowsedSae, decomposition, text: TokenActivations, model,
 # --------------------------------------------------------------------------------------
 
 
-def _md_text(text: str, limit: int = 90) -> str:
+def _md_text(text: str, limit: int = 80) -> str:
     """Plain text safe in a Markdown heading: one line, at most ``limit`` characters, punctuation escaped."""
     line = " ".join(str(text).split())
     line = line if len(line) <= limit else line[: limit - 1] + "…"
@@ -285,7 +286,7 @@ def _logit_line(pairs: Sequence[tuple[str, float]]) -> str:
 
 def _card(sae: BrowsedSae, card: FeatureCard, image: str | None, tokenizer) -> str:
     title = f"Feature {card.feature}" + (f": {_md_text(card.explanation)}" if card.explanation else "")
-    by = "the token-list stand-in (not a language model)" if sae.stand_in else "an LLM"
+    by = "the token-list stand-in (not a language model)" if sae.stand_in else f"an LLM ({html.escape(sae.scorer)})"
     if card.explanation is not None:
         explained = (f'<p class="fb-expl">Explanation by {by}: <q>{html.escape(card.explanation)}</q>; score '
                      f"<b>{_number(card.score, '.2f')}</b> (top-and-random), random-only "
@@ -384,7 +385,7 @@ def write_browser(generated: Path, *, load_model: Callable[[str], object] | None
                 compact_histogram_figure(card.histogram, title=f"feature {card.feature}: "
                                          f"{card.histogram.n_firing:,} firing tokens").savefig(out / name, dpi=72)
                 images[card.feature] = name
-        path.write_text(render_page(sae, cards, images, model.tokenizer))
+        path.write_text(WIDE_PAGE + render_page(sae, cards, images, model.tokenizer))
         written.append(path)
         log(f"feature browser: {slot} page, {len(cards)} features")
     index = out / "index.md"
