@@ -274,7 +274,8 @@ def _index_table(slot: str, cards: Sequence[FeatureCard]) -> str:
     for c in cards:
         score = "" if c.score is None else f"{c.score:.4f}"
         rows.append(f'<tr><td data-value="{c.feature}"><a href="#{_anchor(slot, c.feature)}">{c.feature}</a></td>'
-                    f"<td>{html.escape(c.explanation or '—')}</td><td data-value=\"{score}\">{_number(c.score, '.2f')}</td>"
+                    f'<td><div class="fb-clamp">{html.escape(c.explanation or "—")}</div></td>'
+                    f"<td data-value=\"{score}\">{_number(c.score, '.2f')}</td>"
                     f'<td data-value="{c.firing_rate:.6f}">{c.firing_rate:.2%}</td>'
                     f'<td data-value="{c.max_activation:.4f}">{c.max_activation:.2f}</td><td>{html.escape(c.why)}</td></tr>')
     return "\n".join([head, *rows, "</tbody></table></div>"])
