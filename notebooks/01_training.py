@@ -198,6 +198,31 @@ board.record("splice-perplexity", *splice_finding(evaluation.splice, model=main_
 board
 
 # %% [markdown]
+# ### The same CE recovered under SAELens's and SAEBench's convention, and this SAE in SAELens's format
+#
+# SAELens and SAEBench (`ce_loss_score`) splice and zero-ablate **every** position, BOS
+# included, and leave out of the mean the predictions made *from* BOS and from
+# end-of-text separators. We leave BOS, the first token and the separators untouched,
+# because their activations are attention-sink outliers the SAE never saw. The two
+# conventions differ most in the zero-ablation baseline: zeroing BOS too takes away the
+# attention sink, and a model without biases such as SmolLM2 then outputs logits of
+# exactly 0, a CE of ln 49,152 = 10.8 nats, far below the ~17 nats of zeroing the other
+# positions only, so for SmolLM2 the same SAE gets a lower CE recovered under SAEBench's
+# convention. The paper's number (Section 6.2: Pythia-70M's Pile perplexity 25 → 40 with
+# layer 2's residual stream replaced) follows neither: it reports the clean and spliced
+# perplexities only, with no zero-ablation baseline and no CE recovered, and does not say
+# whether BOS was replaced; compare it with the *CE clean* and *CE spliced*
+# columns. `tests/test_saelens.py` checks that the second row equals SAEBench 0.6.0's own
+# core eval of our SAELens export within 1 %.
+
+# %%
+from sae_paper import saelens
+
+with prov.section("main SAE: SAEBench's CE convention"):
+    note = saelens.notebook_note(NOTEBOOK, study.parameters(), run=main)
+note
+
+# %% [markdown]
 # ## 4. Figure 6: sparsity against reconstruction
 #
 # One SAE per α, everything else fixed. Larger α buys sparsity (fewer active features

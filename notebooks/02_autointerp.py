@@ -41,8 +41,8 @@
 # | explainer / simulator | GPT-4 / GPT-3.5 (logprobs) | **`token-list`: a deterministic stand-in, not a language model.** The "explanation" is the list of tokens that carry the activation in the 5 top fragments, with their mean activation; the "simulation" predicts that weight on those tokens and 0 elsewhere. It can only express token-level features, so it is a lower bound for features that are about a token, and blind to anything contextual. The `local-llm` profile uses a real LLM instead, Qwen2.5-Coder-1.5B-Instruct (4-bit, llama.cpp, about a thousandth of GPT-4's size), on SAE, residual basis and PCA at layers 3 and 9, 20 features each, showing it 3 explained and 2 top + 2 random simulated fragments of 32 tokens (CPU time) |
 # | model | Pythia-70M-deduped, 6 layers | SmolLM2-135M-Instruct, 30 layers |
 # | layers | residual layers 0–5 | residual layers 3, 9, 14: the same fraction of blocks done as Pythia's layers −0.2, 1 and 2 ((L+1)/30 = (l+1)/6); deeper layers cost a longer forward pass on 2 CPU cores |
-# | fragments | 64 tokens from the first 50,000 lines of OpenWebText | 64 tokens from the start of 240 WebText documents (the GPT-2 corpus, OpenWebText's original) |
-# | features per method | 150 | 50 (fewer when not enough features fire on 20 fragments) |
+# | fragments | 64 tokens from the first 50,000 lines of OpenWebText | 64 tokens from the start of 2,000 WebText documents (the GPT-2 corpus, OpenWebText's original); section 11 shows how the verdicts move with this number |
+# | features per method | 150 | 100 (fewer when not enough features fire on 20 fragments) |
 # | SAE training | 20M activations, 10 epochs, α = 8.6e-4 | ~5e4 (layer 3, notebook 01's SAEs) or ~1.2e4 activations (layers 9, 14), 4 epochs in steps of 128, SmolLM2's default α (1e-2, see notebook 01) |
 # | ICA | FastICA on ~4M activations | FastICA on 4,096 activations, 40 iterations (not converged: a weaker ICA than the paper's) |
 #
@@ -85,10 +85,10 @@ mlp_alpha = None
 mlp_epochs = 2
 mlp_batch_size = 128
 fragment_sources = ["webtext", "enwiki2015"]
-n_fragments = 240
+n_fragments = 2000
 fragment_length = 64
-n_features = 50
-fragment_budgets = []
+n_features = 100
+fragment_budgets = [500, 1000, 2000, 8000]
 table1_layer = 9
 table1_features = 5
 min_fragments = 20

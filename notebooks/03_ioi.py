@@ -44,7 +44,7 @@
 # | model | Pythia-410M-deduped (24 layers, d_model 1024) | SmolLM2-135M-Instruct (30 layers, d_model 576): Pythia's weights cannot be downloaded here; the notebook checks that it does IOI |
 # | main layer | residual stream after layer 11 of 24 | after layer 12 of 30 (a comparable relative depth) |
 # | Figure 17 layers | 3, 7, 11, 15, 19, 23 | 6, 12, 18 (CPU budget) |
-# | dictionaries | trained on ~7M activations from the first 10,000 Pile documents | 49,152 activations of English Wikipedia per layer (0.7% of the paper's), 3 epochs, separators and first tokens left out (section 2) |
+# | dictionaries | trained on ~7M activations from the first 10,000 Pile documents | 98,304 activations of English Wikipedia at the main layer (1.4% of the paper's; section 4 shows how the verdicts move with this number), 49,152 at the other layers, 3 epochs, separators and first tokens left out (section 2) |
 # | α | several (the authors' script: 1e-4, 3e-4, 1e-3 and 0) | 1e-2 and 2e-2, and 0 (SmolLM2's residual norms are ~100× Pythia-70M's, see notebook 01) |
 # | prompts | 50 IOI prompts (templates of Wang et al.) | 50 prompts, 5 Wang et al.-style templates in both name orders |
 # | feature order | ACDC over every feature, 50 thresholds (a forward pass per feature per threshold, on a GPU) | ACDC's threshold sweep over each feature's integrated-gradients share of the KL change (2 forward-and-backward passes per dictionary); every point of every curve is then an exact forward pass (section 3) |
@@ -69,8 +69,8 @@ layers = [6, 12, 18]
 alphas = [0.0, 1e-2, 2e-2]
 fig17_alphas = [1e-2]
 source = "enwiki2015"
-n_tokens = 49_152
-fig17_n_tokens = None
+n_tokens = 98_304
+fig17_n_tokens = 49_152
 context_length = 128
 harvest_batch_size = 32
 dtype = "float32"
@@ -86,7 +86,7 @@ ordering = "attribution"
 n_exact = 0
 attribution_steps = 2
 chunk = 4
-token_budgets = []
+token_budgets = [24_576, 49_152, 98_304, 393_216]
 
 # %%
 # %matplotlib inline
@@ -96,21 +96,8 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without
 
 from sae_paper import claims, plots, provenance, sweeps
 from sae_paper.ioi import ioi_check, make_ioi_dataset
-from sae_paper.ioi_study import (
-    NOTEBOOK,
-    CurveTable,
-    IoiStudy,
-    LayerDictionaries,
-    RecordTable,
-    alpha_floor_finding,
-    dictionary_name,
-    fewer_features_finding,
-    layers_finding,
-    patching_curves,
-    smaller_edits_finding,
-    token_sweep,
-    token_trends,
-)
+from sae_paper.ioi_study import NOTEBOOK, CurveTable, IoiStudy, LayerDictionaries, RecordTable, patching_curves, token_sweep, token_trends
+from sae_paper.ioi_verdicts import alpha_floor_finding, fewer_features_finding, layers_finding, smaller_edits_finding
 from sae_paper.models import load_model
 from sae_paper.patching import PatchingSetup
 
@@ -178,6 +165,15 @@ dictionaries = {layer_: LayerDictionaries(study, layer_) for layer_ in study.lay
 with prov.section("train and evaluate SAEs"):
     records = RecordTable(record for layer_ in study.layers for record in dictionaries[layer_].records())
 records
+
+# %% [markdown]
+# These dictionaries, in SAELens's format (each export's `metadata.sae_paper.bos_policy`
+# records which positions their training left out):
+
+# %%
+from sae_paper import saelens
+
+saelens.notebook_note(NOTEBOOK, study.parameters())
 
 # %%
 for layer_ in study.layers:

@@ -95,6 +95,7 @@ tree_branching = 3
 tree_expand = 1
 tree_candidates = 8
 unembed_k = 10
+sae_budgets = [12_288, 24_576, 49_152, 196_608]
 
 # %%
 # %matplotlib inline
@@ -106,7 +107,7 @@ warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # a few
 import torch
 from IPython.display import Markdown
 
-from sae_paper import claims, feature_browser, feature_plots, provenance
+from sae_paper import case_budget, claims, feature_browser, feature_plots, plots, provenance
 from sae_paper.ablation import logit_effect
 from sae_paper.case_study import (
     NOTEBOOK, CaseStudy, ablation_finding, apostrophe_histogram_finding, bracket_shares, causal_tree_finding,
@@ -288,6 +289,27 @@ feature_plots.histogram_grid(
 
 # %%
 board.record("sec5-single-token-features", *single_token_finding(single))
+
+# %% [markdown]
+# ### How these verdicts move with the SAE's training budget
+#
+# What decides Figure 4 (left) and the single-token features is how far the SAE was
+# trained. The main SAE is retrained (same α, R, epochs and seed) on the first part of its
+# training activations, and read from the cache at larger budgets when a larger profile
+# (`long`) trained it; on the same inspected text, each budget's SAE goes through the same
+# prompt search and class statistics as above (`sae_paper.case_budget`).
+
+# %%
+with prov.section("budget sensitivity: the SAE's training activations"):
+    sae_points = case_budget.sae_sweep(
+        study, [*study.sae_budgets, study.n_tokens], lambda n: Run(study.main_config().replace(n_tokens=n), progress=False),
+        lambda sae: case_budget.deciding_numbers(study, model, SaeDecomposition(sae), corpus, classes))
+    for claim_id, trend in case_budget.trends(sae_points).items():
+        if trend is not None:
+            entry = board.records[claim_id]
+            board.record(claim_id, entry.ours, entry.verdict, entry.note, trend=trend)
+plots.budget_sensitivity(sae_points, unit=f"training activations of the {study.site} SAE", default=study.n_tokens,
+                         title="Section 5's deciding numbers against the SAE's training budget", ylabel=case_budget.WHAT)
 
 # %% [markdown]
 # ## 6. Figure 5: the causal tree of a closing-bracket feature

@@ -279,3 +279,50 @@ def test_verdict_rules_by_hand():
                            baselines, backend="token-list").verdict == "not"
     assert S.moments_finding({"mean": -0.1, "variance": 0.0, "skew": 0.9, "kurtosis": 0.9}, 10,
                              backend="token-list").verdict == "partly"
+
+
+def test_budget_deciding_numbers_by_hand():
+    from sae_paper.autointerp import budget
+
+    rows = [summary("resid_post.3", "sae", 0.6, ci=0.03, random_mean=0.3), summary("resid_post.3", "neurons", 0.3, ci=0.04),
+            summary("resid_post.3", "pca", 0.2), summary("resid_post.9", "sae", 0.5),
+            summary("resid_post.9", "neurons", 0.45), summary("resid_post.3", "sae-R0.5", 0.35)]
+    numbers = budget.deciding_numbers(rows, [3, 9], 3, ["sae-R0.5"])
+    value, ci = numbers["fig2-early-layers"]
+    assert value == pytest.approx(0.3) and ci == pytest.approx(0.05)  # against the best baseline: √(0.03² + 0.04²)
+    assert numbers["fig2-depth"][0] == pytest.approx(0.3 - 0.05)
+    assert numbers["fig9-random-only"][0] == pytest.approx(0.2)  # random-only 0.3 vs 0.1
+    assert numbers["fig8-ratio"][0] == pytest.approx(0.05)  # the weakest ratio (R = 0.5) decides
+
+
+def test_budget_sweep_reads_smaller_pools_off_the_main_one():
+    """Pools are prefixes of the main pool; a budget with known summaries is not rescored."""
+    from sae_paper.autointerp import budget
+    from sae_paper.autointerp.fragments import Fragments
+
+    fragments = Fragments(torch.arange(40).reshape(10, 4), tuple(tuple(str(t) for t in range(4)) for _ in range(10)))
+    site = Site("resid_post", 3)
+    small, acts = budget.prefix(fragments, {site: torch.randn(10, 4, 2)}, 6)
+    assert small.n_fragments == 6 and acts[site].shape == (6, 4, 2) and torch.equal(small.tokens, fragments.tokens[:6])
+
+    scored = []
+
+    class Result:
+        def __init__(self, method, n):
+            self.method, self.n = method, n
+
+        def summary(self):
+            means = {"sae": 0.2 + 0.01 * self.n, "neurons": 0.2}
+            return summary("resid_post.3", self.method, means[self.method])
+
+    def score(decomposition, activations, fragments, *, method, site):
+        scored.append((method, fragments.n_fragments))
+        return Result(method, fragments.n_fragments)
+
+    pools = {n: budget.prefix(fragments, {site: torch.zeros(10, 4, 2)}, n) for n in (4, 6, 10)}
+    known = {10: [summary("resid_post.3", "sae", 0.5), summary("resid_post.3", "neurons", 0.2)]}
+    points = budget.fragment_sweep([4, 6, 10], pools.__getitem__, {(site, "sae"): None, (site, "neurons"): None}, score,
+                                   layers=[3], main_layer=3, known=known)
+    assert sorted(scored) == [("neurons", 4), ("neurons", 6), ("sae", 4), ("sae", 6)]
+    assert [p.value for p in points["fig2-early-layers"]] == pytest.approx([0.04, 0.06, 0.3])
+    assert budget.trends(points)["fig2-early-layers"].trend == "converging toward the paper"

@@ -28,11 +28,11 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 def book_copy(tmp_path: Path) -> Path:
-    """The book's sources (config resolved from its symlink, toc, intro, its own CSS and JS) in a scratch folder."""
+    """The book's sources (config resolved from its symlink, toc, its Markdown pages, its own CSS and JS) in a scratch folder."""
     book = tmp_path / "book"
     book.mkdir()
-    for name in ("_config.yml", "_toc.yml", "intro.md"):
-        shutil.copy(ROOT / "book" / name, book / name)
+    for path in [ROOT / "book" / "_config.yml", ROOT / "book" / "_toc.yml", *(ROOT / "book").glob("*.md")]:
+        shutil.copy(path, book / path.name)
     shutil.copytree(ROOT / "book" / "_static", book / "_static")
     return book
 
@@ -195,6 +195,8 @@ def test_smoke_book_in_a_browser(tmp_path, monkeypatch, capsys):
     recorded = [r["claim_id"] for r in json.loads((book / "generated" / "claims" / "01_training.json").read_text())["records"]]
     assert {"train-runtime", "splice-perplexity", "fig6-tradeoff", "fig7-epochs", "fig16-resid-alive",
             "fig16-mlp-dead", "c3-untied-alive"} <= set(recorded)
+    exports = list((book / "generated" / "saelens" / "01_training").iterdir())  # the main SAE, for SAELens
+    assert len(exports) == 1 and {p.name for p in exports[0].iterdir()} == {"cfg.json", "sae_weights.safetensors"}
     board = json.loads((book / "generated" / "scoreboard.json").read_text())["claims"]
     assert {row["id"] for row in board if row["notebook"] == "01_training"} == set(recorded)
 
@@ -224,6 +226,8 @@ def test_smoke_book_in_a_browser(tmp_path, monkeypatch, capsys):
         assert len(figures) >= 4, f"expected the notebook's figures on the page, found images {images}"
         broken = [src for src, complete, width in images if not (complete and width > 0)]
         assert not broken, f"images that did not load: {broken}"
+        page = driver.find_element(By.TAG_NAME, "body").text
+        assert "ce_loss_score" in page and "SAE.load_from_disk" in page  # SAEBench's convention, SAELens loading
         screenshot = tmp_path / "01_training.png"
         driver.save_screenshot(str(screenshot))
         print(f"screenshot of the 01_training page: {screenshot}")

@@ -704,3 +704,28 @@ def test_case_study_notebooks_run_on_the_smoke_profile(tmp_path):
         cells = json.loads((book / "generated" / f"{name}.ipynb").read_text())["cells"]
         images = [o for c in cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
         assert len(images) >= (4 if name == "04_case_studies" else 2)
+
+
+def test_sae_budget_sweep_trains_smaller_and_reads_larger_only_when_cached(tmp_path):
+    from types import SimpleNamespace
+
+    from sae_paper.case_budget import sae_sweep, trends
+    from sae_paper.train import SUMMARY_FILE
+
+    study = SimpleNamespace(n_tokens=200)
+    trained = []
+
+    def run_for(n):
+        folder = tmp_path / str(n)
+        folder.mkdir(exist_ok=True)
+        if n == 800:
+            (folder / SUMMARY_FILE).write_text("{}")  # trained by a larger profile
+        return SimpleNamespace(sae_dir=folder, sae=lambda: trained.append(n) or n)
+
+    numbers = lambda sae: {"fig4-apostrophe-hist": sae / 1000, "sec5-single-token-features": 0.5}  # noqa: E731
+    points = sae_sweep(study, [50, 100, 200, 400, 800], run_for, numbers)
+    assert trained == [50, 100, 200, 800]  # 400 is above the profile's own budget and not cached: left out
+    assert [p.budget for p in points["fig4-apostrophe-hist"]] == [50, 100, 200, 800]
+    found = trends(points)
+    assert found["fig4-apostrophe-hist"].trend == "converging toward the paper"
+    assert found["sec5-single-token-features"].trend == "flat"

@@ -10,9 +10,9 @@ from sae_paper import SaePaperError
 from sae_paper.ioi import (
     NAMES, OBJECTS, PLACES, TEMPLATES, check_model, generate_prompts, ioi_check, make_ioi_dataset, single_token_words,
 )
-from sae_paper.ioi_study import (
-    IoiStudy, alpha_floor_finding, curve_from_dict, curve_to_dict, dictionary_name, fewer_features_finding,
-    layers_finding, smaller_edits_finding,
+from sae_paper.ioi_study import IoiStudy, curve_from_dict, curve_to_dict
+from sae_paper.ioi_verdicts import (
+    alpha_floor_finding, dictionary_name, fewer_features_finding, layers_finding, smaller_edits_finding,
 )
 from sae_paper.patching import CurvePoint, PatchingCurve
 
@@ -122,6 +122,7 @@ def test_study_builds_each_sae_once_and_rejects_bad_parameters():
                      n_thresholds=50)
     configs = study.all_configs()
     assert [(c.layer, c.alpha) for c in configs] == [(2, 0.0), (2, 1e-3), (1, 0.0), (1, 1e-3)]
+    assert [c.n_tokens for c in configs] == [study.n_tokens] * 2 + [study.fig17_n_tokens] * 2  # Figure 3's layer decides
     assert study.layer_alphas(1) == (0.0, 1e-3)
     assert len(study.thresholds()) == 50 and study.thresholds()[0] == pytest.approx(1e-5)
     assert IoiStudy.from_params(study.parameters()) == study
@@ -135,6 +136,10 @@ def test_study_builds_each_sae_once_and_rejects_bad_parameters():
         IoiStudy.from_params({"layr": 3})
     with pytest.raises(SaePaperError, match="ordering"):
         IoiStudy(model="pythia-70m-deduped-random", layer=2, layers=(2,), ordering="greedy")
+    with pytest.raises(SaePaperError, match="fig17_n_tokens"):
+        IoiStudy(model="pythia-70m-deduped-random", layer=2, layers=(2,), fig17_n_tokens=0)
+    with pytest.raises(SaePaperError, match="token_budgets"):
+        IoiStudy(model="pythia-70m-deduped-random", layer=2, layers=(2,), token_budgets=[100, -1])
 
 
 def _curve(name: str, counts_kls: list[tuple[int, float, float]], *, layer: int = 12) -> PatchingCurve:

@@ -12,6 +12,7 @@ from sae_paper.sae import (
     CONFIG_FILE,
     SAE_KINDS,
     WEIGHTS_FILE,
+    ImportedUntiedSAE,
     SparseAutoencoder,
     TiedSAE,
     UntiedSAE,
@@ -286,7 +287,7 @@ def test_bad_sizes_are_refused(d_in, d_sae, alpha):
 
 
 def test_registry_maps_kinds_and_rejects_duplicates():
-    assert SAE_KINDS == {"tied": TiedSAE, "untied": UntiedSAE}
+    assert SAE_KINDS == {"tied": TiedSAE, "untied": UntiedSAE, "untied-imported": ImportedUntiedSAE}
     with pytest.raises(SaePaperError, match="unknown SAE kind 'gated'"):
         make_sae("gated", 4, 8)
 

@@ -66,7 +66,8 @@ class InMemoryActivations:
 # request, and a smaller request reads its first rows, which are exactly what a smaller
 # harvest would have written (the context stream is fixed by the seed). So every notebook
 # and sweep that reads this text shares one cache, and a harvest writes every requested site
-# from one forward pass that stops at the deepest of them. Each shard is written to a
+# from one pass over the text, each batch's forward pass stopping at the deepest site that
+# still needs rows. Each shard is written to a
 # temporary name and renamed, then the manifest is rewritten, so an interrupted harvest
 # resumes after its last whole shard.
 
@@ -97,13 +98,6 @@ class HarvestSpec:
     def folder(self) -> Path:
         key = hashlib.sha256(json.dumps(self.text_key(), sort_keys=True).encode()).hexdigest()[:12]
         return cache_dir("activations", self.model) / f"{self.source}-{self.split}-{key}"
-
-    @property
-    def tokens_per_context(self) -> int:
-        return self.context_length - 1  # position 0 (BOS) is never stored
-
-    def with_tokens(self, n_tokens: int) -> "HarvestSpec":
-        return HarvestSpec(**{**asdict(self), "n_tokens": int(n_tokens)})
 
 
 def _sha256(path: Path) -> str:

@@ -283,6 +283,7 @@ def run_book(
         log(f"{name}: done in {result.seconds[name]:.0f} s")
     _install(out, layout.book_dir / GENERATED, selected)
     write_scoreboard(layout.book_dir / GENERATED)
+    _export_saes(layout.book_dir / GENERATED, {name: parameters[name] for name in selected}, log)
     started = time.perf_counter()
     from sae_paper.feature_browser import write_browser  # torch and the model code: only when a book is built
 
@@ -331,6 +332,16 @@ def harvest_for_book(parameters: Mapping[str, Mapping[str, Any]]) -> list[str]:
         lines += harvest_all([r for r in requests if r[0].model == model_name], get_model, batch_size=batch,
                              progress=sys.stderr.isatty())
     return lines
+
+
+def _export_saes(generated: Path, parameters: Mapping[str, Mapping[str, Any]], log: Callable[[str], None]) -> None:
+    """SAELens copies of notebook 01's main SAE and notebook 03's IOI dictionaries in
+    ``generated/saelens/<notebook>/``, so that they can be used outside this library (the
+    notebooks say where; :mod:`sae_paper.saelens` documents the format)."""
+    from sae_paper.saelens import export_book_saes
+
+    for line in export_book_saes(generated, parameters):
+        log(line)
 
 
 def _kernelspec(staging: Path) -> Path:

@@ -17,7 +17,6 @@ with its rule written in the note.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -153,6 +152,9 @@ class CaseStudy(FeatureStudy):
     """Features ablated exactly per node, chosen by a first-order estimate (0: all firing features)."""
     unembed_k: int = 10
     """Top unembedded tokens checked for closing brackets when picking the tree's target."""
+    sae_budgets: tuple[int, ...] = (12_288, 24_576, 49_152, 196_608)
+    """Training activations at which the main SAE is retrained for the budget sensitivity of Section 5's verdicts
+    (:mod:`sae_paper.case_budget`); those above ``n_tokens`` only when a larger profile left them trained."""
 
     notebook = NOTEBOOK
 
@@ -168,6 +170,9 @@ class CaseStudy(FeatureStudy):
                                 "(the target's layer)")
         if self.tree_candidates < 0:
             raise SaePaperError(f"{NOTEBOOK} parameter tree_candidates must be >= 0")
+        object.__setattr__(self, "sae_budgets", _tuple_field(self.sae_budgets, "sae_budgets", NOTEBOOK))
+        if any(not isinstance(n, int) or isinstance(n, bool) or n <= 0 for n in self.sae_budgets):
+            raise SaePaperError(f"{NOTEBOOK} parameter sae_budgets={list(self.sae_budgets)!r}: positive integers")
 
     @property
     def target_layer(self) -> int:
@@ -349,6 +354,23 @@ def is_punctuation(text: str) -> bool:
 # --------------------------------------------------------------------------------------
 
 
+def apostrophe_shares(activation: Tensor, tokens: Tensor, tokenizer, *, n_bins: int = 10) -> tuple[float, float, float]:
+    """(apostrophes' share of all firings, of the top activation bin, punctuation's share of the other
+    tokens in the lower half of the range): the numbers Figure 4 (left)'s verdict reads."""
+    fired = activation > 0
+    texts = {t: token_text(tokenizer, t) for t in torch.unique(tokens[fired]).tolist()}
+    is_apostrophe = torch.tensor([has_apostrophe(texts.get(t, "")) if f else False
+                                  for t, f in zip(tokens.tolist(), fired.tolist())])
+    share = class_share_per_bin(activation, is_apostrophe, n_bins)
+    overall = float(is_apostrophe[fired].float().mean()) if fired.any() else 0.0
+    top_bin = float(share[~share.isnan()][-1]) if (~share.isnan()).any() else 0.0
+    values = activation[fired]
+    lower = values < float(values.max()) / 2 if fired.any() else values > 0
+    others = [texts[t] for t, low, apo in zip(tokens[fired].tolist(), lower.tolist(), is_apostrophe[fired].tolist())
+              if low and not apo]
+    return overall, top_bin, sum(map(is_punctuation, others)) / max(len(others), 1)
+
+
 def apostrophe_histogram_finding(feature: int, activation: Tensor, tokens: Tensor, tokenizer, *,
                                  n_bins: int = 10) -> Finding:
     """Figure 4 (left): the apostrophe feature fires mostly on apostrophes, especially at high
@@ -359,17 +381,7 @@ def apostrophe_histogram_finding(feature: int, activation: Tensor, tokens: Tenso
     apostrophes are ≥ 50% of the top bin only; not otherwise.
     """
     fired = activation > 0
-    texts = {t: token_text(tokenizer, t) for t in torch.unique(tokens[fired]).tolist()}
-    is_apostrophe = torch.tensor([has_apostrophe(texts.get(t, "")) if f else False
-                                  for t, f in zip(tokens.tolist(), fired.tolist())])
-    share = class_share_per_bin(activation, is_apostrophe, n_bins)
-    overall = float(is_apostrophe[fired].float().mean())
-    top_bin = float(share[~share.isnan()][-1]) if (~share.isnan()).any() else 0.0
-    values = activation[fired]
-    lower = values < float(values.max()) / 2
-    others = [texts[t] for t, low, apo in zip(tokens[fired].tolist(), lower.tolist(), is_apostrophe[fired].tolist())
-              if low and not apo]
-    punctuation = sum(map(is_punctuation, others)) / max(len(others), 1)
+    overall, top_bin, punctuation = apostrophe_shares(activation, tokens, tokenizer, n_bins=n_bins)
     if overall >= 0.5 and top_bin >= 0.8 and punctuation > 0.5:
         verdict = "reproduced"
     elif top_bin >= 0.5:

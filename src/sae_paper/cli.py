@@ -4,7 +4,8 @@ Every command takes one :class:`~sae_paper.config.RunConfig`: ``--config FILE.ya
 ``--set field=value`` (repeatable; values parsed as YAML, so ``--set alpha=null`` works).
 ``sae-paper fields`` lists the fields with their documentation.
 ``sae-paper book --profile NAME [-p key=value ...]`` executes the notebooks and builds the book
-(see :mod:`sae_paper.book`).
+(see :mod:`sae_paper.book`). ``sae-paper export SAE_DIR OUT_DIR`` writes a saved SAE in SAELens's
+format (see :mod:`sae_paper.saelens`).
 Errors in the user's input print one line, ``error: …``, and exit with status 2.
 """
 
@@ -91,6 +92,13 @@ def _cmd_book(args) -> None:
         print(f"profile {result.profile}: {timings}")
 
 
+def _cmd_export(args) -> None:
+    from sae_paper.saelens import CONFIG_FILE, WEIGHTS_FILE, export_sae
+
+    out = export_sae(args.sae_dir, args.out_dir, format=args.format, force=args.force)
+    print(f"wrote {out / CONFIG_FILE} and {out / WEIGHTS_FILE} ({args.format} format)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sae-paper", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--validate-only", action="store_true",
                       help="check the profile and build every run config, execute nothing")
     book.set_defaults(function=_cmd_book)
+    export = commands.add_parser("export", help="write a saved SAE (sae.json + sae.safetensors) in SAELens's format")
+    export.add_argument("sae_dir", metavar="SAE_DIR", help="a folder the library saved an SAE into")
+    export.add_argument("out_dir", metavar="OUT_DIR", help="where to write cfg.json and sae_weights.safetensors")
+    export.add_argument("--format", default="saelens", help="saelens (the only one so far)")
+    export.add_argument("--force", action="store_true", help="write into OUT_DIR even if it is not empty")
+    export.set_defaults(function=_cmd_export)
     return parser
 
 

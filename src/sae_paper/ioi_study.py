@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -29,13 +28,11 @@ from typing import Any
 from torch import Tensor
 
 from sae_paper import SaePaperError
-from sae_paper.claims import Finding
 from sae_paper.study import SaeRunFields
 from sae_paper.config import RunConfig
 from sae_paper.models import Site, model_spec
-from sae_paper.patching import (
-    CurvePoint, Ordering, PatchingCurve, cost_to_reach, kl_levels, log_thresholds,
-)
+from sae_paper.ioi_verdicts import comparison, dictionary_name
+from sae_paper.patching import CurvePoint, Ordering, PatchingCurve, log_thresholds
 
 NOTEBOOK = "03_ioi"
 PCA_NAME = "PCA"
@@ -64,9 +61,9 @@ class IoiStudy(SaeRunFields):
     """α of the SAEs at the main layer: 0 (the non-sparse dictionary) and at least one α > 0."""
     fig17_alphas: tuple[float, ...] = (1e-2,)
     """α of the SAEs at the other layers of ``layers`` (PCA is always added)."""
-    n_tokens: int = 49_152
+    n_tokens: int = 98_304
     """Training activations of the main layer's dictionaries (the paper: ~7M): what decides Figure 3."""
-    fig17_n_tokens: int | None = None
+    fig17_n_tokens: int | None = 49_152
     """Training activations at the other layers of ``layers`` (None: ``n_tokens``)."""
     ratio: float = 2.0
     """Dictionary ratio R of every SAE."""
@@ -85,7 +82,7 @@ class IoiStudy(SaeRunFields):
     """Path points of the attribution (each a forward and a backward pass over the prompts)."""
     chunk: int = 4
     """Feature sets evaluated per forward pass (× n_prompts sequences)."""
-    token_budgets: tuple[int, ...] = ()
+    token_budgets: tuple[int, ...] = (24_576, 49_152, 98_304, 393_216)
     """Training activations at which the main layer's dictionaries are retrained and Figure 3's comparisons recomputed
     (the budget-sensitivity plot and the scoreboard's trend); budgets above ``n_tokens`` are used only when a larger
     profile (``long``) left their curves in the cache. Fewer than 3 usable: no trend."""
@@ -112,6 +109,8 @@ class IoiStudy(SaeRunFields):
             raise SaePaperError(f"{NOTEBOOK} parameter n_exact={self.n_exact!r}: must be a non-negative integer")
         if not isinstance(self.n_thresholds, int) or self.n_thresholds < 2:
             raise SaePaperError(f"{NOTEBOOK} parameter n_thresholds={self.n_thresholds!r}: must be at least 2")
+        if self.fig17_n_tokens is not None and (not isinstance(self.fig17_n_tokens, int) or self.fig17_n_tokens <= 0):
+            raise SaePaperError(f"{NOTEBOOK} parameter fig17_n_tokens={self.fig17_n_tokens!r}: a positive integer or null")
         if any(not isinstance(n, int) or n <= 0 for n in self.token_budgets):
             raise SaePaperError(f"{NOTEBOOK} parameter token_budgets={list(self.token_budgets)!r}: positive integers")
         if self.ordering not in Ordering.__args__:
@@ -159,11 +158,6 @@ class IoiStudy(SaeRunFields):
                    "n_exact": self.n_exact, "attribution_steps": self.attribution_steps,
                    "seed": self.seed, "version": 1}
         return hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def dictionary_name(alpha: float) -> str:
-    """The label a dictionary carries in tables and figures."""
-    return "α=0 dictionary" if alpha == 0 else f"SAE α={alpha:g}"
 
 
 # --------------------------------------------------------------------------------------
@@ -369,7 +363,7 @@ def token_sweep(study: IoiStudy, setup_factory, *, main_curves: Sequence[Patchin
                 continue
             curves = list(patching_curves(at_n, study.layer, dictionaries, setup_factory=setup_factory).values())
         for claim, what in (("fig3-fewer-features", "features"), ("fig3-smaller-edits", "edit")):
-            wins, total, _ = _comparison(curves, what)
+            wins, total, _ = comparison(curves, what)
             points[claim].append(BudgetPoint(n, wins / total if total else 0.0))
     return points
 
@@ -383,148 +377,3 @@ def token_trends(points: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
 
     return {claim: budget_trend(p, what="share of comparisons the sparse SAEs win", unit="training activations",
                                 tolerance=TREND_TOLERANCE) if len(p) >= 3 else None for claim, p in points.items()}
-
-
-# --------------------------------------------------------------------------------------
-# Verdicts
-# --------------------------------------------------------------------------------------
-
-
-def _alpha_of(curve: PatchingCurve) -> float | None:
-    if curve.name == dictionary_name(0.0):
-        return 0.0
-    if curve.name.startswith("SAE α="):
-        return float(curve.name.removeprefix("SAE α="))
-    return None
-
-
-def _split(curves: Sequence[PatchingCurve]) -> tuple[list[PatchingCurve], list[PatchingCurve]]:
-    """(sparse SAEs, baselines: PCA and the α = 0 dictionary)."""
-    sparse = [c for c in curves if (_alpha_of(c) or 0) > 0]
-    baselines = [c for c in curves if _alpha_of(c) in (None, 0.0)]
-    return sparse, baselines
-
-
-def _fmt(value: float | None, what: str) -> str:
-    if value is None:
-        return "never"
-    return f"{value:.0f}" if what == "features" else f"{value:.3g}"
-
-
-def _comparison(curves: Sequence[PatchingCurve], what: str) -> tuple[int, int, list[str]]:
-    """(wins, comparisons, summary parts): each sparse SAE against each baseline at the KL levels both reach.
-
-    The levels of a pair are log-spaced between 1.5× the higher of the two floors and half
-    the base KL (:func:`sae_paper.patching.kl_levels`); a pair whose floors leave no such
-    level is skipped (said in the summary). A curve that never reaches a level counts as
-    needing infinitely many features (or an infinite edit).
-    """
-    sparse, baselines = _split(curves)
-    if not sparse or not baselines:
-        raise SaePaperError("the Figure 3 verdicts need at least one sparse SAE and one baseline (PCA or α = 0)")
-    inf = math.inf
-    wins = total = 0
-    parts = []
-    for s in sparse:
-        for b in baselines:
-            levels = kl_levels([s, b])
-            if not levels:
-                parts.append(f"{s.name} vs {b.name}: no common level (floor {s.kl_all:.2g} above half the base KL)")
-                continue
-            costs = cost_to_reach([s, b], levels)
-            pair_wins = sum((inf if mine is None else mine) < (inf if theirs is None else theirs)
-                            for mine, theirs in zip(costs[s.name][what], costs[b.name][what]))
-            wins, total = wins + pair_wins, total + len(levels)
-            middle = len(levels) // 2
-            parts.append(f"{s.name} vs {b.name}: {pair_wins}/{len(levels)} (at KL {levels[middle]:.2g}: "
-                         f"{_fmt(costs[s.name][what][middle], what)} vs {_fmt(costs[b.name][what][middle], what)})")
-    return wins, total, parts
-
-
-def _verdict(share: float) -> str:
-    return "reproduced" if share >= 0.9 else "partly" if share >= 0.5 else "not"
-
-
-def fewer_features_finding(curves: Sequence[PatchingCurve], *, setting: str) -> Finding:
-    """Figure 3 (left): sparse dictionaries reach a given KL with fewer patched features than PCA and α = 0.
-
-    Each sparse SAE against each baseline, at the KL levels both reach (:func:`_comparison`):
-    reproduced if the sparse SAE needs strictly fewer features in ≥ 90% of the
-    comparisons, partly if in ≥ 50%, not otherwise; not comparable if no pair has a level.
-    """
-    wins, total, parts = _comparison(curves, "features")
-    share = wins / total if total else 0.0
-    ours = (f"{setting}: the sparse SAE needs fewer patched features than the baseline at {wins}/{total} KL levels; "
-            + "; ".join(parts))
-    note = ("rule: ≥ 90% of (level, sparse SAE, baseline) comparisons reproduced, ≥ 50% partly; per pair, 8 KL levels "
-            "from 1.5× the higher floor to half the base KL, each curve read off its lower envelope, interpolated "
-            "between measured points; features = those whose code changes; order from ACDC's threshold sweep over "
-            "attribution shares (see notebook)")
-    return Finding(ours, _verdict(share) if total else "not comparable", note)
-
-
-def smaller_edits_finding(curves: Sequence[PatchingCurve], *, setting: str) -> Finding:
-    """Figure 3 (right): the same comparison with the mean edit magnitude instead of the number of features."""
-    wins, total, parts = _comparison(curves, "edit")
-    share = wins / total if total else 0.0
-    ours = (f"{setting}: the sparse SAE reaches the KL level with a smaller mean edit than the baseline at {wins}/{total} "
-            "levels; " + "; ".join(parts) + " (edit: mean L2 norm of the added vector)")
-    note = ("rule: ≥ 90% of comparisons reproduced, ≥ 50% partly, same KL levels as fig3-fewer-features; edit = mean "
-            "L2 norm over patched (prompt, position) pairs of the vector added to the residual stream")
-    return Finding(ours, _verdict(share) if total else "not comparable", note)
-
-
-def alpha_floor_finding(curves: Sequence[PatchingCurve], fvu: Mapping[float, float], *, setting: str) -> Finding:
-    """Figure 3: larger α has a higher minimum KL (worse reconstruction).
-
-    The minimum KL of a dictionary is its all-patched KL (the base's reconstruction error
-    stays in place). Over the dictionaries sorted by α (α = 0 included), reproduced if it
-    rises at every step, partly if at ≥ half the steps, not otherwise.
-    """
-    dictionaries = sorted((c for c in curves if _alpha_of(c) is not None), key=_alpha_of)
-    if len(dictionaries) < 2:
-        raise SaePaperError("the alpha-floor verdict needs at least two dictionaries")
-    floors = [c.kl_all for c in dictionaries]
-    steps = list(zip(floors, floors[1:]))
-    share = sum(b > a for a, b in steps) / len(steps)
-    ours = f"{setting}: minimum KL " + ", ".join(
-        f"{c.name} {c.kl_all:.3g}" + (f" (FVU {fvu[_alpha_of(c)]:.3f})" if _alpha_of(c) in fvu else "") for c in dictionaries)
-    note = ("rule: the all-patched KL (the floor) rises with α at every step reproduced, at ≥ half the steps partly; "
-            "FVU on held-out activations shows the reconstruction error behind it")
-    verdict = "reproduced" if share == 1.0 else "partly" if share >= 0.5 else "not"
-    return Finding(ours, verdict, note)
-
-
-def layers_finding(by_layer: Mapping[int, Sequence[PatchingCurve]], *, setting: str) -> Finding:
-    """Figure 17: the Figure 3 pattern (fewer features and smaller edits) holds across layers.
-
-    At each layer, the comparisons of :func:`fewer_features_finding` and
-    :func:`smaller_edits_finding`. Reproduced if both are 'reproduced' at every layer
-    (≥ 3 layers); partly if at a majority of layers at least one of them is reproduced or
-    partly; not comparable if no layer has a comparable level; not otherwise.
-    """
-    parts, layer_verdicts = [], []
-    for layer, curves in sorted(by_layer.items()):
-        verdicts = []
-        summary = []
-        for what in ("features", "edit"):
-            wins, total, _ = _comparison(curves, what)
-            verdicts.append(_verdict(wins / total) if total else "not comparable")
-            summary.append(f"{what} {wins}/{total}")
-        layer_verdicts.append(verdicts)
-        parts.append(f"layer {layer}: " + ", ".join(summary))
-    holds = [any(v in ("reproduced", "partly") for v in verdicts) for verdicts in layer_verdicts]
-    if all(v == "not comparable" for verdicts in layer_verdicts for v in verdicts):
-        verdict = "not comparable"
-    elif len(layer_verdicts) >= 3 and all(v == "reproduced" for verdicts in layer_verdicts for v in verdicts):
-        verdict = "reproduced"
-    elif sum(holds) > len(holds) / 2:
-        verdict = "partly"
-    else:
-        verdict = "not"
-    ours = (f"{setting}: KL levels at which the sparse SAE needs fewer features / a smaller edit than the baselines: "
-            + "; ".join(parts))
-    note = ("rule: fig3-fewer-features' and fig3-smaller-edits' comparisons at each layer; reproduced if both hold at "
-            f"every layer (≥ 3 layers), partly if at least one holds at least partly at a majority; {len(by_layer)} layers "
-            "here, the paper's 6; a layer where the SAE's floor is above half the base KL has no comparable level")
-    return Finding(ours, verdict, note)

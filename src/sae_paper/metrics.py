@@ -250,3 +250,59 @@ def splice_metrics(
     if n != reference.n_tokens:
         raise SaePaperError(f"the reference CE counts {reference.n_tokens} predictions, these tokens {n}: another text")
     return SpliceMetrics(reference.ce_clean, spliced, reference.ce_zero, n)
+
+
+# --------------------------------------------------------------------------------------
+# The same CE under SAELens's / SAEBench's convention (issue 13)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AllPositionsSpliceMetrics(SpliceMetrics):
+    """:class:`SpliceMetrics` under SAELens's and SAEBench's convention (``get_recons_loss``).
+
+    Every position, BOS included, is replaced by the reconstruction or zeroed, and a
+    prediction is left out of every mean when the token it is made *from* is a special
+    token (BOS, end-of-text separators, padding). Ours (:class:`SpliceMetrics`) replaces
+    only the positions the separator-row policy keeps and counts the predictions made from
+    them. Zeroing BOS too is what makes this zero-ablation CE smaller than ours: without
+    the BOS activation a model's attention has no sink, and a model without biases
+    (SmolLM2) then outputs logits of exactly 0, a CE of ``ln(vocabulary)``.
+    ``ce_recovered`` is SAEBench's ``ce_loss_score``.
+    """
+
+
+def splice_metrics_all_positions(
+    model,
+    site,
+    reconstruct: Callable[[Tensor], Tensor],
+    tokens: Int[Tensor, "batch pos"],
+    ignore_token_ids: Iterable[int | None],
+    *,
+    batch_size: int = 32,
+) -> AllPositionsSpliceMetrics:
+    """CE of ``model`` on ``tokens`` clean, with every position of ``site`` reconstructed, and zeroed,
+    counting only predictions made from tokens not in ``ignore_token_ids`` (None entries are skipped,
+    as a tokenizer without a pad token gives). See :class:`AllPositionsSpliceMetrics`.
+    """
+    ignored = torch.tensor(sorted({int(t) for t in ignore_token_ids if t is not None}), dtype=torch.long)
+
+    def spliced(activation: Tensor, hook) -> Tensor:
+        flat = activation.reshape(-1, activation.shape[-1])
+        return reconstruct(flat).reshape(activation.shape).to(activation.dtype)
+
+    def zeroed(activation: Tensor, hook) -> Tensor:
+        return torch.zeros_like(activation)
+
+    totals = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
+    count = 0
+    for start in range(0, len(tokens), batch_size):
+        chunk = tokens[start : start + batch_size]
+        keep = ~torch.isin(chunk[:, :-1], ignored.to(chunk.device))  # the position each prediction is made from
+        for name, hooks in (("clean", []), ("spliced", [(site.hook_name, spliced)]), ("zero", [(site.hook_name, zeroed)])):
+            losses = model.run_with_hooks(chunk, return_type="loss", loss_per_token=True, fwd_hooks=hooks)
+            totals[name] += losses[keep.to(losses.device)].double().sum().item()
+        count += int(keep.sum())
+    if count == 0:
+        raise SaePaperError("splice_metrics_all_positions: every prediction is made from an ignored token")
+    return AllPositionsSpliceMetrics(totals["clean"] / count, totals["spliced"] / count, totals["zero"] / count, count)

@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sae_paper import SaePaperError
 from sae_paper.activations import ActivationCache, HarvestSpec, harvest, kept_rows
 from sae_paper.config import TRAIN_FIELDS, RunConfig
 from sae_paper.data import POLICY_VERSION, load_contexts, text_source
@@ -64,7 +63,7 @@ class Evaluation:
             f"CE clean       {s.ce_clean:.4f} nats (perplexity {s.perplexity_clean:.2f})",
             f"CE spliced     {s.ce_spliced:.4f} nats (perplexity {s.perplexity_spliced:.2f})",
             f"CE zero-ablate {s.ce_zero:.4f} nats (perplexity {s.perplexity_zero:.2f})",
-            f"CE recovered   {s.ce_recovered:.3f}   ({s.n_tokens:,} held-out tokens, BOS untouched)",
+            f"CE recovered   {s.ce_recovered:.3f}   ({s.n_tokens:,} held-out predictions; BOS, first tokens and separators untouched)",
         ]
 
 

@@ -266,6 +266,24 @@ class UntiedSAE(SparseAutoencoder):
         return SaeWeights(self.M_e, self.b, normalize(self.M_d))
 
 
+@register_sae
+class ImportedUntiedSAE(UntiedSAE):
+    """An untied SAE made elsewhere (:func:`sae_paper.saelens.import_saelens`), its decoder used as stored.
+
+    The import checked that the decoder rows are unit-norm, so this is the untied SAE of
+    Appendix C.3; only the per-forward renormalisation is left out, because dividing rows of
+    norm 1 ± 1 ulp by their norm again changes their last bits: the codes and
+    reconstructions would no longer be bit-equal to the source library's, and an export of
+    the import would not be byte-identical to the original. For analysis, not training
+    (nothing would keep the rows unit-norm; train an :class:`UntiedSAE` instead).
+    """
+
+    kind = "untied-imported"
+
+    def _weights(self, normalize: Callable[[Tensor], Tensor]) -> SaeWeights:
+        return SaeWeights(self.M_e, self.b, self.M_d)
+
+
 def make_sae(
     kind: str,
     d_in: int,

@@ -79,13 +79,13 @@ class AutointerpStudy(SaeRunFields):
 
     fragment_sources: tuple[str, ...] = ("webtext", "enwiki2015")
     """Fragment text: WebText openings (OpenWebText-like), topped up from Wikipedia if needed."""
-    n_fragments: int = 240
+    n_fragments: int = 2_000
     """Fragments (the paper: 50,000 lines of OpenWebText)."""
     fragment_length: int = 64
     """Tokens per fragment (the paper's 64)."""
-    n_features: int = 50
+    n_features: int = 100
     """Features scored per method and site (the paper: 150)."""
-    fragment_budgets: tuple[int, ...] = ()
+    fragment_budgets: tuple[int, ...] = (500, 1_000, 2_000, 8_000)
     """Pool sizes at which Figures 2, 8 and 9's deciding numbers are recomputed (the budget-sensitivity plot and the
     scoreboard's trend); those up to ``n_fragments`` are the start of the main pool, larger ones are used only when a
     larger profile (``long``) left their activations in the cache. Fewer than 3 usable: no trend."""
