@@ -289,7 +289,8 @@ def run_book(
 
     write_browser(layout.book_dir / GENERATED, log=log)
     log(f"feature browser written in {time.perf_counter() - started:.0f} s")
-    write_chapter_list(layout.book_dir, layout.notebooks_dir, layout.book_dir / GENERATED)
+    if (layout.book_dir / "_toc.yml").is_file():  # a book folder without a toc has no chapters to list
+        write_chapter_list(layout.book_dir, layout.notebooks_dir, layout.book_dir / GENERATED)
     if build:
         started = time.perf_counter()
         result.html = build_html(layout.book_dir, staging / "build")
