@@ -6,13 +6,11 @@ tiny SAE trained through the one pipeline on 620 activations.
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 
 import nbformat
 import pytest
-import torch
 
 from sae_paper import SaePaperError
 from sae_paper.autointerp import FragmentSpec, fragment_activations
