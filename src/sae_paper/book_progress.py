@@ -19,6 +19,7 @@ cell callbacks; :func:`sae_paper.book._execute` selects it by name (:data:`ENGIN
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import threading
 import time
@@ -90,8 +91,10 @@ class NotebookProgress:
         if self.live:
             from tqdm.auto import tqdm
 
+            size = shutil.get_terminal_size((100, 20))  # also for a terminal that reports a size of 0 (tqdm then hides)
             self._bar = tqdm(total=self.code_total, desc=self.name, unit="cell", file=self.stream, leave=True,
-                             bar_format="{desc} {bar:16} {n_fmt}/{total_fmt} code cells, {postfix}")
+                             ncols=size.columns, nrows=size.lines,
+                             bar_format="{desc} {bar:16} {n_fmt}/{total_fmt} code cells{postfix}")
             self._thread = threading.Thread(target=self._refresh, daemon=True)
             self._thread.start()
         self._show()
