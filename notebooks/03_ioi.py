@@ -341,7 +341,8 @@ board
 # ## Provenance
 #
 # The commit, parameters, library versions and hardware behind every number above, and
-# where the wall time went (cached SAEs, activations and curves take no time on a rerun).
+# where the wall time went (cached SAEs, activations and curves take no time on a rerun), and the commits that computed the cached results
+# this run reused, those older than the current commit flagged.
 
 # %%
 prov.save()

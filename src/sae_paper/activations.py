@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sae_paper import SaePaperError
+from sae_paper import SaePaperError, cache
 from sae_paper.data import POLICY_VERSION, iter_contexts, kept_positions
 from sae_paper.models import Site
 from sae_paper.models import model_spec as find_model_spec
@@ -69,7 +69,11 @@ class InMemoryActivations:
 # from one pass over the text, each batch's forward pass stopping at the deepest site that
 # still needs rows. Each shard is written to a
 # temporary name and renamed, then the manifest is rewritten, so an interrupted harvest
-# resumes after its last whole shard.
+# resumes after its last whole shard. A harvest holds the text's lock (``<folder>/.lock``,
+# :func:`sae_paper.cache.locked`), so a second process asking for the same text waits, then
+# finds the rows it needs. The manifest's "computed" list records each harvest that added
+# shards (commit, library version, first shard); a shard listed but missing is harvested
+# again (said on stderr), a shard whose checksum differs is refused with its name.
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
@@ -93,35 +97,18 @@ class HarvestSpec:
     def text_key(self) -> dict:
         """What the cached rows depend on (``n_tokens`` only says how many are wanted)."""
         fields = {k: v for k, v in asdict(self).items() if k != "n_tokens"}
-        return {**fields, "format": FORMAT_VERSION, "policy": POLICY_VERSION}
+        return {**fields, "format": FORMAT_VERSION, "policy": POLICY_VERSION, "computation": cache.version("activations")}
 
     def folder(self) -> Path:
         key = hashlib.sha256(json.dumps(self.text_key(), sort_keys=True).encode()).hexdigest()[:12]
         return cache_dir("activations", self.model) / f"{self.source}-{self.split}-{key}"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
-
-
 def _read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
     if not path.is_file():
         raise SaePaperError(f"no activation cache at {folder} (missing {MANIFEST}); run `sae-paper harvest`")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise SaePaperError(f"activation cache manifest {path} is corrupt (not JSON); delete {folder} to re-harvest") from None
+    return cache.read_json(path, "activation cache manifest")
 
 
 def kept_rows(folder: Path) -> int:
@@ -130,6 +117,33 @@ def kept_rows(folder: Path) -> int:
         return sum(shard["kept"] for shard in _read_manifest(folder).get("shards", []))
     except SaePaperError:
         return 0
+
+
+def _needed(shards: list[dict], n_rows: int) -> list[dict]:
+    """The first shards that hold ``n_rows`` kept rows (all of them when they hold fewer)."""
+    needed, total = [], 0
+    for shard in shards:
+        if total >= n_rows:
+            break
+        needed.append(shard)
+        total += shard["kept"]
+    return needed
+
+
+def complete(folder: Path, n_rows: int) -> bool:
+    """Whether a site's cache can serve its first ``n_rows`` kept rows as it is: the manifest lists them,
+    their shard files are present, and no ``--recompute`` asks for them afresh. (Checksums are
+    verified when the cache is opened: a corrupt shard is an error, not a reason to harvest.)"""
+    if not (folder / MANIFEST).is_file():
+        return False
+    try:
+        manifest = _read_manifest(folder)
+    except SaePaperError:
+        return False  # harvest() reads it again and names the file
+    shards = manifest.get("shards", [])
+    return (sum(shard["kept"] for shard in shards) >= n_rows
+            and all((folder / shard["file"]).is_file() for shard in _needed(shards, n_rows))
+            and not any(cache.stale("activations", record) for record in manifest.get("computed", [{}])))
 
 
 class ActivationCache:
@@ -160,6 +174,9 @@ class ActivationCache:
         if verify:
             for shard in self.shards:
                 _check_shard(self.folder, shard)
+        for record in self.manifest.get("computed", [None]):  # the harvests that wrote the shards read
+            if record is None or record.get("first_shard", 0) < len(self.shards):
+                cache.note_used("activations", f"{self.folder}#{(record or {}).get('first_shard', 0)}", record)
 
     @property
     def n_contexts(self) -> int:
@@ -215,8 +232,8 @@ class ActivationCache:
 def _check_shard(folder: Path, shard: dict) -> None:
     path = folder / shard["file"]
     if not path.is_file():
-        raise SaePaperError(f"activation cache shard {path} is missing; rerun the harvest to rebuild it")
-    if _sha256(path) != shard["sha256"]:
+        raise SaePaperError(f"activation cache shard {path} is missing; rerun the harvest to harvest it again")
+    if cache.sha256_file(path) != shard["sha256"]:
         raise SaePaperError(
             f"activation cache shard {path} is corrupt (checksum mismatch); delete that file and rerun the harvest to rebuild it"
         )
@@ -245,18 +262,43 @@ def harvest(
     sites = sorted({site.check(model_spec) for site in sites})
     root = spec.folder()
     folders = {site: root / str(site) for site in sites}
-    for sibling in sorted(root.glob(f"*/{MANIFEST}")):  # every site of one text is cut into the same shards
-        shard_contexts = _read_manifest(sibling.parent).get("shard_contexts", shard_contexts)
-        break
-    manifests = {site: _start_manifest(folders[site], spec, site, site.width(model_spec), shard_contexts) for site in sites}
     want = {site: int((wanted or {}).get(site, spec.n_tokens)) for site in sites}
-    short = [site for site in sites if sum(s["kept"] for s in manifests[site]["shards"]) < want[site]]
-    if short and model is None:
-        raise SaePaperError("the activation cache is not complete and no model was given to harvest it")
-    if short:
-        _extend(model, spec, {site: (folders[site], manifests[site], want[site]) for site in short},
-                batch_size=batch_size, progress=progress)
+    if all(complete(folders[site], want[site]) for site in sites):  # no lock needed to read a complete cache
+        for site in sites:
+            _check_settings(folders[site], _read_manifest(folders[site]), spec, site, site.width(model_spec))
+        return {site: ActivationCache(folders[site], n_rows=want[site]) for site in sites}
+    with cache.locked(root, f"the activations of {spec.source} ({spec.split}, {spec.model})"):
+        for sibling in sorted(root.glob(f"*/{MANIFEST}")):  # every site of one text is cut into the same shards
+            shard_contexts = _read_manifest(sibling.parent).get("shard_contexts", shard_contexts)
+            break
+        manifests = {site: _start_manifest(folders[site], spec, site, site.width(model_spec), shard_contexts)
+                     for site in sites}
+        for site in sites:
+            _heal(folders[site], manifests[site])
+        short = [site for site in sites if sum(s["kept"] for s in manifests[site]["shards"]) < want[site]]
+        if short and model is None:
+            raise SaePaperError("the activation cache is not complete and no model was given to harvest it")
+        if short:
+            _extend(model, spec, {site: (folders[site], manifests[site], want[site]) for site in short},
+                    batch_size=batch_size, progress=progress)
     return {site: ActivationCache(folders[site], n_rows=want[site], verify=site not in short) for site in sites}
+
+
+def _heal(folder: Path, manifest: dict) -> None:
+    """Make ``manifest`` list only what is there (under the lock): harvest a missing shard again, from
+    there on, and everything when ``--recompute activations`` asked for it. Never deletes a file."""
+    if manifest["shards"] and any(cache.stale("activations", r) for r in manifest.get("computed", [{}])):
+        cache.notice(f"recomputing the activations in {folder}, as asked (--recompute); "
+                     f"its {len(manifest['shards'])} shards are harvested again")
+        manifest["shards"], manifest["computed"] = [], []
+    for index, shard in enumerate(manifest["shards"]):
+        if not (folder / shard["file"]).is_file():
+            cache.notice(f"activation cache {folder} is incomplete: {shard['file']}, listed in its manifest, is missing; "
+                         f"harvesting it again (and the {len(manifest['shards']) - index - 1} shards after it)")
+            del manifest["shards"][index:]
+            manifest["computed"] = [r for r in manifest.get("computed", []) if r.get("first_shard", 0) < index]
+            cache.write_json_atomic(folder / MANIFEST, manifest)
+            break
 
 
 def _extend(model, spec: HarvestSpec, targets: dict[Site, tuple[Path, dict, int]], *, batch_size: int,
@@ -272,7 +314,11 @@ def _extend(model, spec: HarvestSpec, targets: dict[Site, tuple[Path, dict, int]
         for shard in manifest["shards"]:
             _check_shard(folder, shard)
         done[site] = len(manifest["shards"])
+        manifest.setdefault("computed", []).append(
+            {**cache.stamp("activations", f"{folder}#{done[site]}"), "first_shard": done[site]})
     first = min(done.values())
+    cache.notice(f"harvesting {spec.split} activations of {spec.source} ({', '.join(map(str, targets))}, up to {goal:,} rows) "
+                 f"from shard {first} into {spec.folder()}")
     kept_before = sum(shard["kept"] for shard in targets[min(done, key=done.get)][1]["shards"])
     stream = iter_contexts(
         spec.source, model.tokenizer, context_length=spec.context_length, bos_token_id=model_spec.bos_token_id,
@@ -327,20 +373,25 @@ def _extend(model, spec: HarvestSpec, targets: dict[Site, tuple[Path, dict, int]
 def _start_manifest(folder: Path, spec: HarvestSpec, site: Site, width: int, shard_contexts: int) -> dict:
     """The existing manifest if it matches this request, else a fresh one; a mismatch is an error."""
     folder.mkdir(parents=True, exist_ok=True)
-    expected = {**spec.text_key(), "site": site.kind, "layer": site.layer, "hook": site.hook_name, "d": width}
     path = folder / MANIFEST
     if path.is_file():
-        manifest = _read_manifest(folder)
-        differs = sorted(key for key, value in expected.items() if manifest.get(key) != value)
-        if differs:
-            raise SaePaperError(
-                f"activation cache {folder} was written for different settings ({', '.join(differs)}); "
-                f"delete it to re-harvest"
-            )
-        return manifest
-    manifest = {**expected, "shard_contexts": shard_contexts, "shards": [],
+        return _check_settings(folder, _read_manifest(folder), spec, site, width)
+    manifest = {**_settings(spec, site, width), "shard_contexts": shard_contexts, "shards": [],
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    _write_json_atomic(path, manifest)
+    cache.write_json_atomic(path, manifest)
+    return manifest
+
+
+def _settings(spec: HarvestSpec, site: Site, width: int) -> dict:
+    return {**spec.text_key(), "site": site.kind, "layer": site.layer, "hook": site.hook_name, "d": width}
+
+
+def _check_settings(folder: Path, manifest: dict, spec: HarvestSpec, site: Site, width: int) -> dict:
+    """``manifest`` if it was written for this request's text and site; else one error line naming what differs."""
+    differs = sorted(key for key, value in _settings(spec, site, width).items() if manifest.get(key) != value)
+    if differs:
+        raise SaePaperError(f"activation cache {folder} was written for different settings ({', '.join(differs)}); "
+                            "delete it to re-harvest")
     return manifest
 
 
@@ -352,8 +403,8 @@ def _append_shard(folder: Path, manifest: dict, rows: Tensor, kept: Tensor, cont
     save_file({"activations": rows.contiguous(), "kept": kept.contiguous()}, tmp)
     os.replace(tmp, folder / name)
     manifest["shards"].append({"file": name, "contexts": contexts, "rows": len(rows), "kept": int(kept.sum()),
-                               "sha256": _sha256(folder / name)})
-    _write_json_atomic(folder / MANIFEST, manifest)
+                               "sha256": cache.sha256_file(folder / name)})
+    cache.write_json_atomic(folder / MANIFEST, manifest)
 
 
 def harvest_all(requests: Iterable[tuple[HarvestSpec, Site]], get_model: Callable[[], Any], *, batch_size: int = 32,
@@ -371,7 +422,7 @@ def harvest_all(requests: Iterable[tuple[HarvestSpec, Site]], get_model: Callabl
         known[1][site] = max(known[1].get(site, 0), spec.n_tokens)
     done = []
     for spec, wanted in merged.values():
-        short = {site: n for site, n in sorted(wanted.items()) if kept_rows(spec.folder() / str(site)) < n}
+        short = {site: n for site, n in sorted(wanted.items()) if not complete(spec.folder() / str(site), n)}
         if short:
             started = time.perf_counter()
             harvest(get_model(), spec, list(short), batch_size=batch_size, progress=progress, wanted=short)

@@ -24,6 +24,9 @@ that has it, or ``-p NOTEBOOK.key=value`` for one. The runner then
 4. builds the HTML with ``jupyter-book build`` (execution off: the notebooks already ran)
    into a temporary folder and swaps it in for ``book/_build`` when the build succeeded.
 
+``--recompute KIND|all`` (:func:`sae_paper.cache.recompute_env`) makes every cache entry of
+those kinds made before this build computed again, by the harvest and by the notebooks.
+
 A failing cell stops the run with one line naming the notebook, the cell and the error;
 ``book/generated`` and ``book/_build/html`` keep the previous successful run's output,
 and the partly executed notebook is kept in the staging folder the error names.
@@ -45,7 +48,7 @@ from typing import Any
 
 from sae_paper import SaePaperError
 from sae_paper.book_pages import WIDE_PAGE, anchor_claim_sections, write_chapter_list
-from sae_paper.paths import BOOK_OUTPUT_ENV, repo_root
+from sae_paper.paths import BOOK_OUTPUT_ENV, book_dir, repo_root
 
 KERNEL_NAME = "python3"
 GENERATED = "generated"
@@ -81,7 +84,7 @@ class BookLayout:
     @classmethod
     def default(cls) -> "BookLayout":
         root = repo_root()
-        return cls(root / "notebooks", root / "book", root / "profiles")
+        return cls(root / "notebooks", book_dir(), root / "profiles")
 
     def notebooks(self) -> list[str]:
         """The names of the notebooks present (``notebooks/*.py``), sorted."""
@@ -237,8 +240,15 @@ def run_book(
     validate_only: bool = False,
     build: bool = True,
     log: Callable[[str], None] = print,
+    recompute: Sequence[str] = (),
 ) -> BookResult:
     """Validate, execute the notebooks and build the book (see the module docstring)."""
+    from sae_paper.cache import RECOMPUTE_ENV, recompute_env
+
+    if recompute:
+        with _environment(**{RECOMPUTE_ENV: recompute_env(list(recompute))}):
+            return run_book(profile, overrides, notebooks, layout=layout, validate_only=validate_only, build=build,
+                            log=log)
     layout = layout or BookLayout.default()
     present = layout.notebooks()
     if not present:
@@ -444,8 +454,11 @@ def write_scoreboard(generated: Path) -> Path:
     for path in sorted((generated / "provenance").glob("*.json")):
         info = json.loads(path.read_text())
         dirty = " + uncommitted changes" if info.get("dirty") else ""
+        older = sum(row["entries"] for row in info.get("cached", []) if row["relation"] != "this commit")
+        stale = (f", **{older} cached result(s) computed at other commits** (listed in its provenance cell)"
+                 if older else "")
         runs.append(f"- **{info['notebook']}**: profile `{info['profile']}`, commit `{str(info['commit'])[:12]}`{dirty}, "
-                    f"started {info['started']}, {info.get('wall_seconds', 0):.0f} s")
+                    f"started {info['started']}, {info.get('wall_seconds', 0):.0f} s{stale}")
     if runs:
         text += "\n## Runs behind these records\n\n" + "\n".join(runs) + "\n"
     path = generated / SCOREBOARD

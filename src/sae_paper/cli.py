@@ -86,7 +86,8 @@ def _cmd_book(args) -> None:
     from sae_paper.book import run_book
 
     notebooks = [name for entry in args.notebooks for name in entry.split(",") if name]
-    result = run_book(args.profile, args.param, notebooks or None, validate_only=args.validate_only)
+    recompute = [kind for entry in args.recompute for kind in entry.split(",") if kind]
+    result = run_book(args.profile, args.param, notebooks or None, validate_only=args.validate_only, recompute=recompute)
     if not args.validate_only:
         timings = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.seconds.items())
         print(f"profile {result.profile}: {timings}")
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="override a notebook parameter (value read as YAML); NOTEBOOK.KEY=VALUE for one notebook")
     book.add_argument("--notebooks", action="append", default=[], metavar="NAME",
                       help="run only these notebooks (repeatable or comma-separated; default: all)")
+    book.add_argument("--recompute", action="append", default=[], metavar="KIND",
+                      help="compute these cached artifacts afresh (activations, sae, evaluation, reference-ce, "
+                           "fragments, baselines, ioi-curve, or all; repeatable or comma-separated)")
     book.add_argument("--validate-only", action="store_true",
                       help="check the profile and build every run config, execute nothing")
     book.set_defaults(function=_cmd_book)

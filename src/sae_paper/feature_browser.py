@@ -349,7 +349,6 @@ def write_browser(generated: Path, *, load_model: Callable[[str], object] | None
     from sae_paper.decompositions import SaeDecomposition
     from sae_paper.feature_plots import compact_histogram_figure
     from sae_paper.pipeline import Run
-    from sae_paper.train import SUMMARY_FILE
 
     if load_model is None:
         from sae_paper.models import load_model
@@ -368,7 +367,7 @@ def write_browser(generated: Path, *, load_model: Callable[[str], object] | None
             continue
         run = Run(sae.config, progress=False)
         try:
-            if not (run.sae_dir / SUMMARY_FILE).is_file():
+            if not run.sae_is_cached():
                 raise SaePaperError(f"the SAE is not in the cache ({run.sae_dir}); rerun notebook 02_autointerp")
             text = fragment_text(sae.fragments, sae.site)
         except SaePaperError as error:

@@ -149,10 +149,10 @@ def cached_activations(model_fn: Callable[[], object], spec: HarvestSpec, site: 
     tokens are not outliers. ``model_fn`` gives the loaded model; it is called only if
     something must be harvested or no ``tokenizer`` is given.
     """
-    from sae_paper.activations import ActivationCache, kept_rows
+    from sae_paper.activations import ActivationCache, complete
 
     folder = spec.folder() / str(site)
-    if kept_rows(folder) >= spec.n_tokens:
+    if complete(folder, spec.n_tokens):
         cache = ActivationCache(folder, n_rows=spec.n_tokens)
     else:
         cache = harvest(model_fn(), spec, [site], batch_size=batch_size, progress=False)[site]

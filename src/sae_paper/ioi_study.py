@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import Tensor
 
-from sae_paper import SaePaperError
+from sae_paper import SaePaperError, cache
 from sae_paper.study import SaeRunFields
 from sae_paper.config import RunConfig
 from sae_paper.models import Site, model_spec
@@ -156,7 +156,7 @@ class IoiStudy(SaeRunFields):
         depends = {"model": self.model, "n_prompts": self.n_prompts, "prompt_seed": self.prompt_seed, "layer": layer,
                    "decomposition": decomposition_id, "n_thresholds": self.n_thresholds, "ordering": self.ordering,
                    "n_exact": self.n_exact, "attribution_steps": self.attribution_steps,
-                   "seed": self.seed, "version": 1}
+                   "seed": self.seed, "version": cache.version("ioi-curve")}
         return hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -194,16 +194,15 @@ def patching_curves(study: IoiStudy, layer: int, decompositions: Mapping[str, An
     curves: dict[str, PatchingCurve] = {}
     for decomposition_id, make in decompositions.items():
         path = folder / f"layer{layer}-{study.curve_key(layer, decomposition_id)}.json"
-        if path.is_file():
-            curve = curve_from_dict(json.loads(path.read_text()))
+        stored = cache.read_json(path, "cached IOI curve") if path.is_file() else None
+        if stored is not None and cache.reusable("ioi-curve", path, stored.pop("computed", None)):
+            curve = curve_from_dict(stored)
         else:
             if setup is None:
                 setup = setup_factory()
             decomposition = make()
             curve = patching_curve(FeaturePatching(setup, decomposition, chunk=study.chunk), **study.patching_options())
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(curve_to_dict(curve), indent=1))
-            tmp.replace(path)
+            cache.write_json_atomic(path, {**curve_to_dict(curve), "computed": cache.stamp("ioi-curve", path)})
         curves[curve.name] = curve
     return curves
 

@@ -10,8 +10,11 @@ Both are settings, never absolute paths in code:
 - ``SAE_PAPER_MODEL_CACHE``: where converted models (the dequantised SmolLM2) are kept.
   Default: ``models/`` under the cache above. Separate so that tests and experiments can
   use a scratch cache without converting the model again.
+- ``SAE_PAPER_BOOK``: the Jupyter Book's folder (its config, and what ``sae-paper book``
+  writes: ``generated/`` and ``_build/``). Default: ``book`` in the checkout. Another
+  folder builds a second copy without touching the checkout's (the fault tests do).
 - ``SAE_PAPER_BOOK_OUTPUT``: where notebooks write what the book shows besides their own
-  outputs (claim records, provenance). Default: ``book/generated`` in the checkout; the
+  outputs (claim records, provenance). Default: ``generated`` in the book's folder; the
   book runner points it at a staging folder while it executes the notebooks.
 """
 
@@ -25,6 +28,7 @@ from sae_paper import SaePaperError
 SHARED_ENV = "SAE_PAPER_SHARED"
 CACHE_ENV = "SAE_PAPER_CACHE"
 MODEL_CACHE_ENV = "SAE_PAPER_MODEL_CACHE"
+BOOK_ENV = "SAE_PAPER_BOOK"
 BOOK_OUTPUT_ENV = "SAE_PAPER_BOOK_OUTPUT"
 
 
@@ -78,10 +82,16 @@ def model_cache_dir(*parts: str) -> Path:
     return path
 
 
+def book_dir() -> Path:
+    """The Jupyter Book's folder (``SAE_PAPER_BOOK``, default ``book`` in the checkout)."""
+    setting = os.environ.get(BOOK_ENV)
+    return Path(setting).expanduser() if setting else repo_root() / "book"
+
+
 def book_output_dir(*parts: str) -> Path:
     """A folder under the book's generated output (claim records, provenance), created on first use."""
     setting = os.environ.get(BOOK_OUTPUT_ENV)
-    root = Path(setting).expanduser() if setting else repo_root() / "book" / "generated"
+    root = Path(setting).expanduser() if setting else book_dir() / "generated"
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path

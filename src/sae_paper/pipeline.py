@@ -5,11 +5,17 @@ This is what ``sae-paper harvest|train|evaluate`` and the notebooks call. A reru
 same config reuses the activation cache and the trained SAE; changing, say, ``alpha``
 retrains but reuses the activations. The model is loaded only when something must be
 computed with it.
+
+Every entry records the code that computed it and carries its computation version in its
+key (:mod:`sae_paper.cache`). An SAE folder is complete when ``summary.json`` (written last)
+lists the sha256 of ``sae.safetensors`` and ``sae.json`` and both files are there: a
+missing file makes :meth:`Run.sae` train it again (resuming from the kept final checkpoint,
+so the weights come back byte-identical), a file whose checksum differs is refused with
+its name. Training holds the folder's lock, so two processes never train one SAE at once.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,17 +23,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from sae_paper.activations import ActivationCache, HarvestSpec, harvest, kept_rows
+from sae_paper import SaePaperError, cache
+from sae_paper.activations import ActivationCache, HarvestSpec, complete, harvest
 from sae_paper.config import TRAIN_FIELDS, RunConfig
 from sae_paper.data import POLICY_VERSION, load_contexts, text_source
 from sae_paper.metrics import ReferenceCE, SpliceMetrics, reconstruction_stats, reference_ce, splice_metrics
 from sae_paper.models import Site, load_model, model_spec
 from sae_paper.paths import cache_dir, shared_dir
-from sae_paper.sae import SparseAutoencoder, load_sae
-from sae_paper.train import SUMMARY_FILE, train_sae
+from sae_paper.sae import CONFIG_FILE, WEIGHTS_FILE, SparseAutoencoder, load_sae
+from sae_paper.train import CHECKPOINT_FILE, SUMMARY_FILE, train_sae
 
-EVALUATION_FILE = "evaluation-{eval_tokens}.json"
-"""One file per held-out size, so evaluating an SAE on two sizes keeps both."""
+EVALUATION_FILE = "evaluation-v{version}-{eval_tokens}.json"
+"""One file per held-out size (and computation version), so evaluating an SAE on two sizes keeps both."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ class Run:
         text's shared cache), harvested or extended on first use."""
         spec = self.harvest_spec(split)
         folder = spec.folder() / str(self.site)
-        if kept_rows(folder) >= spec.n_tokens:
+        if complete(folder, spec.n_tokens):
             return ActivationCache(folder, n_rows=spec.n_tokens)
         caches = harvest(self.model, spec, [self.site], batch_size=self.config.harvest_batch_size, progress=self.progress)
         return caches[self.site]
@@ -108,33 +115,73 @@ class Run:
     @property
     def sae_dir(self) -> Path:
         c = self.config
-        # -p: the separator-row policy the training rows followed (sae_paper.data.POLICY_VERSION)
+        # -p: the separator-row policy the training rows followed (sae_paper.data.POLICY_VERSION);
+        # -v: the computation version of SAE training (sae_paper.cache.COMPUTATIONS)
         return cache_dir("saes", c.model) / (f"{self.site}-{c.sae}-R{c.ratio:g}-a{self.alpha:.3g}-p{POLICY_VERSION}-"
-                                             f"{c.key(*TRAIN_FIELDS)}")
+                                             f"v{cache.version('sae')}-{c.key(*TRAIN_FIELDS)}")
+
+    def _sae_missing(self) -> list[str]:
+        """What the SAE folder lacks to be complete (empty: load it), with no lock taken."""
+        folder = self.sae_dir
+        if not (folder / SUMMARY_FILE).is_file():
+            return [SUMMARY_FILE]
+        summary = cache.read_json(folder / SUMMARY_FILE, "SAE summary")
+        missing = [name for name in (WEIGHTS_FILE, CONFIG_FILE) if not (folder / name).is_file()]
+        if not missing and cache.stale("sae", summary.get("computed")):
+            return ["a fresh training run (--recompute)"]
+        return missing
+
+    def sae_is_cached(self) -> bool:
+        """Whether :meth:`sae` would load the SAE rather than train it (for pages made only from the cache)."""
+        return not self._sae_missing()
+
+    def _load_sae(self) -> SparseAutoencoder:
+        """The complete SAE in :attr:`sae_dir`, each file checked against the sha256 its summary lists."""
+        summary = cache.read_json(self.sae_dir / SUMMARY_FILE, "SAE summary")
+        for name, digest in summary.get("files", {}).items():
+            if cache.sha256_file(self.sae_dir / name) != digest:
+                raise SaePaperError(f"SAE file {self.sae_dir / name} is corrupt (checksum differs from {SUMMARY_FILE}); "
+                                    "move it away to train it again")
+        cache.note_used("sae", self.sae_dir, summary.get("computed"))
+        return load_sae(self.sae_dir)
 
     def sae(self) -> SparseAutoencoder:
-        """The trained SAE, trained (or resumed) on first use."""
-        if (self.sae_dir / SUMMARY_FILE).is_file() and (self.sae_dir / "sae.json").is_file():
-            return load_sae(self.sae_dir)
-        result = train_sae(self.activations("train"), self.config, alpha=self.alpha, out_dir=self.sae_dir,
-                           progress=self.progress)
+        """The trained SAE, trained (or resumed, or rebuilt when a file is missing) on first use."""
+        if not self._sae_missing():
+            return self._load_sae()
+        activations = self.activations("train")
+        with cache.locked(self.sae_dir, f"the SAE {self.sae_dir.name}"):
+            missing = self._sae_missing()
+            if not missing:  # another process trained it while this one waited
+                return self._load_sae()
+            if missing != [SUMMARY_FILE]:
+                if missing[0].startswith("a fresh"):
+                    cache.notice(f"recomputing the SAE in {self.sae_dir}, as asked (--recompute): training from scratch")
+                    (self.sae_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+                else:
+                    cache.notice(f"SAE entry {self.sae_dir} is incomplete (missing {', '.join(missing)}): training it "
+                                 "again" + (", from its final checkpoint" if (self.sae_dir / CHECKPOINT_FILE).is_file() else ""))
+                (self.sae_dir / SUMMARY_FILE).unlink()  # incomplete until the new summary is written
+            cache.notice(f"training the SAE in {self.sae_dir}")
+            result = train_sae(activations, self.config, alpha=self.alpha, out_dir=self.sae_dir, progress=self.progress)
         return result.sae
 
     def evaluate(self, *, splice: bool = True) -> Evaluation:
         """FVU, L0 and alive features on held-out activations, and (``splice=True``) the
         language-model CE with the site spliced, which costs one full forward pass over
         ``eval_tokens`` tokens (the clean and zero-ablated CE are cached per site). Cached beside the SAE."""
-        path = self.sae_dir / EVALUATION_FILE.format(eval_tokens=self.config.eval_tokens)
+        path = self.sae_dir / EVALUATION_FILE.format(version=cache.version("evaluation"), eval_tokens=self.config.eval_tokens)
         sae = self.sae()
         if path.is_file():
-            stored = json.loads(path.read_text())
-            if stored["evaluation"]["splice"] or not splice:
+            stored = cache.read_json(path, "cached evaluation")
+            if (stored["evaluation"]["splice"] or not splice) and cache.reusable("evaluation", path, stored.get("computed")):
                 return Evaluation.from_dict(stored["evaluation"])
         held_out = self.activations("eval")
         stats = reconstruction_stats(sae, held_out.batches(4096, seed=0, epoch=0), alive_threshold=self.config.alive_threshold)
         splice_result = self.splice(lambda x: sae(x).x_hat) if splice else None
         evaluation = Evaluation(stats.fvu, stats.mean_l0, stats.alive, sae.d_sae, stats.n_rows, splice_result)
-        path.write_text(json.dumps({"eval_tokens": self.config.eval_tokens, "evaluation": asdict(evaluation)}, indent=1))
+        cache.write_json_atomic(path, {"eval_tokens": self.config.eval_tokens, "evaluation": asdict(evaluation),
+                                       "computed": cache.stamp("evaluation", path)})
         return evaluation
 
     def eval_contexts(self) -> Tensor:
@@ -149,14 +196,16 @@ class Run:
         """Clean and zero-ablated CE of the held-out contexts at this site: computed once per (model, site,
         held-out text) and kept in that text's activation cache, so no SAE of a sweep recomputes them."""
         held_out = self.activations("eval")
-        path = held_out.folder / f"reference-ce-{held_out.n_contexts}.json"
+        path = held_out.folder / f"reference-ce-v{cache.version('reference-ce')}-{held_out.n_contexts}.json"
         if path.is_file():
-            return ReferenceCE(**json.loads(path.read_text()))
+            stored = cache.read_json(path, "cached clean/zero-ablated CE")
+            if cache.reusable("reference-ce", path, stored.get("computed")):
+                return ReferenceCE(**stored["reference"])
         contexts = self.eval_contexts() if contexts is None else contexts
         with torch.no_grad():
             reference = reference_ce(self.model, self.site, contexts, separator_id=self.spec.bos_token_id,
                                      batch_size=self.config.harvest_batch_size, progress=self.progress)
-        path.write_text(json.dumps(asdict(reference), indent=1))
+        cache.write_json_atomic(path, {"reference": asdict(reference), "computed": cache.stamp("reference-ce", path)})
         return reference
 
     def splice(self, reconstruct) -> SpliceMetrics:

@@ -239,6 +239,8 @@ def budget_sensitivity(points: Mapping[str, Sequence[Any]], *, unit: str, title:
             ax.axvline(default, color="tab:gray", linestyle=":", linewidth=1, label="this profile")
             ax.legend(fontsize=7)
         ax.set_xscale("log")
+        ax.set_xticks([p.budget for p in ordered], [f"{p.budget:,.0f}" for p in ordered], fontsize=7)
+        ax.minorticks_off()
         ax.set_xlabel(unit)
         ax.set_ylabel(ylabel.get(claim, "deciding number"), fontsize=8)
         ax.set_title(claim, fontsize=9)

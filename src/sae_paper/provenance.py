@@ -5,6 +5,13 @@ expensive section in ``with prov.section("..."):`` and shows ``prov`` at the end
 figure and number can be traced to the commit, profile and parameters that made it, and
 a reader can see where the wall time went. :meth:`Provenance.save` also writes it as JSON
 beside the claim records (``<book output>/provenance/<notebook>.json``).
+
+A notebook mostly reads cached results (activations, SAEs, evaluations, ...), which may have
+been computed by an earlier commit. Every cache entry records its commit
+(:mod:`sae_paper.cache`), and the provenance cell lists the commits behind the entries the
+notebook used, saying which are older than the current commit, so a reader can tell a
+scoreboard computed by this code from one served by an older cache
+(``sae-paper book --recompute KIND|all`` computes them afresh).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from sae_paper import cache
 from sae_paper.paths import book_output_dir, repo_root
 
 LIBRARIES = ("sae-paper", "torch", "transformer-lens", "transformers", "numpy", "matplotlib")
@@ -101,6 +109,7 @@ class Provenance:
     def to_dict(self) -> dict[str, Any]:
         payload = {k: v for k, v in asdict(self).items() if not k.startswith("_")}
         payload["wall_seconds"] = round(self.wall_seconds, 1)
+        payload["cached"] = cached_commits(cache.used_records(), self.commit)
         return payload
 
     def save(self, folder: str | Path | None = None) -> Path:
@@ -124,6 +133,7 @@ class Provenance:
             f"{hw['machine']}, Python {hw['python']}, GPU: {gpu}",
             "- parameters: " + ", ".join(f"`{k}={v!r}`" for k, v in self.parameters.items()),
         ]
+        lines += cached_lines(cached_commits(cache.used_records(), self.commit))
         if self.sections:
             lines += ["", "| section | wall time (s) |", "|---|---:|"]
             lines += [f"| {name} | {seconds:.1f} |" for name, seconds in self.sections.items()]
@@ -134,9 +144,45 @@ class Provenance:
         return self.markdown()
 
 
+def cached_commits(records: list[dict], current: str) -> list[dict]:
+    """The commits behind cached results used: one ``{"commit", "relation", "entries", "kinds"}`` per commit,
+    the current one first; relation is "this commit", "older" (an ancestor) or "not an ancestor"."""
+    relations = cache.older_commits(records, current)
+    by_commit: dict[str, list[dict]] = {}
+    for record in records:
+        by_commit.setdefault(str(record.get("commit", "unknown")), []).append(record)
+    rows = []
+    for commit in sorted(by_commit, key=lambda c: (c != current, c)):
+        kinds: dict[str, int] = {}
+        for record in by_commit[commit]:
+            kinds[record["kind"]] = kinds.get(record["kind"], 0) + 1
+        rows.append({"commit": commit, "relation": "this commit" if commit == current else relations[commit],
+                     "entries": len(by_commit[commit]), "kinds": kinds,
+                     "dirty": any(r.get("dirty") for r in by_commit[commit])})
+    return rows
+
+
+def cached_lines(rows: list[dict]) -> list[str]:
+    """Markdown bullet lines for :func:`cached_commits` (nothing when no cached result was used)."""
+    if not rows:
+        return []
+    lines = [f"- cached results used: {sum(r['entries'] for r in rows)}, computed at"]
+    for row in rows:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in row["kinds"].items())
+        dirty = " with uncommitted changes" if row["dirty"] else ""
+        flag = {"this commit": "this commit", "older": "**older than the current commit**",
+                "not an ancestor": "**not an ancestor of the current commit**",
+                "unknown": "**commit not recorded**"}[row["relation"]]
+        if row["relation"] != "this commit":
+            flag += ": `sae-paper book --recompute all` computes them afresh"
+        lines.append(f"  - `{row['commit'][:12]}`{dirty} ({flag}): {kinds}")
+    return lines
+
+
 def start(notebook: str, *, profile: str, parameters: Mapping[str, Any], seed: int) -> Provenance:
     """Begin a notebook's provenance record: git state, versions and hardware now, timers from here."""
     commit, dirty = git_state()
+    cache.reset_used()  # the cell lists what this notebook used, from here on
     return Provenance(
         notebook=notebook,
         profile=profile,

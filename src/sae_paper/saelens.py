@@ -206,10 +206,11 @@ def sae_provenance(sae: SparseAutoencoder, sae_dir: Path | None = None) -> dict[
 
 
 def _held_out(sae_dir: Path) -> dict[str, Any] | None:
+    from sae_paper.cache import version
     from sae_paper.metrics import SpliceMetrics
     from sae_paper.pipeline import EVALUATION_FILE
 
-    evaluations = sorted(sae_dir.glob(EVALUATION_FILE.format(eval_tokens="*")),
+    evaluations = sorted(sae_dir.glob(EVALUATION_FILE.format(version=version("evaluation"), eval_tokens="*")),
                          key=lambda path: json.loads(path.read_text())["eval_tokens"])
     if not evaluations:
         return None

@@ -17,8 +17,11 @@ Files in ``out_dir``:
   different run is refused, never silently overwritten. A finished run's checkpoint is
   kept, so calling :func:`train_sae` again only rewrites the outputs.
 - ``sae.safetensors`` + ``sae.json``: the trained SAE (:meth:`SparseAutoencoder.save`).
-- ``summary.json``: config, α, steps, time, throughput, last-batch loss/FVU/L0 and
-  the alive/dead feature counts.
+- ``summary.json``: config, α, steps, time, throughput, last-batch loss/FVU/L0, the
+  alive/dead feature counts, the sha256 of the two SAE files (``files``: what a complete
+  entry promises, checked when :mod:`sae_paper.pipeline` loads it) and the record of the
+  code that trained it (``computed``, :func:`sae_paper.cache.stamp`). Written last, so a
+  folder with a summary has had its SAE saved.
 
 Dead features: firing counts are accumulated over the last epoch, which sees every
 activation vector once, and a feature is alive if it fired more than
@@ -40,11 +43,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sae_paper import SaePaperError
+from sae_paper import SaePaperError, cache
 from sae_paper.activations import ActivationBatches
 from sae_paper.config import TRAIN_FIELDS, RunConfig
 from sae_paper.metrics import alive_dead, fvu
-from sae_paper.sae import SaeOutput, SparseAutoencoder, make_sae
+from sae_paper.sae import CONFIG_FILE, WEIGHTS_FILE, SaeOutput, SparseAutoencoder, make_sae
 
 CHECKPOINT_FILE = "checkpoint.pt"
 SUMMARY_FILE = "summary.json"
@@ -278,6 +281,8 @@ class _Run:
             self.checkpoint()
         result = self.result(finished=True)
         self.sae.save(self.out_dir)
+        result.summary["files"] = {name: cache.sha256_file(self.out_dir / name) for name in (WEIGHTS_FILE, CONFIG_FILE)}
+        result.summary["computed"] = cache.stamp("sae", self.out_dir)
         tmp = self.out_dir / (SUMMARY_FILE + ".tmp")
         tmp.write_text(json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.out_dir / SUMMARY_FILE)

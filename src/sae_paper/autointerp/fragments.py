@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from sae_paper import SaePaperError
+from sae_paper import SaePaperError, cache
 from sae_paper.decompositions import Decomposition, interpretable_codes
 from sae_paper.models import Site, model_spec
 from sae_paper.paths import cache_dir
@@ -86,7 +86,8 @@ class FragmentSpec:
     seed: int = 0
 
     def folder(self) -> Path:
-        key = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        depends = {**asdict(self), "computation": cache.version("fragments")}
+        key = hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:12]
         return cache_dir("autointerp", "fragments", self.model, key)
 
 
@@ -97,7 +98,8 @@ def fragment_activations(model, spec: FragmentSpec, sites: Sequence[Site], *, ba
     Sites missing from the cache are computed in one forward pass per batch that stops at the
     deepest of them. ``model`` may be None when ``get_model`` (a zero-argument callable) gives it.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    from safetensors.torch import save_file
 
     folder = spec.folder()
     fragments_file = folder / "fragments.json"
@@ -105,9 +107,13 @@ def fragment_activations(model, spec: FragmentSpec, sites: Sequence[Site], *, ba
     missing = []
     for site in sites:
         path = folder / f"{site}.safetensors"
+        record = None
         if path.is_file():
-            acts[site] = load_file(path)["activations"]
-        else:
+            with safe_open(path, framework="pt") as handle:
+                record = json.loads((handle.metadata() or {}).get("computed", "null"))
+                acts[site] = handle.get_tensor("activations")
+        if record is None or not cache.reusable("fragments", path, record):
+            acts.pop(site, None)
             missing.append(site)
     if fragments_file.is_file() and not missing:
         stored = json.loads(fragments_file.read_text())
@@ -119,7 +125,8 @@ def fragment_activations(model, spec: FragmentSpec, sites: Sequence[Site], *, ba
     else:
         fragments = load_fragments(model.tokenizer, n_fragments=spec.n_fragments, length=spec.length,
                                    sources=spec.sources, seed=spec.seed)
-        fragments_file.write_text(json.dumps({"tokens": fragments.tokens.tolist(), "strings": fragments.token_strings}))
+        cache.write_json_atomic(fragments_file, {"tokens": fragments.tokens.tolist(), "strings": fragments.token_strings,
+                                                 "computed": cache.stamp("fragments", fragments_file)})
     if missing:
         bos = model_spec(spec.model).bos_token_id
         captured: dict[Site, list[Tensor]] = {site: [] for site in missing}
@@ -140,7 +147,8 @@ def fragment_activations(model, spec: FragmentSpec, sites: Sequence[Site], *, ba
         for site in missing:
             acts[site] = torch.cat(captured[site])
             tmp = folder / f"{site}.safetensors.tmp"
-            save_file({"activations": acts[site].contiguous()}, tmp)
+            save_file({"activations": acts[site].contiguous()}, tmp,
+                      metadata={"computed": json.dumps(cache.stamp("fragments", folder / f"{site}.safetensors"))})
             tmp.rename(folder / f"{site}.safetensors")
     return fragments, acts
 

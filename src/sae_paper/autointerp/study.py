@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from sae_paper import SaePaperError
+from sae_paper import SaePaperError, cache
 from sae_paper.claims import Finding
 from sae_paper.study import SaeRunFields
 from sae_paper.autointerp.scoring import MethodSummary, ScoringConfig
@@ -207,16 +207,25 @@ class AutointerpStudy(SaeRunFields):
 
 
 def _linear_cached(name: str, key: dict, fit) -> LinearDecomposition:
-    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    from safetensors.torch import save_file
 
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    depends = {**key, "computation": cache.version("baselines")}
+    digest = hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir("autointerp", "baselines") / f"{name}-{digest}.safetensors"
     if path.is_file():
-        t = load_file(path)
-        return LinearDecomposition(name.upper() if name in ("pca", "ica") else name, t["encoder"], t["directions"], t["offset"])
+        with safe_open(path, framework="pt") as handle:
+            record = json.loads((handle.metadata() or {}).get("computed", "null"))
+            t = {name: handle.get_tensor(name) for name in ("encoder", "directions", "offset")}
+        if cache.reusable("baselines", path, record):
+            return LinearDecomposition(name.upper() if name in ("pca", "ica") else name, t["encoder"], t["directions"],
+                                       t["offset"])
     decomposition = fit()
+    tmp = path.with_name(path.name + ".tmp")
     save_file({"encoder": decomposition.encoder.contiguous(), "directions": decomposition.directions.contiguous(),
-               "offset": decomposition.offset.contiguous()}, path)
+               "offset": decomposition.offset.contiguous()}, tmp,
+              metadata={"computed": json.dumps(cache.stamp("baselines", path))})
+    tmp.replace(path)
     return decomposition
 
 
