@@ -28,11 +28,12 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 def book_copy(tmp_path: Path) -> Path:
-    """The book's sources (config resolved from its symlink, toc, its Markdown pages, its own CSS and JS) in a scratch folder."""
+    """The book's sources (config resolved from its symlink, toc, its hand-written pages, its own CSS and JS) in a
+    scratch folder."""
     book = tmp_path / "book"
     book.mkdir()
-    for path in [ROOT / "book" / "_config.yml", ROOT / "book" / "_toc.yml", *(ROOT / "book").glob("*.md")]:
-        shutil.copy(path, book / path.name)
+    for name in ("_config.yml", "_toc.yml", *(page.name for page in (ROOT / "book").glob("*.md"))):
+        shutil.copy(ROOT / "book" / name, book / name)
     shutil.copytree(ROOT / "book" / "_static", book / "_static")
     return book
 
