@@ -115,7 +115,7 @@ warnings.filterwarnings("ignore", message=".*did not converge.*")  # FastICA on 
 
 from IPython.display import Markdown
 
-from sae_paper import claims, plots, provenance
+from sae_paper import claims, feature_browser, plots, provenance
 from sae_paper.autointerp import FragmentSpec, fragment_activations, score_decomposition, summary_table
 from sae_paper.autointerp import budget
 from sae_paper.autointerp import study as S
@@ -406,6 +406,13 @@ for claim_id in budget.CLAIMS:
         board.record(claim_id, entry.ours, entry.verdict, entry.note, trend=budget_trends[claim_id])
 Markdown("\n".join(f"- **{claim_id}**: " + (f"*{t.trend}*: {t.note}" if t else "fewer than 3 budgets measured")
                    for claim_id, t in budget_trends.items()))
+
+# %%
+# what the book's feature browser shows of the main and MLP SAEs (sae_paper.feature_browser)
+feature_browser.save_scored(
+    S.NOTEBOOK, scorer=BACKEND, stand_in=explain_with.backend.stand_in, fragments=frag_spec,
+    saes={"main": (study.sae_config(study.main_layer), results.get((str(main_site), "sae"))),
+          "mlp": (study.mlp_config(), results.get((f"mlp_post.{study.mlp_layer}", "mlp-sae")))})
 
 # %% [markdown]
 # ## Summary

@@ -107,7 +107,7 @@ warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # a few
 import torch
 from IPython.display import Markdown
 
-from sae_paper import case_budget, claims, feature_plots, plots, provenance
+from sae_paper import case_budget, claims, feature_browser, feature_plots, plots, provenance
 from sae_paper.ablation import logit_effect
 from sae_paper.case_study import (
     NOTEBOOK, CaseStudy, ablation_finding, apostrophe_histogram_finding, bracket_shares, causal_tree_finding,
@@ -432,6 +432,13 @@ shares = bracket_shares(tree, layer_text, dictionaries, tokenizer)
 base_inside = float(inside_brackets(target_text.contexts, tokenizer).float().mean())
 cosine_baseline = mean_abs_cosine(dictionaries[target_layer], dictionaries[target_layer - 1])
 board.record("fig5-causal-tree", *causal_tree_finding(tree, shares, base_inside, cosine_baseline))
+
+# %%
+# the features picked above, for the book's feature browser (sae_paper.feature_browser)
+feature_browser.save_picked(NOTEBOOK, "main", study.main_config(), [
+    (apostrophe_feature, "the apostrophe feature (Figure 4)"),
+    *[(f, f"the best single-token feature for {name}") for name, (f, _) in single.items()],
+    *([(target_feature, "the causal tree's target (Figure 5)")] if target_layer == study.layer else [])])
 
 # %% [markdown]
 # ## Summary

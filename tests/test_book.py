@@ -8,14 +8,18 @@ copy of ``book/`` and opens it in headless Chromium. CI installs ``chromium`` an
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from sae_paper.book import BookError, BookLayout, load_profile, parse_overrides, resolve_parameters, run_book
+from sae_paper.book_progress import NotebookProgress, load_timings, save_timings
 from sae_paper.paths import repo_root
 
 ROOT = repo_root()
@@ -24,11 +28,13 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 
 def book_copy(tmp_path: Path) -> Path:
-    """The book's sources (config resolved from its symlink, toc, its hand-written pages) in a scratch folder."""
+    """The book's sources (config resolved from its symlink, toc, its hand-written pages, its own CSS and JS) in a
+    scratch folder."""
     book = tmp_path / "book"
     book.mkdir()
     for name in ("_config.yml", "_toc.yml", *(page.name for page in (ROOT / "book").glob("*.md"))):
         shutil.copy(ROOT / "book" / name, book / name)
+    shutil.copytree(ROOT / "book" / "_static", book / "_static")
     return book
 
 
@@ -55,6 +61,54 @@ def test_overrides_apply_to_the_notebooks_that_have_the_parameter():
         resolve_parameters(profile, ["01_training"], parse_overrides(["layer=9"]))
     with pytest.raises(BookError, match="-p takes key=value"):
         parse_overrides(["epochs"])
+
+
+def test_progress_counts_code_cells_and_estimates_from_the_last_run():
+    now, stream = [0.0], io.StringIO()
+
+    def progress(previous):
+        return NotebookProgress("nb", previous, stream=stream, live=False, every=0, clock=lambda: now[0])
+
+    def last_line():
+        return stream.getvalue().splitlines()[-1]
+
+    shown = progress([1.0, 10.0, 0.0, 20.0])
+    shown.start(["code", "code", "markdown", "code"])
+    assert last_line() == "nb: 0/3 code cells, 0s elapsed, ~31s left (last run 31s)"
+    shown.cell_started(0)
+    now[0] = 0.25
+    assert shown.remaining() == pytest.approx(30.75)  # 10 + 0 + 20 still to run, 0.75 left of the running cell
+    shown.cell_done(0)
+    shown.cell_started(1)
+    now[0] = 14.0  # 13.75 s into a cell the last run did in 10: it counts as done, not negative
+    assert shown.remaining() == pytest.approx(20.0)
+    shown.cell_done(1)
+    shown.cell_started(2)
+    shown.cell_done(2)
+    shown.cell_started(3)
+    assert last_line() == "nb: 2/3 code cells, 14s elapsed, ~20s left (last run 31s)"
+    now[0] = 24.0
+    assert shown.status() == "24s elapsed, ~10s left (last run 31s)"
+    shown.cell_done(3)
+    shown.finish()
+    assert last_line() == "nb: 3/3 code cells, 24s elapsed, ~0s left (last run 31s)"
+
+    first = progress(None)
+    first.start(["code"])
+    assert last_line() == "nb: 0/1 code cells, 0s elapsed (no earlier run to estimate from)"
+    changed = progress([30.0, 60.0])  # the notebook has three cells now: the last total is the estimate
+    changed.start(["code", "code", "code"])
+    now[0] += 50.0
+    assert changed.remaining() == pytest.approx(40.0)
+
+
+def test_cell_timings_round_trip_per_profile_and_notebook():
+    executed = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x"), nbformat.v4.new_markdown_cell("y")])
+    executed.cells[0].metadata["papermill"] = {"duration": 2.5}
+    executed.cells[1].metadata["papermill"] = {"duration": None}
+    assert load_timings("smoke", "nb") is None
+    assert save_timings("smoke", "nb", executed) == [2.5, 0.0]
+    assert load_timings("smoke", "nb") == [2.5, 0.0] and load_timings("default", "nb") is None
 
 
 def test_a_failing_cell_names_notebook_and_cell_and_keeps_the_previous_book(tmp_path):
@@ -106,32 +160,65 @@ def test_a_failing_cell_names_notebook_and_cell_and_keeps_the_previous_book(tmp_
     shutil.rmtree(executed.parent.parent)  # the staging folder the message named
 
 
+EXTERNAL_RESOURCE = re.compile(r"<(?:script|img|iframe|source)\b[^>]*\bsrc=[\"']https?://|<link\b[^>]*\bhref=[\"']https?://"
+                               r"|url\(\s*[\"']?https?://|@import\s+[\"']https?://", re.IGNORECASE)
+"""A page or stylesheet that makes the browser fetch something from the network (links to read elsewhere are fine)."""
+
+
+def external_resources(html: Path) -> dict[str, list[str]]:
+    """Every HTML page and stylesheet of a built book that references an http(s) script, stylesheet, font or image."""
+    found = {}
+    for path in [*html.rglob("*.html"), *html.rglob("*.css")]:
+        hits = EXTERNAL_RESOURCE.findall(path.read_text(errors="replace"))
+        if hits:
+            found[str(path.relative_to(html))] = hits[:3]
+    return found
+
+
 @pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
                     reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver; CI installs them)")
-def test_smoke_book_in_a_browser(tmp_path, monkeypatch):
+def test_smoke_book_in_a_browser(tmp_path, monkeypatch, capsys):
+    """The smoke book as a reader meets it, in headless Chromium with every network name unresolvable."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
+    from sae_paper.book_pages import toc_entries
+
     book = book_copy(tmp_path)
-    result = run_book("smoke", notebooks=["01_training"], layout=BookLayout(ROOT / "notebooks", book, ROOT / "profiles"),
-                      log=print)
+    result = run_book("smoke", layout=BookLayout(ROOT / "notebooks", book, ROOT / "profiles"), log=print)
     html = result.html
     assert (html / "index.html").is_file()
+    terminal = capsys.readouterr()
+    for name in result.notebooks:  # the runner's progress, on the terminal (stderr here is not a tty: plain lines)
+        assert re.search(rf"^{name}: (\d+)/\1 code cells, \d+(m\d\ds)?s? elapsed", terminal.err, re.MULTILINE), terminal.err[-2000:]
+    print(terminal.out)
     recorded = [r["claim_id"] for r in json.loads((book / "generated" / "claims" / "01_training.json").read_text())["records"]]
     assert {"train-runtime", "splice-perplexity", "fig6-tradeoff", "fig7-epochs", "fig16-resid-alive",
             "fig16-mlp-dead", "c3-untied-alive"} <= set(recorded)
     exports = list((book / "generated" / "saelens" / "01_training").iterdir())  # the main SAE, for SAELens
     assert len(exports) == 1 and {p.name for p in exports[0].iterdir()} == {"cfg.json", "sae_weights.safetensors"}
+    board = json.loads((book / "generated" / "scoreboard.json").read_text())["claims"]
+    assert {row["id"] for row in board if row["notebook"] == "01_training"} == set(recorded)
+
+    # no page makes the browser fetch anything from the network
+    assert external_resources(html) == {}
 
     monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager reach for the network
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--host-resolver-rules=MAP * ~NOTFOUND",  # the network is off: no host name resolves
                  f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1280,2000"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_script_timeout(30)
+
+    def fetched_from_network():
+        return driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)"
+                                     ".filter(n => /^https?:/.test(n));")
+
     try:
         driver.get((html / "generated" / "01_training.html").as_uri())
         images = driver.execute_script(
@@ -146,10 +233,96 @@ def test_smoke_book_in_a_browser(tmp_path, monkeypatch):
         driver.save_screenshot(str(screenshot))
         print(f"screenshot of the 01_training page: {screenshot}")
 
+        # equations render with the network off: MathJax from _static, no raw TeX left
+        pages_with_math = sorted(p for p in (html / "generated").glob("*.html") if 'class="math' in p.read_text())
+        assert html / "generated" / "01_training.html" in pages_with_math
+        for page in pages_with_math:
+            driver.get(page.as_uri())
+            rendered = driver.execute_async_script(
+                "const done = arguments[arguments.length - 1];"
+                "MathJax.startup.promise.then(() => done([document.querySelectorAll('mjx-container').length,"
+                " document.querySelectorAll('mjx-merror').length, document.body.innerText.includes('\\\\(')]));")
+            assert rendered[0] > 0 and rendered[1] == 0 and not rendered[2], f"{page.name}: {rendered}"
+            assert fetched_from_network() == [], page.name
+
+        # the scoreboard: verdict badges, one line per claim, no horizontal scroll at 1,280 px
         driver.get((html / "generated" / "scoreboard.html").as_uri())
-        table = driver.find_element(By.TAG_NAME, "table").text
+        assert driver.find_elements(By.CSS_SELECTOR, ".sb-counts .sb-badge")
+        claims_shown = driver.find_elements(By.CSS_SELECTOR, "details.sb-claim")
+        assert len(claims_shown) == len(board) == 26
+        text = driver.find_element(By.CSS_SELECTOR, ".sb-board").text
         for claim_id in recorded:
-            assert claim_id in table
-        assert "not yet run" in table and "table1-first-five" in table
+            assert claim_id in text
+        overflow = driver.execute_script(
+            "const d = document.documentElement;"
+            "const wide = Array.from(document.querySelectorAll('.sb-board, .sb-claim > summary'))"
+            ".filter(e => e.scrollWidth > e.clientWidth + 1).length;"
+            "return [d.scrollWidth, d.clientWidth, wide, Math.max(...Array.from("
+            "document.querySelectorAll('.sb-claim > summary')).map(e => e.getBoundingClientRect().height))];")
+        assert overflow[0] <= overflow[1] and overflow[2] == 0, f"horizontal overflow at 1,280 px: {overflow}"
+        assert overflow[3] < 60, f"a claim's line is {overflow[3]} px tall: not one compact line"
+        claims_shown[0].click()  # unfolds into the rule and notes
+        assert claims_shown[0].find_element(By.CSS_SELECTOR, ".sb-more").is_displayed()
+        driver.save_screenshot(str(tmp_path / "scoreboard.png"))
+        print(f"screenshot of the scoreboard: {tmp_path / 'scoreboard.png'}")
+
+        # every claim id links to an anchor that exists on the notebook's page
+        links = driver.execute_script("return Array.from(document.querySelectorAll('a.sb-id')).map(a => a.href);")
+        assert len(links) == sum(1 for row in board if row["notebook"])
+        by_page: dict[str, list[str]] = {}
+        for link in links:
+            page, _, anchor = link.partition("#")
+            by_page.setdefault(page, []).append(anchor)
+        for page, anchors in by_page.items():
+            driver.get(page)
+            missing = [a for a in anchors if not driver.execute_script("return !!document.getElementById(arguments[0]);", a)]
+            assert not missing, f"{page} has no anchor {missing}"
+
+        # the intro links every chapter of the toc
+        driver.get((html / "intro.html").as_uri())
+        hrefs = set(driver.execute_script("return Array.from(document.querySelectorAll('article a')).map(a => a.href);"))
+        for entry, _ in toc_entries(book / "_toc.yml"):
+            assert (html / f"{entry}.html").as_uri() in hrefs, f"the intro does not link {entry}"
+
+        # a feature page: the index, shaded tokens, a histogram image
+        driver.get((html / "generated" / "features" / "main.html").as_uri())
+        shaded = driver.execute_script(
+            "return Array.from(document.querySelectorAll('.fb-contexts span')).map(s => getComputedStyle(s).backgroundColor)"
+            ".filter(c => c.includes('255, 140, 0') && !c.endsWith(', 0)')).length;")
+        assert shaded > 0, "no token shaded by its activation on the feature page"
+        histograms = driver.execute_script(
+            "return Array.from(document.querySelectorAll('img.fb-hist')).map(i => i.complete && i.naturalWidth > 0);")
+        assert histograms and all(histograms)
+        rows = driver.find_elements(By.CSS_SELECTOR, ".fb-table tbody tr")
+        cards = driver.find_elements(By.CSS_SELECTOR, "[id^='fb-main-']")
+        assert len(rows) == len(cards) > 0, "the index should list every card"
+        driver.find_element(By.CSS_SELECTOR, ".fb-table th:nth-child(4)").click()  # sort by firing rate, largest first
+        rates = driver.execute_script(
+            "return Array.from(document.querySelectorAll('.fb-table tbody tr')).map(r => +r.cells[3].dataset.value);")
+        assert rates == sorted(rates, reverse=True)
+        first = rows[0].find_element(By.CSS_SELECTOR, "td:nth-child(1)").text
+        driver.find_element(By.CSS_SELECTOR, ".fb-filter").send_keys("no feature explanation holds this")
+        assert all(not row.is_displayed() for row in rows), f"the filter left rows shown (first {first})"
+        driver.save_screenshot(str(tmp_path / "features.png"))
+        print(f"screenshot of the feature browser: {tmp_path / 'features.png'}")
+        assert fetched_from_network() == []
+
+        # Jupyter Book's own search finds a feature by a word of its explanation
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        scored = json.loads((book / "generated" / "feature_records" / "02_autointerp.json").read_text())
+        explanation = next(f["explanation"] for f in scored["saes"]["main"]["features"] if f["explanation"])
+        word = max(re.findall(r"[A-Za-z]{4,}", explanation.split(":", 1)[-1]), key=len)
+        driver.get((html / "search.html").as_uri() + f"?q={word}")
+        found = WebDriverWait(driver, 20).until(lambda d: d.execute_script(
+            "const links = Array.from(document.querySelectorAll('#search-results a')).map(a => a.href);"
+            "const summary = document.querySelector('#search-results .search-summary');"
+            "return summary && summary.innerText.trim() ? links : null;"))  # filled in when the search is done
+        assert any("generated/features/main.html" in link for link in found), f"search for {word!r} found {found}"
     finally:
         driver.quit()
+    size = sum(p.stat().st_size for p in (html / "generated" / "features").rglob("*")) + sum(
+        p.stat().st_size for p in (html / "_images").glob("main-*.png")) + sum(
+        p.stat().st_size for p in (html / "_images").glob("mlp-*.png"))
+    print(f"feature browser: {size / 1e6:.2f} MB")
+    assert size < 20e6

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -83,6 +84,31 @@ def test_scoreboard_page_counts_verdicts_and_rejects_unknown_ids(tmp_path):
         {"claim_id": "zzz", "ours": "1", "verdict": "not", "note": "", "notebook": "nb2"}]}))
     with pytest.raises(SaePaperError, match="notebook nb2 has unknown claim id 'zzz'"):
         render_scoreboard(tmp_path, CLAIMS)
+
+
+def test_scoreboard_page_has_one_compact_row_per_claim_linking_to_its_section(tmp_path):
+    from sae_paper.claims import BudgetTrend, claim_anchor, scoreboard_rows
+
+    board = Scoreboard("nb1", folder=tmp_path, claims=CLAIMS)
+    board.record("a-number", "41.5 <script>x</script>, see `code`", "partly", "rule: within 5%",
+                 trend=BudgetTrend("converging toward the paper", "0.1 → 0.3"))
+    board.record("b-order", "x > y", "not comparable")
+    page = render_scoreboard(tmp_path, CLAIMS, json_name="scoreboard.json")
+    rows = [line for line in page.splitlines() if line.startswith('<details class="sb-claim"')]
+    assert [re.search(r'id="sb-([^"]+)"', row).group(1) for row in rows] == list(CLAIMS)
+    first, second, third = rows
+    assert f'href="nb1.html#{claim_anchor("a-number")}"' in first and claim_anchor("a-number") == "claim-a-number"
+    assert "&lt;script&gt;" in first and "<script>" not in page  # a record's text cannot inject HTML
+    assert "<code>code</code>" in first  # its inline Markdown is kept
+    assert 'sb-badge sb-v-partly">partly<' in first and "sb-t-converging" in first and "0.1 → 0.3" in first
+    assert 'sb-v-not-comparable">not comparable<' in second and "not measured" in second
+    assert "sb-v-not-yet-run" in third and "href=" not in third  # nothing to link to
+    assert "\n\n" not in "\n".join(line for line in page.splitlines() if line.startswith("<details"))
+    assert "{download}`scoreboard.json <scoreboard.json>`" in page
+    assert 'class="sb-badge sb-v-partly">1 partly<' in page.split('<div class="sb-board">')[0]  # the counts on top
+    data = scoreboard_rows(read_records(tmp_path), CLAIMS)
+    assert [d["verdict"] for d in data] == ["partly", "not comparable", NOT_YET_RUN]
+    assert data[0]["trend"] == "converging toward the paper" and data[0]["paper"] == "the answer is 42"
 
 
 def test_budget_trend_by_hand():

@@ -9,13 +9,18 @@ that has it, or ``-p NOTEBOOK.key=value`` for one. The runner then
    dataclass (e.g. :class:`~sae_paper.training_study.TrainingStudy`), which builds every
    :class:`~sae_paper.config.RunConfig` the notebook will train, so a typo or an
    impossible layer fails before anything runs (``--validate-only`` stops here);
-2. converts each notebook with Jupytext and executes it with papermill, in a staging
+2. converts each notebook with Jupytext (marking the sections that record claims:
+   :func:`~sae_paper.book_pages.anchor_claim_sections`) and executes it with papermill, showing
+   its progress on the terminal (:mod:`sae_paper.book_progress`), in a staging
    folder, on a ``python3`` kernel that runs *this* interpreter (a kernelspec written in
    the staging folder and put first on ``JUPYTER_PATH``, so a stale user-level
    ``python3`` kernel cannot shadow it); the notebooks write their claim records and
    provenance to the staging folder too (``SAE_PAPER_BOOK_OUTPUT``);
 3. only when every notebook succeeded, moves the executed notebooks, claim records and
-   provenance into ``book/generated/`` and renders ``book/generated/scoreboard.md``;
+   provenance into ``book/generated/`` and writes the pages made from them: the scoreboard
+   (``scoreboard.md`` and ``scoreboard.json``), the feature browser (``features/``,
+   :mod:`sae_paper.feature_browser`) and the intro's chapter list (``chapters.md``, from the
+   toc: :mod:`sae_paper.book_pages`);
 4. builds the HTML with ``jupyter-book build`` (execution off: the notebooks already ran)
    into a temporary folder and swaps it in for ``book/_build`` when the build succeeded.
 
@@ -42,12 +47,14 @@ from pathlib import Path
 from typing import Any
 
 from sae_paper import SaePaperError
+from sae_paper.book_pages import WIDE_PAGE, anchor_claim_sections, write_chapter_list
 from sae_paper.paths import BOOK_OUTPUT_ENV, book_dir, repo_root
 
 KERNEL_NAME = "python3"
 GENERATED = "generated"
 SCOREBOARD = "scoreboard.md"
-OUTPUT_FOLDERS = ("claims", "provenance")
+SCOREBOARD_JSON = "scoreboard.json"
+OUTPUT_FOLDERS = ("claims", "provenance", "feature_records")
 """What notebooks write under the book output besides themselves, one ``<notebook>.json`` each."""
 
 
@@ -265,6 +272,8 @@ def run_book(
         log(f"profile {profile_name}: valid for {', '.join(selected)}")
         return result
 
+    from sae_paper.book_progress import NotebookProgress, load_timings, save_timings
+
     started = time.perf_counter()
     for line in harvest_for_book(parameters):
         log(f"harvest: {line}")
@@ -276,13 +285,22 @@ def run_book(
     for name in selected:
         started = time.perf_counter()
         log(f"{name}: executing with profile {profile_name} ...")
-        _execute(layout.notebooks_dir / f"{name}.py", out / f"{name}.ipynb", {**parameters[name], "profile": profile_name},
-                 staging=staging, cwd=layout.notebooks_dir)
+        executed = _execute(layout.notebooks_dir / f"{name}.py", out / f"{name}.ipynb",
+                            {**parameters[name], "profile": profile_name}, staging=staging, cwd=layout.notebooks_dir,
+                            progress=NotebookProgress(name, load_timings(profile_name, name)))
+        save_timings(profile_name, name, executed)
         result.seconds[name] = time.perf_counter() - started
         log(f"{name}: done in {result.seconds[name]:.0f} s")
     _install(out, layout.book_dir / GENERATED, selected)
     write_scoreboard(layout.book_dir / GENERATED)
     _export_saes(layout.book_dir / GENERATED, {name: parameters[name] for name in selected}, log)
+    started = time.perf_counter()
+    from sae_paper.feature_browser import write_browser  # torch and the model code: only when a book is built
+
+    write_browser(layout.book_dir / GENERATED, log=log)
+    log(f"feature browser written in {time.perf_counter() - started:.0f} s")
+    if (layout.book_dir / "_toc.yml").is_file():  # a book folder without a toc has no chapters to list
+        write_chapter_list(layout.book_dir, layout.notebooks_dir, layout.book_dir / GENERATED)
     if build:
         started = time.perf_counter()
         result.html = build_html(layout.book_dir, staging / "build")
@@ -368,24 +386,31 @@ class _environment:
         return False
 
 
-def _execute(source: Path, output: Path, parameters: Mapping[str, Any], *, staging: Path, cwd: Path) -> None:
-    """Jupytext-convert ``source`` and execute it with papermill into ``output``; one-line error on failure."""
+def _execute(source: Path, output: Path, parameters: Mapping[str, Any], *, staging: Path, cwd: Path,
+             progress=None):
+    """Jupytext-convert ``source`` and execute it with papermill into ``output``; one-line error on failure.
+
+    ``progress``: a :class:`~sae_paper.book_progress.NotebookProgress` shown on the terminal while it runs.
+    Returns the executed notebook (its cells carry papermill's timings).
+    """
     import jupytext
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from sae_paper.book_progress import ENGINE
+
     name = source.stem
     notebook = jupytext.read(source)
+    anchor_claim_sections(notebook.cells)
     converted = staging / "input" / f"{name}.ipynb"
     converted.parent.mkdir(exist_ok=True)
     jupytext.write(notebook, converted)
     jupyter_path = os.pathsep.join(filter(None, [str(_kernelspec(staging)), os.environ.get("JUPYTER_PATH")]))
     try:
         with _environment(JUPYTER_PATH=jupyter_path, **{BOOK_OUTPUT_ENV: str(output.parent)}):
-            papermill.execute_notebook(
+            return papermill.execute_notebook(
                 str(converted), str(output), parameters=dict(parameters), kernel_name=KERNEL_NAME, language="python",
-                cwd=str(cwd),
-                progress_bar=sys.stderr.isatty(), log_output=False,
+                cwd=str(cwd), engine_name=ENGINE, progress=progress, progress_bar=False, log_output=False,
             )
     except PapermillExecutionError as error:
         first = next((line.strip() for line in (error.source or "").splitlines() if line.strip()), "")
@@ -417,10 +442,14 @@ def _install(staged: Path, target: Path, notebooks: Sequence[str]) -> None:
 
 
 def write_scoreboard(generated: Path) -> Path:
-    """Render ``generated/scoreboard.md`` from the claim records, with each notebook's provenance."""
-    from sae_paper.claims import render_scoreboard
+    """Render ``generated/scoreboard.md`` from the claim records, with each notebook's provenance, and the same
+    records as ``generated/scoreboard.json`` (one object per claim, :func:`sae_paper.claims.scoreboard_rows`)."""
+    from sae_paper.claims import load_claims, read_records, render_scoreboard, scoreboard_rows
 
-    text = render_scoreboard(generated / "claims")
+    claims = load_claims()
+    rows = scoreboard_rows(read_records(generated / "claims"), claims)
+    (generated / SCOREBOARD_JSON).write_text(json.dumps({"claims": rows}, indent=1, ensure_ascii=False) + "\n")
+    text = render_scoreboard(generated / "claims", claims, json_name=SCOREBOARD_JSON)
     runs = []
     for path in sorted((generated / "provenance").glob("*.json")):
         info = json.loads(path.read_text())
@@ -433,7 +462,7 @@ def write_scoreboard(generated: Path) -> Path:
     if runs:
         text += "\n## Runs behind these records\n\n" + "\n".join(runs) + "\n"
     path = generated / SCOREBOARD
-    path.write_text(text)
+    path.write_text(WIDE_PAGE + text)
     return path
 
 

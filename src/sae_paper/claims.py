@@ -257,20 +257,113 @@ def verdict_counts(records: Iterable[ClaimRecord], claims: Mapping[str, Claim]) 
     return counts
 
 
-def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = None) -> str:
-    """The book's scoreboard page (MyST Markdown): counts per verdict, then the full table."""
+CLAIM_ANCHOR_PREFIX = "claim-"
+
+
+def claim_anchor(claim_id: str) -> str:
+    """The HTML id the book runner puts on the notebook section that records ``claim_id``."""
+    return CLAIM_ANCHOR_PREFIX + claim_id
+
+
+TREND_BADGES = {TRENDS[0]: ("↗ converging", "converging"), TRENDS[1]: ("↘ moving away", "away"), TRENDS[2]: ("→ flat", "flat")}
+"""Trend → (badge text, CSS suffix); the full words are the badge's tooltip."""
+
+
+def _inline(text: str) -> str:
+    """A record's text (inline Markdown: `code`, *emphasis*; any HTML in it escaped) as HTML, on one line."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).renderInline(" ".join(str(text).split()))
+
+
+def _badge(verdict: str) -> str:
+    return f'<span class="sb-badge sb-v-{verdict.replace(" ", "-")}">{verdict}</span>'
+
+
+def scoreboard_rows(records: Iterable[ClaimRecord], claims: Mapping[str, Claim]) -> list[dict[str, str]]:
+    """One dict per claim, in claims.yaml order: the claim's fields and our record's (empty when not yet run).
+
+    This is the scoreboard as data: ``scoreboard.json`` beside the page, for scripts.
+    """
+    by_id = {}
+    for entry in records:
+        if entry.claim_id not in claims:
+            raise SaePaperError(f"a record from notebook {entry.notebook or '?'} has unknown claim id {entry.claim_id!r}")
+        by_id[entry.claim_id] = entry
+    rows = []
+    for claim in claims.values():
+        entry = by_id.get(claim.id)
+        ours = asdict(entry) if entry else {"ours": "", "verdict": NOT_YET_RUN, "note": "", "notebook": "", "trend": "",
+                                            "trend_note": ""}
+        ours.pop("claim_id", None)
+        rows.append({"id": claim.id, "where": claim.where, "paper": claim.paper, "kind": claim.kind, **ours})
+    return rows
+
+
+def _claim_html(row: Mapping[str, str]) -> str:
+    """One claim: a compact summary line (id, paper, ours, verdict, trend) and, folded, the rule and notes."""
+    import html
+
+    claim_id, notebook = row["id"], row["notebook"]
+    href = f"{html.escape(notebook)}.html#{claim_anchor(claim_id)}"
+    label = f"<code>{html.escape(claim_id)}</code>"
+    link = (f'<a class="sb-id" href="{href}" title="the section of {html.escape(notebook)} that computed it">{label}</a>'
+            if notebook else f'<span class="sb-id">{label}</span>')
+    if row["trend"]:
+        text, css = TREND_BADGES[row["trend"]]
+        trend = f'<span class="sb-trend sb-t-{css}" title="with more budget: {html.escape(row["trend"])}">{text}</span>'
+    else:
+        trend = '<span class="sb-trend" title="with more budget: not measured">—</span>'
+    ours = row["ours"] or "—"
+    summary = (f'<summary>{link}<span class="sb-text"><span class="sb-line" title="{html.escape(row["paper"])}">'
+               f'<span class="sb-who">paper</span> {_inline(row["paper"])}</span><span class="sb-line" '
+               f'title="{html.escape(ours)}"><span class="sb-who">ours</span> {_inline(ours)}</span></span>'
+               f'{_badge(row["verdict"])}{trend}</summary>')
+    details = [f"<p><b>Where in the paper:</b> {_inline(row['where'])}. <b>The paper:</b> {_inline(row['paper'])}</p>"]
+    if notebook:
+        trend_text = f"<i>{html.escape(row['trend'])}</i>: {_inline(row['trend_note'])}" if row["trend"] else "not measured"
+        details += [f"<p><b>Ours:</b> {_inline(row['ours'])}</p>",
+                    f"<p><b>Rule and notes:</b> {_inline(row['note']) or '—'}</p>",
+                    f"<p><b>With more budget:</b> {trend_text}</p>",
+                    f'<p>Recorded by <a href="{href}">{html.escape(notebook)}</a>.</p>']
+    else:
+        details.append("<p>No notebook of this book has tested it yet.</p>")
+    return (f'<details class="sb-claim" id="sb-{html.escape(claim_id)}">{summary}<div class="sb-more">'
+            + "".join(details) + "</div></details>")
+
+
+def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = None, *, json_name: str = "") -> str:
+    """The book's scoreboard page (MyST Markdown with HTML): counts per verdict as coloured badges, then one
+    compact row per claim (the paper's claim and ours, one line each) that unfolds into its rule and notes
+    (styled by ``book/_static/sae-paper.css``).
+
+    Each claim id links to the section of the notebook that recorded it (the runner marks it with
+    :func:`claim_anchor`). ``json_name``: a file beside the page holding :func:`scoreboard_rows`, linked for scripts.
+    """
     claims = load_claims() if claims is None else claims
     records = read_records(folder)
     counts = verdict_counts(records, claims)
     summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items() if n)
-    return (
-        "# Claims scoreboard\n\n"
-        f"The paper's {len(claims)} checkable claims (from `claims.yaml` in the shared folder) and what the "
-        "notebooks of this book found for each. Verdicts: *reproduced*, *partly*, *not*, *not comparable* "
-        "(our setting cannot test it); claims no notebook has tested yet say *not yet run*. Each notebook "
-        "computes its verdicts from its own numbers; the note says which rule was applied. *With more budget* "
-        "says how the number that decides a verdict moves when its deciding input (fragments, training "
-        "activations) grows: *converging toward the paper*, *moving away*, or *flat*; the budget plan "
-        "(appendix) says which input decides each claim.\n\n"
-        f"**{summary}.**\n\n" + render_table(records, claims)
-    )
+    badges = "".join(f'<span class="sb-badge sb-v-{v.replace(" ", "-")}">{n} {v}</span>' for v, n in counts.items() if n)
+    lines = [
+        "# Claims scoreboard",
+        "",
+        f"The paper's {len(claims)} checkable claims (from `claims.yaml` in the shared folder) and what the notebooks "
+        "of this book found for each. Each notebook computes its verdicts from its own numbers, by a rule written "
+        "beside it: *reproduced*, *partly*, *not*, *not comparable* (our setting cannot test it), or *not yet run*. "
+        "*With more budget* says how the number that decides a verdict moves when its deciding input (fragments, "
+        "training activations) grows: converging toward the paper, moving away, or flat (the budget plan in the "
+        "appendix says which input decides each claim). Click a claim for its rule and notes; its id leads to the "
+        "section that computed it.",
+        "",
+        f'<div class="sb-counts" aria-label="{summary}">{badges}</div>',
+        "",
+        f"**{summary}.**" + (f" The same data for scripts: {{download}}`{json_name} <{json_name}>`." if json_name else ""),
+        "",
+        '<div class="sb-board"><div class="sb-head"><span>claim</span><span>the paper, and ours</span>'
+        "<span>verdict</span><span>with more budget</span></div>",
+        *(_claim_html(row) for row in scoreboard_rows(records, claims)),
+        "</div>",
+        "",
+    ]
+    return "\n".join(lines)

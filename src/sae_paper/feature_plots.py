@@ -5,6 +5,7 @@ built without pyplot's global state; a notebook shows it by ending a cell with i
 
 - :func:`token_histogram_figure`: Figure 4 (left) and Figures 11-15, the tokens a feature
   fires on, stacked per activation bin, with the share of a token class per bin.
+  :func:`compact_histogram_figure` is its upper panel alone, sized for a feature browser card.
 - :func:`logit_effect_figure`: Figure 4 (right), the change of the next-token logits when
   the feature is ablated: their distribution and the most suppressed and boosted tokens.
 - :func:`causal_tree_figure`: Figure 5, the tree of features across layers, edges as
@@ -77,6 +78,19 @@ def token_histogram_figure(
     bottom.set_ylim(0, 1)
     bottom.set_ylabel("share of the bin")
     bottom.set_xlabel("activation (equal-width bins from 0 to the maximum)")
+    return fig
+
+
+def compact_histogram_figure(hist: TokenHistogram, *, title: str) -> Figure:
+    """One small panel of :func:`token_histogram_figure` (log counts per activation bin, stacked by token),
+    sized for a card of the feature browser."""
+    fig = Figure(figsize=(5.0, 2.4), layout="constrained")
+    ax = fig.subplots()
+    _histogram_panel(ax, hist)
+    ax.set_title(title, fontsize="small")
+    ax.tick_params(labelsize="x-small")
+    ax.xaxis.label.set_size("x-small")
+    ax.yaxis.label.set_size("x-small")
     return fig
 
 

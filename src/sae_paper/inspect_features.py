@@ -344,13 +344,17 @@ def top_contexts(
     before: int = 12,
     after: int = 4,
     distinct_contexts: bool = True,
+    order: Int[Tensor, " m"] | None = None,
 ) -> list[ContextExample]:
     """The ``k`` highest activations, each with ``before``/``after`` tokens of context.
 
     ``activation`` is the feature's activation on every row of ``acts`` (e.g. from
     :func:`feature_codes`). With ``distinct_contexts`` each context is shown at most once.
+    ``order``: the rows to take examples from, in that order, instead of all rows from the
+    highest activation down (e.g. the firing rows shuffled, for random firing contexts); a
+    row where the feature does not fire ends the list.
     """
-    order = activation.argsort(descending=True)
+    order = activation.argsort(descending=True) if order is None else order
     examples: list[ContextExample] = []
     used: set[int] = set()
     per_context = activation.reshape(-1, acts.per_context)

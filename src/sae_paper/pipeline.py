@@ -131,6 +131,10 @@ class Run:
             return ["a fresh training run (--recompute)"]
         return missing
 
+    def sae_is_cached(self) -> bool:
+        """Whether :meth:`sae` would load the SAE rather than train it (for pages made only from the cache)."""
+        return not self._sae_missing()
+
     def _load_sae(self) -> SparseAutoencoder:
         """The complete SAE in :attr:`sae_dir`, each file checked against the sha256 its summary lists."""
         summary = cache.read_json(self.sae_dir / SUMMARY_FILE, "SAE summary")
