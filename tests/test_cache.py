@@ -127,18 +127,6 @@ def test_a_missing_shard_is_harvested_again_with_a_line_saying_so(pythia_random,
     assert [r["first_shard"] for r in records] == [0, 1]  # the first harvest and the one that healed it
 
 
-def test_a_corrupt_shard_is_refused_by_name_and_kept(pythia_random):
-    spec = small_spec()
-    first = harvest(pythia_random, spec, [RESID], shard_contexts=4, progress=False)[RESID]
-    shard = first.folder / "shard_00000.safetensors"
-    data = bytearray(shard.read_bytes())
-    data[-1] ^= 0xFF
-    shard.write_bytes(bytes(data))
-    with pytest.raises(SaePaperError, match="shard_00000.safetensors is corrupt \\(checksum mismatch\\)"):
-        harvest(pythia_random, spec, [RESID], shard_contexts=4, progress=False)
-    assert shard.read_bytes() == bytes(data)
-
-
 def tiny_run(monkeypatch, pythia_random, **changes):
     from sae_paper import pipeline
 
