@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sae_paper.case_study import SINGLE_TOKEN_CLASSES, apostrophe_shares, find_by_prompt
-from sae_paper.claims import BudgetPoint, BudgetTrend, budget_trend
+from sae_paper.claims import BudgetPoint, BudgetTrend, budget_trends
 from sae_paper.decompositions import SaeDecomposition
 from sae_paper.inspect_features import feature_codes, multi_class_stats
 
@@ -69,5 +69,4 @@ def sae_sweep(study, budgets: Sequence[int], run_for: Callable[[int], Any],
 
 def trends(points: Mapping[str, Sequence[BudgetPoint]]) -> dict[str, BudgetTrend | None]:
     """Each claim's trend (None when fewer than 3 budgets could be measured)."""
-    return {claim: budget_trend(p, what=WHAT[claim], unit="training activations of the main SAE", tolerance=TOLERANCE)
-            if len(p) >= 3 else None for claim, p in points.items()}
+    return budget_trends(points, what=WHAT, unit="training activations of the main SAE", tolerance=TOLERANCE)

@@ -147,6 +147,13 @@ def budget_trend(points: Sequence[BudgetPoint], *, what: str, unit: str, toleran
     return BudgetTrend(trend, note)
 
 
+def budget_trends(points: Mapping[str, Sequence[BudgetPoint]], *, what: Mapping[str, str] | str, unit: str,
+                  tolerance: float) -> dict[str, BudgetTrend | None]:
+    """:func:`budget_trend` for each claim of a sweep (``what``: per claim, or one text for all); None where
+    fewer than 3 budgets could be measured."""
+    return {claim: budget_trend(p, what=what if isinstance(what, str) else what[claim], unit=unit, tolerance=tolerance)
+            if len(p) >= 3 else None for claim, p in points.items()}
+
 def record(claim_id: str, ours: str, verdict: str, note: str = "", *, notebook: str = "",
            claims: Mapping[str, Claim] | None = None, trend: BudgetTrend | None = None) -> ClaimRecord:
     """A validated :class:`ClaimRecord`: ``claim_id`` must be in claims.yaml and ``verdict`` in :data:`VERDICTS`."""

@@ -372,7 +372,7 @@ TREND_TOLERANCE = 0.1
 
 
 def token_trends(points: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
-    from sae_paper.claims import budget_trend
+    from sae_paper.claims import budget_trends
 
-    return {claim: budget_trend(p, what="share of comparisons the sparse SAEs win", unit="training activations",
-                                tolerance=TREND_TOLERANCE) if len(p) >= 3 else None for claim, p in points.items()}
+    return budget_trends(points, what="share of comparisons the sparse SAEs win", unit="training activations",
+                         tolerance=TREND_TOLERANCE)

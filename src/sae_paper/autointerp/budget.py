@@ -30,7 +30,7 @@ from typing import Any
 
 from sae_paper.autointerp.fragments import FragmentSpec, Fragments
 from sae_paper.autointerp.scoring import MethodSummary, score_decomposition
-from sae_paper.claims import BudgetPoint, BudgetTrend, budget_trend
+from sae_paper.claims import BudgetPoint, BudgetTrend, budget_trends
 from sae_paper.models import Site
 
 CLAIMS = ("fig2-early-layers", "fig2-depth", "fig9-random-only", "fig8-ratio")
@@ -119,8 +119,7 @@ def fragment_sweep(budgets: Sequence[int], pool: Callable[[int], tuple[Fragments
 
 def trends(points: Mapping[str, Sequence[BudgetPoint]]) -> dict[str, BudgetTrend | None]:
     """Each claim's trend (None when fewer than 3 budgets could be measured)."""
-    return {claim: budget_trend(p, what=WHAT[claim], unit="fragments", tolerance=TOLERANCE) if len(p) >= 3 else None
-            for claim, p in points.items()}
+    return budget_trends(points, what=WHAT, unit="fragments", tolerance=TOLERANCE)
 
 
 def scorer(explainer, simulator, config, n_features: int) -> Callable[..., Any]:
