@@ -356,10 +356,15 @@ def _export_saes(generated: Path, parameters: Mapping[str, Mapping[str, Any]], l
 
 
 def _kernelspec(staging: Path) -> Path:
-    """A ``python3`` kernelspec running this interpreter, in ``staging/jupyter`` (for ``JUPYTER_PATH``)."""
+    """A ``python3`` kernelspec running this interpreter, in ``staging/jupyter`` (for ``JUPYTER_PATH``).
+
+    The kernel logs only errors: its one warning on every start (ipykernel 7 on a loopback TCP
+    connection without CurveZMQ keys) would otherwise break the runner's progress lines five
+    times a build. What the notebooks print or warn goes to their cells, not to this log.
+    """
     folder = staging / "jupyter" / "kernels" / KERNEL_NAME
     folder.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "--log-level=ERROR", "-f", "{connection_file}"],
             "display_name": "Python 3 (sae-paper)", "language": "python"}
     (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
     return staging / "jupyter"
