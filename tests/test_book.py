@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import textwrap
+import time
 from pathlib import Path
 
 import nbformat
@@ -100,6 +101,25 @@ def test_progress_counts_code_cells_and_estimates_from_the_last_run():
     changed.start(["code", "code", "code"])
     now[0] += 50.0
     assert changed.remaining() == pytest.approx(40.0)
+
+
+def test_progress_in_a_log_keeps_printing_while_one_cell_runs():
+    """No cell event for a while (one long cell): the log still gets a line every ``every`` seconds."""
+    stream = io.StringIO()
+    shown = NotebookProgress("nb", None, stream=stream, live=False, every=0.05)
+    shown.start(["code", "code"])
+    shown.cell_started(0)
+    deadline = time.monotonic() + 30
+    while len(stream.getvalue().splitlines()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines_while_running = stream.getvalue().splitlines()
+    shown.finish()
+    assert len(lines_while_running) >= 3
+    assert all(line.startswith("nb: 0/2 code cells, ") for line in lines_while_running)
+    assert stream.getvalue().splitlines()[-1].startswith("nb: 0/2 code cells, ")
+    settled = stream.getvalue()
+    time.sleep(1.5)  # finished: the heartbeat has stopped
+    assert stream.getvalue() == settled
 
 
 def test_cell_timings_round_trip_per_profile_and_notebook():

@@ -6,8 +6,10 @@ runner would print one line per notebook and then nothing. While a notebook exec
 
     02_autointerp ███████░░░░░░░░ 12/31 code cells, 1m20s elapsed, ~3m05s left (last run 4m25s)
 
-refreshed every second on a terminal (a tqdm bar), or as a plain line at most every
-``every`` seconds when stderr is a log file (CI). The estimate is the last successful run's
+refreshed every second on a terminal (a tqdm bar), or as a plain line every ``every`` seconds
+when stderr is a log file (CI, ``nohup``, ``| tee``): on each cell's start and end if ``every``
+has passed since the last line, and in between as a heartbeat, so a cell that runs for minutes
+still shows its clock moving (``every=0``: a line at every event and no heartbeat). The estimate is the last successful run's
 time per cell (same profile, same notebook; :func:`load_timings` / :func:`save_timings`,
 kept in the cache): the cells still to run, minus the time already spent in the running one.
 When the notebook's cells changed since, it falls back to the last run's total time.
@@ -80,6 +82,7 @@ class NotebookProgress:
         self.started = self.cell_began = self.last_line = clock()
         self._bar = None
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the heartbeat thread and papermill's callbacks both draw
         self._thread: threading.Thread | None = None
 
     # --- what papermill tells us -------------------------------------------------------
@@ -95,6 +98,7 @@ class NotebookProgress:
             self._bar = tqdm(total=self.code_total, desc=self.name, unit="cell", file=self.stream, leave=True,
                              ncols=size.columns, nrows=size.lines,
                              bar_format="{desc} {bar:16} {n_fmt}/{total_fmt} code cells{postfix}")
+        if self.live or self.every > 0:
             self._thread = threading.Thread(target=self._refresh, daemon=True)
             self._thread.start()
         self._show()
@@ -142,6 +146,10 @@ class NotebookProgress:
         return text + f", ~{_clock(left)} left (last run {_clock(sum(self.previous))})"
 
     def _show(self) -> None:
+        with self._lock:
+            self._draw()
+
+    def _draw(self) -> None:
         if self._bar is not None:
             self._bar.n = self.code_done
             self._bar.set_postfix_str(self.status(), refresh=True)
