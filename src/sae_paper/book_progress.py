@@ -9,9 +9,11 @@ runner would print one line per notebook and then nothing. While a notebook exec
 refreshed every second on a terminal (a tqdm bar), or as a plain line every ``every`` seconds
 when stderr is a log file (CI, ``nohup``, ``| tee``): on each cell's start and end if ``every``
 has passed since the last line, and in between as a heartbeat, so a cell that runs for minutes
-still shows its clock moving (``every=0``: a line at every event and no heartbeat). The estimate is the last successful run's
-time per cell (same profile, same notebook; :func:`load_timings` / :func:`save_timings`,
-kept in the cache): the cells still to run, minus the time already spent in the running one.
+still shows its clock moving (``every=0``: a line at every event and no heartbeat).
+
+The estimate is the last successful run's time per cell (same profile, same notebook;
+:func:`load_timings` / :func:`save_timings`, kept in the cache): the cells still to run, minus
+the time already spent in the running one.
 When the notebook's cells changed since, it falls back to the last run's total time.
 
 :class:`ProgressEngine` is papermill's ``nbclient`` engine with this reporter attached to its
