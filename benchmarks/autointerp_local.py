@@ -25,9 +25,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
 
-    from sae_paper.autointerp import local
-    from sae_paper.models import _neox_tokenizer
-    from sae_paper.autointerp.fragments import load_fragments
+    from sae_paper.analysis.autointerp import local
+    from sae_paper.analysis.autointerp.fragments import load_fragments
+    from sae_paper.data.models import _neox_tokenizer
 
     reason = local.missing()
     if reason:

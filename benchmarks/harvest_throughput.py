@@ -3,7 +3,7 @@
     python benchmarks/harvest_throughput.py [--model smollm2-135m] [--layer 3] [--tokens 32512]
 
 bare forward: ``model(tokens, stop_at_layer=layer + 1)`` over the same contexts and batch
-size, nothing captured or written. harvest: :func:`sae_paper.activations.harvest` into a
+size, nothing captured or written. harvest: :func:`sae_paper.data.activations.harvest` into a
 scratch cache (capture, dtype cast, safetensors shards, checksums, manifest), tokenisation
 of the text included. The ratio harvest / bare is the price of everything but the model.
 """
@@ -28,9 +28,9 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["SAE_PAPER_CACHE"] = tempfile.mkdtemp(prefix="harvest-bench-")
-    from sae_paper.activations import HarvestSpec, harvest
-    from sae_paper.data import load_contexts
-    from sae_paper.models import Site, load_model, model_spec
+    from sae_paper.data.activations import HarvestSpec, harvest
+    from sae_paper.data.models import Site, load_model, model_spec
+    from sae_paper.data.text import load_contexts
 
     model = load_model(args.model)
     spec = HarvestSpec(args.model, "enwiki2015", "train", args.tokens, args.context_length, "float32", seed=0)

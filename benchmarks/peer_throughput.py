@@ -5,7 +5,7 @@ Gaussian rows, or ``--activations FILE`` holding an ``activations`` tensor [n, d
 in safetensors), one after another in one process, with the dense matmul limit of
 ``benchmarks/train_throughput.py`` measured between them as a common ruler:
 
-- ``sae_paper``: :func:`sae_paper.train.train_step` on a tied SAE (``path="auto"``);
+- ``sae_paper``: :func:`sae_paper.core.train.train_step` on a tied SAE (``path="auto"``);
 - ``SAELens``: ``StandardTrainingSAE.training_forward_pass`` (ReLU + L1), backward, Adam;
 - ``dictionary_learning``: ``StandardTrainer.update`` (ReLU + L1 with its own Adam);
 - ``sparsify``: ``SparseCoder`` TopK (``--k``), backward of the FVU, Adam, as its trainer.
@@ -41,8 +41,8 @@ def ours(d_in: int, d_sae: int, alpha: float, args) -> Step:
         import sae_paper  # noqa: F401
     except ImportError:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from sae_paper.sae import make_sae
-    from sae_paper.train import make_optimizer, train_step
+    from sae_paper.core.sae import make_sae
+    from sae_paper.core.train import make_optimizer, train_step
 
     sae = make_sae("tied", d_in, d_sae, alpha=alpha, seed=0)
     optimizer = make_optimizer(sae, lr=1e-3)

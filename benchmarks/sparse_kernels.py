@@ -1,6 +1,6 @@
 """Which torch primitive does each sparse piece of an SAE step fastest, on this machine.
 
-The sparse step (:mod:`sae_paper.sae_kernels`) needs four sparse products besides the
+The sparse step (:mod:`sae_paper.core.kernels`) needs four sparse products besides the
 dense encoder matmul, for codes ``c`` [batch, d_sae] with ``nnz`` non-zeros:
 
     extract   the active codes of c as CSR (crow, col, values)

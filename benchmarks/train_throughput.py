@@ -15,10 +15,10 @@ operands, not their product:
 M_e in the encoder places. The "dense limit" is those five matmuls alone, with the same
 memory layouts (transposes as strided views, as the step uses) into preallocated outputs,
 on random data: an upper bound for any step that computes them densely. The sparse step
-(:mod:`sae_paper.sae_kernels`) keeps only the first dense and does the other four over
+(:mod:`sae_paper.core.kernels`) keeps only the first dense and does the other four over
 the active codes, so it can pass that limit when the codes are sparse.
 
-Each row times :func:`sae_paper.train.train_step` (the function the training loop calls,
+Each row times :func:`sae_paper.core.train.train_step` (the function the training loop calls,
 real Adam, firing counts on) with ``path="dense"`` and ``path="sparse"`` on SAEs whose
 bias is set so that a chosen fraction of the codes fire on Gaussian inputs (the measured
 density over the timed steps is printed too); "auto" is what training runs. The steps and
@@ -43,8 +43,8 @@ from collections.abc import Callable
 
 import torch
 
-from sae_paper.sae import make_sae
-from sae_paper.train import make_optimizer, train_step
+from sae_paper.core.sae import make_sae
+from sae_paper.core.train import make_optimizer, train_step
 
 BOOK_SHAPE = (128, 576, 1152)
 """(batch, d_in, d_sae) of the default profile's main SAE (SmolLM2-135M, R = 2)."""

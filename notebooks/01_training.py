@@ -58,7 +58,7 @@
 # ## Parameters
 #
 # The book runner (`sae-paper book --profile NAME -p key=value`) replaces this cell's
-# values; the defaults are the `default` profile. `sae_paper.training_study.TrainingStudy`
+# values; the defaults are the `default` profile. `sae_paper.chapters.training.TrainingStudy`
 # documents each one and builds every SAE configuration from them.
 
 # %% tags=["parameters"]
@@ -98,20 +98,14 @@ import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets; we show no bars
 
-from sae_paper import claims, plots, provenance, sweeps
-from sae_paper.pipeline import Run
-from sae_paper.sweeps import RecordTable
-from sae_paper.training_study import (
-    NOTEBOOK,
-    TrainingStudy,
-    epochs_finding,
-    mlp_dead_finding,
-    resid_alive_finding,
-    splice_finding,
-    tradeoff_finding,
-    train_runtime_finding,
-    untied_finding,
+from sae_paper.chapters.training import (
+    NOTEBOOK, TrainingStudy, epochs_finding, mlp_dead_finding, resid_alive_finding, splice_finding, tradeoff_finding,
+    train_runtime_finding, untied_finding,
 )
+from sae_paper.core import sweeps
+from sae_paper.core.pipeline import Run
+from sae_paper.core.sweeps import RecordTable
+from sae_paper.report import claims, plots, provenance
 
 study = TrainingStudy.from_namespace(globals())
 prov = provenance.start(NOTEBOOK, profile=profile, parameters=study.parameters(), seed=study.seed)
@@ -216,10 +210,10 @@ board
 # core eval of our SAELens export within 1 %.
 
 # %%
-from sae_paper import saelens
+from sae_paper.book import exports
 
 with prov.section("main SAE: SAEBench's CE convention"):
-    note = saelens.notebook_note(NOTEBOOK, study.parameters(), run=main)
+    note = exports.notebook_note(NOTEBOOK, study.parameters(), run=main)
 note
 
 # %% [markdown]

@@ -54,7 +54,7 @@
 # ## Parameters
 #
 # The book runner (`sae-paper book --profile NAME -p key=value`) replaces this cell's
-# values; the defaults are the `default` profile. `sae_paper.autointerp.study.AutointerpStudy`
+# values; the defaults are the `default` profile. `sae_paper.chapters.autointerp.AutointerpStudy`
 # documents each one.
 
 # %% tags=["parameters"]
@@ -115,14 +115,16 @@ warnings.filterwarnings("ignore", message=".*did not converge.*")  # FastICA on 
 
 from IPython.display import Markdown
 
-from sae_paper import claims, feature_browser, plots, provenance
-from sae_paper.autointerp import FragmentSpec, fragment_activations, score_decomposition, summary_table
-from sae_paper.autointerp import budget
-from sae_paper.autointerp import study as S
-from sae_paper.autointerp.plots import scores_by_layer, scores_by_ratio
-from sae_paper.decompositions import SaeDecomposition, neuron_basis
-from sae_paper.models import Site, load_model
-from sae_paper.pipeline import Run
+from sae_paper.analysis.autointerp import FragmentSpec, fragment_activations, score_decomposition, summary_table
+from sae_paper.book import feature_browser
+from sae_paper.chapters import autointerp as S
+from sae_paper.chapters import autointerp_budget as budget
+from sae_paper.chapters import autointerp_verdicts as V
+from sae_paper.chapters.autointerp_plots import scores_by_layer, scores_by_ratio
+from sae_paper.core.decompositions import SaeDecomposition, neuron_basis
+from sae_paper.core.pipeline import Run
+from sae_paper.data.models import Site, load_model, model_spec
+from sae_paper.report import claims, plots, provenance
 
 study = S.AutointerpStudy.from_namespace(globals())
 prov = provenance.start(S.NOTEBOOK, profile=profile, parameters=study.parameters(), seed=study.seed)
@@ -235,9 +237,9 @@ scores_by_layer(summaries, study.layers, fig2_methods, title="Figure 2 analogue:
                 layer_label=pythia, backend=BACKEND)
 
 # %%
-board.record("fig2-early-layers", *S.early_layers_finding(summaries, study.layers, backend=study.explainer))
-board.record("fig2-depth", *S.depth_finding(summaries, study.layers, backend=study.explainer,
-                                             n_layers=S.model_spec(study.model).n_layers))
+board.record("fig2-early-layers", *V.early_layers_finding(summaries, study.layers, backend=study.explainer))
+board.record("fig2-depth", *V.depth_finding(summaries, study.layers, backend=study.explainer,
+                                             n_layers=model_spec(study.model).n_layers))
 
 # %% [markdown]
 # ## 5. Figure 9: random-only scores (Appendix C.2)
@@ -252,7 +254,7 @@ scores_by_layer(summaries, study.layers, fig2_methods, title="Figure 9 analogue:
                 random_only=True, layer_label=pythia, backend=BACKEND)
 
 # %%
-board.record("fig9-random-only", *S.random_only_finding(summaries, study.layers, backend=study.explainer))
+board.record("fig9-random-only", *V.random_only_finding(summaries, study.layers, backend=study.explainer))
 
 # %% [markdown]
 # ## 6. Figure 18: top-K PCA and ICA (Appendix G)
@@ -266,7 +268,7 @@ if study.uses_topk:
     fig18_methods = [m for m in ("sae", *S.BASELINES, "topk-pca", "topk-ica") if m in study.methods]
     scores_by_layer(summaries, study.layers, fig18_methods, title="Figure 18 analogue: with top-K PCA and ICA",
                     layer_label=pythia, backend=BACKEND)
-    board.record("fig18-topk", *S.topk_finding(summaries, study.layers, ks, backend=study.explainer))
+    board.record("fig18-topk", *V.topk_finding(summaries, study.layers, ks, backend=study.explainer))
 else:
     print("top-K PCA and ICA are not among this profile's methods")
 
@@ -292,7 +294,7 @@ Markdown(summary_table([by_ratio[r] for r in sorted(by_ratio)]))
 scores_by_ratio(by_ratio, main_baselines, title=f"Figure 8 analogue: layer {pythia(study.main_layer)}", backend=BACKEND)
 
 # %%
-board.record("fig8-ratio", *S.ratio_finding(by_ratio, main_baselines, backend=study.explainer))
+board.record("fig8-ratio", *V.ratio_finding(by_ratio, main_baselines, backend=study.explainer))
 
 # %% [markdown]
 # ## 8. Table 1: the first features of a dictionary
@@ -313,13 +315,13 @@ lines = ["| feature | our explanation | our score | paper (Pythia-70M layer 1): 
 for i, explanation, value in rows:
     ours = ("skipped (< 20 fragments with variance)" if i not in by_feature
             else explanation or f"failed: {by_feature[i].failure}")
-    paper_text, paper_score = S.PAPER_TABLE1[i] if i < len(S.PAPER_TABLE1) else ("", "")
+    paper_text, paper_score = V.PAPER_TABLE1[i] if i < len(V.PAPER_TABLE1) else ("", "")
     lines.append(f"| {study.table1_layer}-{i:04d} | `{ours[:120]}` | {'' if value is None else f'{value:.2f}'} "
                  f"| {paper_text} | {paper_score} |")
 Markdown("\n".join(lines))
 
 # %%
-board.record("table1-first-five", *S.table1_finding(rows, str(t1_site), backend=study.explainer))
+board.record("table1-first-five", *V.table1_finding(rows, str(t1_site), backend=study.explainer))
 
 # %% [markdown]
 # ## 9. Table 2: score against the feature's activation moments (Appendix C.4)
@@ -331,12 +333,12 @@ board.record("table1-first-five", *S.table1_finding(rows, str(t1_site), backend=
 
 # %%
 sae_results = [f for (site, method), r in results.items() if method == "sae" or method.startswith("sae-R") for f in r.features]
-correlations = S.moments_correlations(sae_results)
+correlations = V.moments_correlations(sae_results)
 Markdown("| moment | ours | paper |\n|---|---:|---:|\n" + "\n".join(
-    f"| {k} | {v:+.2f} | {S.PAPER_TABLE2[k]:+.2f} |" for k, v in correlations.items()))
+    f"| {k} | {v:+.2f} | {V.PAPER_TABLE2[k]:+.2f} |" for k, v in correlations.items()))
 
 # %%
-board.record("table2-moments", *S.moments_finding(correlations, len(sae_results), backend=study.explainer))
+board.record("table2-moments", *V.moments_finding(correlations, len(sae_results), backend=study.explainer))
 
 # %% [markdown]
 # ## 10. MLP features against MLP neurons (Appendix C.3)
@@ -350,8 +352,8 @@ if study.mlp_layer is not None:
     mlp_site = Site("mlp_post", study.mlp_layer)
     with prov.section("autointerp: MLP"):
         mlp_sae = score(SaeDecomposition(saes[study.mlp_config()]), mlp_site, "mlp-sae").summary()
-        mlp_neurons = score(neuron_basis(mlp_site.width(S.model_spec(study.model))), mlp_site, "mlp-neurons").summary()
-    board.record("c3-mlp-interp", *S.mlp_finding(mlp_sae, mlp_neurons, backend=study.explainer))
+        mlp_neurons = score(neuron_basis(mlp_site.width(model_spec(study.model))), mlp_site, "mlp-neurons").summary()
+    board.record("c3-mlp-interp", *V.mlp_finding(mlp_sae, mlp_neurons, backend=study.explainer))
     display(Markdown(summary_table([mlp_sae, mlp_neurons])))
 
 # %% [markdown]
@@ -365,7 +367,7 @@ if study.mlp_layer is not None:
 # recomputed on smaller pools, which are the start of this notebook's pool, and on larger
 # ones when a larger profile (`long`) left their activations in the cache. Above 0 the SAE
 # is ahead; the scoreboard's *with more budget* column comes from the ends of each curve
-# (`sae_paper.claims.budget_trend`).
+# (`sae_paper.report.claims.budget_trend`).
 
 # %%
 with prov.section("budget sensitivity: fragments"):
@@ -408,7 +410,7 @@ Markdown("\n".join(f"- **{claim_id}**: " + (f"*{t.trend}*: {t.note}" if t else "
                    for claim_id, t in budget_trends.items()))
 
 # %%
-# what the book's feature browser shows of the main and MLP SAEs (sae_paper.feature_browser)
+# what the book's feature browser shows of the main and MLP SAEs (sae_paper.book.feature_browser)
 feature_browser.save_scored(
     S.NOTEBOOK, scorer=BACKEND, stand_in=explain_with.backend.stand_in, fragments=frag_spec,
     saes={"main": (study.sae_config(study.main_layer), results.get((str(main_site), "sae"))),

@@ -56,7 +56,7 @@
 # ## Parameters
 #
 # The book runner (`sae-paper book --profile NAME -p key=value`) replaces this cell's
-# values; the defaults are the `default` profile. `sae_paper.ioi_study.IoiStudy`
+# values; the defaults are the `default` profile. `sae_paper.chapters.ioi.IoiStudy`
 # documents each one and builds every SAE configuration from them.
 
 # %% tags=["parameters"]
@@ -94,12 +94,17 @@ import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets; we show no bars
 
-from sae_paper import claims, plots, provenance, sweeps
-from sae_paper.ioi import ioi_check, make_ioi_dataset
-from sae_paper.ioi_study import NOTEBOOK, CurveTable, IoiStudy, LayerDictionaries, RecordTable, patching_curves, token_sweep, token_trends
-from sae_paper.ioi_verdicts import alpha_floor_finding, fewer_features_finding, layers_finding, smaller_edits_finding
-from sae_paper.models import load_model
-from sae_paper.patching import PatchingSetup
+from sae_paper.analysis.ioi_prompts import ioi_check, make_ioi_dataset
+from sae_paper.analysis.patching import PatchingSetup
+from sae_paper.chapters.ioi import (
+    NOTEBOOK, CurveTable, IoiStudy, LayerDictionaries, RecordTable, patching_curves, token_sweep, token_trends,
+)
+from sae_paper.chapters.ioi_verdicts import (
+    alpha_floor_finding, fewer_features_finding, layers_finding, smaller_edits_finding,
+)
+from sae_paper.core import sweeps
+from sae_paper.data.models import load_model
+from sae_paper.report import claims, plots, provenance
 
 study = IoiStudy.from_namespace(globals())
 prov = provenance.start(NOTEBOOK, profile=profile, parameters=study.parameters(), seed=study.seed)
@@ -147,7 +152,7 @@ print("\n".join(check.lines()))
 # All layers' activations come from one forward pass over the text.
 #
 # **Separators and first tokens are left out**, by the book's one separator-row policy
-# (`sae_paper.data.kept_positions`, applied by the harvest for every notebook). From about
+# (`sae_paper.data.text.kept_positions`, applied by the harvest for every notebook). From about
 # layer 10 on, SmolLM2's residual stream at the `<|endoftext|>` separators between packed
 # documents and at the first token after BOS has a norm 40–170× the median: attention
 # sinks, like BOS itself. A fraction of a percent of the vectors would carry most of the
@@ -171,9 +176,9 @@ records
 # records which positions their training left out):
 
 # %%
-from sae_paper import saelens
+from sae_paper.book import exports
 
-saelens.notebook_note(NOTEBOOK, study.parameters())
+exports.notebook_note(NOTEBOOK, study.parameters())
 
 # %%
 for layer_ in study.layers:

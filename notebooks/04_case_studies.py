@@ -58,7 +58,7 @@
 # ## Parameters
 #
 # Set by a profile of `sae-paper book`; the defaults are the `default` profile.
-# `sae_paper.case_study.CaseStudy` documents each one. The first block must match
+# `sae_paper.chapters.case_studies.CaseStudy` documents each one. The first block must match
 # notebook 01's main SAE (then its cached SAE is reused, not retrained).
 
 # %% tags=["parameters"]
@@ -107,21 +107,26 @@ warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # a few
 import torch
 from IPython.display import Markdown
 
-from sae_paper import case_budget, claims, feature_browser, feature_plots, plots, provenance
-from sae_paper.ablation import logit_effect
-from sae_paper.case_study import (
-    NOTEBOOK, CaseStudy, ablation_finding, apostrophe_histogram_finding, bracket_shares, causal_tree_finding,
-    choose_closing_target, find_by_prompt, init_cosine, load_corpus, mean_abs_cosine, prefetch_train,
-    single_token_finding, unembed_parens_finding,
+from sae_paper.analysis.ablation import logit_effect
+from sae_paper.analysis.causal_tree import causal_tree, sample_contexts
+from sae_paper.analysis.feature_contexts import contexts_html, top_contexts
+from sae_paper.analysis.feature_stats import class_share_per_bin, multi_class_stats, token_histogram, top_tokens
+from sae_paper.analysis.token_activations import (
+    cached_activations, feature_codes, has_apostrophe, inside_brackets, is_closing_bracket, is_newline, token_label,
+    token_mask, vocabulary_mask,
 )
-from sae_paper.causal_tree import causal_tree, sample_contexts
-from sae_paper.decompositions import SaeDecomposition
-from sae_paper.inspect_features import (
-    cached_activations, class_share_per_bin, contexts_html, feature_codes, has_apostrophe, inside_brackets,
-    is_closing_bracket, is_newline, multi_class_stats, token_histogram, token_label, token_mask, top_contexts,
-    top_tokens, vocabulary_mask,
+from sae_paper.book import feature_browser
+from sae_paper.chapters import case_budget
+from sae_paper.chapters.case_studies import (
+    NOTEBOOK, CaseStudy, bracket_shares, choose_closing_target, find_by_prompt, init_cosine, load_corpus,
+    mean_abs_cosine, prefetch_train,
 )
-from sae_paper.pipeline import Run
+from sae_paper.chapters.case_verdicts import (
+    ablation_finding, apostrophe_histogram_finding, causal_tree_finding, single_token_finding, unembed_parens_finding,
+)
+from sae_paper.core.decompositions import SaeDecomposition
+from sae_paper.core.pipeline import Run
+from sae_paper.report import claims, feature_plots, plots, provenance
 
 study = CaseStudy.from_namespace(globals())
 prov = provenance.start(NOTEBOOK, profile=profile, parameters=study.parameters(), seed=study.seed)
@@ -297,7 +302,7 @@ board.record("sec5-single-token-features", *single_token_finding(single))
 # trained. The main SAE is retrained (same α, R, epochs and seed) on the first part of its
 # training activations, and read from the cache at larger budgets when a larger profile
 # (`long`) trained it; on the same inspected text, each budget's SAE goes through the same
-# prompt search and class statistics as above (`sae_paper.case_budget`).
+# prompt search and class statistics as above (`sae_paper.chapters.case_budget`).
 
 # %%
 with prov.section("budget sensitivity: the SAE's training activations"):
@@ -434,7 +439,7 @@ cosine_baseline = mean_abs_cosine(dictionaries[target_layer], dictionaries[targe
 board.record("fig5-causal-tree", *causal_tree_finding(tree, shares, base_inside, cosine_baseline))
 
 # %%
-# the features picked above, for the book's feature browser (sae_paper.feature_browser)
+# the features picked above, for the book's feature browser (sae_paper.book.feature_browser)
 feature_browser.save_picked(NOTEBOOK, "main", study.main_config(), [
     (apostrophe_feature, "the apostrophe feature (Figure 4)"),
     *[(f, f"the best single-token feature for {name}") for name, (f, _) in single.items()],

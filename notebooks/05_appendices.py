@@ -48,7 +48,7 @@
 # ## Parameters
 #
 # Set by a profile of `sae-paper book`; the defaults are the `default` profile.
-# `sae_paper.appendix_study.AppendixStudy` documents each one; the first block must match
+# `sae_paper.chapters.appendices.AppendixStudy` documents each one; the first block must match
 # notebook 01's main SAE and notebook 04's text (both are then read from the cache).
 
 # %% tags=["parameters"]
@@ -91,19 +91,20 @@ warnings.filterwarnings("ignore", message="Glyph .* missing from font")  # a few
 import torch
 from IPython.display import Markdown, display
 
-from sae_paper import claims, feature_plots, provenance
-from sae_paper.appendix_study import (
+from sae_paper.analysis.feature_contexts import contexts_html, top_contexts
+from sae_paper.analysis.feature_stats import class_share_per_bin, multi_class_stats, token_histogram
+from sae_paper.analysis.token_activations import (
+    TokenActivations, collect_activations, feature_codes, has_apostrophe, token_label, token_mask,
+)
+from sae_paper.chapters.appendices import (
     APPENDIX_D_CLASSES, NOTEBOOK, AppendixStudy, appendix_d_finding, contexts_with_token, contraction, is_if,
     residual_polysemantic_finding, starts_with_dis,
 )
-from sae_paper.case_study import find_by_prompt, load_corpus
-from sae_paper.decompositions import SaeDecomposition, signed_neuron_basis
-from sae_paper.inspect_features import (
-    TokenActivations, class_share_per_bin, collect_activations, contexts_html, feature_codes, has_apostrophe,
-    multi_class_stats, token_histogram, token_label, token_mask, top_contexts,
-)
-from sae_paper.models import model_spec
-from sae_paper.pipeline import Run
+from sae_paper.chapters.case_studies import find_by_prompt, load_corpus
+from sae_paper.core.decompositions import SaeDecomposition, signed_neuron_basis
+from sae_paper.core.pipeline import Run
+from sae_paper.data.models import model_spec
+from sae_paper.report import claims, feature_plots, provenance
 
 study = AppendixStudy.from_namespace(globals())
 prov = provenance.start(NOTEBOOK, profile=profile, parameters=study.parameters(), seed=study.seed)

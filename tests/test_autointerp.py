@@ -3,7 +3,7 @@
 Unit tests use hand-set tensors; the known-answer tests plant a feature that fires exactly on
 apostrophes in real WebText fragments (GPT-NeoX tokenizer, via ``pythia_random``) and score it
 with the ``token-list`` stand-in and with the ``openai-compatible`` client against a real HTTP
-server on localhost (:mod:`sae_paper.autointerp.testserver`). The ``local`` backend's test
+server on localhost (:mod:`sae_paper.analysis.autointerp.testserver`). The ``local`` backend's test
 needs llama-cpp-python and the Qwen2.5-Coder GGUF and is skipped, saying why, without them.
 """
 
@@ -14,27 +14,15 @@ import math
 import pytest
 import torch
 
-from sae_paper.autointerp import (
-    ActivationRecord,
-    BackendFailure,
-    Cached,
-    CallCache,
-    FragmentSpec,
-    OpenAICompatibleBackend,
-    TokenListBackend,
-    correlation,
-    fragment_activations,
-    load_fragments,
-    make_backend,
-    rescale,
-    score_decomposition,
-    summarize,
+from sae_paper.analysis.autointerp import (
+    ActivationRecord, BackendFailure, Cached, CallCache, FragmentSpec, OpenAICompatibleBackend, TokenListBackend,
+    correlation, fragment_activations, load_fragments, make_backend, rescale, score_decomposition, summarize,
 )
-from sae_paper.autointerp.backends import _placeholder_offsets, expected_value, simulate_body, simulate_prefix
-from sae_paper.autointerp.fragments import choose_features, moments, select_fragments
-from sae_paper.autointerp.testserver import OpenAITestServer
-from sae_paper.decompositions import neuron_basis, random_directions
-from sae_paper.models import Site
+from sae_paper.analysis.autointerp.backends import _placeholder_offsets, expected_value, simulate_body, simulate_prefix
+from sae_paper.analysis.autointerp.fragments import choose_features, moments, select_fragments
+from sae_paper.analysis.autointerp.testserver import OpenAITestServer
+from sae_paper.core.decompositions import neuron_basis, random_directions
+from sae_paper.data.models import Site
 
 # --------------------------------------------------------------------------------------
 # Unit: rescaling, selection, skipping, correlation, moments
@@ -192,7 +180,7 @@ def test_openai_compatible_client_against_local_server_with_a_malformed_reply(we
 
 
 def test_local_backend_gives_one_prediction_in_0_10_per_token():
-    from sae_paper.autointerp import local
+    from sae_paper.analysis.autointerp import local
 
     missing = local.missing()
     if missing:
@@ -204,7 +192,7 @@ def test_local_backend_gives_one_prediction_in_0_10_per_token():
 
 
 def test_local_backend_prefix_reuse_across_features_gives_the_fresh_predictions():
-    from sae_paper.autointerp import local
+    from sae_paper.analysis.autointerp import local
 
     missing = local.missing()
     if missing:
@@ -227,14 +215,14 @@ def test_local_backend_prefix_reuse_across_features_gives_the_fresh_predictions(
 
 @pytest.mark.parametrize("profile", ["smoke", "default", "paper", "local-llm"])
 def test_every_profile_validates_notebook_02(profile, capsys):
-    from sae_paper.book import run_book
+    from sae_paper.book.runner import run_book
 
     run_book(profile, notebooks=["02_autointerp"], validate_only=True)
     assert f"profile {profile}: valid for 02_autointerp" in capsys.readouterr().out
 
 
 def test_study_rejects_unknown_methods_and_layers_outside_the_model():
-    from sae_paper.autointerp.study import AutointerpStudy
+    from sae_paper.chapters.autointerp import AutointerpStudy
 
     with pytest.raises(Exception, match="unknown"):
         AutointerpStudy(methods=["sae", "nmf"])
@@ -243,13 +231,13 @@ def test_study_rejects_unknown_methods_and_layers_outside_the_model():
 
 
 def summary(site, method, mean, ci=0.05, random_mean=0.1):
-    from sae_paper.autointerp import MethodSummary
+    from sae_paper.analysis.autointerp import MethodSummary
 
     return MethodSummary(method, site, 50, 0, 0, 0, mean, ci, random_mean, ci)
 
 
 def test_verdict_rules_by_hand():
-    from sae_paper.autointerp import study as S
+    from sae_paper.chapters import autointerp_verdicts as S
 
     layers = [3, 9]
     rows = [summary("resid_post.3", "sae", 0.6), summary("resid_post.3", "neurons", 0.3), summary("resid_post.3", "pca", 0.2),
@@ -282,7 +270,7 @@ def test_verdict_rules_by_hand():
 
 
 def test_budget_deciding_numbers_by_hand():
-    from sae_paper.autointerp import budget
+    from sae_paper.chapters import autointerp_budget as budget
 
     rows = [summary("resid_post.3", "sae", 0.6, ci=0.03, random_mean=0.3), summary("resid_post.3", "neurons", 0.3, ci=0.04),
             summary("resid_post.3", "pca", 0.2), summary("resid_post.9", "sae", 0.5),
@@ -297,8 +285,8 @@ def test_budget_deciding_numbers_by_hand():
 
 def test_budget_sweep_reads_smaller_pools_off_the_main_one():
     """Pools are prefixes of the main pool; a budget with known summaries is not rescored."""
-    from sae_paper.autointerp import budget
-    from sae_paper.autointerp.fragments import Fragments
+    from sae_paper.analysis.autointerp.fragments import Fragments
+    from sae_paper.chapters import autointerp_budget as budget
 
     fragments = Fragments(torch.arange(40).reshape(10, 4), tuple(tuple(str(t) for t in range(4)) for _ in range(10)))
     site = Site("resid_post", 3)

@@ -7,7 +7,7 @@ import ast
 import re
 from pathlib import Path
 
-from sae_paper.paths import repo_root
+from sae_paper.data.paths import repo_root
 
 ROOT = repo_root()
 DOC = ROOT / "docs" / "bad-inputs.md"

@@ -19,9 +19,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from sae_paper.book import BookError, BookLayout, load_profile, parse_overrides, resolve_parameters, run_book
-from sae_paper.book_progress import NotebookProgress, load_timings, save_timings
-from sae_paper.paths import repo_root
+from sae_paper.book.profiles import BookError, load_profile, parse_overrides, resolve_parameters
+from sae_paper.book.progress import NotebookProgress, load_timings, save_timings
+from sae_paper.book.runner import BookLayout, run_book
+from sae_paper.data.paths import repo_root
 
 ROOT = repo_root()
 CHROMIUM = Path("/usr/bin/chromium")
@@ -203,7 +204,7 @@ def test_smoke_book_in_a_browser(tmp_path, monkeypatch, capsys):
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    from sae_paper.book_pages import toc_entries
+    from sae_paper.book.pages import toc_entries
 
     book = book_copy(tmp_path)
     result = run_book("smoke", layout=BookLayout(ROOT / "notebooks", book, ROOT / "profiles"), log=print)

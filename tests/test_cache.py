@@ -1,10 +1,10 @@
 """Cache entries: the computation-version guard, locks (with real processes), healing, records,
-``--recompute`` and the provenance cell's list of commits (see :mod:`sae_paper.cache`).
+``--recompute`` and the provenance cell's list of commits (see :mod:`sae_paper.data.cache`).
 
 The version guard: ``computation_hashes.json`` holds, per artifact kind and computation
 version, the hash of the source that computes it. When a test here fails because that
 source changed: if results can change, bump the kind's version in
-``sae_paper.cache.COMPUTATIONS`` and add the new hash under the new version; if they
+``sae_paper.data.cache.COMPUTATIONS`` and add the new hash under the new version; if they
 cannot (a rename, a refactor shown to give identical results), replace the hash under the
 current version. The failure message prints the line to write.
 """
@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from sae_paper import SaePaperError, cache
-from sae_paper.activations import HarvestSpec, harvest
-from sae_paper.config import RunConfig
-from sae_paper.models import Site
-from sae_paper.provenance import git_state
+from sae_paper.core.config import RunConfig
+from sae_paper.data import cache
+from sae_paper.data.activations import HarvestSpec, harvest
+from sae_paper.data.cache import git_state
+from sae_paper.data.models import Site
+from sae_paper.errors import SaePaperError
 
 RECORDED = Path(__file__).with_name("computation_hashes.json")
 RESID = Site("resid_post", 1)
@@ -41,7 +42,7 @@ def test_computation_source_matches_the_hash_recorded_for_its_version(kind):
         f"in {RECORDED.name}")
     assert recorded[kind][str(version)] == now, (
         f"the code that computes {kind} changed without a version bump: if its results can change, bump "
-        f"COMPUTATIONS[{kind!r}] to {version + 1} in sae_paper/cache.py and add \"{version + 1}\": \"{now}\" under "
+        f"COMPUTATIONS[{kind!r}] to {version + 1} in sae_paper/data/cache.py and add \"{version + 1}\": \"{now}\" under "
         f"\"{kind}\" in {RECORDED.name}; if they cannot, replace the hash under \"{version}\" with \"{now}\"")
 
 
@@ -64,7 +65,7 @@ def test_source_hash_ignores_comments_and_docstrings_but_not_code(monkeypatch):
 
 
 def test_version_is_in_every_cache_key():
-    from sae_paper.pipeline import EVALUATION_FILE
+    from sae_paper.core.pipeline import EVALUATION_FILE
 
     spec = HarvestSpec("pythia-70m-deduped-random", "webtext", "train", 10, 16, "float32", 0)
     assert spec.text_key()["computation"] == cache.version("activations")
@@ -86,11 +87,11 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
 
 def test_a_second_process_waits_says_so_and_a_killed_holder_never_blocks(tmp_path):
     folder = tmp_path / "entry"
-    holder = _python(f"from sae_paper import cache\nwith cache.locked({str(folder)!r}, 'test entry'):\n"
+    holder = _python(f"from sae_paper.data import cache\nwith cache.locked({str(folder)!r}, 'test entry'):\n"
                      "    print('locked', flush=True)\n    import time; time.sleep(600)\n")
     try:
         assert holder.stdout.readline().strip() == "locked"
-        waiter = _python(f"from sae_paper import cache\nwith cache.locked({str(folder)!r}, 'test entry'):\n"
+        waiter = _python(f"from sae_paper.data import cache\nwith cache.locked({str(folder)!r}, 'test entry'):\n"
                          "    print('got it', flush=True)\n")
         time.sleep(3)
         assert waiter.poll() is None, "the second process took a lock the first one holds"
@@ -128,7 +129,7 @@ def test_a_missing_shard_is_harvested_again_with_a_line_saying_so(pythia_random,
 
 
 def tiny_run(monkeypatch, pythia_random, **changes):
-    from sae_paper import pipeline
+    from sae_paper.core import pipeline
 
     monkeypatch.setattr(pipeline, "load_model", lambda name: pythia_random)
     fields = dict(model="pythia-70m-deduped-random", layer=1, source="webtext", n_tokens=300, eval_tokens=120,
@@ -165,7 +166,7 @@ def test_a_corrupt_sae_file_is_refused_by_name_and_kept(monkeypatch, pythia_rand
 
 
 def test_every_entry_records_its_commit_and_the_provenance_cell_flags_older_ones(monkeypatch, pythia_random, one_thread):
-    from sae_paper import provenance
+    from sae_paper.report import provenance
 
     prov = provenance.start("test", profile="smoke", parameters={}, seed=0)
     run = tiny_run(monkeypatch, pythia_random)

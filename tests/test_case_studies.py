@@ -12,20 +12,23 @@ import math
 import pytest
 import torch
 
-from sae_paper import SaePaperError
-from sae_paper.ablation import (
+from sae_paper.analysis.ablation import (
     ablate, ablate_feature, ablation_hook, feature_axis, feature_encoder, logit_effect, pre_activation,
 )
-from sae_paper.activations import HarvestSpec
-from sae_paper.causal_tree import causal_tree, sample_contexts, unembedding_scores
-from sae_paper.decompositions import SaeDecomposition, TopK, neuron_basis, signed_neuron_basis
-from sae_paper.inspect_features import (
-    TokenActivations, cached_activations, class_share_per_bin, class_stats, collect_activations,
-    context_text, contexts_html, feature_codes, features_on_token, has_apostrophe, is_closing_bracket,
-    is_newline, token_histogram, top_contexts, top_tokens, unembed_direction,
+from sae_paper.analysis.causal_tree import causal_tree, sample_contexts, unembedding_scores
+from sae_paper.analysis.feature_contexts import context_text, contexts_html, features_on_token, top_contexts
+from sae_paper.analysis.feature_stats import (
+    class_share_per_bin, class_stats, token_histogram, top_tokens, unembed_direction,
 )
-from sae_paper.models import Site
-from sae_paper.sae import make_sae
+from sae_paper.analysis.token_activations import (
+    TokenActivations, cached_activations, collect_activations, feature_codes, has_apostrophe, is_closing_bracket,
+    is_newline,
+)
+from sae_paper.core.decompositions import SaeDecomposition, TopK, neuron_basis, signed_neuron_basis
+from sae_paper.core.sae import make_sae
+from sae_paper.data.activations import HarvestSpec
+from sae_paper.data.models import Site
+from sae_paper.errors import SaePaperError
 
 
 def hand_set_sae(kind: str, encoder: torch.Tensor, bias: torch.Tensor, directions: torch.Tensor | None = None):
@@ -137,7 +140,7 @@ def test_ablation_refuses_a_direction_orthogonal_to_its_encoder_row():
 
 
 def test_feature_encoder_of_a_linear_decomposition_includes_the_offset():
-    from sae_paper.decompositions import LinearDecomposition
+    from sae_paper.core.decompositions import LinearDecomposition
 
     linear = LinearDecomposition("t", torch.eye(2), torch.eye(2), offset=torch.tensor([1.0, -2.0]))
     encoder = feature_encoder(linear)
@@ -445,17 +448,17 @@ def test_smollm2_apostrophe_prompt_ends_on_an_apostrophe_token(smollm2):
 # The notebooks' studies: parameters, configs and verdict rules
 # --------------------------------------------------------------------------------------
 
-from sae_paper.ablation import LogitEffect  # noqa: E402
-from sae_paper.appendix_study import (  # noqa: E402
+from sae_paper.analysis.ablation import LogitEffect  # noqa: E402
+from sae_paper.analysis.causal_tree import TreeNode  # noqa: E402
+from sae_paper.analysis.feature_stats import ClassStats  # noqa: E402
+from sae_paper.chapters.appendices import (  # noqa: E402
     AppendixStudy, appendix_d_finding, contexts_with_token, contraction, is_if, residual_polysemantic_finding,
     starts_with_dis,
 )
-from sae_paper.case_study import (  # noqa: E402
-    CaseStudy, ablation_finding, apostrophe_histogram_finding, causal_tree_finding, find_by_prompt, init_cosine,
-    single_token_finding, unembed_parens_finding,
+from sae_paper.chapters.case_studies import CaseStudy, find_by_prompt, init_cosine  # noqa: E402
+from sae_paper.chapters.case_verdicts import (  # noqa: E402
+    ablation_finding, apostrophe_histogram_finding, causal_tree_finding, single_token_finding, unembed_parens_finding,
 )
-from sae_paper.causal_tree import TreeNode  # noqa: E402
-from sae_paper.inspect_features import ClassStats  # noqa: E402
 
 
 class ListTokenizer:
@@ -474,7 +477,7 @@ SMOKE = dict(model="pythia-70m-deduped-random", context_length=32, n_tokens=1240
 
 @pytest.mark.parametrize("fields", [{}, SMOKE])
 def test_case_studies_reuse_notebook_01s_main_sae(fields):
-    from sae_paper.training_study import TrainingStudy
+    from sae_paper.chapters.training import TrainingStudy
 
     expected = TrainingStudy(**fields).main_config()
     assert CaseStudy(**fields).main_config() == expected
@@ -485,8 +488,8 @@ def test_case_studies_reuse_notebook_01s_main_sae(fields):
 def test_profiles_give_valid_studies_sharing_01s_sae(profile):
     import yaml
 
-    from sae_paper.paths import repo_root
-    from sae_paper.training_study import TrainingStudy
+    from sae_paper.chapters.training import TrainingStudy
+    from sae_paper.data.paths import repo_root
 
     entries = yaml.safe_load((repo_root() / "profiles" / f"{profile}.yaml").read_text())
     main = TrainingStudy.from_params(entries["01_training"]).main_config()
@@ -554,7 +557,7 @@ def test_single_token_and_appendix_d_verdicts():
     assert single_token_finding(some).verdict == "partly"
     assert single_token_finding({name: (0, stats_for(0.1)) for name in all_four}).verdict == "not"
 
-    from sae_paper.appendix_study import APPENDIX_D_CLASSES
+    from sae_paper.chapters.appendices import APPENDIX_D_CLASSES
 
     found = {name: (0, stats_for(0.8, recall=0.5)) for name in APPENDIX_D_CLASSES}
     assert appendix_d_finding(found, code_share=0.9).verdict == "reproduced"
@@ -618,7 +621,7 @@ def test_contexts_with_token_finds_contractions(pythia_random):
 def test_feature_figures_render(tied):
     import io
 
-    from sae_paper import feature_plots
+    from sae_paper.report import feature_plots
 
     hist = token_histogram(torch.tensor([1.0, 2.0, 5.0, 0.0]), torch.tensor([1, 2, 1, 3]), n_bins=3, label=str)
     figures = [
@@ -685,8 +688,8 @@ def test_case_study_notebooks_run_on_the_smoke_profile(tmp_path):
     """Notebooks 04 and 05 execute end to end (random Pythia, tiny sizes) and record their claims."""
     import json
 
-    from sae_paper.book import BookLayout, run_book
-    from sae_paper.paths import repo_root
+    from sae_paper.book.runner import BookLayout, run_book
+    from sae_paper.data.paths import repo_root
 
     root = repo_root()
     book = tmp_path / "book"
@@ -709,8 +712,8 @@ def test_case_study_notebooks_run_on_the_smoke_profile(tmp_path):
 def test_sae_budget_sweep_trains_smaller_and_reads_larger_only_when_cached(tmp_path):
     from types import SimpleNamespace
 
-    from sae_paper.case_budget import sae_sweep, trends
-    from sae_paper.train import SUMMARY_FILE
+    from sae_paper.chapters.case_budget import sae_sweep, trends
+    from sae_paper.core.train import SUMMARY_FILE
 
     study = SimpleNamespace(n_tokens=200)
     trained = []

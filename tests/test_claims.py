@@ -7,16 +7,9 @@ import re
 
 import pytest
 
-from sae_paper import SaePaperError
-from sae_paper.claims import (
-    NOT_YET_RUN,
-    Claim,
-    Scoreboard,
-    load_claims,
-    read_records,
-    record,
-    render_scoreboard,
-    render_table,
+from sae_paper.errors import SaePaperError
+from sae_paper.report.claims import (
+    NOT_YET_RUN, Claim, Scoreboard, load_claims, read_records, record, render_scoreboard, render_table,
 )
 
 CLAIMS = {
@@ -87,7 +80,7 @@ def test_scoreboard_page_counts_verdicts_and_rejects_unknown_ids(tmp_path):
 
 
 def test_scoreboard_page_has_one_compact_row_per_claim_linking_to_its_section(tmp_path):
-    from sae_paper.claims import BudgetTrend, claim_anchor, scoreboard_rows
+    from sae_paper.report.claims import BudgetTrend, claim_anchor, scoreboard_rows
 
     board = Scoreboard("nb1", folder=tmp_path, claims=CLAIMS)
     board.record("a-number", "41.5 <script>x</script>, see `code`", "partly", "rule: within 5%",
@@ -112,8 +105,8 @@ def test_scoreboard_page_has_one_compact_row_per_claim_linking_to_its_section(tm
 
 
 def test_budget_trend_by_hand():
-    from sae_paper.claims import BudgetPoint as P
-    from sae_paper.claims import budget_trend
+    from sae_paper.report.claims import BudgetPoint as P
+    from sae_paper.report.claims import budget_trend
 
     def trend(values, cis=(0, 0, 0), tolerance=0.05):
         points = [P(b, v, c) for b, v, c in zip((600, 1200, 2400), values, cis)]
@@ -129,7 +122,7 @@ def test_budget_trend_by_hand():
 
 
 def test_trend_is_recorded_and_shown(tmp_path):
-    from sae_paper.claims import BudgetTrend
+    from sae_paper.report.claims import BudgetTrend
 
     board = Scoreboard("nb", folder=tmp_path, claims=CLAIMS)
     board.record("a-number", "41.5", "partly", "close", trend=BudgetTrend("moving away", "margin 0.2 → 0.0"))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sae_paper import SaePaperError
 from sae_paper.cli import main
-from sae_paper.config import HARVEST_FIELDS, RunConfig, field_docs, load_config
+from sae_paper.core.config import HARVEST_FIELDS, RunConfig, field_docs, load_config
+from sae_paper.errors import SaePaperError
 
 
 def test_yaml_config_with_overrides(tmp_path):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sae_paper import SaePaperError
-from sae_paper.activations import InMemoryActivations
-from sae_paper.decompositions import (
+from sae_paper.core.decompositions import (
     SaeDecomposition, TopK, fit_ica, fit_pca, interpretable_codes, neuron_basis, random_directions,
 )
-from sae_paper.sae import make_sae
+from sae_paper.core.sae import make_sae
+from sae_paper.data.activations import InMemoryActivations
+from sae_paper.errors import SaePaperError
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from sae_paper.config import RunConfig
+from sae_paper.core.config import RunConfig
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,7 @@ def kill_when(process: subprocess.Popen, ready, what: str, timeout: float = 600)
 
 def run_paths(cache: Path, monkeypatch) -> tuple[Path, Path, Path]:
     """(train activation folder of the site, eval one, SAE folder) for the tiny config in ``cache``."""
-    from sae_paper.pipeline import Run
+    from sae_paper.core.pipeline import Run
 
     monkeypatch.setenv("SAE_PAPER_CACHE", str(cache))
     run = Run(RunConfig(**FIELDS), progress=False)

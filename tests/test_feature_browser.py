@@ -1,4 +1,4 @@
-"""The feature browser (sae_paper.feature_browser) and the runner's page helpers (sae_paper.book_pages).
+"""The feature browser (sae_paper.book.feature_browser) and the runner's page helpers (sae_paper.book.pages).
 
 Integration tier: the random-weight Pythia (``pythia_random``) on real WebText fragments; a
 tiny SAE trained through the one pipeline on 620 activations.
@@ -12,19 +12,19 @@ import textwrap
 import nbformat
 import pytest
 
-from sae_paper import SaePaperError
-from sae_paper.autointerp import FragmentSpec, fragment_activations
-from sae_paper.autointerp.scoring import FeatureResult, MethodResult
-from sae_paper.autointerp.fragments import FeatureChoice
-from sae_paper.book_pages import WIDE_PAGE, anchor_claim_sections, chapter_list, page_summary, toc_entries
-from sae_paper.config import RunConfig
-from sae_paper.decompositions import SaeDecomposition
-from sae_paper.feature_browser import (
-    BrowsedSae, fragment_text, feature_cards, gather, save_picked, save_scored, write_browser,
+from sae_paper.analysis.autointerp import FragmentSpec, fragment_activations
+from sae_paper.analysis.autointerp.fragments import FeatureChoice
+from sae_paper.analysis.autointerp.scoring import FeatureResult, MethodResult
+from sae_paper.analysis.feature_stats import unembed_direction
+from sae_paper.book.feature_browser import (
+    BrowsedSae, feature_cards, fragment_text, gather, save_picked, save_scored, write_browser,
 )
-from sae_paper.inspect_features import unembed_direction
-from sae_paper.models import Site
-from sae_paper.pipeline import Run
+from sae_paper.book.pages import WIDE_PAGE, anchor_claim_sections, chapter_list, page_summary, toc_entries
+from sae_paper.core.config import RunConfig
+from sae_paper.core.decompositions import SaeDecomposition
+from sae_paper.core.pipeline import Run
+from sae_paper.data.models import Site
+from sae_paper.errors import SaePaperError
 
 MODEL = "pythia-70m-deduped-random"
 CONFIG = RunConfig(model=MODEL, layer=1, site="resid_post", n_tokens=620, context_length=32, harvest_batch_size=16,

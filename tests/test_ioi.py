@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sae_paper import SaePaperError
-from sae_paper.ioi import (
+from sae_paper.analysis.ioi_prompts import (
     NAMES, OBJECTS, PLACES, TEMPLATES, check_model, generate_prompts, ioi_check, make_ioi_dataset, single_token_words,
 )
-from sae_paper.ioi_study import IoiStudy, curve_from_dict, curve_to_dict
-from sae_paper.ioi_verdicts import (
+from sae_paper.analysis.patching_curves import CurvePoint, PatchingCurve
+from sae_paper.chapters.ioi import IoiStudy, curve_from_dict, curve_to_dict
+from sae_paper.chapters.ioi_verdicts import (
     alpha_floor_finding, dictionary_name, fewer_features_finding, layers_finding, smaller_edits_finding,
 )
-from sae_paper.patching import CurvePoint, PatchingCurve
+from sae_paper.errors import SaePaperError
 
 
 class _WordTokenizer:
@@ -180,9 +180,9 @@ def test_curves_survive_the_cache_round_trip():
 
 
 def test_pca_is_exact():
-    from sae_paper.activations import InMemoryActivations
-    from sae_paper.decompositions import fit_pca
-    from sae_paper.ioi_study import exact_pca
+    from sae_paper.chapters.ioi import exact_pca
+    from sae_paper.core.decompositions import fit_pca
+    from sae_paper.data.activations import InMemoryActivations
 
     generator = torch.Generator().manual_seed(0)
     kept = torch.randn(2000, 6, generator=generator) * torch.tensor([5.0, 3.0, 2.0, 1.0, 0.5, 0.2]) + 1.0
@@ -194,9 +194,9 @@ def test_pca_is_exact():
 
 
 def test_study_end_to_end_on_the_random_pythia_with_cached_curves(pythia_random):
-    from sae_paper import sweeps
-    from sae_paper.ioi_study import LayerDictionaries, patching_curves
-    from sae_paper.patching import PatchingSetup
+    from sae_paper.analysis.patching import PatchingSetup
+    from sae_paper.chapters.ioi import LayerDictionaries, patching_curves
+    from sae_paper.core import sweeps
 
     study = IoiStudy(model="pythia-70m-deduped-random", n_prompts=4, layer=1, layers=(1,), alphas=(0.0, 8.6e-4),
                      n_tokens=620, context_length=32, harvest_batch_size=16, epochs=1, batch_size=128, eval_tokens=124,

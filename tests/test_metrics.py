@@ -1,13 +1,13 @@
-"""Reconstruction metrics: FVU, L0, alive features (sae_paper.metrics, top part)."""
+"""Reconstruction metrics: FVU, L0, alive features (sae_paper.core.metrics, top part)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sae_paper import SaePaperError
-from sae_paper.metrics import alive_dead, fvu, reconstruction_stats
-from sae_paper.sae import make_sae
+from sae_paper.core.metrics import alive_dead, fvu, reconstruction_stats
+from sae_paper.core.sae import make_sae
+from sae_paper.errors import SaePaperError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sae_paper import SaePaperError
-from sae_paper.data import SOURCES, iter_documents, load_contexts
-from sae_paper.models import MODELS, Site, load_model, model_spec
+from sae_paper.data.models import MODELS, Site, load_model, model_spec
+from sae_paper.data.text import SOURCES, iter_documents, load_contexts
+from sae_paper.errors import SaePaperError
 
 
 def test_unknown_model_names_the_known_ones():

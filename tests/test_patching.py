@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from sae_paper import SaePaperError
-from sae_paper.decompositions import SaeDecomposition, neuron_basis, random_directions
-from sae_paper.ioi import final_logits, make_ioi_dataset
-from sae_paper.patching import (
-    PAPER_THRESHOLDS, FeaturePatching, ModelTail, PatchingSetup, acdc, cost_to_reach, kl_divergence, kl_levels,
-    log_thresholds, patching_curve, threshold_sets,
+from sae_paper.analysis.ioi_prompts import final_logits, make_ioi_dataset
+from sae_paper.analysis.patching import FeaturePatching, ModelTail, PatchingSetup, kl_divergence
+from sae_paper.analysis.patching_curves import (
+    PAPER_THRESHOLDS, acdc, cost_to_reach, kl_levels, log_thresholds, patching_curve, threshold_sets,
 )
-from sae_paper.sae import make_sae
+from sae_paper.core.decompositions import SaeDecomposition, neuron_basis, random_directions
+from sae_paper.core.sae import make_sae
+from sae_paper.errors import SaePaperError
 
 # --------------------------------------------------------------------------------------
 # KL and thresholds
@@ -199,7 +199,7 @@ def test_curve_comparisons():
 
 
 def test_costs_are_read_off_the_lower_envelope_by_linear_interpolation():
-    from sae_paper.patching import CurvePoint, PatchingCurve
+    from sae_paper.analysis.patching_curves import CurvePoint, PatchingCurve
 
     points = (CurvePoint(0, 4.0, 0.0, None), CurvePoint(10, 2.0, 5.0, 0.1), CurvePoint(20, 1.0, 6.0, 0.01),
               CurvePoint(30, 1.2, 9.0, 0.001))  # the last point is worse than the one before: off the envelope

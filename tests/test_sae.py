@@ -1,4 +1,4 @@
-"""Unit and property tests of the tied/untied SAEs (sae_paper.sae)."""
+"""Unit and property tests of the tied/untied SAEs (sae_paper.core.sae)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,11 @@ import json
 import pytest
 import torch
 
-from sae_paper import SaePaperError
-from sae_paper.sae import (
-    CONFIG_FILE,
-    SAE_KINDS,
-    WEIGHTS_FILE,
-    ImportedUntiedSAE,
-    SparseAutoencoder,
-    TiedSAE,
-    UntiedSAE,
-    load_sae,
-    make_sae,
-    normalize_rows,
-    register_sae,
+from sae_paper.core.sae import (
+    CONFIG_FILE, SAE_KINDS, WEIGHTS_FILE, ImportedUntiedSAE, SparseAutoencoder, TiedSAE, UntiedSAE, load_sae, make_sae,
+    normalize_rows, register_sae,
 )
+from sae_paper.errors import SaePaperError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 KINDS = ("tied", "untied")

@@ -1,14 +1,14 @@
-"""Differential tests of the SAE's fast paths (sae_paper.sae_kernels): dense and sparse == reference."""
+"""Differential tests of the SAE's fast paths (sae_paper.core.kernels): dense and sparse == reference."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sae_paper import sae_kernels
-from sae_paper.sae import SparseAutoencoder, make_sae, normalize_rows
-from sae_paper.sae_kernels import SPARSE_CROSSOVER, NormalizeRows, sparse_pays
-from sae_paper.train import make_optimizer, train_step
+from sae_paper.core import kernels as sae_kernels
+from sae_paper.core.kernels import SPARSE_CROSSOVER, NormalizeRows, sparse_pays
+from sae_paper.core.sae import SparseAutoencoder, make_sae, normalize_rows
+from sae_paper.core.train import make_optimizer, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 KINDS = ("tied", "untied")

@@ -1,4 +1,4 @@
-"""SAELens export and import (sae_paper.saelens), and the CE under SAEBench's convention.
+"""SAELens export and import (sae_paper.interop.saelens), and the CE under SAEBench's convention.
 
 Unit tests use hand-set SAEs whose SAELens tensors are known exactly; the slow tests
 (``slow``) load our exports with SAELens itself and run SAEBench 0.6.0's core eval, in a
@@ -14,22 +14,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sae_paper import SaePaperError
+from sae_paper.book.exports import book_exports, export_book_saes
 from sae_paper.cli import main
-from sae_paper.config import RunConfig
-from sae_paper.metrics import reconstruction_stats, splice_metrics_all_positions
-from sae_paper.models import Site
-from sae_paper.sae import ImportedUntiedSAE, make_sae
-from sae_paper.saelens import (
-    CONFIG_FILE,
-    SAELENS_VERSION,
-    WEIGHTS_FILE,
-    book_exports,
-    export_book_saes,
-    export_sae,
-    ignored_token_ids,
-    import_saelens,
-    saebench_splice,
+from sae_paper.core.config import RunConfig
+from sae_paper.core.metrics import reconstruction_stats, splice_metrics_all_positions
+from sae_paper.core.sae import ImportedUntiedSAE, make_sae
+from sae_paper.data.models import Site
+from sae_paper.errors import SaePaperError
+from sae_paper.interop.saelens import (
+    CONFIG_FILE, SAELENS_VERSION, WEIGHTS_FILE, export_sae, ignored_token_ids, import_saelens, saebench_splice,
     write_saelens,
 )
 
@@ -149,7 +142,7 @@ def test_imported_sae_computes_what_saelens_computes_and_saves_like_ours(tmp_pat
         torch.testing.assert_close(imported.decode(codes), recon, rtol=0, atol=0)
     stats = reconstruction_stats(imported, [x])  # our metrics run on it
     assert 0 < stats.mean_l0 < 56 and stats.fvu > 0
-    from sae_paper.sae import load_sae
+    from sae_paper.core.sae import load_sae
 
     reloaded = load_sae(imported.save(tmp_path / "ours"))
     assert type(reloaded) is ImportedUntiedSAE
@@ -208,7 +201,7 @@ SMALL = RunConfig(model="pythia-70m-deduped-random", layer=2, source="enwiki2015
 
 
 def test_cli_exports_a_trained_sae_with_its_provenance(tmp_path, capsys):
-    from sae_paper.pipeline import Run
+    from sae_paper.core.pipeline import Run
 
     run = Run(SMALL, progress=False)
     run.sae()
@@ -263,10 +256,11 @@ def test_cli_refuses_an_unknown_format(tmp_path, capsys):
 
 
 def test_book_exports_name_notebook_01s_main_sae_and_every_ioi_dictionary(tmp_path):
-    from sae_paper.book import BookLayout, load_profile, resolve_parameters
-    from sae_paper.ioi_study import IoiStudy
-    from sae_paper.pipeline import Run
-    from sae_paper.training_study import TrainingStudy
+    from sae_paper.book.profiles import load_profile, resolve_parameters
+    from sae_paper.book.runner import BookLayout
+    from sae_paper.chapters.ioi import IoiStudy
+    from sae_paper.chapters.training import TrainingStudy
+    from sae_paper.core.pipeline import Run
 
     layout = BookLayout.default()
     profile = load_profile(layout.profiles_dir / "smoke.yaml")
@@ -346,8 +340,8 @@ def test_saelens_loads_our_exports_and_computes_our_codes(tmp_path):
 def test_saebench_core_eval_equals_our_numbers_under_its_convention(tmp_path):
     from side_venv import run_side
 
-    from sae_paper.models import _load_random_pythia, model_spec
-    from sae_paper.pipeline import Run
+    from sae_paper.core.pipeline import Run
+    from sae_paper.data.models import _load_random_pythia, model_spec
 
     run = Run(SMALL, progress=False)
     sae = run.sae()

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from sae_paper.data import kept_positions, load_contexts
-from sae_paper.metrics import SpliceMetrics, replace_at, splice_metrics
-from sae_paper.models import Site
+from sae_paper.core.metrics import SpliceMetrics, replace_at, splice_metrics
+from sae_paper.data.models import Site
+from sae_paper.data.text import kept_positions, load_contexts
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +48,10 @@ def test_splice_replaces_only_the_kept_positions(tokens):
 
 def test_cached_reference_ce_equals_a_fresh_computation(pythia_random, monkeypatch):
     """The clean and zero-ablated CE are computed once per (model, site, held-out text) and reused by every SAE."""
-    from sae_paper import metrics as metrics_module
-    from sae_paper import pipeline
-    from sae_paper.config import RunConfig
-    from sae_paper.metrics import reference_ce
+    from sae_paper.core import metrics as metrics_module
+    from sae_paper.core import pipeline
+    from sae_paper.core.config import RunConfig
+    from sae_paper.core.metrics import reference_ce
 
     monkeypatch.setattr(pipeline, "load_model", lambda name: pythia_random)
     config = RunConfig(model="pythia-70m-deduped-random", layer=1, source="webtext", n_tokens=300, eval_tokens=120,

@@ -1,4 +1,4 @@
-"""The training loop (sae_paper.train): it learns, it resumes exactly, it refuses foreign checkpoints."""
+"""The training loop (sae_paper.core.train): it learns, it resumes exactly, it refuses foreign checkpoints."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sae_paper import SaePaperError
-from sae_paper.activations import InMemoryActivations
-from sae_paper.config import RunConfig
-from sae_paper.sae import load_sae, make_sae
-from sae_paper.train import CHECKPOINT_FILE, SUMMARY_FILE, make_optimizer, train_sae, train_step
+from sae_paper.core.config import RunConfig
+from sae_paper.core.sae import load_sae, make_sae
+from sae_paper.core.train import CHECKPOINT_FILE, SUMMARY_FILE, make_optimizer, train_sae, train_step
+from sae_paper.data.activations import InMemoryActivations
+from sae_paper.errors import SaePaperError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

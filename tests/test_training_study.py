@@ -6,20 +6,14 @@ import pytest
 import yaml
 from matplotlib.figure import Figure
 
-from sae_paper import SaePaperError
-from sae_paper.metrics import SpliceMetrics
-from sae_paper.paths import repo_root
-from sae_paper.sweeps import SweepRecord, collect, markdown_table, select
-from sae_paper.training_study import (
-    TrainingStudy,
-    epochs_finding,
-    mlp_dead_finding,
-    resid_alive_finding,
-    splice_finding,
-    tradeoff_finding,
-    train_runtime_finding,
-    untied_finding,
+from sae_paper.chapters.training import (
+    TrainingStudy, epochs_finding, mlp_dead_finding, resid_alive_finding, splice_finding, tradeoff_finding,
+    train_runtime_finding, untied_finding,
 )
+from sae_paper.core.metrics import SpliceMetrics
+from sae_paper.core.sweeps import SweepRecord, collect, markdown_table, select
+from sae_paper.data.paths import repo_root
+from sae_paper.errors import SaePaperError
 
 
 def rec(alpha=1e-3, *, site="mlp_post.0", kind="tied", ratio=1.0, epochs=2, fvu=0.5, l0=10.0, alive=100, d_sae=100):
@@ -128,7 +122,7 @@ def test_splice_and_runtime_verdicts():
 
 
 def test_figures_have_labelled_axes_and_titles():
-    from sae_paper import plots
+    from sae_paper.report import plots
 
     mlp = [rec(0.0, fvu=0.1, l0=300), rec(1e-4, fvu=0.3, l0=30), rec(1e-3, fvu=0.6, l0=3)]
     resid = [rec(1e-2, site="resid_post.3", ratio=r, alive=int(90 * r), d_sae=int(100 * r)) for r in (1, 2)]

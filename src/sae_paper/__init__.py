@@ -1,24 +1,48 @@
 """sae_paper: an executable replication of Cunningham et al. (2023),
 *Sparse Autoencoders Find Highly Interpretable Features in Language Models*.
 
-Modules, in the order the paper uses them:
+The package is cut into layers, one folder each, and imports only go down them
+(``tests/test_layers.py`` enforces it; ``docs/architecture.md`` draws the arrows and says
+where a new chapter, baseline, scorer or model goes):
 
-- :mod:`sae_paper.paths`: where ``../shared`` and the cache live (settings, not paths).
-- :mod:`sae_paper.config`: the one run configuration shared by the CLI and notebooks.
-- :mod:`sae_paper.models`: ``load_model(name)`` returning a hooked ``TransformerBridge``.
-- :mod:`sae_paper.data`: named text sources tokenised into fixed-length contexts.
-- :mod:`sae_paper.activations`: harvest activations to a checksummed disk cache.
-- :mod:`sae_paper.sae`: tied and untied ReLU+L1 sparse autoencoders (Section 2).
-- :mod:`sae_paper.train`: the one training loop, resumable.
-- :mod:`sae_paper.metrics`: FVU, L0, alive features, CE loss of the spliced model.
+- :mod:`sae_paper.data`: paths, models, text, activations and the disk cache;
+- :mod:`sae_paper.core`: the SAEs, their training, metrics, baselines and the run pipeline;
+- :mod:`sae_paper.analysis`: autointerp, IOI patching, ablation, the causal tree, feature inspection;
+- :mod:`sae_paper.interop`: SAELens's format, both ways;
+- :mod:`sae_paper.report`: claims and their verdicts' records, plots, provenance;
+- :mod:`sae_paper.chapters`: one study module per notebook, with its verdicts;
+- :mod:`sae_paper.book`: the book runner, its generated pages, the feature browser.
+
+The names a user needs first are importable from here (``from sae_paper import make_sae``);
+they load their layer on first use, so ``import sae_paper`` stays cheap.
 """
+
+from importlib import import_module
+
+from sae_paper.errors import SaePaperError
 
 __version__ = "0.1.0"
 
+_PUBLIC = {
+    "RunConfig": "sae_paper.core.config",
+    "make_sae": "sae_paper.core.sae",
+    "load_sae": "sae_paper.core.sae",
+    "train_sae": "sae_paper.core.train",
+    "load_model": "sae_paper.data.models",
+    "harvest": "sae_paper.data.activations",
+    "export_sae": "sae_paper.interop.saelens",
+}
 
-class SaePaperError(Exception):
-    """A problem with the user's input or environment, explained in one line.
+__all__ = ["SaePaperError", "__version__", *_PUBLIC]
 
-    The CLI prints these as ``error: <message>`` and exits with status 2;
-    anything else is a bug and keeps its traceback.
-    """
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sae_paper' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -1,11 +1,11 @@
 """The ``sae-paper`` command line: harvest, train, evaluate (or all three with ``run``).
 
-Every command takes one :class:`~sae_paper.config.RunConfig`: ``--config FILE.yaml`` and/or
+Every command takes one :class:`~sae_paper.core.config.RunConfig`: ``--config FILE.yaml`` and/or
 ``--set field=value`` (repeatable; values parsed as YAML, so ``--set alpha=null`` works).
 ``sae-paper fields`` lists the fields with their documentation.
 ``sae-paper book --profile NAME [-p key=value ...]`` executes the notebooks and builds the book
-(see :mod:`sae_paper.book`). ``sae-paper export SAE_DIR OUT_DIR`` writes a saved SAE in SAELens's
-format (see :mod:`sae_paper.saelens`).
+(see :mod:`sae_paper.book.runner`). ``sae-paper export SAE_DIR OUT_DIR`` writes a saved SAE in SAELens's
+format (see :mod:`sae_paper.interop.saelens`).
 Errors in the user's input print one line, ``error: …``, and exit with status 2.
 """
 
@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import fields
 
-from sae_paper import SaePaperError
+from sae_paper.errors import SaePaperError
 
 
 def _parse_sets(pairs: list[str]) -> dict:
@@ -33,13 +33,13 @@ def _parse_sets(pairs: list[str]) -> dict:
 
 
 def _config(args):
-    from sae_paper.config import load_config
+    from sae_paper.core.config import load_config
 
     return load_config(args.config, **_parse_sets(args.set))
 
 
 def _cmd_fields(args) -> None:
-    from sae_paper.config import RunConfig, field_docs
+    from sae_paper.core.config import RunConfig, field_docs
 
     docs = field_docs()
     for f in fields(RunConfig):
@@ -47,7 +47,7 @@ def _cmd_fields(args) -> None:
 
 
 def _cmd_harvest(args) -> None:
-    from sae_paper.pipeline import Run
+    from sae_paper.core.pipeline import Run
 
     run = Run(_config(args))
     for split in ("train", "eval"):
@@ -56,7 +56,7 @@ def _cmd_harvest(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    from sae_paper.pipeline import Run
+    from sae_paper.core.pipeline import Run
 
     run = Run(_config(args))
     sae = run.sae()
@@ -66,7 +66,7 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_evaluate(args) -> None:
-    from sae_paper.pipeline import Run
+    from sae_paper.core.pipeline import Run
 
     run = Run(_config(args))
     evaluation = run.evaluate()
@@ -83,7 +83,7 @@ def _cmd_run(args) -> None:
 
 
 def _cmd_book(args) -> None:
-    from sae_paper.book import run_book
+    from sae_paper.book.runner import run_book
 
     notebooks = [name for entry in args.notebooks for name in entry.split(",") if name]
     recompute = [kind for entry in args.recompute for kind in entry.split(",") if kind]
@@ -94,7 +94,7 @@ def _cmd_book(args) -> None:
 
 
 def _cmd_export(args) -> None:
-    from sae_paper.saelens import CONFIG_FILE, WEIGHTS_FILE, export_sae
+    from sae_paper.interop.saelens import CONFIG_FILE, WEIGHTS_FILE, export_sae
 
     out = export_sae(args.sae_dir, args.out_dir, format=args.format, force=args.force)
     print(f"wrote {out / CONFIG_FILE} and {out / WEIGHTS_FILE} ({args.format} format)")

@@ -17,12 +17,12 @@ from importlib.metadata import version
 
 import datasets
 import torch
-from safetensors.torch import load_file
 from sae_bench.evals.core.eval_config import CoreEvalConfig
 from sae_bench.evals.core.main import run_evals
 from sae_bench.sae_bench_utils.general_utils import load_and_format_sae
 from sae_lens import SAE
 from sae_lens.training.activations_store import ActivationsStore
+from safetensors.torch import load_file
 from transformer_lens import HookedTransformer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -10,8 +10,8 @@ import sys
 from importlib.metadata import version
 
 import torch
-from safetensors.torch import load_file, save_file
 from sae_lens import SAE
+from safetensors.torch import load_file, save_file
 
 job = json.loads(open(sys.argv[1]).read())
 outputs, loaded = {}, []

@@ -1,0 +1,384 @@
+"""Explainer and simulator backends behind one small interface, chosen by name, every call cached on disk.
+
+A :class:`Backend` does two things (Bills et al. 2023, as Section 3 of the paper used them):
+
+- ``explain(records)``: from a few top fragments with their per-token activations (integers
+  0..10) write an explanation of what the feature fires on;
+- ``simulate(explanation, fragment)``: from the explanation alone predict the feature's
+  activation on every token of a fragment, as the expected value over the probabilities of
+  the values "0".."10" ("all at once": one prompt per fragment, logprobs read at every
+  token's position).
+
+Backends (:data:`BACKENDS`, ``make_backend(name, ...)``):
+
+- ``token-list``: **a deterministic stand-in for the paper's GPT-4 explainer and GPT-3.5
+  simulator, not an LLM**. The explanation lists the tokens that carry the activation in the
+  top fragments, with their mean activation as weight; the simulator predicts that weight on
+  every token of the list and 0 elsewhere. Fast, no model; a lower bound on what an
+  explanation that only names tokens can do.
+- ``openai-compatible``: any server speaking the OpenAI HTTP API (the ``paper`` profile's
+  GPT-4 explainer and GPT-3.5 simulator, a llama.cpp or vLLM server): ``/chat/completions``
+  for the explanation, ``/completions`` with ``echo`` and ``logprobs`` for the simulation.
+  Plain HTTP through :mod:`urllib`; :mod:`sae_paper.analysis.autointerp.testserver` speaks the same API
+  for the tests.
+- ``local``: a causal LM run in-process with llama-cpp-python (``sae_paper.analysis.autointerp.local``).
+
+A call that fails or returns unusable output raises :class:`BackendFailure`; the scorer counts
+it and reports it next to the figure. It is never turned into a score of zero, and it is not
+cached, so a rerun tries it again. Successful calls are cached in one SQLite file keyed by
+(backend, model, kind, prompt): :class:`CallCache`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+import urllib.error
+import urllib.request
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from sae_paper.data.paths import cache_dir
+from sae_paper.errors import SaePaperError
+
+
+class BackendFailure(SaePaperError):
+    """A model call failed or returned output that cannot be used (counted, never scored as 0)."""
+
+
+@dataclass(frozen=True)
+class ActivationRecord:
+    """One fragment as a backend sees it: token texts and (for the explainer) activations 0..10."""
+
+    tokens: tuple[str, ...]
+    activations: tuple[int, ...] = ()
+
+
+# --------------------------------------------------------------------------------------
+# Prompts (after Bills et al. 2023, "Language models can explain neurons in language models")
+# --------------------------------------------------------------------------------------
+
+EXPLAIN_INSTRUCTIONS = (
+    "We're studying neurons in a neural network. Each neuron looks for some particular thing in a short "
+    "document. Look at the parts of the document the neuron activates for and summarize in a single sentence "
+    "what the neuron is looking for. Don't list examples of words.\n\n"
+    "The activation format is token<tab>activation. Activation values range from 0 to 10. A neuron finding "
+    "what it's looking for is represented by a non-zero activation value. The higher the activation value, "
+    "the stronger the match."
+)
+EXPLANATION_LEAD = "the main thing this neuron does is find"
+
+SIMULATE_INSTRUCTIONS = (
+    "We're studying neurons in a neural network. Each neuron looks for some particular thing in a short "
+    "document. Look at an explanation of what the neuron does, and try to predict its activations on each "
+    "token.\n\nThe activation format is token<tab>activation, activations go from 0 to 10, \"unknown\" "
+    "indicates an unknown activation. Most activations will be 0.\n\n"
+)
+FEW_SHOT = (
+    ("years, mostly four-digit years in dates",
+     (("The", 0), (" war", 0), (" ended", 0), (" in", 0), (" 19", 10), ("45", 9), (" and", 0), (" the", 0),
+      (" treaty", 0), (" followed", 0), (" in", 0), (" 1947", 10), (".", 0))),
+    ("the word \"and\" joining two items",
+     (("salt", 0), (" and", 10), (" pepper", 0), (",", 0), (" bread", 0), (" and", 9), (" butter", 0), (".", 0))),
+)
+PLACEHOLDER = "unknown"
+VALUES = tuple(str(v) for v in range(11))
+
+
+def _show(token: str) -> str:
+    """A token as one line of the prompt: tabs and newlines made visible."""
+    return token.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def explain_prompt(records: Sequence[ActivationRecord]) -> str:
+    """The explainer's user message: each record as token<tab>activation lines, then the non-zero ones."""
+    parts = []
+    for record in records:
+        lines = "".join(f"{_show(t)}\t{a}\n" for t, a in zip(record.tokens, record.activations))
+        parts.append(f"<start>\n{lines}<end>\n")
+    nonzero = []
+    for record in records:
+        lines = "".join(f"{_show(t)}\t{a}\n" for t, a in zip(record.tokens, record.activations) if a > 0)
+        nonzero.append(f"<start>\n{lines}<end>\n")
+    return ("Neuron 1\nActivations:\n" + "\n".join(parts) + "\nSame activations, but with all zeros filtered out:\n"
+            + "\n".join(nonzero) + f"\nExplanation of neuron 1 behavior: {EXPLANATION_LEAD}")
+
+
+def simulate_prefix(explanation: str, top: int = 10) -> str:
+    """Everything of a simulation prompt before the fragment's tokens (shared by one feature's fragments).
+
+    ``top``: the largest value of the scale shown (10 as in the paper; the ``local`` backend uses 9 so
+    that every value is one token for tokenizers that split "10")."""
+    shots = []
+    for number, (text, pairs) in enumerate(FEW_SHOT, start=1):
+        lines = "".join(f"{t}\t{round(a * top / 10)}\n" for t, a in pairs)
+        shots.append(f"Neuron {number}\nExplanation of neuron {number} behavior: {EXPLANATION_LEAD} {text}\n"
+                     f"Activations:\n<start>\n{lines}<end>\n\n")
+    n = len(FEW_SHOT) + 1
+    return (SIMULATE_INSTRUCTIONS.replace("from 0 to 10", f"from 0 to {top}") + "".join(shots)
+            + f"Neuron {n}\nExplanation of neuron {n} behavior: {EXPLANATION_LEAD} {explanation.strip()}\nActivations:\n<start>\n")
+
+
+def simulate_body(tokens: Sequence[str]) -> tuple[str, list[int]]:
+    """The fragment's part of a simulation prompt, and the character offset of each placeholder in it."""
+    text, offsets = "", []
+    for token in tokens:
+        text += f"{_show(token)}\t"
+        offsets.append(len(text))
+        text += f"{PLACEHOLDER}\n"
+    return text + "<end>\n", offsets
+
+
+def expected_value(top_logprobs: dict[str, float]) -> float:
+    """Expected activation over the candidate tokens that read as 0..10, renormalised over them.
+
+    Raises :class:`BackendFailure` when none of the candidates is a value. Tokenizers that split
+    "10" into "1", "0" (Qwen, SmolLM2, Llama-3) can only put the mass of "10" on "1" here; the
+    ``local`` backend reads those two tokens properly (see :mod:`sae_paper.analysis.autointerp.local`).
+    """
+    import math
+
+    mass = {value: 0.0 for value in range(11)}
+    for token, logprob in top_logprobs.items():
+        key = token.strip()
+        if key in VALUES:
+            mass[int(key)] += math.exp(logprob)
+    total = sum(mass.values())
+    if total <= 0:
+        raise BackendFailure("no value token (0..10) among the simulator's top logprobs")
+    return sum(v * p for v, p in mass.items()) / total
+
+
+# --------------------------------------------------------------------------------------
+# The interface and the call cache
+# --------------------------------------------------------------------------------------
+
+
+class Backend(ABC):
+    """What the scorer needs from an explainer/simulator. Subclasses build prompts and call a model."""
+
+    name: ClassVar[str]
+    model: str
+    stand_in: ClassVar[bool] = False
+    """True for a backend that is not a language model (reported next to every figure)."""
+
+    def explain_request(self, records: Sequence[ActivationRecord]) -> str:
+        """The explainer prompt (the cache key); default: Bills et al.'s."""
+        return explain_prompt(records)
+
+    @abstractmethod
+    def explain(self, prompt: str) -> str:
+        """Call the model; the explanation text. Raises :class:`BackendFailure`."""
+
+    def simulate_request(self, explanation: str, tokens: Sequence[str]) -> str:
+        """The simulation prompt for one fragment (the cache key); default: Bills et al.'s."""
+        return simulate_prefix(explanation) + simulate_body(tokens)[0]
+
+    @abstractmethod
+    def simulate(self, prompt: str, n_tokens: int) -> list[float]:
+        """Call the model; one prediction in [0, 10] per token. Raises :class:`BackendFailure`."""
+
+    def label(self) -> str:
+        note = " (deterministic stand-in for the paper's GPT-4/GPT-3.5, not an LLM)" if self.stand_in else ""
+        return f"{self.name}:{self.model}{note}"
+
+
+class CallCache:
+    """Every successful model call, keyed by (backend, model, kind, prompt), in one SQLite file."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else cache_dir("autointerp") / "calls.sqlite"
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        # WAL without a sync per commit: a crash can lose the last calls (they are redone), not corrupt the file;
+        # the token-list backend makes thousands of tiny calls, and a sync each costs more than the call.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, backend TEXT, model TEXT, kind TEXT, "
+                         "prompt TEXT, response TEXT)")
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(backend: str, model: str, kind: str, prompt: str) -> str:
+        return hashlib.sha256(json.dumps([backend, model, kind, prompt]).encode()).hexdigest()
+
+    def call(self, backend: Backend, kind: str, prompt: str, compute: Callable[[], object]):
+        key = self.key(backend.name, backend.model, kind, prompt)
+        with self._lock:
+            row = self._db.execute("SELECT response FROM calls WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            self.hits += 1
+            return json.loads(row[0])
+        self.misses += 1
+        response = compute()  # a BackendFailure propagates and is not stored
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?)",
+                             (key, backend.name, backend.model, kind, prompt, json.dumps(response)))
+            self._db.commit()
+        return response
+
+
+class Cached:
+    """A backend with every call going through a :class:`CallCache`."""
+
+    def __init__(self, backend: Backend, cache: CallCache | None):
+        self.backend, self.cache = backend, cache
+
+    def explain(self, records: Sequence[ActivationRecord]) -> str:
+        prompt = self.backend.explain_request(records)
+        if self.cache is None:
+            return self.backend.explain(prompt)
+        return self.cache.call(self.backend, "explain", prompt, lambda: self.backend.explain(prompt))
+
+    def simulate(self, explanation: str, tokens: Sequence[str]) -> list[float]:
+        prompt = self.backend.simulate_request(explanation, tokens)
+        compute = lambda: _checked(self.backend.simulate(prompt, len(tokens)), len(tokens))  # noqa: E731
+        if self.cache is None:
+            return compute()
+        return self.cache.call(self.backend, "simulate", prompt, compute)
+
+
+def _checked(predictions: Sequence[float], n_tokens: int) -> list[float]:
+    values = [float(p) for p in predictions]
+    if len(values) != n_tokens or any(not 0 <= v <= 10 for v in values):
+        raise BackendFailure(f"simulator returned {len(values)} predictions for {n_tokens} tokens or values outside [0, 10]")
+    return values
+
+
+# --------------------------------------------------------------------------------------
+# token-list: the deterministic stand-in
+# --------------------------------------------------------------------------------------
+
+TOKEN_LIST_LEAD = "tokens (weight 0-10): "
+
+
+def _normal(token: str) -> str:
+    return token.strip().lower() or token
+
+
+class TokenListBackend(Backend):
+    """Explanation = the tokens that carry the activation in the top fragments, with weights; simulation =
+    that weight on each listed token, 0 elsewhere. A stand-in for GPT-4/GPT-3.5, not a language model.
+
+    Tokens are compared stripped of surrounding whitespace and lower-cased. The one generalisation
+    beyond the list: a listed entry made only of symbols (no letter or digit, e.g. ``'`` or ``)``)
+    also matches tokens that contain it (``'re``, ``),``), as "apostrophes" would for an LLM; the
+    largest such weight is predicted. ``max_tokens``: entries kept, by weight (mean activation of
+    the token over its occurrences in the explainer's fragments, at least 1)."""
+
+    name = "token-list"
+    stand_in = True
+
+    def __init__(self, model: str = "v1", max_tokens: int = 20):
+        self.model, self.max_tokens = model, max_tokens
+
+    def explain_request(self, records: Sequence[ActivationRecord]) -> str:
+        return json.dumps([[list(r.tokens), list(r.activations)] for r in records])
+
+    def explain(self, prompt: str) -> str:
+        totals: dict[str, list[int]] = {}
+        for tokens, activations in json.loads(prompt):
+            for token, activation in zip(tokens, activations):
+                totals.setdefault(_normal(token), []).append(activation)
+        weights = {t: sum(a) / len(a) for t, a in totals.items() if sum(a) / len(a) >= 1}
+        top = sorted(weights.items(), key=lambda item: (-item[1], item[0]))[: self.max_tokens]
+        return TOKEN_LIST_LEAD + json.dumps({t: round(w, 1) for t, w in top}, ensure_ascii=False)
+
+    def simulate_request(self, explanation: str, tokens: Sequence[str]) -> str:
+        return json.dumps({"explanation": explanation, "tokens": list(tokens)}, ensure_ascii=False)
+
+    def simulate(self, prompt: str, n_tokens: int) -> list[float]:
+        request = json.loads(prompt)
+        explanation = request["explanation"]
+        if not explanation.startswith(TOKEN_LIST_LEAD):
+            raise BackendFailure(f"token-list simulator cannot read a free-text explanation: {explanation[:60]!r}")
+        try:
+            weights = json.loads(explanation[len(TOKEN_LIST_LEAD):])
+        except json.JSONDecodeError:
+            raise BackendFailure("token-list explanation is not a JSON token list") from None
+        symbols = {t: float(w) for t, w in weights.items() if t.strip() and not any(c.isalnum() for c in t)}
+
+        def predict(token: str) -> float:
+            key = _normal(token)
+            if key in weights:
+                return float(weights[key])
+            return max((w for symbol, w in symbols.items() if symbol in key), default=0.0)
+
+        return [min(10.0, max(0.0, predict(t))) for t in request["tokens"]]
+
+
+# --------------------------------------------------------------------------------------
+# openai-compatible: plain HTTP
+# --------------------------------------------------------------------------------------
+
+
+class OpenAICompatibleBackend(Backend):
+    """A server speaking the OpenAI API. Explanations from ``/chat/completions``; simulations from
+    ``/completions`` with ``echo`` and ``logprobs`` (top 15 at each prompt position), read at each
+    placeholder's position as in Bills et al.'s "all at once" simulator."""
+
+    name = "openai-compatible"
+
+    def __init__(self, model: str, base_url: str = "https://api.openai.com/v1", *, api_key_env: str = "OPENAI_API_KEY",
+                 timeout: float = 120.0, top_logprobs: int = 15):
+        import os
+
+        self.model, self.base_url, self.timeout, self.top_logprobs = model, base_url.rstrip("/"), timeout, top_logprobs
+        self._api_key = os.environ.get(api_key_env, "")
+
+    def _post(self, path: str, payload: dict) -> dict:
+        request = urllib.request.Request(self.base_url + path, data=json.dumps(payload).encode(), method="POST",
+                                         headers={"Content-Type": "application/json",
+                                                  **({"Authorization": f"Bearer {self._api_key}"} if self._api_key else {})})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = response.read()
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+            raise BackendFailure(f"{self.base_url}{path}: {error}") from None
+        try:
+            return json.loads(body)
+        except json.JSONDecodeError:
+            raise BackendFailure(f"{self.base_url}{path}: reply is not JSON ({body[:60]!r})") from None
+
+    def explain(self, prompt: str) -> str:
+        reply = self._post("/chat/completions", {
+            "model": self.model, "temperature": 0, "max_tokens": 60,
+            "messages": [{"role": "system", "content": EXPLAIN_INSTRUCTIONS}, {"role": "user", "content": prompt}],
+        })
+        try:
+            text = reply["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            raise BackendFailure("chat reply has no choices[0].message.content") from None
+        if not isinstance(text, str) or not text.strip():
+            raise BackendFailure("empty explanation")
+        return text.strip().split("\n")[0]
+
+    def simulate(self, prompt: str, n_tokens: int) -> list[float]:
+        offsets = _placeholder_offsets(prompt)
+        reply = self._post("/completions", {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0,
+                                            "echo": True, "logprobs": self.top_logprobs})
+        try:
+            logprobs = reply["choices"][0]["logprobs"]
+            position = {int(offset): index for index, offset in enumerate(logprobs["text_offset"])}
+            tops = logprobs["top_logprobs"]
+            predictions = []
+            for offset in offsets:
+                if offset not in position:
+                    raise BackendFailure(f"no prompt token starts at placeholder offset {offset}")
+                predictions.append(expected_value(tops[position[offset]] or {}))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            raise BackendFailure("completion reply has no usable choices[0].logprobs (text_offset, top_logprobs)") from None
+        return predictions
+
+
+def _placeholder_offsets(prompt: str) -> list[int]:
+    """Character offsets of the simulation placeholders after the last ``<start>`` (the fragment's)."""
+    start = prompt.rindex("<start>\n") + len("<start>\n")
+    pattern = re.escape("\t" + PLACEHOLDER + "\n")
+    return [start + m.start() + 1 for m in re.finditer(pattern, prompt[start:])]

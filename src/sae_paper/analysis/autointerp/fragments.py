@@ -1,0 +1,277 @@
+"""Fragments of text, each feature's activation on every token, and the fragments autointerp shows.
+
+Section 3 of the paper, step 1 and 5 (after Bills et al. 2023):
+
+- **fragments**: one 64-token fragment from the start of each document (the paper took the
+  first 50,000 lines of OpenWebText; here the WebText document openings of the shared folder,
+  topped up from Wikipedia when a profile asks for more than WebText has). Each fragment
+  is run as ``[BOS] + 64 tokens`` and the activation of every feature is read on the 64 tokens.
+- **rescaling**: a feature's activations are shown to the explainer as integers 0..10,
+  ``round(10 · a / a_max)`` with ``a_max`` the feature's largest activation over all fragments
+  (negatives are already 0: :func:`~sae_paper.core.decompositions.interpretable_codes`).
+- **selection**: the 20 fragments with the highest maximum activation are the *top* fragments
+  (5 for the explainer, 5 others for the simulator); 5 *random* fragments are drawn among the
+  fragments where the feature's activation has non-zero variance (outside the top 20 when there
+  are enough). A feature with fewer than ``min_fragments`` (20) fragments of non-zero variance
+  is **skipped** and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from sae_paper.core.decompositions import Decomposition, interpretable_codes
+from sae_paper.data import cache
+from sae_paper.data.models import Site, model_spec
+from sae_paper.data.paths import cache_dir
+from sae_paper.errors import SaePaperError
+
+
+@dataclass(frozen=True)
+class Fragments:
+    """Token fragments ``[n_fragments, length]`` (BOS not included) and each token's text."""
+
+    tokens: Int[Tensor, "n_fragments pos"]
+    token_strings: tuple[tuple[str, ...], ...]
+
+    def __post_init__(self) -> None:
+        if self.tokens.ndim != 2 or len(self.token_strings) != len(self.tokens):
+            raise SaePaperError(f"fragments: tokens {tuple(self.tokens.shape)} and {len(self.token_strings)} strings disagree")
+
+    @property
+    def n_fragments(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.tokens.shape[1]
+
+    @classmethod
+    def from_token_ids(cls, tokens: Tensor, tokenizer) -> "Fragments":
+        strings = tuple(tuple(tokenizer.decode([int(t)]) for t in row) for row in tokens)
+        return cls(tokens.long(), strings)
+
+
+def load_fragments(tokenizer, *, n_fragments: int, length: int = 64, sources: Sequence[str] = ("webtext", "enwiki2015"),
+                   seed: int = 0) -> Fragments:
+    """The first ``length`` tokens of each document long enough, from ``sources`` in order (train split)."""
+    from sae_paper.data.text import iter_documents
+
+    rows: list[list[int]] = []
+    for source in sources:
+        for text in iter_documents(source, split="train", seed=seed):
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if len(ids) >= length:
+                rows.append(ids[:length])
+                if len(rows) == n_fragments:
+                    return Fragments.from_token_ids(torch.tensor(rows), tokenizer)
+    raise SaePaperError(f"sources {', '.join(sources)} give only {len(rows)} fragments of {length} tokens; {n_fragments} asked for")
+
+
+@dataclass(frozen=True)
+class FragmentSpec:
+    """What a fragment-activation cache holds; its folder is keyed by these fields."""
+
+    model: str
+    n_fragments: int
+    length: int = 64
+    sources: tuple[str, ...] = ("webtext", "enwiki2015")
+    seed: int = 0
+
+    def folder(self) -> Path:
+        depends = {**asdict(self), "computation": cache.version("fragments")}
+        key = hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:12]
+        return cache_dir("autointerp", "fragments", self.model, key)
+
+
+def fragment_activations(model, spec: FragmentSpec, sites: Sequence[Site], *, batch_size: int = 32,
+                         get_model=None) -> tuple[Fragments, dict[Site, Float[Tensor, "n_fragments pos d"]]]:
+    """The fragments and each site's activations on them ``[n_fragments, length, d]``, cached on disk.
+
+    Sites missing from the cache are computed in one forward pass per batch that stops at the
+    deepest of them. ``model`` may be None when ``get_model`` (a zero-argument callable) gives it.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    folder = spec.folder()
+    fragments_file = folder / "fragments.json"
+    acts: dict[Site, Tensor] = {}
+    missing = []
+    for site in sites:
+        path = folder / f"{site}.safetensors"
+        record = None
+        if path.is_file():
+            with safe_open(path, framework="pt") as handle:
+                record = json.loads((handle.metadata() or {}).get("computed", "null"))
+                acts[site] = handle.get_tensor("activations")
+        if record is None or not cache.reusable("fragments", path, record):
+            acts.pop(site, None)
+            missing.append(site)
+    if fragments_file.is_file() and not missing:
+        stored = json.loads(fragments_file.read_text())
+        return Fragments(torch.tensor(stored["tokens"]), tuple(tuple(s) for s in stored["strings"])), acts
+    model = model if model is not None else get_model()
+    if fragments_file.is_file():
+        stored = json.loads(fragments_file.read_text())
+        fragments = Fragments(torch.tensor(stored["tokens"]), tuple(tuple(s) for s in stored["strings"]))
+    else:
+        fragments = load_fragments(model.tokenizer, n_fragments=spec.n_fragments, length=spec.length,
+                                   sources=spec.sources, seed=spec.seed)
+        cache.write_json_atomic(fragments_file, {"tokens": fragments.tokens.tolist(), "strings": fragments.token_strings,
+                                                 "computed": cache.stamp("fragments", fragments_file)})
+    if missing:
+        bos = model_spec(spec.model).bos_token_id
+        captured: dict[Site, list[Tensor]] = {site: [] for site in missing}
+
+        def capture(site: Site):
+            def hook(activation: Tensor, hook) -> Tensor:
+                captured[site].append(activation[:, 1:].float().cpu().clone())
+                return activation
+            return hook
+
+        hooks = [(site.hook_name, capture(site)) for site in missing]
+        stop = max(site.layer for site in missing) + 1
+        with torch.inference_mode():
+            for start in range(0, fragments.n_fragments, batch_size):
+                chunk = fragments.tokens[start : start + batch_size]
+                tokens = torch.cat([torch.full((len(chunk), 1), bos, dtype=torch.long), chunk], dim=1)
+                model.run_with_hooks(tokens, stop_at_layer=stop, fwd_hooks=hooks)
+        for site in missing:
+            acts[site] = torch.cat(captured[site])
+            tmp = folder / f"{site}.safetensors.tmp"
+            save_file({"activations": acts[site].contiguous()}, tmp,
+                      metadata={"computed": json.dumps(cache.stamp("fragments", folder / f"{site}.safetensors"))})
+            tmp.rename(folder / f"{site}.safetensors")
+    return fragments, acts
+
+
+# --------------------------------------------------------------------------------------
+# Feature activations on the fragments
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureChoice:
+    """Which features of a decomposition were scored, and how many were skipped."""
+
+    features: tuple[int, ...]
+    """The scored features, in the seeded order they were drawn."""
+    skipped: int
+    """Features drawn and skipped (fewer than ``min_fragments`` fragments of non-zero variance) before ``features`` was full."""
+    skipped_total: int
+    """Features of the whole decomposition that would be skipped."""
+    n_features: int
+
+
+@torch.no_grad()
+def feature_codes(decomposition: Decomposition, activations: Float[Tensor, "n_fragments pos d"], features: Sequence[int] | None = None,
+                  *, chunk: int = 4096) -> Float[Tensor, "n_fragments pos n_chosen"]:
+    """``interpretable_codes`` of every token, for the chosen features (all by default)."""
+    n, length, d = activations.shape
+    rows = activations.reshape(-1, d)
+    index = None if features is None else torch.as_tensor(list(features), dtype=torch.long)
+    out = []
+    for start in range(0, len(rows), chunk):
+        codes = interpretable_codes(decomposition, rows[start : start + chunk])
+        out.append(codes if index is None else codes[:, index])
+    return torch.cat(out).reshape(n, length, -1)
+
+
+@torch.no_grad()
+def varying_fragment_counts(decomposition: Decomposition, activations: Float[Tensor, "n_fragments pos d"],
+                            *, fragments_per_chunk: int = 64) -> Int[Tensor, "n_features"]:
+    """For each feature, the number of fragments on which its activation has non-zero variance."""
+    counts = torch.zeros(decomposition.n_features, dtype=torch.long)
+    for start in range(0, activations.shape[0], fragments_per_chunk):
+        codes = feature_codes(decomposition, activations[start : start + fragments_per_chunk])
+        counts += (codes.amax(1) > codes.amin(1)).sum(0)
+    return counts
+
+
+def choose_features(counts: Tensor, n_features: int, *, min_fragments: int = 20, seed: int = 0) -> FeatureChoice:
+    """Up to ``n_features`` features drawn in a seeded random order, skipping those below ``min_fragments``."""
+    order = torch.randperm(len(counts), generator=torch.Generator().manual_seed(seed)).tolist()
+    chosen, skipped = [], 0
+    for feature in order:
+        if len(chosen) == n_features:
+            break
+        if counts[feature] >= min_fragments:
+            chosen.append(feature)
+        else:
+            skipped += 1
+    return FeatureChoice(tuple(chosen), skipped, int((counts < min_fragments).sum()), len(counts))
+
+
+def first_features(counts: Tensor, n: int, *, min_fragments: int = 20) -> FeatureChoice:
+    """Features ``0..n-1`` in dictionary order (Table 1), with those below ``min_fragments`` skipped."""
+    chosen = tuple(f for f in range(min(n, len(counts))) if counts[f] >= min_fragments)
+    return FeatureChoice(chosen, min(n, len(counts)) - len(chosen), int((counts < min_fragments).sum()), len(counts))
+
+
+def rescale(activations: Tensor, max_activation: float) -> Tensor:
+    """Integers 0..10: ``round(10 · a / max)`` clipped to [0, 10] (all zero if the feature never fires)."""
+    if max_activation <= 0:
+        return torch.zeros_like(activations, dtype=torch.long)
+    return (10 * activations.clamp(min=0) / max_activation).round().clamp(0, 10).long()
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One feature's fragments for explain → simulate → score (indices into the fragments)."""
+
+    explain: tuple[int, ...]
+    """Top fragments shown to the explainer."""
+    top: tuple[int, ...]
+    """Other top fragments the simulator predicts."""
+    random: tuple[int, ...]
+    """Random fragments with non-zero variance the simulator predicts."""
+
+
+def select_fragments(codes: Float[Tensor, "n_fragments pos"], *, n_top: int = 20, n_explain: int = 5, n_simulate_top: int = 5,
+                     n_random: int = 5, seed: int = 0) -> Selection:
+    """Top fragments by maximum activation (a seeded split of the top ``n_top`` into explain / simulate)
+    and random fragments among those with non-zero variance, outside the top ``n_top`` when possible."""
+    if n_explain + n_simulate_top > n_top:
+        raise SaePaperError(f"n_explain + n_simulate_top ({n_explain + n_simulate_top}) must not exceed n_top ({n_top})")
+    generator = torch.Generator().manual_seed(seed)
+    maxima = codes.amax(1)
+    top = [int(i) for i in maxima.argsort(descending=True, stable=True)[:n_top] if maxima[i] > 0]
+    shuffled = [top[i] for i in torch.randperm(len(top), generator=generator).tolist()]
+    explain, sim_top = shuffled[:n_explain], shuffled[n_explain : n_explain + n_simulate_top]
+    varying = [int(i) for i in torch.nonzero(codes.amax(1) > codes.amin(1)).flatten()]
+    outside = [i for i in varying if i not in set(top)]
+    pool = outside if len(outside) >= n_random else [i for i in varying if i not in set(explain) | set(sim_top)]
+    random = [pool[i] for i in torch.randperm(len(pool), generator=generator)[:n_random].tolist()]
+    return Selection(tuple(explain), tuple(sim_top), tuple(random))
+
+
+@dataclass(frozen=True)
+class Moments:
+    """A feature's activation distribution over every fragment token (Table 2)."""
+
+    mean: float
+    variance: float
+    skew: float
+    kurtosis: float
+    """Excess kurtosis (0 for a normal distribution)."""
+
+
+def moments(values: Tensor) -> Moments:
+    x = values.double().flatten()
+    mean = x.mean()
+    centred = x - mean
+    var = centred.pow(2).mean()
+    if var <= 0:
+        return Moments(float(mean), 0.0, float("nan"), float("nan"))
+    skew = centred.pow(3).mean() / var.pow(1.5)
+    kurt = centred.pow(4).mean() / var.pow(2) - 3
+    return Moments(float(mean), float(var), float(skew), float(kurt))

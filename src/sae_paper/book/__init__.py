@@ -1,0 +1,14 @@
+"""The book layer: everything that turns the notebooks into the Jupyter Book.
+
+- :mod:`.profiles`: profiles and ``-p`` overrides, checked against each chapter's study before
+  anything runs;
+- :mod:`.runner`: ``sae-paper book``: harvest once, execute each notebook with papermill, install
+  the results, build the HTML;
+- :mod:`.progress`: a notebook's progress on the terminal and in the log;
+- :mod:`.pages`: the pages made from the records (scoreboard anchors, chapter list);
+- :mod:`.feature_browser`: a card per feature, from the chapters' cached results;
+- :mod:`.exports`: the SAEs the book exports in SAELens's format;
+- :mod:`.offline_math`: MathJax served from the book's own ``_static``.
+
+It is the top library layer: it may import every layer below it, and only the CLI imports it.
+"""

@@ -1,0 +1,355 @@
+"""The book runner: ``sae-paper book --profile NAME [-p key=value ...] [--notebooks NAME ...]``.
+
+The book's notebooks live in ``notebooks/`` as Jupytext py:percent files (no ``.ipynb`` in
+git). A profile (``profiles/NAME.yaml``) maps each notebook's name to its parameters;
+``-p key=value`` (value read as YAML) overrides one on top, for every selected notebook
+that has it, or ``-p NOTEBOOK.key=value`` for one. The runner then
+
+1. checks every parameter: a registered notebook's parameters become its study
+   dataclass (e.g. :class:`~sae_paper.chapters.training.TrainingStudy`), which builds every
+   :class:`~sae_paper.core.config.RunConfig` the notebook will train, so a typo or an
+   impossible layer fails before anything runs (``--validate-only`` stops here);
+2. converts each notebook with Jupytext (marking the sections that record claims:
+   :func:`~sae_paper.book.pages.anchor_claim_sections`) and executes it with papermill, showing
+   its progress on the terminal (:mod:`sae_paper.book.progress`), in a staging
+   folder, on a ``python3`` kernel that runs *this* interpreter (a kernelspec written in
+   the staging folder and put first on ``JUPYTER_PATH``, so a stale user-level
+   ``python3`` kernel cannot shadow it); the notebooks write their claim records and
+   provenance to the staging folder too (``SAE_PAPER_BOOK_OUTPUT``);
+3. only when every notebook succeeded, moves the executed notebooks, claim records and
+   provenance into ``book/generated/`` and writes the pages made from them: the scoreboard
+   (``scoreboard.md`` and ``scoreboard.json``), the feature browser (``features/``,
+   :mod:`sae_paper.book.feature_browser`) and the intro's chapter list (``chapters.md``, from the
+   toc: :mod:`sae_paper.book.pages`);
+4. builds the HTML with ``jupyter-book build`` (execution off: the notebooks already ran)
+   into a temporary folder and swaps it in for ``book/_build`` when the build succeeded.
+
+``--recompute KIND|all`` (:func:`sae_paper.data.cache.recompute_env`) makes every cache entry of
+those kinds made before this build computed again, by the harvest and by the notebooks.
+
+A failing cell stops the run with one line naming the notebook, the cell and the error;
+``book/generated`` and ``book/_build/html`` keep the previous successful run's output,
+and the partly executed notebook is kept in the staging folder the error names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sae_paper.book.pages import WIDE_PAGE, anchor_claim_sections, write_chapter_list
+from sae_paper.book.profiles import (
+    BookError, describe_configs, load_profile, parse_overrides, profile_path, resolve_parameters, study_classes,
+)
+from sae_paper.data.paths import BOOK_OUTPUT_ENV, book_dir, repo_root
+
+KERNEL_NAME = "python3"
+GENERATED = "generated"
+SCOREBOARD = "scoreboard.md"
+SCOREBOARD_JSON = "scoreboard.json"
+OUTPUT_FOLDERS = ("claims", "provenance", "feature_records")
+"""What notebooks write under the book output besides themselves, one ``<notebook>.json`` each."""
+
+@dataclass(frozen=True)
+class BookLayout:
+    """Where the runner reads notebooks and profiles and writes the book."""
+
+    notebooks_dir: Path
+    book_dir: Path
+    profiles_dir: Path
+
+    @classmethod
+    def default(cls) -> "BookLayout":
+        root = repo_root()
+        return cls(root / "notebooks", book_dir(), root / "profiles")
+
+    def notebooks(self) -> list[str]:
+        """The names of the notebooks present (``notebooks/*.py``), sorted."""
+        return sorted(path.stem for path in self.notebooks_dir.glob("*.py") if not path.name.startswith("_"))
+
+
+@dataclass
+class BookResult:
+    profile: str
+    notebooks: list[str]
+    parameters: dict[str, dict[str, Any]]
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds per notebook, plus 'build' for the HTML."""
+    html: Path | None = None
+
+
+
+# --------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------
+
+
+def run_book(
+    profile: str | Path,
+    overrides: Sequence[str] = (),
+    notebooks: Sequence[str] | None = None,
+    *,
+    layout: BookLayout | None = None,
+    validate_only: bool = False,
+    build: bool = True,
+    log: Callable[[str], None] = print,
+    recompute: Sequence[str] = (),
+) -> BookResult:
+    """Validate, execute the notebooks and build the book (see the module docstring)."""
+    from sae_paper.data.cache import RECOMPUTE_ENV, recompute_env
+
+    if recompute:
+        with _environment(**{RECOMPUTE_ENV: recompute_env(list(recompute))}):
+            return run_book(profile, overrides, notebooks, layout=layout, validate_only=validate_only, build=build,
+                            log=log)
+    layout = layout or BookLayout.default()
+    present = layout.notebooks()
+    if not present:
+        raise BookError(f"no notebooks (*.py) in {layout.notebooks_dir}")
+    selected = list(notebooks) if notebooks else present
+    unknown = [name for name in selected if name not in present]
+    if unknown:
+        raise BookError(f"no notebook {', '.join(unknown)} in {layout.notebooks_dir} (present: {', '.join(present)})")
+    path = profile_path(profile, layout.profiles_dir)
+    profile_name = path.stem
+    entries = load_profile(path)
+    strays = sorted(set(entries) - set(present))
+    if strays:  # a typo, or a notebook still being written: say so, but it does not stop the others
+        log(f"note: profile {profile_name} has entries for notebook(s) not in {layout.notebooks_dir}: {', '.join(strays)}")
+    parameters = resolve_parameters(entries, selected, parse_overrides(overrides))
+    result = BookResult(profile_name, selected, parameters)
+    if validate_only:
+        for name in selected:
+            for line in describe_configs(name, parameters[name]):
+                log(line)
+        log(f"profile {profile_name}: valid for {', '.join(selected)}")
+        return result
+
+    from sae_paper.book.progress import NotebookProgress, load_timings, save_timings
+
+    started = time.perf_counter()
+    for line in harvest_for_book(parameters):
+        log(f"harvest: {line}")
+    if time.perf_counter() - started > 1:
+        log(f"harvest: done in {time.perf_counter() - started:.0f} s")
+    staging = Path(tempfile.mkdtemp(prefix="sae-paper-book-"))
+    out = staging / GENERATED
+    out.mkdir()
+    for name in selected:
+        started = time.perf_counter()
+        log(f"{name}: executing with profile {profile_name} ...")
+        executed = _execute(layout.notebooks_dir / f"{name}.py", out / f"{name}.ipynb",
+                            {**parameters[name], "profile": profile_name}, staging=staging, cwd=layout.notebooks_dir,
+                            progress=NotebookProgress(name, load_timings(profile_name, name)))
+        save_timings(profile_name, name, executed)
+        result.seconds[name] = time.perf_counter() - started
+        log(f"{name}: done in {result.seconds[name]:.0f} s")
+    _install(out, layout.book_dir / GENERATED, selected)
+    write_scoreboard(layout.book_dir / GENERATED)
+    _export_saes(layout.book_dir / GENERATED, {name: parameters[name] for name in selected}, log)
+    started = time.perf_counter()
+    from sae_paper.book.feature_browser import write_browser  # torch and the model code: only when a book is built
+
+    write_browser(layout.book_dir / GENERATED, log=log)
+    log(f"feature browser written in {time.perf_counter() - started:.0f} s")
+    if (layout.book_dir / "_toc.yml").is_file():  # a book folder without a toc has no chapters to list
+        write_chapter_list(layout.book_dir, layout.notebooks_dir, layout.book_dir / GENERATED)
+    if build:
+        started = time.perf_counter()
+        result.html = build_html(layout.book_dir, staging / "build")
+        result.seconds["build"] = time.perf_counter() - started
+        log(f"book built in {result.seconds['build']:.0f} s: {result.html / 'index.html'}")
+    shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def harvest_for_book(parameters: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Harvest, before any notebook runs, every activation the selected notebooks will read.
+
+    Requests for one text (model, source, split, ...) from every notebook are merged, so each
+    text is read in one forward pass that writes every site any notebook needs, up to the
+    largest number of rows any asks for (:func:`sae_paper.data.activations.harvest_all`); the
+    notebooks then find their activations cached (a smaller request reads the start of the
+    cache). The model is loaded only if something is missing. One line per harvest done.
+    """
+    from sae_paper.core.sweeps import harvest_requests
+    from sae_paper.data.activations import harvest_all
+    from sae_paper.data.models import load_model
+
+    studies = study_classes()
+    requests, models = [], {}
+    for name, values in parameters.items():
+        if name not in studies:
+            continue
+        study = studies[name].from_params(values)
+        requests += harvest_requests(study.all_configs())
+        if hasattr(study, "corpus_specs"):
+            requests += [(spec, study.site) for spec in study.corpus_specs()]
+    lines = []
+    for model_name in dict.fromkeys(spec.model for spec, _ in requests):
+        def get_model(model_name=model_name):
+            if model_name not in models:
+                models[model_name] = load_model(model_name)
+            return models[model_name]
+
+        batch = next(values.get("harvest_batch_size", 32) for values in parameters.values())
+        lines += harvest_all([r for r in requests if r[0].model == model_name], get_model, batch_size=batch,
+                             progress=sys.stderr.isatty())
+    return lines
+
+
+def _export_saes(generated: Path, parameters: Mapping[str, Mapping[str, Any]], log: Callable[[str], None]) -> None:
+    """SAELens copies of notebook 01's main SAE and notebook 03's IOI dictionaries in
+    ``generated/saelens/<notebook>/``, so that they can be used outside this library (the
+    notebooks say where; :mod:`sae_paper.interop.saelens` documents the format)."""
+    from sae_paper.book.exports import export_book_saes
+
+    for line in export_book_saes(generated, parameters):
+        log(line)
+
+
+def _kernelspec(staging: Path) -> Path:
+    """A ``python3`` kernelspec running this interpreter, in ``staging/jupyter`` (for ``JUPYTER_PATH``).
+
+    The kernel logs only errors: its one warning on every start (ipykernel 7 on a loopback TCP
+    connection without CurveZMQ keys) would otherwise break the runner's progress lines five
+    times a build. What the notebooks print or warn goes to their cells, not to this log.
+    """
+    folder = staging / "jupyter" / "kernels" / KERNEL_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "--log-level=ERROR", "-f", "{connection_file}"],
+            "display_name": "Python 3 (sae-paper)", "language": "python"}
+    (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
+    return staging / "jupyter"
+
+
+class _environment:
+    """Set environment variables for the kernels, restoring the old values afterwards."""
+
+    def __init__(self, **values: str):
+        self.values = values
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self):
+        for key, value in self.values.items():
+            self.saved[key] = os.environ.get(key)
+            os.environ[key] = value
+
+    def __exit__(self, *exc):
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        return False
+
+
+def _execute(source: Path, output: Path, parameters: Mapping[str, Any], *, staging: Path, cwd: Path,
+             progress=None):
+    """Jupytext-convert ``source`` and execute it with papermill into ``output``; one-line error on failure.
+
+    ``progress``: a :class:`~sae_paper.book.progress.NotebookProgress` shown on the terminal while it runs.
+    Returns the executed notebook (its cells carry papermill's timings).
+    """
+    import jupytext
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from sae_paper.book.progress import ENGINE
+
+    name = source.stem
+    notebook = jupytext.read(source)
+    anchor_claim_sections(notebook.cells)
+    converted = staging / "input" / f"{name}.ipynb"
+    converted.parent.mkdir(exist_ok=True)
+    jupytext.write(notebook, converted)
+    jupyter_path = os.pathsep.join(filter(None, [str(_kernelspec(staging)), os.environ.get("JUPYTER_PATH")]))
+    try:
+        with _environment(JUPYTER_PATH=jupyter_path, **{BOOK_OUTPUT_ENV: str(output.parent)}):
+            return papermill.execute_notebook(
+                str(converted), str(output), parameters=dict(parameters), kernel_name=KERNEL_NAME, language="python",
+                cwd=str(cwd), engine_name=ENGINE, progress=progress, progress_bar=False, log_output=False,
+            )
+    except PapermillExecutionError as error:
+        first = next((line.strip() for line in (error.source or "").splitlines() if line.strip()), "")
+        number = next((i for i, cell in enumerate(notebook.cells, 1) if cell.source == error.source), None)
+        where = f"cell {number} of {source.name}" if number else f"cell {error.cell_index} of the executed notebook"
+        raise BookError(
+            f"notebook {name} failed in {where} (starting {first[:60]!r}): {error.ename}: "
+            f"{' '.join(str(error.evalue).split())[:300]}; the executed notebook is {output}; the previous book is kept"
+        ) from None
+    except Exception as error:  # kernel died, could not start, ...: still one line naming the notebook
+        raise BookError(f"notebook {name} could not be executed: {type(error).__name__}: "
+                        f"{' '.join(str(error).split())[:300]}; partial output in {output.parent}; "
+                        "the previous book is kept") from None
+
+
+def _install(staged: Path, target: Path, notebooks: Sequence[str]) -> None:
+    """Move the executed notebooks and their records from the staging folder into ``book/generated``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for folder in OUTPUT_FOLDERS:
+        (target / folder).mkdir(exist_ok=True)
+    for name in notebooks:
+        shutil.move(str(staged / f"{name}.ipynb"), str(target / f"{name}.ipynb"))
+        for folder in OUTPUT_FOLDERS:
+            new, old = staged / folder / f"{name}.json", target / folder / f"{name}.json"
+            if new.is_file():
+                shutil.move(str(new), str(old))
+            elif old.is_file():
+                old.unlink()  # this run recorded nothing: the old records no longer describe the notebook
+
+
+def write_scoreboard(generated: Path) -> Path:
+    """Render ``generated/scoreboard.md`` from the claim records, with each notebook's provenance, and the same
+    records as ``generated/scoreboard.json`` (one object per claim, :func:`sae_paper.report.claims.scoreboard_rows`)."""
+    from sae_paper.report.claims import load_claims, read_records, render_scoreboard, scoreboard_rows
+
+    claims = load_claims()
+    rows = scoreboard_rows(read_records(generated / "claims"), claims)
+    (generated / SCOREBOARD_JSON).write_text(json.dumps({"claims": rows}, indent=1, ensure_ascii=False) + "\n")
+    text = render_scoreboard(generated / "claims", claims, json_name=SCOREBOARD_JSON)
+    runs = []
+    for path in sorted((generated / "provenance").glob("*.json")):
+        info = json.loads(path.read_text())
+        dirty = " + uncommitted changes" if info.get("dirty") else ""
+        older = sum(row["entries"] for row in info.get("cached", []) if row["relation"] != "this commit")
+        stale = (f", **{older} cached result(s) computed at other commits** (listed in its provenance cell)"
+                 if older else "")
+        runs.append(f"- **{info['notebook']}**: profile `{info['profile']}`, commit `{str(info['commit'])[:12]}`{dirty}, "
+                    f"started {info['started']}, {info.get('wall_seconds', 0):.0f} s{stale}")
+    if runs:
+        text += "\n## Runs behind these records\n\n" + "\n".join(runs) + "\n"
+    path = generated / SCOREBOARD
+    path.write_text(WIDE_PAGE + text)
+    return path
+
+
+def build_html(book_dir: Path, staging: Path) -> Path:
+    """``jupyter-book build`` into ``staging``, then swap the result in as ``book_dir/_build``."""
+    staging.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())",
+               "build", str(book_dir), "--path-output", str(staging)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0 or not (staging / "_build" / "html" / "index.html").is_file():
+        tail = " | ".join(line for line in (done.stdout + done.stderr).splitlines()[-6:] if line.strip())
+        raise BookError(f"jupyter-book build failed (exit {done.returncode}): {tail[:500]}; the previous HTML is kept")
+    target = book_dir / "_build"
+    fresh = book_dir / "_build.new"
+    old = book_dir / "_build.old"
+    for leftover in (fresh, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    shutil.move(str(staging / "_build"), str(fresh))
+    if target.exists():
+        os.replace(target, old)
+    os.replace(fresh, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target / "html"

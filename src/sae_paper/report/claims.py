@@ -1,0 +1,376 @@
+"""The claims scoreboard: each of the paper's checkable claims, and what we found for it.
+
+The claims live in the shared folder's ``paper/claims.yaml`` (26 entries, each with a
+stable ``id``, ``where`` in the paper, what the ``paper`` reports and its ``kind``). A
+notebook opens a :class:`Scoreboard` under its own name and records a verdict for each
+claim it tests::
+
+    board = Scoreboard("01_training")
+    board.record("fig6-tradeoff", ours="L0 falls from 310 to 4 as FVU rises ...",
+                 verdict="reproduced", note="MLP layer 0 of SmolLM2, 5 alphas")
+
+Each record is written at once to ``<book output>/claims/<notebook>.json`` (see
+:func:`sae_paper.data.paths.book_output_dir`); opening the scoreboard empties that notebook's
+file, so a rerun replaces its records and never mixes two runs. :func:`render_scoreboard`
+turns every notebook's records into one Markdown table for the book, listing the claims
+nobody has recorded yet as "not yet run".
+
+Verdicts are one of :data:`VERDICTS`: ``reproduced`` (the paper's statement holds in our
+run), ``partly`` (part of it holds, or it holds with a caveat the note names), ``not``
+(our numbers contradict it), ``not comparable`` (our setting cannot test it, e.g. a
+different model for a number specific to Pythia-70M).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from sae_paper.data.paths import book_output_dir, shared_file
+from sae_paper.errors import SaePaperError
+
+Verdict = Literal["reproduced", "partly", "not", "not comparable"]
+VERDICTS: tuple[str, ...] = Verdict.__args__
+NOT_YET_RUN = "not yet run"
+CLAIMS_FOLDER = "claims"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One entry of ``claims.yaml``: what the paper says, where."""
+
+    id: str
+    where: str
+    paper: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ClaimRecord:
+    """Our result for one claim."""
+
+    claim_id: str
+    ours: str
+    """What we measured, in words and numbers."""
+    verdict: Verdict
+    note: str
+    """Why this verdict: the rule applied, and how our setting differs from the paper's."""
+    notebook: str = ""
+    """The notebook that recorded it (filled in by :class:`Scoreboard`)."""
+    trend: str = ""
+    """How the number that decides the verdict moves with more budget (one of :data:`TRENDS`; empty: not measured)."""
+    trend_note: str = ""
+    """The budget points behind ``trend``, in words."""
+
+    def _repr_markdown_(self) -> str:
+        trend = f" With more budget: *{self.trend}* ({self.trend_note})." if self.trend else ""
+        return f"**{self.claim_id}**: *{self.verdict}*. {self.ours}. ({self.note}){trend}"
+
+
+def load_claims(path: str | Path | None = None) -> dict[str, Claim]:
+    """The paper's claims by id, from ``claims.yaml`` in the shared folder (or ``path``)."""
+    return dict(_load_claims(str(path or shared_file("paper", "claims.yaml"))))
+
+
+@lru_cache(maxsize=4)
+def _load_claims(path: str) -> tuple[tuple[str, Claim], ...]:
+    import yaml
+
+    entries = yaml.safe_load(Path(path).read_text())
+    if not isinstance(entries, list):
+        raise SaePaperError(f"{path} must hold a list of claims")
+    claims = []
+    for entry in entries:
+        try:
+            claim = Claim(str(entry["id"]), str(entry["where"]), str(entry["paper"]), str(entry.get("kind", "")))
+        except (KeyError, TypeError):
+            raise SaePaperError(f"{path}: every claim needs id, where and paper; got {entry!r}") from None
+        claims.append((claim.id, claim))
+    return tuple(claims)
+
+
+class Finding(NamedTuple):
+    """A verdict function's answer, what :meth:`Scoreboard.record` takes after the claim id: ``board.record(id, *finding)``."""
+
+    ours: str
+    verdict: str
+    note: str
+
+
+TRENDS = ("converging toward the paper", "moving away", "flat")
+
+
+@dataclass(frozen=True)
+class BudgetPoint:
+    """The number that decides a claim's verdict, measured at one budget of its deciding input.
+
+    ``value`` is signed so that larger means closer to the paper's claim (e.g. the SAE's
+    margin over the best baseline); ``ci`` is its 95 % half-width (0 where none exists).
+    """
+
+    budget: float
+    value: float
+    ci: float = 0.0
+
+
+class BudgetTrend(NamedTuple):
+    """:func:`budget_trend`'s answer: one of :data:`TRENDS`, and the points in words."""
+
+    trend: str
+    note: str
+
+
+def budget_trend(points: Sequence[BudgetPoint], *, what: str, unit: str, tolerance: float) -> BudgetTrend:
+    """Whether a claim's deciding number moves toward the paper as its deciding input grows.
+
+    From the smallest budget to the largest: *converging toward the paper* if the value
+    rises by more than ``max(tolerance, √(ci_small² + ci_large²))`` (a change the CIs and
+    the stated tolerance can tell), *moving away* if it falls by more, *flat* otherwise.
+    Needs at least 3 budgets (the issue's ¼×, 1×, 4× or more).
+    """
+    ordered = sorted(points, key=lambda p: p.budget)
+    if len(ordered) < 3:
+        raise SaePaperError(f"a budget trend needs at least 3 budgets, got {len(ordered)}")
+    first, last = ordered[0], ordered[-1]
+    margin = max(tolerance, math.hypot(first.ci, last.ci))
+    change = last.value - first.value
+    trend = TRENDS[0] if change > margin else TRENDS[1] if change < -margin else TRENDS[2]
+    values = ", ".join(f"{p.budget:,.0f}: {p.value:+.3g}" + (f"±{p.ci:.2g}" if p.ci else "") for p in ordered)
+    note = (f"{what} at {len(ordered)} budgets of {unit} ({values}); change {change:+.3g} against a margin of "
+            f"{margin:.2g} (the larger of {tolerance:g} and the CIs)")
+    return BudgetTrend(trend, note)
+
+
+def budget_trends(points: Mapping[str, Sequence[BudgetPoint]], *, what: Mapping[str, str] | str, unit: str,
+                  tolerance: float) -> dict[str, BudgetTrend | None]:
+    """:func:`budget_trend` for each claim of a sweep (``what``: per claim, or one text for all); None where
+    fewer than 3 budgets could be measured."""
+    return {claim: budget_trend(p, what=what if isinstance(what, str) else what[claim], unit=unit, tolerance=tolerance)
+            if len(p) >= 3 else None for claim, p in points.items()}
+
+def record(claim_id: str, ours: str, verdict: str, note: str = "", *, notebook: str = "",
+           claims: Mapping[str, Claim] | None = None, trend: BudgetTrend | None = None) -> ClaimRecord:
+    """A validated :class:`ClaimRecord`: ``claim_id`` must be in claims.yaml and ``verdict`` in :data:`VERDICTS`."""
+    known = load_claims() if claims is None else claims
+    if claim_id not in known:
+        raise SaePaperError(f"unknown claim id {claim_id!r}; the ids are those of claims.yaml ({len(known)} claims)")
+    if verdict not in VERDICTS:
+        raise SaePaperError(f"claim {claim_id}: verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
+    if not str(ours).strip():
+        raise SaePaperError(f"claim {claim_id}: 'ours' must say what we found")
+    if trend is not None and trend.trend not in TRENDS:
+        raise SaePaperError(f"claim {claim_id}: trend {trend.trend!r} is not one of {', '.join(TRENDS)}")
+    return ClaimRecord(claim_id, str(ours), verdict, str(note), notebook, *(trend or ("", "")))
+
+
+class Scoreboard:
+    """One notebook's claim records, kept in ``<book output>/claims/<notebook>.json``.
+
+    Creating it empties that file (a rerun replaces the notebook's records); each
+    :meth:`record` rewrites it atomically, so a notebook that fails half-way leaves the
+    records it made before failing.
+    """
+
+    def __init__(self, notebook: str, *, folder: str | Path | None = None, claims: Mapping[str, Claim] | None = None):
+        if not notebook or "/" in notebook:
+            raise SaePaperError(f"scoreboard notebook name must be a plain name, got {notebook!r}")
+        self.notebook = notebook
+        self.claims = dict(load_claims() if claims is None else claims)
+        self.path = Path(folder) if folder is not None else book_output_dir(CLAIMS_FOLDER)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = self.path / f"{notebook}.json"
+        self.records: dict[str, ClaimRecord] = {}
+        self._write()
+
+    def record(self, claim_id: str, ours: str, verdict: str, note: str = "", *,
+               trend: BudgetTrend | None = None) -> ClaimRecord:
+        """Record (or replace) our result for ``claim_id`` (with how it moves with budget, when measured) and save."""
+        entry = record(claim_id, ours, verdict, note, notebook=self.notebook, claims=self.claims, trend=trend)
+        self.records[claim_id] = entry
+        self._write()
+        return entry
+
+    def _write(self) -> None:
+        payload = {"notebook": self.notebook, "records": [asdict(r) for r in self.records.values()]}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+        os.replace(tmp, self.path)
+
+    def markdown(self) -> str:
+        """This notebook's records as a Markdown table (the paper's statement beside ours)."""
+        return render_table(self.records.values(), self.claims, only_recorded=True)
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+
+def read_records(folder: str | Path) -> list[ClaimRecord]:
+    """Every record saved under ``folder`` (one JSON file per notebook), in file-name order."""
+    records = []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            payload = json.loads(path.read_text())
+            records.extend(ClaimRecord(**entry) for entry in payload["records"])
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise SaePaperError(f"unreadable claim records {path}: {error!r}; rerun that notebook") from None
+    return records
+
+
+def _cell(text: str) -> str:
+    """Text safe inside one Markdown table cell."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def render_table(records: Iterable[ClaimRecord], claims: Mapping[str, Claim], *, only_recorded: bool = False) -> str:
+    """A Markdown table with one row per claim: id, where, paper, ours, verdict, note, notebook.
+
+    Claims are listed in claims.yaml order; without ``only_recorded``, claims with no
+    record appear with verdict "not yet run". A record for an id claims.yaml does not
+    know is an error (the scoreboard would silently drop it otherwise).
+    """
+    by_id: dict[str, ClaimRecord] = {}
+    for entry in records:
+        if entry.claim_id not in claims:
+            raise SaePaperError(f"a record from notebook {entry.notebook or '?'} has unknown claim id {entry.claim_id!r}")
+        by_id[entry.claim_id] = entry
+    lines = ["| id | where | paper | ours | verdict | with more budget | note | notebook |",
+             "|---|---|---|---|---|---|---|---|"]
+    for claim in claims.values():
+        entry = by_id.get(claim.id)
+        if entry is None and only_recorded:
+            continue
+        if entry is None:
+            row = [claim.id, claim.where, claim.paper, "", NOT_YET_RUN, "", "", ""]
+        else:
+            trend = f"*{entry.trend}*: {entry.trend_note}" if entry.trend else "not measured"
+            row = [claim.id, claim.where, claim.paper, entry.ours, f"**{entry.verdict}**", trend, entry.note,
+                   entry.notebook]
+        lines.append("| " + " | ".join(_cell(value) for value in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def verdict_counts(records: Iterable[ClaimRecord], claims: Mapping[str, Claim]) -> dict[str, int]:
+    """How many claims have each verdict (and how many are not yet run)."""
+    counts = {verdict: 0 for verdict in (*VERDICTS, NOT_YET_RUN)}
+    recorded = {entry.claim_id: entry.verdict for entry in records}
+    for claim_id in claims:
+        counts[recorded.get(claim_id, NOT_YET_RUN)] += 1
+    return counts
+
+
+CLAIM_ANCHOR_PREFIX = "claim-"
+
+
+def claim_anchor(claim_id: str) -> str:
+    """The HTML id the book runner puts on the notebook section that records ``claim_id``."""
+    return CLAIM_ANCHOR_PREFIX + claim_id
+
+
+TREND_BADGES = {TRENDS[0]: ("↗ converging", "converging"), TRENDS[1]: ("↘ moving away", "away"), TRENDS[2]: ("→ flat", "flat")}
+"""Trend → (badge text, CSS suffix); the full words are the badge's tooltip."""
+
+
+def _inline(text: str) -> str:
+    """A record's text (inline Markdown: `code`, *emphasis*; any HTML in it escaped) as HTML, on one line."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False}).renderInline(" ".join(str(text).split()))
+
+
+def _badge(verdict: str) -> str:
+    return f'<span class="sb-badge sb-v-{verdict.replace(" ", "-")}">{verdict}</span>'
+
+
+def scoreboard_rows(records: Iterable[ClaimRecord], claims: Mapping[str, Claim]) -> list[dict[str, str]]:
+    """One dict per claim, in claims.yaml order: the claim's fields and our record's (empty when not yet run).
+
+    This is the scoreboard as data: ``scoreboard.json`` beside the page, for scripts.
+    """
+    by_id = {}
+    for entry in records:
+        if entry.claim_id not in claims:
+            raise SaePaperError(f"a record from notebook {entry.notebook or '?'} has unknown claim id {entry.claim_id!r}")
+        by_id[entry.claim_id] = entry
+    rows = []
+    for claim in claims.values():
+        entry = by_id.get(claim.id)
+        ours = asdict(entry) if entry else {"ours": "", "verdict": NOT_YET_RUN, "note": "", "notebook": "", "trend": "",
+                                            "trend_note": ""}
+        ours.pop("claim_id", None)
+        rows.append({"id": claim.id, "where": claim.where, "paper": claim.paper, "kind": claim.kind, **ours})
+    return rows
+
+
+def _claim_html(row: Mapping[str, str]) -> str:
+    """One claim: a compact summary line (id, paper, ours, verdict, trend) and, folded, the rule and notes."""
+    import html
+
+    claim_id, notebook = row["id"], row["notebook"]
+    href = f"{html.escape(notebook)}.html#{claim_anchor(claim_id)}"
+    label = f"<code>{html.escape(claim_id)}</code>"
+    link = (f'<a class="sb-id" href="{href}" title="the section of {html.escape(notebook)} that computed it">{label}</a>'
+            if notebook else f'<span class="sb-id">{label}</span>')
+    if row["trend"]:
+        text, css = TREND_BADGES[row["trend"]]
+        trend = f'<span class="sb-trend sb-t-{css}" title="with more budget: {html.escape(row["trend"])}">{text}</span>'
+    else:
+        trend = '<span class="sb-trend" title="with more budget: not measured">—</span>'
+    ours = row["ours"] or "—"
+    summary = (f'<summary>{link}<span class="sb-text"><span class="sb-line" title="{html.escape(row["paper"])}">'
+               f'<span class="sb-who">paper</span> {_inline(row["paper"])}</span><span class="sb-line" '
+               f'title="{html.escape(ours)}"><span class="sb-who">ours</span> {_inline(ours)}</span></span>'
+               f'{_badge(row["verdict"])}{trend}</summary>')
+    details = [f"<p><b>Where in the paper:</b> {_inline(row['where'])}. <b>The paper:</b> {_inline(row['paper'])}</p>"]
+    if notebook:
+        trend_text = f"<i>{html.escape(row['trend'])}</i>: {_inline(row['trend_note'])}" if row["trend"] else "not measured"
+        details += [f"<p><b>Ours:</b> {_inline(row['ours'])}</p>",
+                    f"<p><b>Rule and notes:</b> {_inline(row['note']) or '—'}</p>",
+                    f"<p><b>With more budget:</b> {trend_text}</p>",
+                    f'<p>Recorded by <a href="{href}">{html.escape(notebook)}</a>.</p>']
+    else:
+        details.append("<p>No notebook of this book has tested it yet.</p>")
+    return (f'<details class="sb-claim" id="sb-{html.escape(claim_id)}">{summary}<div class="sb-more">'
+            + "".join(details) + "</div></details>")
+
+
+def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = None, *, json_name: str = "") -> str:
+    """The book's scoreboard page (MyST Markdown with HTML): counts per verdict as coloured badges, then one
+    compact row per claim (the paper's claim and ours, one line each) that unfolds into its rule and notes
+    (styled by ``book/_static/sae-paper.css``).
+
+    Each claim id links to the section of the notebook that recorded it (the runner marks it with
+    :func:`claim_anchor`). ``json_name``: a file beside the page holding :func:`scoreboard_rows`, linked for scripts.
+    """
+    claims = load_claims() if claims is None else claims
+    records = read_records(folder)
+    counts = verdict_counts(records, claims)
+    summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items() if n)
+    badges = "".join(f'<span class="sb-badge sb-v-{v.replace(" ", "-")}">{n} {v}</span>' for v, n in counts.items() if n)
+    lines = [
+        "# Claims scoreboard",
+        "",
+        f"The paper's {len(claims)} checkable claims (from `claims.yaml` in the shared folder) and what the notebooks "
+        "of this book found for each. Each notebook computes its verdicts from its own numbers, by a rule written "
+        "beside it: *reproduced*, *partly*, *not*, *not comparable* (our setting cannot test it), or *not yet run*. "
+        "*With more budget* says how the number that decides a verdict moves when its deciding input (fragments, "
+        "training activations) grows: converging toward the paper, moving away, or flat (the budget plan in the "
+        "appendix says which input decides each claim). Click a claim for its rule and notes; its id leads to the "
+        "section that computed it.",
+        "",
+        f'<div class="sb-counts" aria-label="{summary}">{badges}</div>',
+        "",
+        f"**{summary}.**" + (f" The same data for scripts: {{download}}`{json_name} <{json_name}>`." if json_name else ""),
+        "",
+        '<div class="sb-board"><div class="sb-head"><span>claim</span><span>the paper, and ours</span>'
+        "<span>verdict</span><span>with more budget</span></div>",
+        *(_claim_html(row) for row in scoreboard_rows(records, claims)),
+        "</div>",
+        "",
+    ]
+    return "\n".join(lines)
