@@ -4,6 +4,8 @@
   anything runs;
 - :mod:`.runner`: ``sae-paper book``: harvest once, execute each notebook with papermill, install
   the results, build the HTML;
+- :mod:`.reuse`: executed notebooks and the feature browser kept by their inputs, so a rebuild runs
+  only what changed;
 - :mod:`.progress`: a notebook's progress on the terminal and in the log;
 - :mod:`.pages`: the pages made from the records (scoreboard anchors, chapter list);
 - :mod:`.feature_browser`: a card per feature, from the chapters' cached results;

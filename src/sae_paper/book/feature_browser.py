@@ -342,6 +342,21 @@ def _missing_page(slot: str, why: str) -> str:
     return f"# {SLOTS[slot]}\n\nNot available in this build: {why}.\n"
 
 
+def browser_inputs(generated: Path) -> tuple[list[Path], list[Path]]:
+    """What :func:`write_browser` reads: the notebooks' feature records, and the cached files behind
+    each page (the SAE's ``summary.json``, rewritten whenever it is trained, and the fragment pool)."""
+    from sae_paper.core.pipeline import Run
+    from sae_paper.core.train import SUMMARY_FILE
+
+    records = sorted((generated / RECORDS).glob("*.json")) if (generated / RECORDS).is_dir() else []
+    inputs = []
+    for sae in (gather(generated / RECORDS) if records else {}).values():
+        folder = sae.fragments.folder()
+        inputs += [Run(sae.config, progress=False).sae_dir / SUMMARY_FILE, folder / "fragments.json",
+                   folder / f"{sae.site}.safetensors"]
+    return records, inputs
+
+
 def write_browser(generated: Path, *, load_model: Callable[[str], object] | None = None,
                   log: Callable[[str], None] = print) -> list[Path]:
     """Write ``generated/features/`` (index and one page per SAE) from the notebooks' records and the cache."""
