@@ -44,11 +44,38 @@ def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     return versions
 
 
+VECTOR_EXTENSIONS = ("sse4_2", "avx", "fma", "f16c", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                     "avx512_bf16", "amx_tile", "amx_bf16")
+"""The CPU flags that decide how fast the matmuls behind every timing run (listed in provenance when present)."""
+
+
+def cpu_model(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The CPU's model name and which of :data:`VECTOR_EXTENSIONS` it has, from ``/proc/cpuinfo``.
+
+    Two machines with the same core count differ twofold in this book's CPU time (AVX-512 against
+    AVX2 only), so a timing means little without them. Unknown (None, []) where there is no cpuinfo."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() not in fields:
+            fields[name.strip()] = value.strip()
+    flags = set(fields.get("flags", "").split())
+    return {"cpu_model": fields.get("model name") or platform.processor() or None,
+            "vector_extensions": [flag for flag in VECTOR_EXTENSIONS if flag in flags]}
+
+
 def hardware() -> dict[str, Any]:
-    """CPU count (and the cores this process may use), threads torch uses, the GPU if any."""
+    """CPU model and vector extensions, CPU count (and the cores this process may use), threads torch uses,
+    the GPU if any."""
     import torch
 
     info: dict[str, Any] = {
+        **cpu_model(),
         "machine": platform.machine(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
@@ -114,6 +141,7 @@ class Provenance:
             f"- commit `{self.commit}`{dirty}",
             "- " + ", ".join(f"{name} {version}" for name, version in self.versions.items()),
             f"- {hw['cpu_count']} CPUs ({hw['cpus_usable']} usable, torch uses {hw['torch_threads']} threads), "
+            f"{hw.get('cpu_model') or 'CPU model unknown'} ({', '.join(hw.get('vector_extensions') or ['no vector extensions known'])}), "
             f"{hw['machine']}, Python {hw['python']}, GPU: {gpu}",
             "- parameters: " + ", ".join(f"`{k}={v!r}`" for k, v in self.parameters.items()),
         ]
