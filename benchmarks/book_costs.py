@@ -27,10 +27,8 @@ since the same command takes twice as long on AVX2 as on AVX-512.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -165,7 +163,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("SAE_PAPER_CACHE", tempfile.mkdtemp(prefix="book-costs-"))
     from sae_paper.data.models import load_model
     from sae_paper.report.provenance import hardware
 
