@@ -175,6 +175,7 @@ def test_scores_done_are_not_redone_and_follow_what_they_are_computed_from(webte
     calls = backend.cache.misses + backend.cache.hits
     again = score(random_directions(8, seed=1))  # another object with the same weights
     assert again == first and backend.cache.misses + backend.cache.hits == calls
+    assert (backend.cache.scores_reused, backend.cache.scores_missing) == (1, 1)
     other = score(random_directions(8, seed=2))  # other weights: computed
     assert backend.cache.misses + backend.cache.hits > calls and other != first
     calls = backend.cache.misses + backend.cache.hits

@@ -24,6 +24,7 @@ from sae_paper.core.config import RunConfig
 from sae_paper.core.decompositions import SaeDecomposition
 from sae_paper.core.pipeline import Run
 from sae_paper.data.models import Site
+from sae_paper.data.paths import cache_dir
 from sae_paper.errors import SaePaperError
 
 MODEL = "pythia-70m-deduped-random"
@@ -128,6 +129,15 @@ def test_write_browser_pages_from_records_and_the_cache(trained, pythia_random, 
     images = re.findall(r"```\{image\} (img/main-\d+\.png)", page)
     assert images and all((generated / "features" / name).stat().st_size > 1000 for name in images)
     assert "Not available in this build" in (generated / "features" / "mlp.md").read_text()
+
+    # written again: each histogram is the image rendered the first time, copied, not drawn again
+    drawn = {name: (generated / "features" / name).read_bytes() for name in images}
+    rendered = sorted(cache_dir("book-browser", "img").glob("*.png"))
+    assert len(rendered) == len(images)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sae_paper.report.feature_plots.compact_histogram_figure", lambda *a, **k: pytest.fail("drawn again"))
+        write_browser(generated, load_model=lambda name: pythia_random, log=lambda line: None)
+    assert {name: (generated / "features" / name).read_bytes() for name in images} == drawn
 
     # the fragment cache gone: the page says so rather than running the model
     for path in SPEC.folder().glob("*.safetensors"):

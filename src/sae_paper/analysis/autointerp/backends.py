@@ -211,6 +211,8 @@ class CallCache:
                          "prompt TEXT, response TEXT)")
         self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, result TEXT)")
         self.hits = self.misses = 0
+        self.scores_reused = self.scores_missing = 0
+        """Methods whose stored scores were found, or not (:meth:`stored_scores`)."""
 
     @staticmethod
     def key(backend: str, model: str, kind: str, prompt: str) -> str:
@@ -236,7 +238,11 @@ class CallCache:
         """The scores stored under ``key`` (JSON as :meth:`store_scores` got it), or None."""
         with self._lock:
             row = self._db.execute("SELECT result FROM scores WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        if row is None:
+            self.scores_missing += 1
+            return None
+        self.scores_reused += 1
+        return json.loads(row[0])
 
     def store_scores(self, key: str, payload: dict) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ methods scored on one site's activations hash them once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import weakref
@@ -64,6 +65,9 @@ def fingerprint(value: Any) -> str:
                 if not str(name).startswith("_"):  # private: handles, keys, open models
                     digest.update(str(name).encode() + b"=")
                     visit(item[name])
+        elif dataclasses.is_dataclass(item):
+            digest.update(type(item).__qualname__.encode())
+            visit({f.name: getattr(item, f.name) for f in dataclasses.fields(item)})
         elif hasattr(item, "__dict__"):
             digest.update(type(item).__qualname__.encode())
             visit(vars(item))
