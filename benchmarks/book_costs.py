@@ -41,7 +41,10 @@ from train_throughput import BOOK_SHAPE, bare_matmuls, real_steps  # noqa: E402 
 
 
 def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function over ``repeats``, calls alternating so that load falls on all alike."""
+    """Median seconds of each function over ``repeats`` after one untimed call each (allocations, lazy set-up),
+    calls alternating so that load falls on all alike."""
+    for fn in fns.values():
+        fn()
     seconds: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
@@ -86,7 +89,6 @@ def forward_rows(model, depths: list[int], args) -> list[str]:
                 for (i, _), weight in zip(shapes, weights):
                     F.linear(inputs[i], weight)
 
-        forward()  # warm-up
         seconds = timed({"forward": forward, "limit": limit}, args.repeats)
         flops = 2 * n_tokens * sum(i * o for i, o in shapes)
         lines.append(f"{f'{depth} blocks' + (' + unembed' if stop is None else ''):<28}{n_tokens / seconds['forward']:>12,.0f}"

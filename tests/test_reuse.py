@@ -109,3 +109,5 @@ def test_a_notebook_keeps_its_most_recent_entries(tmp_path):
     assert store.restore("nb", f"key{KEEP + 1}", target)["files"] == ["claims/nb.json"]
     assert (target / "claims" / "nb.json").read_text() == str(KEEP + 1)
     assert not list(Path(store.root / "nb").glob("*.tmp"))
+    (store.root / "nb" / f"key{KEEP + 1}" / "files" / "claims" / "nb.json").unlink()  # an entry missing a file
+    assert store.restore("nb", f"key{KEEP + 1}", tmp_path / "again") is None

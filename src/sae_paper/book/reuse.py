@@ -108,6 +108,8 @@ class ReuseCache:
         if not manifest.is_file():
             return None
         info = json.loads(manifest.read_text())
+        if not all((entry / "files" / relative).is_file() for relative in info["files"]):
+            return None  # a file of the entry was deleted: run again (the new run replaces the entry)
         for relative in info["files"]:
             destination = target / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
