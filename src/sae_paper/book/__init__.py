@@ -8,7 +8,8 @@
   only what changed;
 - :mod:`.progress`: a notebook's progress on the terminal and in the log;
 - :mod:`.pages`: the pages made from the records (scoreboard anchors, chapter list);
-- :mod:`.feature_browser`: a card per feature, from the chapters' cached results;
+- :mod:`.feature_browser`: a card per feature, from the chapters' cached results (its histogram
+  images: :mod:`.histogram_images`, drawn once per content, in parallel);
 - :mod:`.exports`: the SAEs the book exports in SAELens's format;
 - :mod:`.offline_math`: MathJax served from the book's own ``_static``.
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -47,10 +46,11 @@ from sae_paper.analysis.autointerp.scoring import MethodResult
 from sae_paper.analysis.feature_contexts import ContextExample, contexts_html, top_contexts
 from sae_paper.analysis.feature_stats import TokenHistogram, token_histogram, unembed_direction
 from sae_paper.analysis.token_activations import TokenActivations, feature_codes, token_label
+from sae_paper.book.histogram_images import draw_histograms
 from sae_paper.book.pages import WIDE_PAGE
 from sae_paper.core.config import RunConfig
 from sae_paper.data.models import Site, model_spec
-from sae_paper.data.paths import book_output_dir, cache_dir
+from sae_paper.data.paths import book_output_dir
 from sae_paper.errors import SaePaperError
 
 RECORDS = "feature_records"
@@ -391,12 +391,10 @@ def write_browser(generated: Path, *, load_model: Callable[[str], object] | None
             models[sae.config.model] = load_model(sae.config.model)
         model = models[sae.config.model]
         cards = feature_cards(sae, SaeDecomposition(run.sae()), text, model, seed=sae.config.seed)
-        images = {}
-        for card in cards:
-            if card.histogram is not None:
-                images[card.feature] = f"img/{slot}-{card.feature}.png"
-                _histogram_image(card.histogram, f"feature {card.feature}: {card.histogram.n_firing:,} firing tokens",
-                                 out / images[card.feature])
+        drawn = [card for card in cards if card.histogram is not None]
+        images = {card.feature: f"img/{slot}-{card.feature}.png" for card in drawn}
+        draw_histograms([(card.histogram, f"feature {card.feature}: {card.histogram.n_firing:,} firing tokens",
+                          out / images[card.feature]) for card in drawn])
         path.write_text(WIDE_PAGE + render_page(sae, cards, images, model.tokenizer))
         written.append(path)
         log(f"feature browser: {slot} page, {len(cards)} features")
@@ -404,26 +402,6 @@ def write_browser(generated: Path, *, load_model: Callable[[str], object] | None
     index.write_text(_index_page(pages))
     written.insert(0, index)
     return written
-
-
-def _histogram_image(histogram: TokenHistogram, title: str, path: Path) -> None:
-    """Render a card's histogram to ``path``, or copy the image rendered before from the same counts, labels and
-    title by the same plotting code: rendering is most of the browser's time (~0.7 s an image), and a rebuild
-    after a change of the library rarely changes a histogram."""
-    import inspect
-
-    import matplotlib
-
-    from sae_paper.analysis.autointerp.fingerprints import fingerprint
-    from sae_paper.report import feature_plots
-
-    key = fingerprint([histogram, title, matplotlib.__version__, inspect.getsource(feature_plots)])
-    stored = cache_dir("book-browser", "img") / f"{key[:24]}.png"
-    if not stored.is_file():
-        tmp = stored.with_name(f"{stored.stem}.{os.getpid()}.tmp")
-        feature_plots.compact_histogram_figure(histogram, title=title).savefig(tmp, dpi=72, format="png")
-        os.replace(tmp, stored)
-    shutil.copyfile(stored, path)
 
 
 def _index_page(pages: Mapping[str, BrowsedSae]) -> str:
