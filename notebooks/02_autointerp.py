@@ -141,10 +141,6 @@ def get_model():
     return _model[0]
 
 
-def pythia(layer):
-    return f"{layer} (≈ Pythia {study.pythia_layer(layer):.1f})"
-
-
 print(f"{len(study.all_configs())} SAEs, {len(study.layers)} residual layers {list(study.layers)}; {BACKEND}")
 
 # %% [markdown]
@@ -234,7 +230,7 @@ Markdown(summary_table(summaries))
 # %%
 fig2_methods = [m for m in ("sae", *S.BASELINES) if m in study.methods]
 scores_by_layer(summaries, study.layers, fig2_methods, title="Figure 2 analogue: top-and-random autointerp score",
-                layer_label=pythia, backend=BACKEND)
+                layer_label=study.layer_label, backend=BACKEND)
 
 # %%
 board.record("fig2-early-layers", *V.early_layers_finding(summaries, study.layers, backend=study.explainer))
@@ -251,7 +247,7 @@ board.record("fig2-depth", *V.depth_finding(summaries, study.layers, backend=stu
 
 # %%
 scores_by_layer(summaries, study.layers, fig2_methods, title="Figure 9 analogue: random-only autointerp score",
-                random_only=True, layer_label=pythia, backend=BACKEND)
+                random_only=True, layer_label=study.layer_label, backend=BACKEND)
 
 # %%
 board.record("fig9-random-only", *V.random_only_finding(summaries, study.layers, backend=study.explainer))
@@ -266,8 +262,8 @@ board.record("fig9-random-only", *V.random_only_finding(summaries, study.layers,
 # %%
 if study.uses_topk:
     fig18_methods = [m for m in ("sae", *S.BASELINES, "topk-pca", "topk-ica") if m in study.methods]
-    scores_by_layer(summaries, study.layers, fig18_methods, title="Figure 18 analogue: with top-K PCA and ICA",
-                    layer_label=pythia, backend=BACKEND)
+    display(scores_by_layer(summaries, study.layers, fig18_methods, title="Figure 18 analogue: with top-K PCA and ICA",
+                            layer_label=study.layer_label, backend=BACKEND))
     board.record("fig18-topk", *V.topk_finding(summaries, study.layers, ks, backend=study.explainer))
 else:
     print("top-K PCA and ICA are not among this profile's methods")
@@ -291,7 +287,7 @@ main_baselines = [s for s in summaries if s.site == str(main_site) and s.method 
 Markdown(summary_table([by_ratio[r] for r in sorted(by_ratio)]))
 
 # %%
-scores_by_ratio(by_ratio, main_baselines, title=f"Figure 8 analogue: layer {pythia(study.main_layer)}", backend=BACKEND)
+scores_by_ratio(by_ratio, main_baselines, title=f"Figure 8 analogue: layer {study.layer_label(study.main_layer)}", backend=BACKEND)
 
 # %%
 board.record("fig8-ratio", *V.ratio_finding(by_ratio, main_baselines, backend=study.explainer))
@@ -404,8 +400,7 @@ plots.budget_sensitivity(budget_points, unit="fragments in the pool", default=st
 # %%
 for claim_id in budget.CLAIMS:
     if budget_trends[claim_id] is not None and claim_id in board.records:
-        entry = board.records[claim_id]
-        board.record(claim_id, entry.ours, entry.verdict, entry.note, trend=budget_trends[claim_id])
+        board.add_trend(claim_id, budget_trends[claim_id])
 Markdown("\n".join(f"- **{claim_id}**: " + (f"*{t.trend}*: {t.note}" if t else "fewer than 3 budgets measured")
                    for claim_id, t in budget_trends.items()))
 

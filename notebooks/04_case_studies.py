@@ -311,8 +311,7 @@ with prov.section("budget sensitivity: the SAE's training activations"):
         lambda sae: case_budget.deciding_numbers(study, model, SaeDecomposition(sae), corpus, classes))
     for claim_id, trend in case_budget.trends(sae_points).items():
         if trend is not None:
-            entry = board.records[claim_id]
-            board.record(claim_id, entry.ours, entry.verdict, entry.note, trend=trend)
+            board.add_trend(claim_id, trend)
 plots.budget_sensitivity(sae_points, unit=f"training activations of the {study.site} SAE", default=study.n_tokens,
                          title="Section 5's deciding numbers against the SAE's training budget", ylabel=case_budget.WHAT)
 

@@ -37,6 +37,7 @@ def book_copy(tmp_path: Path) -> Path:
     for name in ("_config.yml", "_toc.yml", *(page.name for page in (ROOT / "book").glob("*.md"))):
         shutil.copy(ROOT / "book" / name, book / name)
     shutil.copytree(ROOT / "book" / "_static", book / "_static")
+    shutil.copytree(ROOT / "book" / "checks", book / "checks")
     return book
 
 
@@ -347,3 +348,18 @@ def test_smoke_book_in_a_browser(tmp_path, monkeypatch, capsys):
         p.stat().st_size for p in (html / "_images").glob("mlp-*.png"))
     print(f"feature browser: {size / 1e6:.2f} MB")
     assert size < 20e6
+
+
+def test_parameters_show_once_as_what_this_build_changed():
+    from sae_paper.book.pages import show_parameters_once
+
+    cells = [nbformat.v4.new_code_cell("n_tokens = 1000  # rows\nlayers = (3, 9)\nseed = 0", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("# Parameters\nn_tokens = 4000\nlayers = [3, 9]\nseed = 0\nprofile = \"smoke\"\n",
+                                       metadata={"tags": ["injected-parameters"]}),
+             nbformat.v4.new_code_cell("print(n_tokens)")]
+    cells[1].outputs = []
+    assert show_parameters_once(cells, "smoke") == 1
+    assert cells[0].metadata["tags"] == ["parameters", "remove-cell"] and cells[0].cell_type == "code"
+    assert cells[1].cell_type == "markdown" and "outputs" not in cells[1]
+    assert "| `n_tokens` | `4000` | `1000` |" in cells[1].source and "layers" not in cells[1].source  # (3, 9) == [3, 9]
+    assert "the other 2 are as the notebook sets them" in cells[1].source and len(cells) == 3

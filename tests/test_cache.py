@@ -220,3 +220,15 @@ def test_book_recompute_of_an_unknown_kind_is_one_line_before_anything_runs(caps
     assert main(["book", "--profile", "smoke", "--recompute", "activations,saes"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --recompute takes all or an artifact kind") and err.endswith("got saes")
+
+
+def test_notices_go_to_the_log_file_the_runner_names_not_to_stderr(tmp_path, monkeypatch, capsys):
+    log = tmp_path / "02.log"
+    monkeypatch.setenv(cache.LOG_ENV, str(log))
+    cache.notice("training the SAE in /somewhere")
+    cache.notice("done")
+    assert capsys.readouterr().err == ""
+    assert log.read_text().splitlines() == ["sae-paper: training the SAE in /somewhere", "sae-paper: done"]
+    monkeypatch.delenv(cache.LOG_ENV)
+    cache.notice("on stderr")
+    assert capsys.readouterr().err == "sae-paper: on stderr\n"

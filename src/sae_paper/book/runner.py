@@ -46,16 +46,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sae_paper.book.pages import WIDE_PAGE, anchor_claim_sections, write_chapter_list
+from sae_paper.book.pages import WIDE_PAGE, anchor_claim_sections, show_parameters_once, write_chapter_list
 from sae_paper.book.profiles import (
-    BookError, describe_configs, load_profile, parse_overrides, profile_path, resolve_parameters, study_classes,
+    BookError,
+    describe_configs,
+    load_profile,
+    parse_overrides,
+    profile_path,
+    resolve_parameters,
+    study_classes,
 )
+from sae_paper.data.cache import LOG_ENV
 from sae_paper.data.paths import BOOK_OUTPUT_ENV, book_dir, repo_root
 
 KERNEL_NAME = "python3"
 GENERATED = "generated"
 SCOREBOARD = "scoreboard.md"
 SCOREBOARD_JSON = "scoreboard.json"
+ROUNDING_CHECK = "checks/rounding.yaml"
+"""The book's recorded float-rounding check, relative to the book folder (see :func:`write_scoreboard`)."""
+LOGS = "logs"
+"""Where each notebook's library messages go (``<book output>/logs/<notebook>.log``), instead of its cells."""
 OUTPUT_FOLDERS = ("claims", "provenance", "feature_records")
 """What notebooks write under the book output besides themselves, one ``<notebook>.json`` each."""
 
@@ -152,7 +163,10 @@ def run_book(
                             progress=NotebookProgress(name, load_timings(profile_name, name)))
         save_timings(profile_name, name, executed)
         result.seconds[name] = time.perf_counter() - started
-        log(f"{name}: done in {result.seconds[name]:.0f} s")
+        messages = out / LOGS / f"{name}.log"
+        count = len(messages.read_text().splitlines()) if messages.is_file() else 0
+        log(f"{name}: done in {result.seconds[name]:.0f} s"
+            + (f"; {count} library message(s) in {GENERATED}/{LOGS}/{name}.log" if count else ""))
     _install(out, layout.book_dir / GENERATED, selected)
     write_scoreboard(layout.book_dir / GENERATED)
     _export_saes(layout.book_dir / GENERATED, {name: parameters[name] for name in selected}, log)
@@ -261,6 +275,7 @@ def _execute(source: Path, output: Path, parameters: Mapping[str, Any], *, stagi
     Returns the executed notebook (its cells carry papermill's timings).
     """
     import jupytext
+    import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -273,12 +288,17 @@ def _execute(source: Path, output: Path, parameters: Mapping[str, Any], *, stagi
     converted.parent.mkdir(exist_ok=True)
     jupytext.write(notebook, converted)
     jupyter_path = os.pathsep.join(filter(None, [str(_kernelspec(staging)), os.environ.get("JUPYTER_PATH")]))
+    log_file = output.parent / LOGS / f"{name}.log"  # the library's messages: the build's log, not the page
+    log_file.parent.mkdir(exist_ok=True)
     try:
-        with _environment(JUPYTER_PATH=jupyter_path, **{BOOK_OUTPUT_ENV: str(output.parent)}):
-            return papermill.execute_notebook(
+        with _environment(JUPYTER_PATH=jupyter_path, **{BOOK_OUTPUT_ENV: str(output.parent), LOG_ENV: str(log_file)}):
+            executed = papermill.execute_notebook(
                 str(converted), str(output), parameters=dict(parameters), kernel_name=KERNEL_NAME, language="python",
                 cwd=str(cwd), engine_name=ENGINE, progress=progress, progress_bar=False, log_output=False,
             )
+        show_parameters_once(executed.cells, str(parameters.get("profile", "")))
+        nbformat.write(executed, output)
+        return executed
     except PapermillExecutionError as error:
         first = next((line.strip() for line in (error.source or "").splitlines() if line.strip()), "")
         number = next((i for i, cell in enumerate(notebook.cells, 1) if cell.source == error.source), None)
@@ -298,8 +318,11 @@ def _install(staged: Path, target: Path, notebooks: Sequence[str]) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for folder in OUTPUT_FOLDERS:
         (target / folder).mkdir(exist_ok=True)
+    (target / LOGS).mkdir(exist_ok=True)
     for name in notebooks:
         shutil.move(str(staged / f"{name}.ipynb"), str(target / f"{name}.ipynb"))
+        if (staged / LOGS / f"{name}.log").is_file():
+            shutil.move(str(staged / LOGS / f"{name}.log"), str(target / LOGS / f"{name}.log"))
         for folder in OUTPUT_FOLDERS:
             new, old = staged / folder / f"{name}.json", target / folder / f"{name}.json"
             if new.is_file():
@@ -310,13 +333,17 @@ def _install(staged: Path, target: Path, notebooks: Sequence[str]) -> None:
 
 def write_scoreboard(generated: Path) -> Path:
     """Render ``generated/scoreboard.md`` from the claim records, with each notebook's provenance, and the same
-    records as ``generated/scoreboard.json`` (one object per claim, :func:`sae_paper.report.claims.scoreboard_rows`)."""
-    from sae_paper.report.claims import load_claims, read_records, render_scoreboard, scoreboard_rows
+    records as ``generated/scoreboard.json`` (one object per claim, :func:`sae_paper.report.scoreboard.scoreboard_rows`).
+    The book's recorded float-rounding check (``checks/rounding.yaml`` beside ``generated``) marks the claims it
+    flipped."""
+    from sae_paper.report.claims import load_claims, read_records
+    from sae_paper.report.scoreboard import load_rounding_check, render_scoreboard, scoreboard_rows
 
     claims = load_claims()
-    rows = scoreboard_rows(read_records(generated / "claims"), claims)
+    rounding = load_rounding_check(generated.parent / ROUNDING_CHECK)
+    rows = scoreboard_rows(read_records(generated / "claims"), claims, rounding)
     (generated / SCOREBOARD_JSON).write_text(json.dumps({"claims": rows}, indent=1, ensure_ascii=False) + "\n")
-    text = render_scoreboard(generated / "claims", claims, json_name=SCOREBOARD_JSON)
+    text = render_scoreboard(generated / "claims", claims, json_name=SCOREBOARD_JSON, rounding=rounding)
     runs = []
     for path in sorted((generated / "provenance").glob("*.json")):
         info = json.loads(path.read_text())

@@ -28,7 +28,14 @@ from torch import Tensor
 
 from sae_paper.analysis.autointerp.backends import ActivationRecord, BackendFailure, Cached
 from sae_paper.analysis.autointerp.fragments import (
-    FeatureChoice, Fragments, Moments, choose_features, feature_codes, moments, rescale, select_fragments,
+    FeatureChoice,
+    Fragments,
+    Moments,
+    choose_features,
+    feature_codes,
+    moments,
+    rescale,
+    select_fragments,
     varying_fragment_counts,
 )
 from sae_paper.core.decompositions import Decomposition
