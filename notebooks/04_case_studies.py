@@ -112,8 +112,8 @@ from sae_paper.analysis.causal_tree import causal_tree, sample_contexts
 from sae_paper.analysis.feature_contexts import contexts_html, top_contexts
 from sae_paper.analysis.feature_stats import class_share_per_bin, multi_class_stats, token_histogram, top_tokens
 from sae_paper.analysis.token_activations import (
-    cached_activations, feature_codes, has_apostrophe, inside_brackets, is_closing_bracket, is_newline, token_label,
-    token_mask, vocabulary_mask,
+    cached_activations, feature_codes, has_apostrophe, inside_brackets, is_closing_bracket, is_newline, token_display,
+    token_label, token_mask, vocabulary_mask,
 )
 from sae_paper.book import feature_browser
 from sae_paper.chapters import case_budget
@@ -367,7 +367,7 @@ Markdown(target.markdown(tokenizer, min_fires=study.min_fires)
 # %%
 board.record("fig5-unembed-parens", *unembed_parens_finding(
     target_feature, target_layer, model.cfg.n_layers,
-    [tokenizer.decode([t]) for t in target.top_tokens[target_feature].tolist()],
+    [token_display(tokenizer, t) for t in target.top_tokens[target_feature].tolist()],
     float(target.scores[target_feature]), target.random_share, float(target.precedes[target_feature]),
     float(followed.float().mean())))
 

@@ -204,6 +204,14 @@ def token_display(tokenizer, token_id: int) -> str:
     return raw.decode("utf-8", errors="backslashreplace") if raw is not None else text.replace("\ufffd", "\\ufffd")
 
 
+def tokens_display(tokenizer, token_ids) -> str:
+    """A run of tokens as one text for a reader: decoded together (a character split over two tokens is whole again),
+    falling back to :func:`token_display` per token where the run itself starts or ends inside a character."""
+    ids = [int(t) for t in token_ids]
+    text = tokenizer.decode(ids)
+    return text if "\ufffd" not in text else "".join(token_display(tokenizer, t) for t in ids)
+
+
 def token_label(tokenizer, token_id: int) -> str:
     """A token as a reader sees it in a legend: quoted, with newlines and tabs escaped."""
     text = token_display(tokenizer, token_id)

@@ -200,3 +200,10 @@ def show_parameters_once(cells, profile: str) -> int:
     for key in ("outputs", "execution_count"):
         injected_cell.pop(key, None)
     return len(changed)
+
+
+def widen_notebook_page(notebook) -> None:
+    """Give an executed notebook's page the width of the right-hand table of contents, as :data:`WIDE_PAGE` does for a
+    Markdown page: its wide figures (Figure 16's panels, Figure 5's tree) are then drawn large enough to read, and
+    ``book/_static/figures.js`` opens any figure still shrunk at its natural size on a click."""
+    notebook.metadata["html_theme.sidebar_secondary.remove"] = True

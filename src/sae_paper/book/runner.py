@@ -46,7 +46,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sae_paper.book.pages import WIDE_PAGE, anchor_claim_sections, show_parameters_once, write_chapter_list
+from sae_paper.book.costs_page import write_costs_page
+from sae_paper.book.pages import (
+    WIDE_PAGE,
+    anchor_claim_sections,
+    show_parameters_once,
+    widen_notebook_page,
+    write_chapter_list,
+)
 from sae_paper.book.profiles import (
     BookError,
     describe_configs,
@@ -150,8 +157,9 @@ def run_book(
     started = time.perf_counter()
     for line in harvest_for_book(parameters):
         log(f"harvest: {line}")
-    if time.perf_counter() - started > 1:
-        log(f"harvest: done in {time.perf_counter() - started:.0f} s")
+    steps = {"harvest": time.perf_counter() - started}  # what the costs page shows besides the notebooks
+    if steps["harvest"] > 1:
+        log(f"harvest: done in {steps['harvest']:.0f} s")
     staging = Path(tempfile.mkdtemp(prefix="sae-paper-book-"))
     out = staging / GENERATED
     out.mkdir()
@@ -174,7 +182,9 @@ def run_book(
     from sae_paper.book.feature_browser import write_browser  # torch and the model code: only when a book is built
 
     write_browser(layout.book_dir / GENERATED, log=log)
-    log(f"feature browser written in {time.perf_counter() - started:.0f} s")
+    steps["feature browser"] = time.perf_counter() - started
+    log(f"feature browser written in {steps['feature browser']:.0f} s")
+    write_costs_page(layout.book_dir / GENERATED, present, steps, profile_name)
     if (layout.book_dir / "_toc.yml").is_file():  # a book folder without a toc has no chapters to list
         write_chapter_list(layout.book_dir, layout.notebooks_dir, layout.book_dir / GENERATED)
     if build:
@@ -297,6 +307,7 @@ def _execute(source: Path, output: Path, parameters: Mapping[str, Any], *, stagi
                 cwd=str(cwd), engine_name=ENGINE, progress=progress, progress_bar=False, log_output=False,
             )
         show_parameters_once(executed.cells, str(parameters.get("profile", "")))
+        widen_notebook_page(executed)
         nbformat.write(executed, output)
         return executed
     except PapermillExecutionError as error:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping
 
+from sae_paper.report.markdown import readable
+
 MARK_LABELS = {"stand-in": "stand-in scorer", "rounding-noise": "within rounding noise"}
 """How each mark of :data:`sae_paper.report.claims.MARKS` is labelled on a page (its explanation is the tooltip)."""
 
@@ -19,7 +21,7 @@ def inline(text: str) -> str:
     """A record's text (inline Markdown: `code`, *emphasis*; any HTML in it escaped) as HTML, on one line."""
     from markdown_it import MarkdownIt
 
-    return MarkdownIt("commonmark", {"html": False}).renderInline(" ".join(str(text).split()))
+    return MarkdownIt("commonmark", {"html": False}).renderInline(" ".join(readable(text).split()))
 
 
 def verdict_pill(verdict: str) -> str:

@@ -12,6 +12,17 @@ from __future__ import annotations
 import re
 
 
+def readable(text: str) -> str:
+    """``text`` with U+FFFD written as the escape ``\\ufffd``.
+
+    Text made from single decoded tokens (the token-list scorer's explanations) holds U+FFFD
+    where a token is part of a UTF-8 character; its bytes are gone by then, and a bare
+    replacement character reads as a rendering fault. Token ids still at hand show their
+    bytes instead (:func:`sae_paper.analysis.token_activations.token_display`).
+    """
+    return str(text).replace("\ufffd", "\\ufffd")
+
+
 def table_cell(text: str) -> str:
     """``text`` on one line with every ``|`` escaped: safe as one Markdown table cell."""
     return " ".join(str(text).split()).replace("|", "\\|")
@@ -24,7 +35,7 @@ def code_span(text: str) -> str:
     a space where the text starts or ends with a backtick; ``|`` is escaped for the table.
     Whitespace shows as ``\\n`` and ``\\t`` so the cell stays on one line.
     """
-    shown = str(text).replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+    shown = readable(text).replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
     runs = [len(run) for run in re.findall(r"`+", shown)]
     fence = "`" * (max(runs, default=0) + 1)
     pad = " " if shown.startswith("`") or shown.endswith("`") or not shown.strip() else ""
