@@ -40,7 +40,7 @@
 # |---|---|---|
 # | explainer / simulator | GPT-4 / GPT-3.5 (logprobs) | **`token-list`: a deterministic stand-in, not a language model.** The "explanation" is the list of tokens that carry the activation in the 5 top fragments, with their mean activation; the "simulation" predicts that weight on those tokens and 0 elsewhere. It can only express token-level features, so it is a lower bound for features that are about a token, and blind to anything contextual. The `local-llm` profile uses a real LLM instead, Qwen2.5-Coder-1.5B-Instruct (4-bit, llama.cpp, about a thousandth of GPT-4's size), on SAE, residual basis and PCA at layers 3 and 9, 20 features each, showing it 3 explained and 2 top + 2 random simulated fragments of 32 tokens (CPU time) |
 # | model | Pythia-70M-deduped, 6 layers | SmolLM2-135M-Instruct, 30 layers |
-# | layers | residual layers 0–5 | residual layers 3, 9, 14: the same fraction of blocks done as Pythia's layers −0.2, 1 and 2 ((L+1)/30 = (l+1)/6); deeper layers cost a longer forward pass on 2 CPU cores |
+# | layers | residual layers 0–5 | residual layers 3, 9, 14: 13 %, 33 % and 50 % of the blocks done ((L+1)/30), as Pythia-70M's layers 0, 1 and 2 are 17 %, 33 % and 50 % of its 6; deeper layers cost a longer forward pass on 2 CPU cores |
 # | fragments | 64 tokens from the first 50,000 lines of OpenWebText | 64 tokens from the start of 2,000 WebText documents (the GPT-2 corpus, OpenWebText's original); section 11 shows how the verdicts move with this number |
 # | features per method | 150 | 100 (fewer when not enough features fire on 20 fragments) |
 # | SAE training | 20M activations, 10 epochs, α = 8.6e-4 | ~5e4 (layer 3, notebook 01's SAEs) or ~1.2e4 activations (layers 9, 14), 4 epochs in steps of 128, SmolLM2's default α (1e-2, see notebook 01) |
@@ -116,6 +116,7 @@ warnings.filterwarnings("ignore", message=".*did not converge.*")  # FastICA on 
 from IPython.display import Markdown
 
 from sae_paper.analysis.autointerp import FragmentSpec, fragment_activations, score_decomposition, summary_table
+from sae_paper.analysis.token_activations import tokens_display
 from sae_paper.book import feature_browser
 from sae_paper.chapters import autointerp as S
 from sae_paper.chapters import autointerp_budget as budget
@@ -123,8 +124,9 @@ from sae_paper.chapters import autointerp_verdicts as V
 from sae_paper.chapters.autointerp_plots import scores_by_layer, scores_by_ratio
 from sae_paper.core.decompositions import SaeDecomposition, neuron_basis
 from sae_paper.core.pipeline import Run
-from sae_paper.data.models import Site, load_model, model_spec
+from sae_paper.data.models import Site, load_model, load_tokenizer, model_spec
 from sae_paper.report import claims, plots, provenance
+from sae_paper.report.markdown import code_span
 
 study = S.AutointerpStudy.from_namespace(globals())
 prov = provenance.start(S.NOTEBOOK, profile=profile, parameters=study.parameters(), seed=study.seed)
@@ -139,10 +141,6 @@ def get_model():
     if not _model:
         _model.append(load_model(study.model))
     return _model[0]
-
-
-def pythia(layer):
-    return f"{layer} (≈ Pythia {study.pythia_layer(layer):.1f})"
 
 
 print(f"{len(study.all_configs())} SAEs, {len(study.layers)} residual layers {list(study.layers)}; {BACKEND}")
@@ -176,7 +174,7 @@ with prov.section("fragment activations"):
     frag_spec = FragmentSpec(study.model, study.n_fragments, study.fragment_length, study.fragment_sources, study.seed)
     fragments, site_acts = fragment_activations(None, frag_spec, study.sites(), get_model=get_model)
 print(f"{fragments.n_fragments} fragments of {fragments.length} tokens; e.g. "
-      f"{''.join(fragments.token_strings[0][:24])!r}")
+      f"{tokens_display(load_tokenizer(study.model), fragments.tokens[0][:24])!r}")
 
 # %% [markdown]
 # ## 3. Explain, simulate, score
@@ -234,7 +232,7 @@ Markdown(summary_table(summaries))
 # %%
 fig2_methods = [m for m in ("sae", *S.BASELINES) if m in study.methods]
 scores_by_layer(summaries, study.layers, fig2_methods, title="Figure 2 analogue: top-and-random autointerp score",
-                layer_label=pythia, backend=BACKEND)
+                layer_label=study.layer_label, backend=BACKEND)
 
 # %%
 board.record("fig2-early-layers", *V.early_layers_finding(summaries, study.layers, backend=study.explainer))
@@ -251,7 +249,7 @@ board.record("fig2-depth", *V.depth_finding(summaries, study.layers, backend=stu
 
 # %%
 scores_by_layer(summaries, study.layers, fig2_methods, title="Figure 9 analogue: random-only autointerp score",
-                random_only=True, layer_label=pythia, backend=BACKEND)
+                random_only=True, layer_label=study.layer_label, backend=BACKEND)
 
 # %%
 board.record("fig9-random-only", *V.random_only_finding(summaries, study.layers, backend=study.explainer))
@@ -266,8 +264,8 @@ board.record("fig9-random-only", *V.random_only_finding(summaries, study.layers,
 # %%
 if study.uses_topk:
     fig18_methods = [m for m in ("sae", *S.BASELINES, "topk-pca", "topk-ica") if m in study.methods]
-    scores_by_layer(summaries, study.layers, fig18_methods, title="Figure 18 analogue: with top-K PCA and ICA",
-                    layer_label=pythia, backend=BACKEND)
+    display(scores_by_layer(summaries, study.layers, fig18_methods, title="Figure 18 analogue: with top-K PCA and ICA",
+                            layer_label=study.layer_label, backend=BACKEND))
     board.record("fig18-topk", *V.topk_finding(summaries, study.layers, ks, backend=study.explainer))
 else:
     print("top-K PCA and ICA are not among this profile's methods")
@@ -291,7 +289,7 @@ main_baselines = [s for s in summaries if s.site == str(main_site) and s.method 
 Markdown(summary_table([by_ratio[r] for r in sorted(by_ratio)]))
 
 # %%
-scores_by_ratio(by_ratio, main_baselines, title=f"Figure 8 analogue: layer {pythia(study.main_layer)}", backend=BACKEND)
+scores_by_ratio(by_ratio, main_baselines, title=f"Figure 8 analogue: layer {study.layer_label(study.main_layer)}", backend=BACKEND)
 
 # %%
 board.record("fig8-ratio", *V.ratio_finding(by_ratio, main_baselines, backend=study.explainer))
@@ -316,7 +314,7 @@ for i, explanation, value in rows:
     ours = ("skipped (< 20 fragments with variance)" if i not in by_feature
             else explanation or f"failed: {by_feature[i].failure}")
     paper_text, paper_score = V.PAPER_TABLE1[i] if i < len(V.PAPER_TABLE1) else ("", "")
-    lines.append(f"| {study.table1_layer}-{i:04d} | `{ours[:120]}` | {'' if value is None else f'{value:.2f}'} "
+    lines.append(f"| {study.table1_layer}-{i:04d} | {code_span(ours[:120])} | {'' if value is None else f'{value:.2f}'} "
                  f"| {paper_text} | {paper_score} |")
 Markdown("\n".join(lines))
 
@@ -404,8 +402,7 @@ plots.budget_sensitivity(budget_points, unit="fragments in the pool", default=st
 # %%
 for claim_id in budget.CLAIMS:
     if budget_trends[claim_id] is not None and claim_id in board.records:
-        entry = board.records[claim_id]
-        board.record(claim_id, entry.ours, entry.verdict, entry.note, trend=budget_trends[claim_id])
+        board.add_trend(claim_id, budget_trends[claim_id])
 Markdown("\n".join(f"- **{claim_id}**: " + (f"*{t.trend}*: {t.note}" if t else "fewer than 3 budgets measured")
                    for claim_id, t in budget_trends.items()))
 

@@ -304,8 +304,7 @@ with prov.section("budget sensitivity: training activations"):
     token_points = token_sweep(study, lambda: setup_for(study.layer), main_curves=list(main_curves.values()))
     for claim_id, trend in token_trends(token_points).items():
         if trend is not None:
-            entry = board.records[claim_id]
-            board.record(claim_id, entry.ours, entry.verdict, entry.note, trend=trend)
+            board.add_trend(claim_id, trend)
 plots.budget_sensitivity(token_points, unit=f"training activations at layer {study.layer}", default=study.n_tokens,
                          title="Figure 3's deciding numbers against the dictionaries' training budget",
                          ylabel={claim: "share of comparisons won by the sparse SAEs" for claim in token_points})

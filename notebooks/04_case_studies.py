@@ -112,8 +112,8 @@ from sae_paper.analysis.causal_tree import causal_tree, sample_contexts
 from sae_paper.analysis.feature_contexts import contexts_html, top_contexts
 from sae_paper.analysis.feature_stats import class_share_per_bin, multi_class_stats, token_histogram, top_tokens
 from sae_paper.analysis.token_activations import (
-    cached_activations, feature_codes, has_apostrophe, inside_brackets, is_closing_bracket, is_newline, token_label,
-    token_mask, vocabulary_mask,
+    cached_activations, feature_codes, has_apostrophe, inside_brackets, is_closing_bracket, is_newline, token_display,
+    token_label, token_mask, vocabulary_mask,
 )
 from sae_paper.book import feature_browser
 from sae_paper.chapters import case_budget
@@ -311,8 +311,7 @@ with prov.section("budget sensitivity: the SAE's training activations"):
         lambda sae: case_budget.deciding_numbers(study, model, SaeDecomposition(sae), corpus, classes))
     for claim_id, trend in case_budget.trends(sae_points).items():
         if trend is not None:
-            entry = board.records[claim_id]
-            board.record(claim_id, entry.ours, entry.verdict, entry.note, trend=trend)
+            board.add_trend(claim_id, trend)
 plots.budget_sensitivity(sae_points, unit=f"training activations of the {study.site} SAE", default=study.n_tokens,
                          title="Section 5's deciding numbers against the SAE's training budget", ylabel=case_budget.WHAT)
 
@@ -368,7 +367,7 @@ Markdown(target.markdown(tokenizer, min_fires=study.min_fires)
 # %%
 board.record("fig5-unembed-parens", *unembed_parens_finding(
     target_feature, target_layer, model.cfg.n_layers,
-    [tokenizer.decode([t]) for t in target.top_tokens[target_feature].tolist()],
+    [token_display(tokenizer, t) for t in target.top_tokens[target_feature].tolist()],
     float(target.scores[target_feature]), target.random_share, float(target.precedes[target_feature]),
     float(followed.float().mean())))
 

@@ -12,8 +12,11 @@ import io
 import json
 import re
 import shutil
+import tempfile
 import textwrap
 import time
+from collections.abc import Sequence
+from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
@@ -37,6 +40,7 @@ def book_copy(tmp_path: Path) -> Path:
     for name in ("_config.yml", "_toc.yml", *(page.name for page in (ROOT / "book").glob("*.md"))):
         shutil.copy(ROOT / "book" / name, book / name)
     shutil.copytree(ROOT / "book" / "_static", book / "_static")
+    shutil.copytree(ROOT / "book" / "checks", book / "checks")
     return book
 
 
@@ -196,6 +200,70 @@ def external_resources(html: Path) -> dict[str, list[str]]:
     return found
 
 
+PIPE_TABLE = re.compile(r"\|\s*:?-{3,}:?\s*\||\|\s*:?—+:?\s*\|")
+"""Markdown table rules (``|---|``, ``| --- |``, ``|—|``) left as text: a table that did not render."""
+
+
+class _PageText(HTMLParser):
+    """A built page's prose and cell outputs (code cells' inputs, scripts and styles left out), and its outputs alone."""
+
+    SKIP = {"script", "style", "noscript"}
+
+    def __init__(self):
+        super().__init__()
+        self.text, self.outputs, self._stack = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        classes = (dict(attrs).get("class") or "").split()
+        if tag in ("br", "img", "meta", "link", "input", "hr"):
+            return
+        self._stack.append((tag, "cell_input" in classes, "cell_output" in classes))
+
+    def handle_endtag(self, tag):
+        while self._stack:
+            if self._stack.pop()[0] == tag:
+                break
+
+    def handle_data(self, data):
+        if any(t in self.SKIP or inp for t, inp, _ in self._stack):
+            return
+        self.text.append(data)
+        if any(out for _, _, out in self._stack):
+            self.outputs.append(data)
+
+
+def page_problems(page: str, forbidden: Sequence[str]) -> list[str]:
+    """What a reader must never meet in a built page: Markdown tables left as text, U+FFFD, and in a cell's output
+    a library log line, a ``PosixPath(...)`` or an absolute path of the building machine (``forbidden``)."""
+    parsed = _PageText()
+    parsed.feed(page)
+    text, outputs = " ".join(parsed.text), " ".join(parsed.outputs)
+    problems = [f"pipe table as text: {m.group(0)!r}" for m in PIPE_TABLE.finditer(text)][:1]
+    if "\ufffd" in page:
+        problems.append("U+FFFD (a token shown as a replacement character)")
+    problems += [f"{what} in a cell output" for what in ("sae-paper:", "PosixPath(") if what in outputs]
+    problems += [f"the building machine's path {path} in a cell output" for path in forbidden if path in outputs]
+    return problems
+
+
+@pytest.mark.parametrize("page, problem", [
+    ("<article><p>| a | b |</p><p>|---|---|</p></article>", "pipe table as text"),
+    ("<article><p>a \ufffd b</p></article>", "U+FFFD"),
+    ('<div class="cell_output"><pre>sae-paper: training the SAE in /x</pre></div>', "sae-paper: in a cell output"),
+    ('<div class="cell_output"><pre>PosixPath(\'/x\')</pre></div>', "PosixPath( in a cell output"),
+    ('<div class="cell_output"><p>saved in /home/me/.cache/sae-paper/saes</p></div>', "path /home/me"),
+])
+def test_the_reader_checks_catch_each_problem(page, problem):
+    assert any(problem in found for found in page_problems(page, ["/home/me"]))
+
+
+def test_the_reader_checks_pass_code_tables_and_paths_outside_outputs():
+    page = ('<div class="cell_input"><pre>Markdown("| a |\\n|---|")</pre></div><table><tr><td>1</td></tr></table>'
+            '<div class="cell_output"><table><tr><td>ok</td></tr></table></div><p>the cache, e.g. /home/me</p>'
+            '<script>const x = "|---|";</script>')
+    assert page_problems(page, ["/home/me"]) == []
+
+
 @pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
                     reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver; CI installs them)")
 def test_smoke_book_in_a_browser(tmp_path, monkeypatch, capsys):
@@ -238,6 +306,7 @@ def test_smoke_book_in_a_browser(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager reach for the network
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console errors are a failure
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--host-resolver-rules=MAP * ~NOTFOUND",  # the network is off: no host name resolves
@@ -291,23 +360,66 @@ def test_smoke_book_in_a_browser(tmp_path, monkeypatch, capsys):
             "return [d.scrollWidth, d.clientWidth, wide, Math.max(...Array.from("
             "document.querySelectorAll('.sb-claim > summary')).map(e => e.getBoundingClientRect().height))];")
         assert overflow[0] <= overflow[1] and overflow[2] == 0, f"horizontal overflow at 1,280 px: {overflow}"
-        assert overflow[3] < 60, f"a claim's line is {overflow[3]} px tall: not one compact line"
+        cut = driver.execute_script("return Array.from(document.querySelectorAll('.sb-id, .sb-line, .sb-mark'))"
+                                    ".filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.textContent);")
+        assert cut == [], f"scoreboard text cut off at 1,280 px: {cut}"
+        marked = {row["id"]: row["marks"] for row in board}
+        assert all("stand-in" in marked[c] for c in ("fig2-early-layers", "fig2-depth", "fig9-random-only"))
+        assert len(driver.find_elements(By.CSS_SELECTOR, ".sb-m-stand-in")) == sum("stand-in" in m for m in marked.values())
+        spans = [row["trend_span"] for row in board if row["trend"]]
+        assert spans and all(" → " in span for span in spans)  # the deciding number at both ends of the budget
         claims_shown[0].click()  # unfolds into the rule and notes
         assert claims_shown[0].find_element(By.CSS_SELECTOR, ".sb-more").is_displayed()
         driver.save_screenshot(str(tmp_path / "scoreboard.png"))
         print(f"screenshot of the scoreboard: {tmp_path / 'scoreboard.png'}")
 
-        # every claim id links to an anchor that exists on the notebook's page
+        # every claim id links to the section that computed it, and that section shows its verdict
         links = driver.execute_script("return Array.from(document.querySelectorAll('a.sb-id')).map(a => a.href);")
         assert len(links) == sum(1 for row in board if row["notebook"])
+        verdicts = {row["id"]: row["verdict"] for row in board}
         by_page: dict[str, list[str]] = {}
         for link in links:
             page, _, anchor = link.partition("#")
             by_page.setdefault(page, []).append(anchor)
         for page, anchors in by_page.items():
             driver.get(page)
-            missing = [a for a in anchors if not driver.execute_script("return !!document.getElementById(arguments[0]);", a)]
-            assert not missing, f"{page} has no anchor {missing}"
+            for anchor in anchors:
+                claim_id = anchor.removeprefix("claim-")
+                shown = driver.execute_script(
+                    "const target = document.getElementById(arguments[0]); if (!target) return null;"
+                    "const section = target.closest('section') || target;"
+                    "const badge = section.querySelector(`.claim-badge[data-claim='${arguments[1]}']`);"
+                    "return badge ? badge.dataset.verdict : '';", anchor, claim_id)
+                assert shown is not None, f"{page} has no anchor {anchor}"
+                assert shown == verdicts[claim_id], f"{page}#{anchor} does not state {claim_id}'s verdict ({shown!r})"
+
+        # every page as a reader meets it: tables rendered, no log line, path or U+FFFD, no console error, and
+        # every figure drawn narrower than its natural width opens enlarged on a click
+        forbidden = [str(ROOT), str(Path.home()), tempfile.gettempdir() + "/", str(tmp_path)]
+        pages = sorted([*(html / "generated").rglob("*.html"), html / "intro.html", html / "budget.html"])
+        driver.get_log("browser")  # what earlier pages logged is checked below, page by page
+        for page in pages:
+            problems = page_problems(page.read_text(), forbidden)
+            driver.get(page.as_uri())
+            driver.execute_script("window.scrollTo(0, document.body.scrollHeight);")
+            time.sleep(0.3)
+            problems += [f"console: {e['message'][:200]}" for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+            shrunk = driver.execute_script(
+                "return Array.from(document.querySelectorAll('article img')).filter(i => i.complete &&"
+                " i.naturalWidth > i.clientWidth + 2 && !i.classList.contains('sp-zoomable')).map(i => i.src);")
+            problems += [f"figure shrunk with no way to enlarge it: {src}" for src in shrunk]
+            if page.parent.name == "generated" and page.stem[:2].isdigit():
+                summary = driver.execute_script("return !!document.querySelector('section#summary .cell_output table');")
+                problems += [] if summary else ["its summary is not a table"]
+            assert not problems, f"{page.relative_to(html)}: {problems}"
+        driver.get((html / "generated" / "01_training.html").as_uri())
+        zoomable = driver.find_elements(By.CSS_SELECTOR, "img.sp-zoomable")
+        assert zoomable, "01's wide figures (Figure 16) should be shrunk to the column and enlargeable"
+        driver.execute_script("arguments[0].scrollIntoView();", zoomable[0])
+        zoomable[0].click()
+        enlarged = driver.execute_script("const i = document.querySelector('.sp-zoom img');"
+                                         "return i ? [i.clientWidth, i.naturalWidth] : null;")
+        assert enlarged and enlarged[0] == enlarged[1], f"the enlarged figure is not at its natural size: {enlarged}"
 
         # the intro links every chapter of the toc
         driver.get((html / "intro.html").as_uri())
@@ -357,3 +469,41 @@ def test_smoke_book_in_a_browser(tmp_path, monkeypatch, capsys):
         p.stat().st_size for p in (html / "_images").glob("mlp-*.png"))
     print(f"feature browser: {size / 1e6:.2f} MB")
     assert size < 20e6
+
+
+def test_parameters_show_once_as_what_this_build_changed():
+    from sae_paper.book.pages import show_parameters_once
+
+    cells = [nbformat.v4.new_code_cell("n_tokens = 1000  # rows\nlayers = (3, 9)\nseed = 0", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("# Parameters\nn_tokens = 4000\nlayers = [3, 9]\nseed = 0\nprofile = \"smoke\"\n",
+                                       metadata={"tags": ["injected-parameters"]}),
+             nbformat.v4.new_code_cell("print(n_tokens)")]
+    cells[1].outputs = []
+    assert show_parameters_once(cells, "smoke") == 1
+    assert cells[0].metadata["tags"] == ["parameters", "remove-cell"] and cells[0].cell_type == "code"
+    assert cells[1].cell_type == "markdown" and "outputs" not in cells[1]
+    assert "| `n_tokens` | `4000` | `1000` |" in cells[1].source and "layers" not in cells[1].source  # (3, 9) == [3, 9]
+    assert "the other 2 are as the notebook sets them" in cells[1].source and len(cells) == 3
+
+
+def test_the_costs_page_states_what_this_build_measured_and_on_which_machine(tmp_path):
+    from sae_paper.book.costs_page import costs_markdown
+    from sae_paper.report.provenance import cpu_description
+
+    cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma\n\nprocessor\t: 1\n"
+    model, extensions = cpu_description(cpuinfo)
+    assert (model, extensions) == ("AMD EPYC 7B13", ["sse4_2", "avx", "avx2", "fma"])  # no AVX-512: the slower kind
+    (tmp_path / "provenance").mkdir()
+    hardware = {"cpu_model": model, "vector_extensions": extensions, "cpus_usable": 2, "torch_threads": 2}
+    for name, wall, sections in (("01_training", 120.4, {"main SAE": 21.0, "α sweeps": 64.0}), ("02_x", 700.0, {})):
+        (tmp_path / "provenance" / f"{name}.json").write_text(json.dumps(
+            {"commit": "abcdef1234567890", "started": "2026-12-02T15:00", "wall_seconds": wall, "sections": sections,
+             "hardware": hardware}))
+    page = costs_markdown(tmp_path, ["01_training", "02_x", "03_not_run"], {"harvest": 128.0, "feature browser": 57.0},
+                          "default")
+    assert "profile `default`, commit `abcdef123456`" in page
+    assert "AMD EPYC 7B13 (sse4_2, avx, avx2, fma), 2 usable cores" in page
+    assert "| 01_training | 120 s | α sweeps 64 s; main SAE 21 s |" in page and "| 02_x | 11.7 min |" in page
+    assert "03_not_run" not in page  # not measured, not printed
+    assert "| **total** | **16.8 min** |" in page  # 128 + 120.4 + 700 + 57 s
+    assert costs_markdown(tmp_path / "empty", ["01_training"], {}, "default").startswith("No step")

@@ -186,20 +186,6 @@ def test_every_entry_records_its_commit_and_the_provenance_cell_flags_older_ones
     assert {row["relation"] for row in prov.to_dict()["cached"]} == {"this commit", "older"}
 
 
-def test_provenance_records_the_cpu_model_and_its_vector_extensions():
-    from sae_paper.report.provenance import cpu_model, hardware
-
-    cpuinfo = ("processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx fma avx2 avx512f avx512bw\n\n"
-               "processor\t: 1\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx fma avx2 avx512f avx512bw\n")
-    assert cpu_model(cpuinfo) == {"cpu_model": "AMD EPYC 7B13",
-                                  "vector_extensions": ["sse4_2", "avx", "fma", "avx2", "avx512f", "avx512bw"]}
-    assert cpu_model("processor\t: 0\nflags\t: fpu\n")["vector_extensions"] == []
-    here = hardware()
-    assert here["cpu_model"] and isinstance(here["vector_extensions"], list)
-    if "avx2" in Path("/proc/cpuinfo").read_text():
-        assert "avx2" in here["vector_extensions"]
-
-
 def test_recompute_rebuilds_entries_made_before_it_was_asked_for(monkeypatch, pythia_random, capsys, one_thread):
     run = tiny_run(monkeypatch, pythia_random)
     run.evaluate(splice=False)
@@ -234,3 +220,15 @@ def test_book_recompute_of_an_unknown_kind_is_one_line_before_anything_runs(caps
     assert main(["book", "--profile", "smoke", "--recompute", "activations,saes"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --recompute takes all or an artifact kind") and err.endswith("got saes")
+
+
+def test_notices_go_to_the_log_file_the_runner_names_not_to_stderr(tmp_path, monkeypatch, capsys):
+    log = tmp_path / "02.log"
+    monkeypatch.setenv(cache.LOG_ENV, str(log))
+    cache.notice("training the SAE in /somewhere")
+    cache.notice("done")
+    assert capsys.readouterr().err == ""
+    assert log.read_text().splitlines() == ["sae-paper: training the SAE in /somewhere", "sae-paper: done"]
+    monkeypatch.delenv(cache.LOG_ENV)
+    cache.notice("on stderr")
+    assert capsys.readouterr().err == "sae-paper: on stderr\n"

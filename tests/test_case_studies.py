@@ -732,3 +732,16 @@ def test_sae_budget_sweep_trains_smaller_and_reads_larger_only_when_cached(tmp_p
     found = trends(points)
     assert found["fig4-apostrophe-hist"].trend == "converging toward the paper"
     assert found["sec5-single-token-features"].trend == "flat"
+
+
+def test_a_token_holding_part_of_a_character_shows_its_bytes_never_a_replacement_character():
+    from sae_paper.analysis.token_activations import token_bytes, token_display, token_label, token_text
+    from sae_paper.data.models import _neox_tokenizer
+
+    tokenizer = _neox_tokenizer()  # the real GPT-NeoX byte-level BPE, from the shared folder
+    ids = tokenizer.encode("ʔə café 𝔘")
+    shown = [token_display(tokenizer, t) for t in ids]
+    assert all("\ufffd" not in text for text in shown) and "\ufffd" in "".join(token_text(tokenizer, t) for t in ids)
+    assert b"".join(token_bytes(tokenizer, t) for t in ids).decode() == "ʔə café 𝔘"  # the bytes are exact
+    assert shown[:2] == ["\\xca", "\\x94"] and " café" in shown  # whole characters stay as they are
+    assert token_label(tokenizer, ids[0]) == '"\\\\xca"'

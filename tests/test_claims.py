@@ -9,8 +9,9 @@ import pytest
 
 from sae_paper.errors import SaePaperError
 from sae_paper.report.claims import (
-    NOT_YET_RUN, Claim, Scoreboard, load_claims, read_records, record, render_scoreboard, render_table,
+    NOT_YET_RUN, Claim, Scoreboard, load_claims, read_records, record, render_table,
 )
+from sae_paper.report.scoreboard import load_rounding_check, render_scoreboard, scoreboard_rows
 
 CLAIMS = {
     "a-number": Claim("a-number", "Section 1", "the answer is 42", "number"),
@@ -80,7 +81,7 @@ def test_scoreboard_page_counts_verdicts_and_rejects_unknown_ids(tmp_path):
 
 
 def test_scoreboard_page_has_one_compact_row_per_claim_linking_to_its_section(tmp_path):
-    from sae_paper.report.claims import BudgetTrend, claim_anchor, scoreboard_rows
+    from sae_paper.report.claims import BudgetTrend, claim_anchor
 
     board = Scoreboard("nb1", folder=tmp_path, claims=CLAIMS)
     board.record("a-number", "41.5 <script>x</script>, see `code`", "partly", "rule: within 5%",
@@ -131,3 +132,62 @@ def test_trend_is_recorded_and_shown(tmp_path):
     assert "*moving away*: margin 0.2 → 0.0" in render_table([stored], CLAIMS)
     with pytest.raises(SaePaperError, match="trend 'better'"):
         board.record("a-number", "41.5", "partly", trend=BudgetTrend("better", ""))
+
+
+def test_each_record_shows_its_badge_once_where_it_is_made(tmp_path):
+    from sae_paper.report.claims import BudgetTrend
+
+    shown = []
+    board = Scoreboard("nb", folder=tmp_path, claims=CLAIMS, show=shown.append)
+    assert board.record("a-number", "41 `x`", "partly", "rule: within 5%", ("stand-in",)) is None  # nothing to show twice
+    [badge] = shown
+    page = badge._repr_html_()
+    assert 'data-claim="a-number"' in page and 'data-verdict="partly"' in page and "sb-v-partly" in page
+    assert "stand-in scorer" in page and "<code>x</code>" in page and "the answer is 42" in page  # ours and the paper's
+    assert repr(badge) == "a-number: partly (stand-in)"
+    board.add_trend("a-number", BudgetTrend("flat", "margin 0.1 → 0.1", "+0.1 at 500 → +0.1 at 2,000 fragments"))
+    [stored] = read_records(tmp_path)
+    assert stored.marks == ("stand-in",) and stored.trend == "flat" and stored.trend_span.startswith("+0.1 at 500")
+    assert len(shown) == 1  # a trend is no new verdict
+    with pytest.raises(SaePaperError, match="unknown mark"):
+        board.record("b-order", "x", "not", "", ("lucky",))
+    with pytest.raises(SaePaperError, match="before its budget trend"):
+        board.add_trend("c-later", BudgetTrend("flat", ""))
+
+
+def test_scoreboard_rows_carry_marks_the_rounding_check_and_the_trend_span(tmp_path):
+    from sae_paper.report.claims import BudgetPoint, budget_trend
+
+    board = Scoreboard("nb", folder=tmp_path / "claims", claims=CLAIMS, show=lambda badge: None)
+    trend = budget_trend([BudgetPoint(500, 0.08), BudgetPoint(1000, 0.18), BudgetPoint(2000, 0.23)], what="margin",
+                         unit="fragments", tolerance=0.05)
+    assert trend.span == "+0.08 at 500 → +0.23 at 2,000 fragments"
+    board.record("a-number", "41", "partly", "", ("stand-in",), trend=trend)
+    board.record("b-order", "x", "reproduced")
+    check = tmp_path / "rounding.yaml"
+    check.write_text("flips:\n  b-order: >-\n    verdict: partly in one build,\n    reproduced in two.\n")
+    rounding = load_rounding_check(check)
+    assert rounding == {"b-order": "verdict: partly in one build, reproduced in two."}
+    assert load_rounding_check(tmp_path / "absent.yaml") == {}
+    rows = scoreboard_rows(read_records(tmp_path / "claims"), CLAIMS, rounding)
+    assert [r["marks"] for r in rows] == [["stand-in"], ["rounding-noise"], []]
+    page = render_scoreboard(tmp_path / "claims", CLAIMS, rounding=rounding)
+    first, second = [line for line in page.splitlines() if line.startswith('<details class="sb-claim"')][:2]
+    summary = first.split("</summary>")[0]
+    assert "stand-in scorer" in summary and "+0.08 at 500 → +0.23 at 2,000 fragments" in summary
+    assert "within rounding noise" in second.split("</summary>")[0] and "reproduced in two" in second
+    with pytest.raises(SaePaperError, match="unknown claim id"):
+        scoreboard_rows([], CLAIMS, {"zzz": "x"})
+
+
+@pytest.mark.parametrize("text", ["plain", "a|b", "`", "``x`", "x\ny", "", " "])
+def test_a_token_in_a_table_cell_stays_in_its_cell(text):
+    from markdown_it import MarkdownIt
+
+    from sae_paper.report.markdown import code_span
+
+    table = f"| a | b | c |\n|---|---|---|\n| 1 | {code_span(text)} | end |\n"
+    rendered = MarkdownIt("gfm-like").render(table)
+    cells = re.findall(r"<td>(.*?)</td>", rendered)
+    assert len(cells) == 3 and cells[2] == "end", rendered
+    assert "<code>" in cells[1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from sae_paper.cli import main
@@ -72,3 +74,15 @@ def test_yaml_exponent_without_a_dot_is_a_number(tmp_path):
     assert (config.alpha, config.lr) == (1e-3, 3e-4)
     with pytest.raises(SaePaperError, match="alpha='big': must be a number"):
         load_config(None, alpha="big")
+
+
+@pytest.mark.parametrize("argv", [[], ["book"], ["run"], ["export"], ["fields"]])
+def test_help_is_plain_text_not_the_docstring_markup(argv, capsys):
+    from sae_paper.cli import build_parser, plain_text
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--help"])
+    shown = capsys.readouterr().out
+    assert "usage: sae-paper" in shown
+    assert "``" not in shown and not re.search(r":[a-z]+:`", shown), shown
+    assert plain_text("see :mod:`~sae_paper.book.runner` and ``x=1``") == "see runner and x=1"

@@ -6,6 +6,7 @@ tiny SAE trained through the one pipeline on 620 activations.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import textwrap
@@ -19,14 +20,21 @@ from sae_paper.analysis.autointerp.fragments import FeatureChoice
 from sae_paper.analysis.autointerp.scoring import FeatureResult, MethodResult
 from sae_paper.analysis.feature_stats import unembed_direction
 from sae_paper.book.feature_browser import (
-    BrowsedSae, feature_cards, fragment_text, gather, save_picked, save_scored, write_browser,
+    BrowsedSae,
+    feature_cards,
+    fragment_text,
+    gather,
+    save_picked,
+    save_scored,
+    write_browser,
 )
 from sae_paper.book.pages import WIDE_PAGE, anchor_claim_sections, chapter_list, page_summary, toc_entries
+from sae_paper.book.profiles import load_profile, resolve_parameters
 from sae_paper.core.config import RunConfig
 from sae_paper.core.decompositions import SaeDecomposition
 from sae_paper.core.pipeline import Run
 from sae_paper.data.models import Site
-from sae_paper.data.paths import cache_dir
+from sae_paper.data.paths import cache_dir, repo_root
 from sae_paper.errors import SaePaperError
 
 MODEL = "pythia-70m-deduped-random"
@@ -118,7 +126,14 @@ def test_write_browser_pages_from_records_and_the_cache(trained, pythia_random, 
     save_scored("02_autointerp", scorer="explainer and simulator token-list (stand-in)", stand_in=True, fragments=SPEC,
                 saes={"main": (CONFIG, scored([0, 1, 2]))}, folder=records)
     save_picked("04_case_studies", "main", CONFIG, [(4, "the apostrophe feature")], folder=records)
-    written = write_browser(generated, load_model=lambda name: pythia_random, log=lambda line: None)
+    write_browser(generated, load_model=lambda name: pythia_random, log=lambda line: None)  # 02's settings unknown
+    assert "Not scored (a case-study pick" in (generated / "features" / "main.md").read_text()
+    smoke = resolve_parameters(load_profile(repo_root() / "profiles" / "smoke.yaml"), ["02_autointerp"], [])
+    (generated / "provenance").mkdir()
+    (generated / "provenance" / "02_autointerp.json").write_text(json.dumps(
+        {"parameters": {**smoke["02_autointerp"], "min_fragments": 1}}))  # as 02's provenance records them
+    logged = []
+    written = write_browser(generated, load_model=lambda name: pythia_random, log=logged.append)
     assert [p.name for p in written] == ["index.md", "main.md", "mlp.md"]
     page = (generated / "features" / "main.md").read_text()
     assert page.startswith(WIDE_PAGE + "# The main residual SAE: 4 features\n")
@@ -126,8 +141,15 @@ def test_write_browser_pages_from_records_and_the_cache(trained, pythia_random, 
     for feature in (0, 1, 2, 4):
         assert f"(fb-main-{feature})=" in page
     assert "## Feature 1: tokens 1 and apostrophes" in page
-    assert "Not scored in 02_autointerp (a case-study pick)" in page and "token-list stand-in (not a language model)" in page
-    assert re.search(r"background:rgba\(255,140,0,0\.\d\d\)", page)  # shaded tokens
+    assert "token-list stand-in (not a language model)" in page
+    card = page.split("(fb-main-4)=")[1]  # the case-study pick: explained and scored by the runner with 02's scorer
+    assert "Scored by the book runner with 02's scorer" in card.split("</p>")[0] and "<q>" in card.split("</p>")[0]
+    assert "feature browser: scored 1 case-study pick(s) of the main SAE with 02's scorer" in logged
+    contexts = [json.loads(m) for m in re.findall(r'<script type="application/json" class="fb-data">(.*?)</script>', page)]
+    assert contexts and all(len(c) == 2 and c[0]["title"] == "top-activating contexts" for c in contexts)
+    act, focus, tokens, values = contexts[0][0]["rows"][0]  # activation, firing index, tokens as shown, their values
+    assert len(tokens) == len(values) and values[focus] == pytest.approx(act, abs=0.01)
+    assert "\n" not in page.split('class="fb-data">')[1].split("</script>")[0]  # one line: one Markdown HTML block
     images = re.findall(r"```\{image\} (img/main-\d+\.png)", page)
     assert images and all((generated / "features" / name).stat().st_size > 1000 for name in images)
     assert "Not available in this build" in (generated / "features" / "mlp.md").read_text()

@@ -1,11 +1,12 @@
 """The ``sae-paper`` command line: harvest, train, evaluate (or all three with ``run``).
 
-Every command takes one :class:`~sae_paper.core.config.RunConfig`: ``--config FILE.yaml`` and/or
-``--set field=value`` (repeatable; values parsed as YAML, so ``--set alpha=null`` works).
-``sae-paper fields`` lists the fields with their documentation.
-``sae-paper book --profile NAME [-p key=value ...]`` executes the notebooks and builds the book
-(see :mod:`sae_paper.book.runner`). ``sae-paper export SAE_DIR OUT_DIR`` writes a saved SAE in SAELens's
-format (see :mod:`sae_paper.interop.saelens`).
+Every command takes one run configuration: ``--config FILE.yaml`` and/or ``--set field=value``
+(repeatable; values parsed as YAML, so ``--set alpha=null`` works). ``sae-paper fields`` lists
+the fields with their documentation.
+
+``sae-paper book --profile NAME [-p key=value ...]`` executes the notebooks and builds the book.
+``sae-paper export SAE_DIR OUT_DIR`` writes a saved SAE in SAELens's format.
+
 Errors in the user's input print one line, ``error: …``, and exit with status 2.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import fields
@@ -101,8 +103,16 @@ def _cmd_export(args) -> None:
     print(f"wrote {out / CONFIG_FILE} and {out / WEIGHTS_FILE} ({args.format} format)")
 
 
+def plain_text(docstring: str) -> str:
+    """A docstring as a terminal shows it: reStructuredText roles and literals (``:mod:`~a.b```, ````x````) as bare
+    text, so ``--help`` reads like the rest of the terminal and not like the source it was written in."""
+    text = re.sub(r":[a-z]+:`~?(?:[\w.]+\.)?([^`]+)`", r"\1", docstring)
+    return text.replace("``", "")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sae-paper", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="sae-paper", description=plain_text(__doc__),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, function, help_text in (
         ("harvest", _cmd_harvest, "harvest train and held-out activations to the disk cache"),

@@ -17,7 +17,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from sae_paper.analysis.token_activations import TokenActivations, token_text
+from sae_paper.analysis.token_activations import TokenActivations, token_display
 from sae_paper.core.decompositions import Decomposition, interpretable_codes
 from sae_paper.data.models import Site
 from sae_paper.errors import SaePaperError
@@ -95,7 +95,7 @@ def contexts_html(examples: Sequence[ContextExample], tokenizer, *, title: str =
     for example in examples:
         spans = []
         for i, (token, value) in enumerate(zip(example.token_ids, example.activations)):
-            text = html.escape(token_text(tokenizer, token)).replace("\n", "↵").replace(" ", "&nbsp;")
+            text = html.escape(token_display(tokenizer, token)).replace("\n", "↵").replace(" ", "&nbsp;")
             alpha = max(0.0, value) / top
             style = f"background:rgba(255,140,0,{alpha:.2f})"
             if i == example.focus:
@@ -109,7 +109,7 @@ def contexts_html(examples: Sequence[ContextExample], tokenizer, *, title: str =
 
 def context_text(example: ContextExample, tokenizer) -> str:
     """One example as plain text, the firing token in ⟦ ⟧ (for logs and tests)."""
-    parts = [token_text(tokenizer, t) for t in example.token_ids]
+    parts = [token_display(tokenizer, t) for t in example.token_ids]
     parts[example.focus] = "⟦" + parts[example.focus] + "⟧"
     return "".join(parts).replace("\n", "↵")
 
@@ -178,7 +178,7 @@ def features_on_token(
     scores = codes if scale is None else codes / scale.clamp(min=1e-12)
     top = scores.topk(min(k, len(scores)))
     return TokenFeatures(
-        prompt_tokens=tuple(token_text(model.tokenizer, t) for t in body.tolist()),
+        prompt_tokens=tuple(token_display(model.tokenizer, t) for t in body.tolist()),
         token_index=index,
         features=tuple(top.indices.tolist()),
         activations=tuple(float(codes[i]) for i in top.indices),

@@ -13,8 +13,10 @@ is an outlier of huge norm that no SAE is trained on; it is never part of the st
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -168,9 +170,51 @@ def token_text(tokenizer, token_id: int) -> str:
     return tokenizer.decode([int(token_id)])
 
 
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """Byte-level BPE's printable stand-ins (GPT-2, GPT-NeoX, SmolLM2: ``Ġ`` for a space, ...) → the byte."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
+
+
+def token_bytes(tokenizer, token_id: int) -> bytes | None:
+    """The raw bytes one token stands for, or None when the tokenizer's pieces are not byte-level.
+
+    A byte-level BPE token may hold part of a UTF-8 character (``'ə'`` is two bytes, often two
+    tokens); decoding it alone gives U+FFFD, which says nothing. Its bytes do.
+    """
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    fallback = re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece or "")  # SentencePiece's byte fallback
+    if fallback:
+        return bytes([int(fallback[1], 16)])
+    decoder = _byte_decoder()
+    if piece and all(char in decoder for char in piece):
+        return bytes(decoder[char] for char in piece)
+    return None
+
+
+def token_display(tokenizer, token_id: int) -> str:
+    """One token's text for a reader: as decoded, except that bytes of a UTF-8 character split across tokens show
+    as escapes (``\\xc9``) instead of U+FFFD. For display only: rules that classify tokens use :func:`token_text`."""
+    text = token_text(tokenizer, token_id)
+    if "\ufffd" not in text:
+        return text
+    raw = token_bytes(tokenizer, token_id)
+    return raw.decode("utf-8", errors="backslashreplace") if raw is not None else text.replace("\ufffd", "\\ufffd")
+
+
+def tokens_display(tokenizer, token_ids) -> str:
+    """A run of tokens as one text for a reader: decoded together (a character split over two tokens is whole again),
+    falling back to :func:`token_display` per token where the run itself starts or ends inside a character."""
+    ids = [int(t) for t in token_ids]
+    text = tokenizer.decode(ids)
+    return text if "\ufffd" not in text else "".join(token_display(tokenizer, t) for t in ids)
+
+
 def token_label(tokenizer, token_id: int) -> str:
     """A token as a reader sees it in a legend: quoted, with newlines and tabs escaped."""
-    text = token_text(tokenizer, token_id)
+    text = token_display(tokenizer, token_id)
     return '"' + text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t") + '"'
 
 

@@ -7,11 +7,13 @@
 - :mod:`.reuse`: executed notebooks and the feature browser kept by their inputs, so a rebuild runs
   only what changed;
 - :mod:`.progress`: a notebook's progress on the terminal and in the log;
-- :mod:`.pages`: the pages made from the records (scoreboard anchors, chapter list);
-- :mod:`.feature_browser`: a card per feature, from the chapters' cached results (its histogram
-  images: :mod:`.histogram_images`, drawn once per content, in parallel);
+- :mod:`.pages`: what the runner does to pages (claim anchors, parameters shown once, wide notebook pages,
+  the chapter list); :mod:`.costs_page`: what this build cost, on which machine;
+- :mod:`.feature_browser`, :mod:`.feature_pages`: a card per feature, from the chapters' cached results (its
+  histogram images: :mod:`.histogram_images`, drawn once per content, in parallel);
 - :mod:`.exports`: the SAEs the book exports in SAELens's format;
-- :mod:`.offline_math`: MathJax served from the book's own ``_static``.
+- :mod:`.offline_math`, :mod:`.no_thebe`: Sphinx extensions: MathJax served from the book's own
+  ``_static``, and no Thebe or Binder configuration in the pages.
 
 It is the top library layer: it may import every layer below it, and only the CLI imports it.
 """

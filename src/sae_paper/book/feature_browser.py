@@ -14,12 +14,14 @@ What the notebooks leave, as ``<book output>/feature_records/<notebook>.json`` (
 explainer and simulator made them, the fragment pool) and :func:`save_picked` (04: the
 features its case studies picked, and why).
 
-What the runner computes, :func:`write_browser`, all from disk: 02's fragment activations and
+What the runner computes, :func:`write_browser`, all from disk (the case-study picks 02 did not
+draw are explained and scored with 02's scorer and fragments, :func:`score_picked`): 02's fragment activations and
 the trained SAEs are read from the cache (no forward pass; a missing cache is reported on the
 page, not recomputed); the model is loaded only for its tokenizer and unembedding. For each
 feature over the fragment pool: firing rate and largest activation, a token histogram per
 activation bin (:func:`~sae_paper.analysis.feature_stats.token_histogram`), top-activating and
-random firing contexts with every token shaded (:func:`~sae_paper.analysis.feature_contexts.contexts_html`),
+random firing contexts with every token shaded (:mod:`sae_paper.book.feature_pages` writes them as data the page
+renders as it scrolls),
 and the tokens its direction most boosts and suppresses through the unembedding
 (:func:`~sae_paper.analysis.feature_stats.unembed_direction`; an MLP feature's direction is first
 written to the residual stream by the MLP's output weights, the direct path only).
@@ -31,9 +33,7 @@ then the cards; histograms under ``generated/features/img/``.
 
 from __future__ import annotations
 
-import html
 import json
-import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,10 +43,11 @@ import torch
 
 from sae_paper.analysis.autointerp.fragments import FragmentSpec, fragment_activations
 from sae_paper.analysis.autointerp.scoring import MethodResult
-from sae_paper.analysis.feature_contexts import ContextExample, contexts_html, top_contexts
+from sae_paper.analysis.feature_contexts import ContextExample, top_contexts
 from sae_paper.analysis.feature_stats import TokenHistogram, token_histogram, unembed_direction
 from sae_paper.analysis.token_activations import TokenActivations, feature_codes, token_label
 from sae_paper.book.histogram_images import draw_histograms
+from sae_paper.book.feature_pages import N_LOGITS, N_RANDOM, N_TOP, SLOTS, index_page, missing_page, render_page
 from sae_paper.book.pages import WIDE_PAGE
 from sae_paper.core.config import RunConfig
 from sae_paper.data.models import Site, model_spec
@@ -57,10 +58,6 @@ RECORDS = "feature_records"
 """The notebooks' records, under the book output (moved to ``book/generated`` by the runner)."""
 FOLDER = "features"
 """The pages, under ``book/generated``."""
-SLOTS = {"main": "The main residual SAE", "mlp": "The MLP SAE"}
-"""Page name → title. Fixed, so that ``book/_toc.yml`` can list the pages."""
-N_TOP, N_RANDOM, N_LOGITS = 8, 4, 8
-"""Top-activating contexts, random firing contexts and boosted/suppressed tokens per card."""
 
 
 # --------------------------------------------------------------------------------------
@@ -77,9 +74,10 @@ def _write(notebook: str, payload: dict, folder: str | Path | None) -> Path:
 
 
 def save_scored(notebook: str, *, scorer: str, stand_in: bool, fragments: FragmentSpec,
-                saes: Mapping[str, tuple[RunConfig | None, MethodResult | None]], folder: str | Path | None = None) -> Path:
+                saes: Mapping[str, tuple[RunConfig | None, MethodResult | None]], folder: str | Path | None = None) -> None:
     """Notebook 02: for each browsed SAE (``saes``: page name → (config, its scored features)), the
-    explanations and scores, who made them (``scorer``; ``stand_in``: not a language model) and the fragment pool."""
+    explanations and scores, who made them (``scorer``; ``stand_in``: not a language model) and the fragment pool.
+    Returns nothing: the record is the runner's, and a notebook cell ending in this call shows no path."""
     entries = {}
     for slot, (config, result) in saes.items():
         if slot not in SLOTS:
@@ -89,21 +87,21 @@ def save_scored(notebook: str, *, scorer: str, stand_in: bool, fragments: Fragme
         entries[slot] = {"config": config.to_dict(), "site": result.site, "features": [
             {"feature": r.feature, "explanation": r.explanation, "score": r.score, "random_score": r.random_score,
              "failure": r.failure} for r in result.features]}
-    return _write(notebook, {"scorer": scorer, "stand_in": stand_in, "fragments": asdict(fragments), "saes": entries},
-                  folder)
+    _write(notebook, {"scorer": scorer, "stand_in": stand_in, "fragments": asdict(fragments), "saes": entries}, folder)
 
 
 def save_picked(notebook: str, slot: str, config: RunConfig, picked: Sequence[tuple[int, str]],
-                folder: str | Path | None = None) -> Path:
+                folder: str | Path | None = None) -> None:
     """Notebook 04: features its case studies picked on the SAE of page ``slot``, each with why (a feature
-    picked twice keeps both reasons); negative ids (nothing found) are left out."""
+    picked twice keeps both reasons); negative ids (nothing found) are left out. Returns nothing (as
+    :func:`save_scored`)."""
     if slot not in SLOTS:
         raise SaePaperError(f"feature browser: unknown page {slot!r} (one of {', '.join(SLOTS)})")
     reasons: dict[int, list[str]] = {}
     for feature, why in picked:
         if int(feature) >= 0:
             reasons.setdefault(int(feature), []).append(why)
-    return _write(notebook, {"saes": {slot: {"config": config.to_dict(), "picked": {
+    _write(notebook, {"saes": {slot: {"config": config.to_dict(), "picked": {
         str(f): "; ".join(why) for f, why in reasons.items()}}}}, folder)
 
 
@@ -191,13 +189,19 @@ class FeatureCard:
     suppressed: list[tuple[str, float]]
 
 
-def fragment_text(spec: FragmentSpec, site: Site) -> TokenActivations:
-    """02's fragment pool at ``site`` from the cache, as contexts (BOS first) and one activation row per token."""
+def _fragment_pool(spec: FragmentSpec, site: Site):
+    """02's fragments and their activations at ``site``, from the cache only (a missing entry: one-line error)."""
     def not_cached():
         raise SaePaperError(f"the fragment activations at {site} ({spec.n_fragments} fragments) are not in the cache "
                             f"({spec.folder()}); rerun notebook 02_autointerp")
 
     fragments, acts = fragment_activations(None, spec, [site], get_model=not_cached)
+    return fragments, acts
+
+
+def fragment_text(spec: FragmentSpec, site: Site) -> TokenActivations:
+    """02's fragment pool at ``site`` from the cache, as contexts (BOS first) and one activation row per token."""
+    fragments, acts = _fragment_pool(spec, site)
     bos = torch.full((fragments.n_fragments, 1), model_spec(spec.model).bos_token_id, dtype=torch.long)
     rows = acts[site].reshape(-1, acts[site].shape[-1])
     return TokenActivations(torch.cat([bos, fragments.tokens], dim=1), rows, (("fragments", fragments.n_fragments),))
@@ -243,113 +247,52 @@ def feature_cards(sae: BrowsedSae, decomposition, text: TokenActivations, model,
     return cards
 
 
-# --------------------------------------------------------------------------------------
-# Pages
-# --------------------------------------------------------------------------------------
+def score_picked(sae: BrowsedSae, decomposition, parameters: Mapping | None) -> int:
+    """Explain and score, with notebook 02's scorer, fragments and settings, the case-study picks 02 did not draw.
+
+    02 scores a random sample of features; the features 04 picked (the apostrophe feature of
+    Figure 4, the single-token features) are rarely among them, and a card without an
+    explanation says little. ``parameters``: 02's, from its provenance (None: nothing to score
+    with). The scores join ``sae.scored``, marked ``by: runner``; every model call goes through
+    the autointerp call cache, so a rebuild scores nothing again. Returns how many were scored.
+    """
+    from sae_paper.analysis.autointerp.scoring import score_decomposition
+    from sae_paper.chapters.autointerp import AutointerpStudy, make_backends
+
+    missing = [f for f in sorted(sae.picked) if f not in sae.scored]
+    if not missing or parameters is None:
+        return 0
+    study = AutointerpStudy.from_params(parameters)
+    explainer, simulator = make_backends(study)
+    fragments, acts = _fragment_pool(sae.fragments, sae.site)
+    result = score_decomposition(decomposition, acts[sae.site], fragments, explainer, simulator, method="sae",
+                                 site=str(sae.site), n_features=len(missing), features=missing, config=study.scoring())
+    for r in result.features:
+        sae.scored[r.feature] = {"feature": r.feature, "explanation": r.explanation, "score": r.score,
+                                 "random_score": r.random_score, "failure": r.failure, "by": "runner"}
+    for feature in missing:
+        sae.scored.setdefault(feature, {"feature": feature, "explanation": None, "score": None, "by": "runner",
+                                        "failure": f"its activation varies on fewer than {study.min_fragments} "
+                                                   "fragments, which 02 skips too"})
+    return len(result.features)
 
 
-def _md_text(text: str, limit: int = 80) -> str:
-    """Plain text safe in a Markdown heading: one line, at most ``limit`` characters, punctuation escaped."""
-    line = " ".join(str(text).split())
-    line = line if len(line) <= limit else line[: limit - 1] + "…"
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!<>|~$&:\"'])", r"\\\1", line)
-
-
-def _number(value: float | None, fmt: str) -> str:
-    return "—" if value is None else format(value, fmt)
-
-
-def _anchor(slot: str, feature: int) -> str:
-    return f"fb-{slot}-{feature}"
-
-
-def _index_table(slot: str, cards: Sequence[FeatureCard]) -> str:
-    """The index: one row per feature, sortable and filterable by ``feature-browser.js`` (one HTML block)."""
-    head = ('<div class="fb-index"><input class="fb-filter" type="search" placeholder="filter by id, explanation or '
-            'reason" aria-label="filter the features"><table class="fb-table"><thead><tr>'
-            '<th data-sort="num">feature</th><th data-sort="text">explanation</th><th data-sort="num">score</th>'
-            '<th data-sort="num">firing rate</th><th data-sort="num">max act.</th><th data-sort="text">browsed because</th>'
-            "</tr></thead><tbody>")
-    rows = []
-    for c in cards:
-        score = "" if c.score is None else f"{c.score:.4f}"
-        rows.append(f'<tr><td data-value="{c.feature}"><a href="#{_anchor(slot, c.feature)}">{c.feature}</a></td>'
-                    f'<td><div class="fb-clamp">{html.escape(c.explanation or "—")}</div></td>'
-                    f"<td data-value=\"{score}\">{_number(c.score, '.2f')}</td>"
-                    f'<td data-value="{c.firing_rate:.6f}">{c.firing_rate:.2%}</td>'
-                    f'<td data-value="{c.max_activation:.4f}">{c.max_activation:.2f}</td><td>{html.escape(c.why)}</td></tr>')
-    return "\n".join([head, *rows, "</tbody></table></div>"])
-
-
-def _logit_line(pairs: Sequence[tuple[str, float]]) -> str:
-    return " ".join(f'<code>{html.escape(t)}</code>&nbsp;<span class="fb-num">{v:+.2f}</span>' for t, v in pairs)
-
-
-def _card(sae: BrowsedSae, card: FeatureCard, image: str | None, tokenizer) -> str:
-    title = f"Feature {card.feature}" + (f": {_md_text(card.explanation)}" if card.explanation else "")
-    by = "the token-list stand-in (not a language model)" if sae.stand_in else f"an LLM ({html.escape(sae.scorer)})"
-    if card.explanation is not None:
-        explained = (f'<p class="fb-expl">Explanation by {by}: <q>{html.escape(card.explanation)}</q>; score '
-                     f"<b>{_number(card.score, '.2f')}</b> (top-and-random), random-only "
-                     f"{_number(sae.scored[card.feature].get('random_score'), '.2f')}.</p>")
-    elif card.feature in sae.scored:
-        explained = f'<p class="fb-expl">02 could not explain it: {html.escape(str(sae.scored[card.feature].get("failure")))}</p>'
-    else:
-        explained = '<p class="fb-expl">Not scored in 02_autointerp (a case-study pick): no explanation.</p>'
-    meta = (f'<p class="fb-meta">Fires on {card.firing_rate:.2%} of the fragment tokens; largest activation '
-            f"{card.max_activation:.2f}. Browsed because: {html.escape(card.why)}.</p>")
-    parts = [f"({_anchor(sae.slot, card.feature)})=", f"## {title}", "", f'<div class="fb-card">{explained}{meta}</div>', ""]
-    if image:
-        parts += ["```{image} " + image, f":alt: token histogram per activation bin of feature {card.feature}",
-                  ":class: fb-hist", "```", ""]
-    else:
-        parts += ['<p class="fb-meta">It never fires on the fragment pool: no histogram or contexts.</p>', ""]
-    if card.top:
-        parts += ['<div class="fb-contexts">' + contexts_html(card.top, tokenizer, title="top-activating contexts")
-                  .replace("\n", "") + contexts_html(card.random, tokenizer, title="random firing contexts")
-                  .replace("\n", "") + "</div>", ""]
-    parts += [f'<div class="fb-logits"><p><b>Boosts</b> (unembedding) {_logit_line(card.boosted)}</p><p><b>Suppresses</b> '
-              f"{_logit_line(card.suppressed)}</p></div>", ""]
-    return "\n".join(parts)
-
-
-def _describe(sae: BrowsedSae) -> str:
-    c = sae.config
-    return (f"`{c.model}` {sae.site}: {c.sae} SAE, R = {c.ratio:g}, α = {c.alpha if c.alpha is not None else 'default'}, "
-            f"trained on {c.n_tokens:,} activations × {c.epochs} epochs")
-
-
-def render_page(sae: BrowsedSae, cards: Sequence[FeatureCard], images: Mapping[int, str], tokenizer) -> str:
-    """One SAE's page: what it is, where the numbers come from, the index, the cards."""
-    n_picked = sum(1 for c in cards if c.feature in sae.picked)
-    lines = [
-        f"# {SLOTS[sae.slot]}: {len(cards)} features", "",
-        f"{_describe(sae)}. {len(sae.scored)} features scored in notebook 02 and {n_picked} picked by the case "
-        f"studies; every number below is over 02's pool of {sae.fragments.n_fragments:,} fragments of "
-        f"{sae.fragments.length} tokens ({', '.join(sae.fragments.sources)}). Explanations and scores: {sae.scorer}.",
-        "",
-        "Each card: the explanation and its score; a histogram of the tokens it fires on per activation bin "
-        f"(log counts); its top {N_TOP} contexts and {N_RANDOM} random firing contexts, every token shaded by the "
-        "feature's activation (the firing token boxed); and the tokens its direction most boosts and suppresses "
-        "read through the unembedding (for the MLP SAE, through the MLP's output weights first: the direct path only).",
-        "", *[f"*{note}*\n" for note in sae.notes],
-        "## Index", "", "Click a column to sort it; type to filter.", "", _index_table(sae.slot, cards), "",
-    ]
-    lines += [_card(sae, card, images.get(card.feature), tokenizer) for card in cards]
-    return "\n".join(lines)
-
-
-def _missing_page(slot: str, why: str) -> str:
-    return f"# {SLOTS[slot]}\n\nNot available in this build: {why}.\n"
+def _scorer_parameters(generated: Path) -> dict | None:
+    """Notebook 02's parameters as its provenance recorded them, or None when 02 has not run."""
+    path = generated / "provenance" / "02_autointerp.json"
+    return json.loads(path.read_text()).get("parameters") if path.is_file() else None
 
 
 def browser_inputs(generated: Path) -> tuple[list[Path], list[Path]]:
-    """What :func:`write_browser` reads: the notebooks' feature records, and the cached files behind
-    each page (the SAE's ``summary.json``, rewritten whenever it is trained, and the fragment pool)."""
+    """What :func:`write_browser` reads: the notebooks' feature records and 02's provenance (its scorer's
+    parameters), and the cached files behind each page (the SAE's ``summary.json``, rewritten whenever it
+    is trained, and the fragment pool)."""
     from sae_paper.core.pipeline import Run
     from sae_paper.core.train import SUMMARY_FILE
 
     records = sorted((generated / RECORDS).glob("*.json")) if (generated / RECORDS).is_dir() else []
+    scorer = generated / "provenance" / "02_autointerp.json"  # 02's parameters score the case-study picks
+    records += [scorer] if scorer.is_file() else []
     inputs = []
     for sae in (gather(generated / RECORDS) if records else {}).values():
         folder = sae.fragments.folder()
@@ -375,7 +318,7 @@ def write_browser(generated: Path, *, load_model: Callable[[str], object] | None
         sae = pages.get(slot)
         path = out / f"{slot}.md"
         if sae is None:
-            path.write_text(_missing_page(slot, "notebook 02_autointerp has not recorded it (run that notebook)"))
+            path.write_text(missing_page(slot, "notebook 02_autointerp has not recorded it (run that notebook)"))
             written.append(path)
             continue
         run = Run(sae.config, progress=False)
@@ -384,13 +327,17 @@ def write_browser(generated: Path, *, load_model: Callable[[str], object] | None
                 raise SaePaperError(f"the SAE is not in the cache ({run.sae_dir}); rerun notebook 02_autointerp")
             text = fragment_text(sae.fragments, sae.site)
         except SaePaperError as error:
-            path.write_text(_missing_page(slot, str(error)))
+            path.write_text(missing_page(slot, str(error)))
             written.append(path)
             continue
         if sae.config.model not in models:
             models[sae.config.model] = load_model(sae.config.model)
         model = models[sae.config.model]
-        cards = feature_cards(sae, SaeDecomposition(run.sae()), text, model, seed=sae.config.seed)
+        decomposition = SaeDecomposition(run.sae())
+        scored = score_picked(sae, decomposition, _scorer_parameters(generated))
+        if scored:
+            log(f"feature browser: scored {scored} case-study pick(s) of the {slot} SAE with 02's scorer")
+        cards = feature_cards(sae, decomposition, text, model, seed=sae.config.seed)
         drawn = [card for card in cards if card.histogram is not None]
         images = {card.feature: f"img/{slot}-{card.feature}.png" for card in drawn}
         draw_histograms([(card.histogram, f"feature {card.feature}: {card.histogram.n_firing:,} firing tokens",
@@ -399,19 +346,6 @@ def write_browser(generated: Path, *, load_model: Callable[[str], object] | None
         written.append(path)
         log(f"feature browser: {slot} page, {len(cards)} features")
     index = out / "index.md"
-    index.write_text(_index_page(pages))
+    index.write_text(index_page(pages))
     written.insert(0, index)
     return written
-
-
-def _index_page(pages: Mapping[str, BrowsedSae]) -> str:
-    lines = ["# Feature browser", "",
-             "A card for each feature the book looked at, as feature dashboards (Neuronpedia, sae-dashboard) show "
-             "them: what it fires on, in which contexts, and what its direction does to the next-token logits. "
-             "Made by `sae-paper book` from the cached results of notebooks 02 and 04, without running the model "
-             "again; it works with no network.", ""]
-    for slot, title in SLOTS.items():
-        sae = pages.get(slot)
-        what = f"{_describe(sae)}; {len(sae.features)} features" if sae else "not available in this build"
-        lines.append(f"- [{title}]({slot}.md): {what}")
-    return "\n".join(lines) + "\n"

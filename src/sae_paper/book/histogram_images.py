@@ -29,6 +29,8 @@ from sae_paper.data.paths import cache_dir
 POOL_FROM = 24
 """Missing images from which a pool of processes pays for its start (a few seconds per process)."""
 MAX_WORKERS = 8
+DPI = 144
+"""Sharp on a high-density screen, at the card's size."""
 
 
 def _stored(histogram: TokenHistogram, title: str) -> Path:
@@ -36,7 +38,7 @@ def _stored(histogram: TokenHistogram, title: str) -> Path:
 
     from sae_paper.report import feature_plots
 
-    key = fingerprint([histogram, title, matplotlib.__version__, inspect.getsource(feature_plots)])
+    key = fingerprint([histogram, title, DPI, matplotlib.__version__, inspect.getsource(feature_plots)])
     return cache_dir("book-browser", "img") / f"{key[:24]}.png"
 
 
@@ -45,7 +47,7 @@ def _draw(histogram: TokenHistogram, title: str, stored: Path) -> None:
     from sae_paper.report.feature_plots import compact_histogram_figure
 
     tmp = stored.with_name(f"{stored.stem}.{os.getpid()}.tmp")
-    compact_histogram_figure(histogram, title=title).savefig(tmp, dpi=72, format="png")
+    compact_histogram_figure(histogram, title=title).savefig(tmp, dpi=DPI, format="png")
     os.replace(tmp, stored)
 
 

@@ -5,6 +5,8 @@
   nothing else to edit. ``book/intro.md`` includes the generated ``generated/chapters.md``.
   Each entry is the page's title and the line under it (a notebook's "*Section 3 and ...*"
   line, shortened to the sections; a Markdown page's first sentence).
+- :func:`show_parameters_once`: after a notebook ran, its parameters appear once, as a table of what
+  this build set differently from the notebook's defaults.
 - :func:`anchor_claim_sections`: before a notebook runs, the heading cell of every section that
   records a claim (``board.record("fig2-depth", ...)``) gets an anchor ``claim-fig2-depth``
   (:func:`sae_paper.report.claims.claim_anchor`), which is where the scoreboard's claim ids link to.
@@ -137,3 +139,71 @@ def anchor_claim_sections(cells) -> dict[str, int]:
         last = list(HEADING.finditer(source))[-1].start()
         cells[index].source = source[:last] + targets + source[last:]
     return anchored
+
+
+def _assignments(source: str) -> dict[str, str]:
+    """``name = value`` lines of a parameters cell: name → the value's source text (comments dropped)."""
+    import ast
+
+    values = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            values[node.targets[0].id] = ast.get_source_segment(source, node.value) or ""
+    return values
+
+
+def _same(a: str, b: str) -> bool:
+    """Whether two parameter values' source texts mean the same value (a profile's YAML list equals a tuple default)."""
+    import ast
+
+    def plain(value):
+        return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+    try:
+        return plain(ast.literal_eval(a)) == plain(ast.literal_eval(b))
+    except (ValueError, SyntaxError):
+        return a.strip() == b.strip()
+
+
+def show_parameters_once(cells, profile: str) -> int:
+    """Show an executed notebook's parameters once, as what this build changed.
+
+    The notebook's own ``parameters`` cell (its defaults) and papermill's ``injected-parameters``
+    cell (the profile's values, every one of them) would show the same names twice, 30–45 lines
+    each. Both get the ``remove-cell`` tag, and the injected cell becomes a Markdown table of the
+    parameters whose value differs from the notebook's default. ``cells``: an executed notebook's
+    cells, changed in place (no cell added or removed). Returns how many parameters differ.
+    """
+    defaults_cell = next((c for c in cells if "parameters" in c.metadata.get("tags", [])), None)
+    injected_cell = next((c for c in cells if "injected-parameters" in c.metadata.get("tags", [])), None)
+    if injected_cell is None:
+        return 0
+    defaults = _assignments(defaults_cell.source) if defaults_cell is not None else {}
+    injected = _assignments(injected_cell.source)
+    changed = {k: v for k, v in injected.items() if k != "profile" and not (k in defaults and _same(v, defaults[k]))}
+
+    def code(text: str) -> str:
+        return "`" + " ".join(text.split()).replace("|", "\\|").replace("`", "'") + "`"
+
+    if changed:
+        rows = [f"| `{name}` | {code(value)} | {code(defaults[name]) if name in defaults else '—'} |"
+                for name, value in changed.items()]
+        text = (f"**Parameters** of this build (profile `{profile}`): the {len(changed)} that differ from the notebook's "
+                f"defaults; the other {len(injected) - len(changed) - ('profile' in injected)} are as the notebook sets "
+                "them.\n\n| parameter | this build | the notebook's default |\n|---|---|---|\n" + "\n".join(rows))
+    else:
+        text = f"**Parameters** of this build (profile `{profile}`): all as the notebook sets them."
+    if defaults_cell is not None and "remove-cell" not in defaults_cell.metadata["tags"]:
+        defaults_cell.metadata["tags"].append("remove-cell")
+    injected_cell.cell_type = "markdown"
+    injected_cell.source = text
+    for key in ("outputs", "execution_count"):
+        injected_cell.pop(key, None)
+    return len(changed)
+
+
+def widen_notebook_page(notebook) -> None:
+    """Give an executed notebook's page the width of the right-hand table of contents, as :data:`WIDE_PAGE` does for a
+    Markdown page: its wide figures (Figure 16's panels, Figure 5's tree) are then drawn large enough to read, and
+    ``book/_static/figures.js`` opens any figure still shrunk at its natural size on a click."""
+    notebook.metadata["html_theme.sidebar_secondary.remove"] = True

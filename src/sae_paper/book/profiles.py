@@ -9,7 +9,6 @@ layer fails before a notebook starts, in one line (:class:`BookError`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -87,7 +87,8 @@ def browser_key(records: Iterable[Path], inputs: Iterable[Path]) -> str:
         stats[str(path)] = [stat.st_size, stat.st_mtime_ns] if stat else None
     records = list(records)
     return _key({"package": package_hash(),
-                 "records": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(records)},
+                 "records": {f"{p.parent.name}/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
+                             for p in sorted(records)},
                  "inputs": stats})
 
 

@@ -49,17 +49,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sae_paper.book.pages import WIDE_PAGE, anchor_claim_sections, write_chapter_list
+from sae_paper.book.costs_page import write_costs_page
+from sae_paper.book.pages import (
+    WIDE_PAGE,
+    anchor_claim_sections,
+    show_parameters_once,
+    widen_notebook_page,
+    write_chapter_list,
+)
 from sae_paper.book.profiles import (
-    BookError, describe_configs, load_profile, parse_overrides, profile_path, resolve_parameters, study_classes,
+    BookError,
+    describe_configs,
+    load_profile,
+    parse_overrides,
+    profile_path,
+    resolve_parameters,
+    study_classes,
 )
 from sae_paper.book.reuse import OUTPUT_FOLDERS, ReuseCache, browser_key, notebook_files, notebook_key, tree_files
+from sae_paper.data.cache import LOG_ENV
 from sae_paper.data.paths import BOOK_OUTPUT_ENV, book_dir, repo_root
 
 KERNEL_NAME = "python3"
 GENERATED = "generated"
 SCOREBOARD = "scoreboard.md"
 SCOREBOARD_JSON = "scoreboard.json"
+ROUNDING_CHECK = "checks/rounding.yaml"
+"""The book's recorded float-rounding check, relative to the book folder (see :func:`write_scoreboard`)."""
+LOGS = "logs"
+"""Where each notebook's library messages go (``<book output>/logs/<notebook>.log``), instead of its cells."""
+
 
 @dataclass(frozen=True)
 class BookLayout:
@@ -161,8 +180,9 @@ def run_book(
     started = time.perf_counter()
     for line in harvest_for_book({name: parameters[name] for name in to_run}):
         log(f"harvest: {line}")
-    if time.perf_counter() - started > 1:
-        log(f"harvest: done in {time.perf_counter() - started:.0f} s")
+    steps = {"harvest": time.perf_counter() - started}  # what the costs page shows besides the notebooks
+    if steps["harvest"] > 1:
+        log(f"harvest: done in {steps['harvest']:.0f} s")
     for name in to_run:
         started = time.perf_counter()
         log(f"{name}: executing with profile {profile_name} ...")
@@ -170,14 +190,20 @@ def run_book(
                             {**parameters[name], "profile": profile_name}, staging=staging, cwd=layout.notebooks_dir,
                             progress=NotebookProgress(name, load_timings(profile_name, name)))
         save_timings(profile_name, name, executed)
-        executed_cache.store(name, keys[name], out, notebook_files(name))
+        executed_cache.store(name, keys[name], out, [*notebook_files(name), f"{LOGS}/{name}.log"])
         result.seconds[name] = time.perf_counter() - started
-        log(f"{name}: done in {result.seconds[name]:.0f} s")
+        messages = out / LOGS / f"{name}.log"
+        count = len(messages.read_text().splitlines()) if messages.is_file() else 0
+        log(f"{name}: done in {result.seconds[name]:.0f} s"
+            + (f"; {count} library message(s) in {GENERATED}/{LOGS}/{name}.log" if count else ""))
     log(f"notebooks executed: {', '.join(to_run) or 'none'}; reused: {', '.join(result.reused) or 'none'}")
     _install(out, layout.book_dir / GENERATED, selected)
     write_scoreboard(layout.book_dir / GENERATED)
     _export_saes(layout.book_dir / GENERATED, {name: parameters[name] for name in selected}, log)
+    started = time.perf_counter()
     _feature_browser(layout.book_dir / GENERATED, log, reuse=reuse)
+    steps["feature browser"] = time.perf_counter() - started
+    write_costs_page(layout.book_dir / GENERATED, present, steps, profile_name)
     if (layout.book_dir / "_toc.yml").is_file():  # a book folder without a toc has no chapters to list
         write_chapter_list(layout.book_dir, layout.notebooks_dir, layout.book_dir / GENERATED)
     if build:
@@ -294,6 +320,7 @@ def _execute(source: Path, output: Path, parameters: Mapping[str, Any], *, stagi
     Returns the executed notebook (its cells carry papermill's timings).
     """
     import jupytext
+    import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -306,12 +333,18 @@ def _execute(source: Path, output: Path, parameters: Mapping[str, Any], *, stagi
     converted.parent.mkdir(exist_ok=True)
     jupytext.write(notebook, converted)
     jupyter_path = os.pathsep.join(filter(None, [str(_kernelspec(staging)), os.environ.get("JUPYTER_PATH")]))
+    log_file = output.parent / LOGS / f"{name}.log"  # the library's messages: the build's log, not the page
+    log_file.parent.mkdir(exist_ok=True)
     try:
-        with _environment(JUPYTER_PATH=jupyter_path, **{BOOK_OUTPUT_ENV: str(output.parent)}):
-            return papermill.execute_notebook(
+        with _environment(JUPYTER_PATH=jupyter_path, **{BOOK_OUTPUT_ENV: str(output.parent), LOG_ENV: str(log_file)}):
+            executed = papermill.execute_notebook(
                 str(converted), str(output), parameters=dict(parameters), kernel_name=KERNEL_NAME, language="python",
                 cwd=str(cwd), engine_name=ENGINE, progress=progress, progress_bar=False, log_output=False,
             )
+        show_parameters_once(executed.cells, str(parameters.get("profile", "")))
+        widen_notebook_page(executed)
+        nbformat.write(executed, output)
+        return executed
     except PapermillExecutionError as error:
         first = next((line.strip() for line in (error.source or "").splitlines() if line.strip()), "")
         number = next((i for i, cell in enumerate(notebook.cells, 1) if cell.source == error.source), None)
@@ -331,8 +364,11 @@ def _install(staged: Path, target: Path, notebooks: Sequence[str]) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for folder in OUTPUT_FOLDERS:
         (target / folder).mkdir(exist_ok=True)
+    (target / LOGS).mkdir(exist_ok=True)
     for name in notebooks:
         shutil.move(str(staged / f"{name}.ipynb"), str(target / f"{name}.ipynb"))
+        if (staged / LOGS / f"{name}.log").is_file():
+            shutil.move(str(staged / LOGS / f"{name}.log"), str(target / LOGS / f"{name}.log"))
         for folder in OUTPUT_FOLDERS:
             new, old = staged / folder / f"{name}.json", target / folder / f"{name}.json"
             if new.is_file():
@@ -343,13 +379,17 @@ def _install(staged: Path, target: Path, notebooks: Sequence[str]) -> None:
 
 def write_scoreboard(generated: Path) -> Path:
     """Render ``generated/scoreboard.md`` from the claim records, with each notebook's provenance, and the same
-    records as ``generated/scoreboard.json`` (one object per claim, :func:`sae_paper.report.claims.scoreboard_rows`)."""
-    from sae_paper.report.claims import load_claims, read_records, render_scoreboard, scoreboard_rows
+    records as ``generated/scoreboard.json`` (one object per claim, :func:`sae_paper.report.scoreboard.scoreboard_rows`).
+    The book's recorded float-rounding check (``checks/rounding.yaml`` beside ``generated``) marks the claims it
+    flipped."""
+    from sae_paper.report.claims import load_claims, read_records
+    from sae_paper.report.scoreboard import load_rounding_check, render_scoreboard, scoreboard_rows
 
     claims = load_claims()
-    rows = scoreboard_rows(read_records(generated / "claims"), claims)
+    rounding = load_rounding_check(generated.parent / ROUNDING_CHECK)
+    rows = scoreboard_rows(read_records(generated / "claims"), claims, rounding)
     (generated / SCOREBOARD_JSON).write_text(json.dumps({"claims": rows}, indent=1, ensure_ascii=False) + "\n")
-    text = render_scoreboard(generated / "claims", claims, json_name=SCOREBOARD_JSON)
+    text = render_scoreboard(generated / "claims", claims, json_name=SCOREBOARD_JSON, rounding=rounding)
     runs = []
     for path in sorted((generated / "provenance").glob("*.json")):
         info = json.loads(path.read_text())

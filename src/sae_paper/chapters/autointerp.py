@@ -197,9 +197,10 @@ class AutointerpStudy(SaeRunFields):
         sites = [Site("resid_post", layer) for layer in self.layers]
         return sites + ([Site("mlp_post", self.mlp_layer)] if self.mlp_layer is not None else [])
 
-    def pythia_layer(self, layer: int) -> float:
-        """The Pythia-70M layer at the same depth: the same fraction (layer + 1) / n_layers of blocks done."""
-        return (layer + 1) * 6 / model_spec(self.model).n_layers - 1
+    def layer_label(self, layer: int) -> str:
+        """A figure's tick for ``layer``: the model's own layer and the share of its blocks done after it,
+        ``(layer + 1) / n_layers``, the depth to compare with the paper's layers (Pythia-70M's layer 2 of 6: 50 %)."""
+        return f"{layer} ({(layer + 1) / model_spec(self.model).n_layers:.0%} of depth)"
 
 
 # --------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ def scores_by_layer(summaries: Sequence[MethodSummary], layers: Sequence[int], m
     ax.set_ylabel(("random-only" if random_only else "top-and-random") + " autointerp score (mean r)")
     ax.axhline(0, color="black", linewidth=0.5)
     ax.set_title(title + (f"\n{backend}" if backend else ""), fontsize=10)
-    ax.legend(fontsize=8, ncols=2)
+    ax.legend(fontsize=9, ncols=2)
     return fig
 
 
@@ -55,5 +55,5 @@ def scores_by_ratio(by_ratio: Mapping[float, MethodSummary], baselines: Sequence
     ax.set_xlabel("dictionary ratio R = d_hid / d_in")
     ax.set_ylabel("top-and-random score (mean r)")
     ax.set_title(title + (f"\n{backend}" if backend else ""), fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     return fig

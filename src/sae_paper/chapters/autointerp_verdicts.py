@@ -23,6 +23,11 @@ def _backend_note(backend: str) -> str:
     return STAND_IN if backend == "token-list" else f"{backend} explainer/simulator"
 
 
+def _marks(backend: str) -> tuple[str, ...]:
+    """Every verdict of notebook 02 is decided by its scorer: marked ``stand-in`` when that is the token-list one."""
+    return ("stand-in",) if backend == "token-list" else ()
+
+
 def _fmt(s: MethodSummary, random_only: bool = False) -> str:
     mean, ci = (s.random_mean, s.random_ci) if random_only else (s.mean, s.ci)
     return f"{LABELS.get(s.method, s.method)} {mean:.2f}±{ci:.2f}"
@@ -57,7 +62,7 @@ def early_layers_finding(summaries: Sequence[MethodSummary], layers: Sequence[in
     ours = f"{site}: " + ", ".join(_fmt(s) for s in [sae, *bases])
     note = (f"rule: SAE mean above every baseline with non-overlapping 95% CIs at the earliest layer → reproduced, above "
             f"with overlap → partly; {sae.n_scored} features per method; {_backend_note(backend)}; {_failures([sae, *bases])}")
-    return Finding(ours, verdict, note)
+    return Finding(ours, verdict, note, _marks(backend))
 
 
 def depth_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str, n_layers: int) -> Finding:
@@ -82,7 +87,7 @@ def depth_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, 
     note = (f"rule: the SAE's margin over the best baseline is clear at the first layer (non-overlapping 95% CIs) and "
             f"shrinks to below half at the last → reproduced; a positive first margin that shrinks → partly; our deepest "
             f"layer is {layers[-1]} of {n_layers} (the paper went to the last layer); {_backend_note(backend)}")
-    return Finding(ours, verdict, note)
+    return Finding(ours, verdict, note, _marks(backend))
 
 
 def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str) -> Finding:
@@ -102,7 +107,7 @@ def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int
     note = ("rule: random-only below top-and-random for the SAE at every layer and SAE ahead of every baseline at the "
             "earliest layer with non-overlapping 95% CIs → reproduced, the first or the SAE's mean ahead → partly; a "
             f"constant simulation scores 0; {_backend_note(backend)}")
-    return Finding(ours, verdict, note)
+    return Finding(ours, verdict, note, _marks(backend))
 
 
 def ratio_finding(by_ratio: Mapping[float, MethodSummary], baseline_summaries: Sequence[MethodSummary], *, backend: str) -> Finding:
@@ -118,7 +123,7 @@ def ratio_finding(by_ratio: Mapping[float, MethodSummary], baseline_summaries: S
     note = (f"rule: all R above the best baseline at that layer with non-overlapping 95% CIs → reproduced, all above "
             f"with overlap or only R ≥ 1 clearly above → partly; {by_ratio and next(iter(by_ratio.values())).site}; "
             f"our SAEs saw ~5e4 activations (the paper's 20M); {_backend_note(backend)}")
-    return Finding(ours, verdict, note)
+    return Finding(ours, verdict, note, _marks(backend))
 
 
 def topk_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], ks: Mapping[int, int], *, backend: str) -> Finding:
@@ -142,7 +147,7 @@ def topk_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], ks: 
     ours = "; ".join(parts) + f"; SAE above every top-K: {above}; mean share of the gap closed {mean_share:.2f}"
     note = (f"rule: SAE above top-K PCA and ICA at every layer and top-K closing < 50% of the gap on average → reproduced, "
             f"SAE above but ≥ 50% closed → partly; K = mean L0 of our R=1 SAE on the fragments; {_backend_note(backend)}")
-    return Finding(ours, verdict, note)
+    return Finding(ours, verdict, note, _marks(backend))
 
 
 PAPER_TABLE1 = (("surnames", 0.33), ("actions by subject/object", -0.11), ("'W'/words starting with w", 0.55),
@@ -158,7 +163,7 @@ def table1_finding(rows: Sequence[tuple[int, str | None, float | None]], site: s
     mean = sum(scored) / len(scored) if scored else float("nan")
     note = (f"mean of our scored first features {mean:.2f} vs the paper's 0.31; not comparable: another model's "
             f"dictionary (feature indices are arbitrary) and a {_backend_note(backend)}")
-    return Finding(ours, "not comparable", note)
+    return Finding(ours, "not comparable", note, _marks(backend))
 
 
 def moments_correlations(results) -> dict[str, float]:
@@ -178,7 +183,7 @@ def moments_finding(correlations: Mapping[str, float], n: int, *, backend: str) 
     ours = ", ".join(f"{k} {v:+.2f} (paper {PAPER_TABLE2[k]:+.2f})" for k, v in correlations.items()) + f" over {n} SAE features"
     note = (f"rule: within ±0.2 of the paper's value: all four → reproduced, 2-3 → partly; kurtosis is excess kurtosis; "
             f"SAE features of every layer and ratio scored here; {_backend_note(backend)}")
-    return Finding(ours, verdict, note)
+    return Finding(ours, verdict, note, _marks(backend))
 
 
 def mlp_finding(sae: MethodSummary, neurons: MethodSummary, *, backend: str) -> Finding:
@@ -189,4 +194,4 @@ def mlp_finding(sae: MethodSummary, neurons: MethodSummary, *, backend: str) -> 
     ours = f"{sae.site}: SAE {sae.mean:.2f}±{sae.ci:.2f} vs neurons {neurons.mean:.2f}±{neurons.ci:.2f} " \
            f"({sae.n_scored} vs {neurons.n_scored} features; {sae.n_skipped} SAE features skipped while drawing)"
     note = f"rule: above with non-overlapping 95% CIs → reproduced, above → partly; {_backend_note(backend)}"
-    return Finding(ours, verdict, note)
+    return Finding(ours, verdict, note, _marks(backend))

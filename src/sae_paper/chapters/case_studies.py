@@ -27,13 +27,14 @@ from torch import Tensor
 from sae_paper.analysis.causal_tree import TreeNode
 from sae_paper.analysis.feature_contexts import TokenFeatures, features_on_token
 from sae_paper.analysis.feature_stats import ClassStats
-from sae_paper.analysis.token_activations import TokenActivations, cached_activations, token_text
+from sae_paper.analysis.token_activations import TokenActivations, cached_activations, token_display
 from sae_paper.chapters.study import SaeRunFields
 from sae_paper.core.config import RunConfig
 from sae_paper.core.decompositions import Decomposition
 from sae_paper.data.activations import HarvestSpec
 from sae_paper.data.models import Site, model_spec
 from sae_paper.errors import SaePaperError
+from sae_paper.report.markdown import code_span
 
 NOTEBOOK = "04_case_studies"
 PAPER_PROMPT = " I don't know about that. It is now up to Dave\"'"
@@ -280,7 +281,7 @@ class TargetChoice:
         lines = ["| feature | closing brackets in top unembedded tokens | top unembedded tokens | fires | "
                  "activation followed by a closing bracket | |", "|---:|---:|---|---:|---:|---|"]
         for feature in order.argsort(descending=True)[:n].tolist():
-            tokens = " ".join(f"`{token_text(tokenizer, t)!r}`" for t in self.top_tokens[feature].tolist())
+            tokens = " ".join(code_span(repr(token_display(tokenizer, t))) for t in self.top_tokens[feature].tolist())
             mark = "**target**" if feature == self.feature else ""
             lines.append(f"| {feature} | {float(self.scores[feature]):.0%} | {tokens} | {int(self.fires[feature]):,} | "
                          f"{float(self.precedes[feature]):.1%} | {mark} |")

@@ -13,7 +13,7 @@ from torch import Tensor
 from sae_paper.analysis.ablation import LogitEffect
 from sae_paper.analysis.causal_tree import TreeNode
 from sae_paper.analysis.feature_stats import ClassStats, class_share_per_bin
-from sae_paper.analysis.token_activations import has_apostrophe, token_text
+from sae_paper.analysis.token_activations import has_apostrophe, token_display, token_text
 from sae_paper.chapters.case_studies import is_punctuation
 from sae_paper.report.claims import Finding
 
@@ -83,8 +83,8 @@ def ablation_finding(feature: int, effect: LogitEffect, tokenizer, *, threshold:
     below, above = effect.n_beyond(threshold)
     ours = (f"feature {feature}, ablated in {effect.n_examples} top-activating contexts (activation "
             f"{float(effect.feature_clean.mean()):.1f} → {float(effect.feature_ablated.max()):.1g}): most suppressed "
-            + ", ".join(f"{n!r} ({d:+.2f})" for n, (_, d) in zip(names, suppressed))
-            + "; most boosted " + ", ".join(f"{token_text(tokenizer, t)!r} ({d:+.2f})" for t, d in boosted)
+            + ", ".join(f"{token_display(tokenizer, t)!r} ({d:+.2f})" for t, d in suppressed)
+            + "; most boosted " + ", ".join(f"{token_display(tokenizer, t)!r} ({d:+.2f})" for t, d in boosted)
             + f"; {below:,} tokens below −{threshold:g}, {above:,} above +{threshold:g} (changes centred per example; "
             f"uncentred, every logit moved by {effect.mean_shift:+.2f} on average)")
     note = (f"rule: reproduced if an 's' token is the most suppressed, partly if among the {k} most suppressed; "

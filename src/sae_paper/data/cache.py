@@ -126,9 +126,21 @@ def version(kind: str) -> int:
         raise SaePaperError(f"unknown artifact kind {kind!r} (known: {', '.join(COMPUTATIONS)})") from None
 
 
+LOG_ENV = "SAE_PAPER_LOG"
+"""A file to append :func:`notice` lines to instead of stderr: the book runner sets it for each notebook, so the
+library's messages (and the cache paths in them) go to the build's log, not into the pages' cell outputs."""
+
+
 def notice(message: str) -> None:
-    """Tell the user, on stderr, something the cache did on its own (waited, rebuilt, recomputed)."""
-    print(f"sae-paper: {message}", file=sys.stderr, flush=True)
+    """Tell the user something the cache did on its own (waited, rebuilt, recomputed): on stderr, or in the file
+    :data:`LOG_ENV` names."""
+    line = f"sae-paper: {message}"
+    log = os.environ.get(LOG_ENV)
+    if log:
+        with open(log, "a", encoding="utf-8") as file:
+            file.write(line + "\n")
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------

@@ -142,6 +142,22 @@ def load_model(name: str, device: str | None = None):
     return bridge
 
 
+def load_tokenizer(name: str):
+    """The named model's tokenizer alone, without loading its weights (to show cached token ids as text)."""
+    from transformers import AutoTokenizer
+
+    spec = model_spec(name)
+    if spec.weights == "random":
+        return _neox_tokenizer()
+    if spec.weights == "gguf":
+        folder = model_cache_dir() / spec.name
+        if not (folder / "complete").is_file():
+            _dequantise_smollm2(folder)
+        with _quiet():
+            return AutoTokenizer.from_pretrained(folder)
+    return AutoTokenizer.from_pretrained(spec.hub_id)
+
+
 def _load_from_hub(spec: ModelSpec):
     """The paper's models: TransformerBridge fetches weights and tokenizer from the hub itself."""
     try:

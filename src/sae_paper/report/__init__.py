@@ -1,7 +1,9 @@
 """The report layer: what turns analyses into something a reader checks.
 
 - :mod:`.claims`: the paper's claims by id (``../shared/paper/claims.yaml``), a ``Finding`` per
-  verdict, the records the notebooks write and the scoreboard's budget trends;
+  verdict, the records the notebooks write (with their marks) and the budget trends;
+- :mod:`.claim_html`, :mod:`.scoreboard`: a verdict's badge where it is computed, and the scoreboard
+  page; :mod:`.markdown`: text safe in the notebooks' Markdown tables;
 - :mod:`.plots`, :mod:`.feature_plots`: the figures shared by several chapters, drawn without
   pyplot's global state;
 - :mod:`.provenance`: the commit, parameters, libraries, hardware and wall time behind each notebook.

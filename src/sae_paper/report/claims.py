@@ -11,8 +11,8 @@ claim it tests::
 
 Each record is written at once to ``<book output>/claims/<notebook>.json`` (see
 :func:`sae_paper.data.paths.book_output_dir`); opening the scoreboard empties that notebook's
-file, so a rerun replaces its records and never mixes two runs. :func:`render_scoreboard`
-turns every notebook's records into one Markdown table for the book, listing the claims
+file, so a rerun replaces its records and never mixes two runs. :func:`sae_paper.report.scoreboard.render_scoreboard`
+turns every notebook's records into the book's scoreboard page, listing the claims
 nobody has recorded yet as "not yet run".
 
 Verdicts are one of :data:`VERDICTS`: ``reproduced`` (the paper's statement holds in our
@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,6 +34,8 @@ from typing import Literal, NamedTuple
 
 from sae_paper.data.paths import book_output_dir, shared_file
 from sae_paper.errors import SaePaperError
+from sae_paper.report.claim_html import ClaimBadge
+from sae_paper.report.markdown import table_cell
 
 Verdict = Literal["reproduced", "partly", "not", "not comparable"]
 VERDICTS: tuple[str, ...] = Verdict.__args__
@@ -67,10 +69,23 @@ class ClaimRecord:
     """How the number that decides the verdict moves with more budget (one of :data:`TRENDS`; empty: not measured)."""
     trend_note: str = ""
     """The budget points behind ``trend``, in words."""
+    trend_span: str = ""
+    """The deciding number at the smallest and the largest budget, short (``+0.08 at 500 → +0.23 at 2,000``)."""
+    marks: tuple[str, ...] = ()
+    """What else decides the verdict, from :data:`MARKS` (e.g. ``stand-in``: the token-list scorer decided it)."""
 
     def _repr_markdown_(self) -> str:
         trend = f" With more budget: *{self.trend}* ({self.trend_note})." if self.trend else ""
         return f"**{self.claim_id}**: *{self.verdict}*. {self.ours}. ({self.note}){trend}"
+
+
+MARKS = {
+    "stand-in": "decided by the token-list stand-in for GPT-4/GPT-3.5: its explanations are lists of tokens and its "
+                "simulation a lookup, so a feature scores by how well its current token predicts it",
+    "rounding-noise": "within rounding noise: a build that differed only in float rounding gave another verdict or "
+                      "trend (the recorded check is on the budget page)",
+}
+"""Marks a record may carry, with what each says to the reader."""
 
 
 def load_claims(path: str | Path | None = None) -> dict[str, Claim]:
@@ -101,6 +116,7 @@ class Finding(NamedTuple):
     ours: str
     verdict: str
     note: str
+    marks: tuple[str, ...] = ()
 
 
 TRENDS = ("converging toward the paper", "moving away", "flat")
@@ -120,10 +136,11 @@ class BudgetPoint:
 
 
 class BudgetTrend(NamedTuple):
-    """:func:`budget_trend`'s answer: one of :data:`TRENDS`, and the points in words."""
+    """:func:`budget_trend`'s answer: one of :data:`TRENDS`, the points in words, and the first and last point short."""
 
     trend: str
     note: str
+    span: str = ""
 
 
 def budget_trend(points: Sequence[BudgetPoint], *, what: str, unit: str, tolerance: float) -> BudgetTrend:
@@ -144,7 +161,8 @@ def budget_trend(points: Sequence[BudgetPoint], *, what: str, unit: str, toleran
     values = ", ".join(f"{p.budget:,.0f}: {p.value:+.3g}" + (f"±{p.ci:.2g}" if p.ci else "") for p in ordered)
     note = (f"{what} at {len(ordered)} budgets of {unit} ({values}); change {change:+.3g} against a margin of "
             f"{margin:.2g} (the larger of {tolerance:g} and the CIs)")
-    return BudgetTrend(trend, note)
+    span = f"{first.value:+.3g} at {first.budget:,.0f} → {last.value:+.3g} at {last.budget:,.0f} {unit}"
+    return BudgetTrend(trend, note, span)
 
 
 def budget_trends(points: Mapping[str, Sequence[BudgetPoint]], *, what: Mapping[str, str] | str, unit: str,
@@ -154,9 +172,10 @@ def budget_trends(points: Mapping[str, Sequence[BudgetPoint]], *, what: Mapping[
     return {claim: budget_trend(p, what=what if isinstance(what, str) else what[claim], unit=unit, tolerance=tolerance)
             if len(p) >= 3 else None for claim, p in points.items()}
 
-def record(claim_id: str, ours: str, verdict: str, note: str = "", *, notebook: str = "",
+def record(claim_id: str, ours: str, verdict: str, note: str = "", marks: Sequence[str] = (), *, notebook: str = "",
            claims: Mapping[str, Claim] | None = None, trend: BudgetTrend | None = None) -> ClaimRecord:
-    """A validated :class:`ClaimRecord`: ``claim_id`` must be in claims.yaml and ``verdict`` in :data:`VERDICTS`."""
+    """A validated :class:`ClaimRecord`: ``claim_id`` must be in claims.yaml, ``verdict`` in :data:`VERDICTS` and
+    every mark in :data:`MARKS`."""
     known = load_claims() if claims is None else claims
     if claim_id not in known:
         raise SaePaperError(f"unknown claim id {claim_id!r}; the ids are those of claims.yaml ({len(known)} claims)")
@@ -166,7 +185,23 @@ def record(claim_id: str, ours: str, verdict: str, note: str = "", *, notebook: 
         raise SaePaperError(f"claim {claim_id}: 'ours' must say what we found")
     if trend is not None and trend.trend not in TRENDS:
         raise SaePaperError(f"claim {claim_id}: trend {trend.trend!r} is not one of {', '.join(TRENDS)}")
-    return ClaimRecord(claim_id, str(ours), verdict, str(note), notebook, *(trend or ("", "")))
+    unknown = [mark for mark in marks if mark not in MARKS]
+    if unknown:
+        raise SaePaperError(f"claim {claim_id}: unknown mark(s) {', '.join(unknown)} (known: {', '.join(MARKS)})")
+    trend = trend or BudgetTrend("", "", "")
+    return ClaimRecord(claim_id, str(ours), verdict, str(note), notebook, trend.trend, trend.note, trend.span,
+                       tuple(dict.fromkeys(marks)))
+
+
+def _display_in_notebook(badge: ClaimBadge) -> None:
+    """Show ``badge`` as the output of the running cell when a Jupyter kernel runs this code; elsewhere nothing."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        display(badge)
 
 
 class Scoreboard:
@@ -174,10 +209,13 @@ class Scoreboard:
 
     Creating it empties that file (a rerun replaces the notebook's records); each
     :meth:`record` rewrites it atomically, so a notebook that fails half-way leaves the
-    records it made before failing.
+    records it made before failing. Each record is shown where it is made, as a
+    :class:`ClaimBadge` (``show``; in a notebook, the cell's output), so the section that
+    computes a verdict states it, and the scoreboard's link to that section lands on it.
     """
 
-    def __init__(self, notebook: str, *, folder: str | Path | None = None, claims: Mapping[str, Claim] | None = None):
+    def __init__(self, notebook: str, *, folder: str | Path | None = None, claims: Mapping[str, Claim] | None = None,
+                 show: Callable[[ClaimBadge], None] = _display_in_notebook):
         if not notebook or "/" in notebook:
             raise SaePaperError(f"scoreboard notebook name must be a plain name, got {notebook!r}")
         self.notebook = notebook
@@ -186,15 +224,26 @@ class Scoreboard:
         self.path.mkdir(parents=True, exist_ok=True)
         self.path = self.path / f"{notebook}.json"
         self.records: dict[str, ClaimRecord] = {}
+        self.show = show
         self._write()
 
-    def record(self, claim_id: str, ours: str, verdict: str, note: str = "", *,
-               trend: BudgetTrend | None = None) -> ClaimRecord:
-        """Record (or replace) our result for ``claim_id`` (with how it moves with budget, when measured) and save."""
-        entry = record(claim_id, ours, verdict, note, notebook=self.notebook, claims=self.claims, trend=trend)
+    def record(self, claim_id: str, ours: str, verdict: str, note: str = "", marks: Sequence[str] = (), *,
+               trend: BudgetTrend | None = None) -> None:
+        """Record (or replace) our result for ``claim_id`` (with how it moves with budget, when measured), save it,
+        and show its badge. Returns nothing, so a cell ending in ``board.record(...)`` shows the badge once."""
+        entry = record(claim_id, ours, verdict, note, marks, notebook=self.notebook, claims=self.claims, trend=trend)
         self.records[claim_id] = entry
         self._write()
-        return entry
+        self.show(ClaimBadge(entry, self.claims[claim_id], MARKS))
+
+    def add_trend(self, claim_id: str, trend: BudgetTrend) -> None:
+        """Add how ``claim_id``'s deciding number moves with budget to its record, keeping everything else; save."""
+        if claim_id not in self.records:
+            raise SaePaperError(f"claim {claim_id}: record its verdict before its budget trend")
+        entry = self.records[claim_id]
+        self.records[claim_id] = record(claim_id, entry.ours, entry.verdict, entry.note, entry.marks,
+                                        notebook=self.notebook, claims=self.claims, trend=trend)
+        self._write()
 
     def _write(self) -> None:
         payload = {"notebook": self.notebook, "records": [asdict(r) for r in self.records.values()]}
@@ -216,15 +265,12 @@ def read_records(folder: str | Path) -> list[ClaimRecord]:
     for path in sorted(Path(folder).glob("*.json")):
         try:
             payload = json.loads(path.read_text())
-            records.extend(ClaimRecord(**entry) for entry in payload["records"])
+            records.extend(ClaimRecord(**{**entry, "marks": tuple(entry.get("marks", ()))}) for entry in payload["records"])
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise SaePaperError(f"unreadable claim records {path}: {error!r}; rerun that notebook") from None
     return records
 
 
-def _cell(text: str) -> str:
-    """Text safe inside one Markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def render_table(records: Iterable[ClaimRecord], claims: Mapping[str, Claim], *, only_recorded: bool = False) -> str:
@@ -251,7 +297,7 @@ def render_table(records: Iterable[ClaimRecord], claims: Mapping[str, Claim], *,
             trend = f"*{entry.trend}*: {entry.trend_note}" if entry.trend else "not measured"
             row = [claim.id, claim.where, claim.paper, entry.ours, f"**{entry.verdict}**", trend, entry.note,
                    entry.notebook]
-        lines.append("| " + " | ".join(_cell(value) for value in row) + " |")
+        lines.append("| " + " | ".join(table_cell(value) for value in row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -270,107 +316,3 @@ CLAIM_ANCHOR_PREFIX = "claim-"
 def claim_anchor(claim_id: str) -> str:
     """The HTML id the book runner puts on the notebook section that records ``claim_id``."""
     return CLAIM_ANCHOR_PREFIX + claim_id
-
-
-TREND_BADGES = {TRENDS[0]: ("↗ converging", "converging"), TRENDS[1]: ("↘ moving away", "away"), TRENDS[2]: ("→ flat", "flat")}
-"""Trend → (badge text, CSS suffix); the full words are the badge's tooltip."""
-
-
-def _inline(text: str) -> str:
-    """A record's text (inline Markdown: `code`, *emphasis*; any HTML in it escaped) as HTML, on one line."""
-    from markdown_it import MarkdownIt
-
-    return MarkdownIt("commonmark", {"html": False}).renderInline(" ".join(str(text).split()))
-
-
-def _badge(verdict: str) -> str:
-    return f'<span class="sb-badge sb-v-{verdict.replace(" ", "-")}">{verdict}</span>'
-
-
-def scoreboard_rows(records: Iterable[ClaimRecord], claims: Mapping[str, Claim]) -> list[dict[str, str]]:
-    """One dict per claim, in claims.yaml order: the claim's fields and our record's (empty when not yet run).
-
-    This is the scoreboard as data: ``scoreboard.json`` beside the page, for scripts.
-    """
-    by_id = {}
-    for entry in records:
-        if entry.claim_id not in claims:
-            raise SaePaperError(f"a record from notebook {entry.notebook or '?'} has unknown claim id {entry.claim_id!r}")
-        by_id[entry.claim_id] = entry
-    rows = []
-    for claim in claims.values():
-        entry = by_id.get(claim.id)
-        ours = asdict(entry) if entry else {"ours": "", "verdict": NOT_YET_RUN, "note": "", "notebook": "", "trend": "",
-                                            "trend_note": ""}
-        ours.pop("claim_id", None)
-        rows.append({"id": claim.id, "where": claim.where, "paper": claim.paper, "kind": claim.kind, **ours})
-    return rows
-
-
-def _claim_html(row: Mapping[str, str]) -> str:
-    """One claim: a compact summary line (id, paper, ours, verdict, trend) and, folded, the rule and notes."""
-    import html
-
-    claim_id, notebook = row["id"], row["notebook"]
-    href = f"{html.escape(notebook)}.html#{claim_anchor(claim_id)}"
-    label = f"<code>{html.escape(claim_id)}</code>"
-    link = (f'<a class="sb-id" href="{href}" title="the section of {html.escape(notebook)} that computed it">{label}</a>'
-            if notebook else f'<span class="sb-id">{label}</span>')
-    if row["trend"]:
-        text, css = TREND_BADGES[row["trend"]]
-        trend = f'<span class="sb-trend sb-t-{css}" title="with more budget: {html.escape(row["trend"])}">{text}</span>'
-    else:
-        trend = '<span class="sb-trend" title="with more budget: not measured">—</span>'
-    ours = row["ours"] or "—"
-    summary = (f'<summary>{link}<span class="sb-text"><span class="sb-line" title="{html.escape(row["paper"])}">'
-               f'<span class="sb-who">paper</span> {_inline(row["paper"])}</span><span class="sb-line" '
-               f'title="{html.escape(ours)}"><span class="sb-who">ours</span> {_inline(ours)}</span></span>'
-               f'{_badge(row["verdict"])}{trend}</summary>')
-    details = [f"<p><b>Where in the paper:</b> {_inline(row['where'])}. <b>The paper:</b> {_inline(row['paper'])}</p>"]
-    if notebook:
-        trend_text = f"<i>{html.escape(row['trend'])}</i>: {_inline(row['trend_note'])}" if row["trend"] else "not measured"
-        details += [f"<p><b>Ours:</b> {_inline(row['ours'])}</p>",
-                    f"<p><b>Rule and notes:</b> {_inline(row['note']) or '—'}</p>",
-                    f"<p><b>With more budget:</b> {trend_text}</p>",
-                    f'<p>Recorded by <a href="{href}">{html.escape(notebook)}</a>.</p>']
-    else:
-        details.append("<p>No notebook of this book has tested it yet.</p>")
-    return (f'<details class="sb-claim" id="sb-{html.escape(claim_id)}">{summary}<div class="sb-more">'
-            + "".join(details) + "</div></details>")
-
-
-def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = None, *, json_name: str = "") -> str:
-    """The book's scoreboard page (MyST Markdown with HTML): counts per verdict as coloured badges, then one
-    compact row per claim (the paper's claim and ours, one line each) that unfolds into its rule and notes
-    (styled by ``book/_static/sae-paper.css``).
-
-    Each claim id links to the section of the notebook that recorded it (the runner marks it with
-    :func:`claim_anchor`). ``json_name``: a file beside the page holding :func:`scoreboard_rows`, linked for scripts.
-    """
-    claims = load_claims() if claims is None else claims
-    records = read_records(folder)
-    counts = verdict_counts(records, claims)
-    summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items() if n)
-    badges = "".join(f'<span class="sb-badge sb-v-{v.replace(" ", "-")}">{n} {v}</span>' for v, n in counts.items() if n)
-    lines = [
-        "# Claims scoreboard",
-        "",
-        f"The paper's {len(claims)} checkable claims (from `claims.yaml` in the shared folder) and what the notebooks "
-        "of this book found for each. Each notebook computes its verdicts from its own numbers, by a rule written "
-        "beside it: *reproduced*, *partly*, *not*, *not comparable* (our setting cannot test it), or *not yet run*. "
-        "*With more budget* says how the number that decides a verdict moves when its deciding input (fragments, "
-        "training activations) grows: converging toward the paper, moving away, or flat (the budget plan in the "
-        "appendix says which input decides each claim). Click a claim for its rule and notes; its id leads to the "
-        "section that computed it.",
-        "",
-        f'<div class="sb-counts" aria-label="{summary}">{badges}</div>',
-        "",
-        f"**{summary}.**" + (f" The same data for scripts: {{download}}`{json_name} <{json_name}>`." if json_name else ""),
-        "",
-        '<div class="sb-board"><div class="sb-head"><span>claim</span><span>the paper, and ours</span>'
-        "<span>verdict</span><span>with more budget</span></div>",
-        *(_claim_html(row) for row in scoreboard_rows(records, claims)),
-        "</div>",
-        "",
-    ]
-    return "\n".join(lines)

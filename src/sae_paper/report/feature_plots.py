@@ -44,7 +44,7 @@ def _histogram_panel(ax, hist: TokenHistogram, *, legend: bool = True, log: bool
     ax.set_xlabel("activation")
     ax.set_ylabel("tokens" + (" (log scale)" if log else ""))
     if legend:
-        ax.legend(fontsize="x-small", ncol=1, loc="upper right", title="token", title_fontsize="x-small")
+        ax.legend(fontsize=9, ncol=1, loc="upper right", title="token", title_fontsize=9)
 
 
 def token_histogram_figure(
@@ -74,7 +74,7 @@ def token_histogram_figure(
     if class_share is not None:
         values = [float(v) for v in class_share]
         bottom.plot(centres, values, "k.-", linewidth=1.2, label=f"share of {class_name} tokens")
-        bottom.legend(fontsize="x-small", loc="lower right")
+        bottom.legend(fontsize=9, loc="lower right")
     bottom.set_ylim(0, 1)
     bottom.set_ylabel("share of the bin")
     bottom.set_xlabel("activation (equal-width bins from 0 to the maximum)")
@@ -87,8 +87,8 @@ def compact_histogram_figure(hist: TokenHistogram, *, title: str) -> Figure:
     fig = Figure(figsize=(5.0, 2.4), layout="constrained")
     ax = fig.subplots()
     _histogram_panel(ax, hist)
-    ax.set_title(title, fontsize="small")
-    ax.tick_params(labelsize="x-small")
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=9)
     ax.xaxis.label.set_size("x-small")
     ax.yaxis.label.set_size("x-small")
     return fig
@@ -138,7 +138,7 @@ def logit_effect_figure(
     values = [d for _, d in rows]
     positions = list(range(len(rows)))[::-1]
     right.barh(positions, values, color=["tab:red" if v < 0 else "tab:green" for v in values])
-    right.set_yticks(positions, names, fontsize="small")
+    right.set_yticks(positions, names, fontsize=9)
     right.axvline(0, color="black", linewidth=0.6)
     right.set_xlabel("logit difference, ablated − clean")
     right.set_title(f"{k} most suppressed (red) and boosted (green) next tokens", fontsize="medium")
@@ -178,7 +178,7 @@ def causal_tree_figure(
     positions = _tree_layout(tree)
     n_leaves = max(1, sum(1 for node, _ in tree.walk() if not node.children))
     depth = max(d for _, d in tree.walk())
-    fig = Figure(figsize=(max(7.0, 3.1 * n_leaves), 2.2 + 2.3 * depth), layout="constrained")
+    fig = Figure(figsize=(min(14.0, max(7.0, 3.1 * n_leaves)), 2.2 + 2.3 * depth), layout="constrained")
     ax = fig.add_subplot()
     strongest = max((abs(child.relative_effect) for _, child in tree.edges()), default=1.0) or 1.0
     for parent, child in tree.edges():
@@ -186,13 +186,13 @@ def causal_tree_figure(
         width = 1.0 + 9.0 * abs(child.relative_effect) / strongest
         ax.plot([x0, x1], [y0, y1], color="tab:blue", alpha=0.55, linewidth=width, solid_capstyle="round", zorder=1)
         ax.annotate(f"−{child.relative_effect:.0%}\ncos {child.cosine:+.2f}", ((x0 + x1) / 2, (y0 + y1) / 2),
-                    fontsize="x-small", ha="center", va="center", color="#08306b",
+                    fontsize=9, ha="center", va="center", color="#08306b",
                     bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85},
                     zorder=3)
     for node, _ in tree.walk():
         x, y = positions[id(node)]
         text = f"L{node.layer} #{node.feature}\n{label(node)}"
-        ax.text(x, y, text, ha="center", va="center", fontsize="small", zorder=4,
+        ax.text(x, y, text, ha="center", va="center", fontsize=9, zorder=4,
                 bbox={"boxstyle": "round,pad=0.35", "facecolor": "#fff7e6" if node is tree else "white",
                       "edgecolor": "tab:orange" if node is tree else "tab:gray"})
     xs = [p[0] for p in positions.values()]

@@ -54,7 +54,7 @@ def splice_perplexity(splice: SpliceMetrics, *, label: str, paper: tuple[float, 
     ax.set_ylim(low / 3, high * 300)  # room above the bars for their labels and the legend
     ax.set_ylabel("perplexity (exp of mean CE, log scale)")
     ax.set_title(f"Section 6.2 analogue: cost of splicing the SAE in\n({splice.n_tokens:,} held-out tokens)")
-    ax.legend(loc="upper left", fontsize="small", ncols=2)
+    ax.legend(loc="upper left", fontsize=9, ncols=2)
     return fig
 
 
@@ -71,7 +71,7 @@ def fig6_tradeoff(sweeps: Mapping[str, Sequence[SweepRecord]]) -> Figure:
         ax.plot([r.fvu for r in ordered], [max(r.mean_l0, 1e-2) for r in ordered], "o-", color=_site_colour(site))
         for r in ordered:
             ax.annotate(_alpha_label(r.alpha), (r.fvu, max(r.mean_l0, 1e-2)), textcoords="offset points",
-                        xytext=(5, 4), fontsize="small")
+                        xytext=(5, 4), fontsize=9)
         ax.set_yscale("log")
         ax.set_xlabel("fraction of variance unexplained (held-out)")
         ax.set_ylabel("mean active features per token (L0, log scale)")
@@ -96,7 +96,7 @@ def fig7_epochs(by_epochs: Mapping[int, Sequence[SweepRecord]]) -> Figure:
                 color=colours[i % len(colours)], label=_epochs(epochs))
     for r in sorted(by_epochs[max(by_epochs)], key=lambda r: r.alpha):
         ax.annotate(_alpha_label(r.alpha), (r.fvu, max(r.mean_l0, 1e-2)), textcoords="offset points", xytext=(5, 4),
-                    fontsize="small")
+                    fontsize=9)
     ax.set_yscale("log")
     ax.set_xlabel("fraction of variance unexplained (held-out)")
     ax.set_ylabel("mean active features per token (L0, log scale)")
@@ -157,7 +157,7 @@ def fig16_alive(
         ax.set_ylim(-3, 103)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+            ax.legend(fontsize=9)
     fig.suptitle("Figure 16 analogue: dead and alive features")
     return fig
 
@@ -191,20 +191,22 @@ def _patching_panels(axes, curves, *, legend: bool) -> None:
     base = max(c.kl_base for c in curves)
     for ax in axes:
         ax.axhline(base, color="black", linewidth=0.6, linestyle=":")
-        ax.set_ylabel("KL(patched ‖ target) at the final position, nats")
+        ax.set_ylabel("KL(patched ‖ target), nats")
         ax.grid(alpha=0.3)
     left.set_xscale("symlog", linthresh=1)
     left.set_xlim(left=0)
     left.set_xlabel("number of patched features (symlog)")
     right.set_xlabel("mean edit magnitude (L2 norm of the added vector)")
-    left.annotate("nothing patched", (0, base), xytext=(2, 3), textcoords="offset points", fontsize="x-small")
-    if legend:
-        left.legend(fontsize="x-small", loc="upper right")
+    left.annotate("nothing patched", (0, base), xytext=(4, -4), textcoords="offset points", fontsize=9, va="top")
+    if legend:  # beside the right panel, where it covers no curve; the KL is at each prompt's final position
+        handles, labels = left.get_legend_handles_labels()
+        right.legend(handles, labels, fontsize=9, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0,
+                     title="KL at the final position", title_fontsize=9)
 
 
 def fig3_patching(curves, *, title: str) -> Figure:
     """Figure 3: KL to the target against the number of patched features (left) and the mean edit magnitude (right)."""
-    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    fig = Figure(figsize=(12, 4.4), layout="constrained")
     axes = fig.subplots(1, 2)
     _patching_panels(axes, curves, legend=True)
     fig.suptitle(f"Figure 3 analogue: {title}")
@@ -214,7 +216,7 @@ def fig3_patching(curves, *, title: str) -> Figure:
 def fig17_layers(by_layer, *, title: str) -> Figure:
     """Figure 17: Figure 3's two panels at each layer, one row per layer."""
     layers = sorted(by_layer)
-    fig = Figure(figsize=(11, 3.3 * len(layers)), layout="constrained")
+    fig = Figure(figsize=(12, 3.4 * len(layers)), layout="constrained")
     axes = fig.subplots(len(layers), 2, squeeze=False)
     for row, layer in zip(axes, layers):
         _patching_panels(row, by_layer[layer], legend=True)
@@ -237,12 +239,12 @@ def budget_sensitivity(points: Mapping[str, Sequence[Any]], *, unit: str, title:
         ax.axhline(0, color="black", linewidth=0.5)
         if default is not None:
             ax.axvline(default, color="tab:gray", linestyle=":", linewidth=1, label="this profile")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=9)
         ax.set_xscale("log")
-        ax.set_xticks([p.budget for p in ordered], [f"{p.budget:,.0f}" for p in ordered], fontsize=7)
+        ax.set_xticks([p.budget for p in ordered], [f"{p.budget:,.0f}" for p in ordered], fontsize=9)
         ax.minorticks_off()
         ax.set_xlabel(unit)
-        ax.set_ylabel(ylabel.get(claim, "deciding number"), fontsize=8)
+        ax.set_ylabel(ylabel.get(claim, "deciding number"), fontsize=9)
         ax.set_title(claim, fontsize=9)
     fig.suptitle(title, fontsize=10)
     return fig

@@ -44,38 +44,37 @@ def library_versions(names: tuple[str, ...] = LIBRARIES) -> dict[str, str]:
     return versions
 
 
-VECTOR_EXTENSIONS = ("sse4_2", "avx", "fma", "f16c", "avx2", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-                     "avx512_bf16", "amx_tile", "amx_bf16")
-"""The CPU flags that decide how fast the matmuls behind every timing run (listed in provenance when present)."""
+VECTOR_EXTENSIONS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile",
+                     "amx_bf16", "neon", "asimd", "sve")
+"""The CPU features that decide how fast torch's matmuls run here (two machines of one core count differ by 2×)."""
 
 
-def cpu_model(cpuinfo: str | None = None) -> dict[str, Any]:
-    """The CPU's model name and which of :data:`VECTOR_EXTENSIONS` it has, from ``/proc/cpuinfo``.
-
-    Two machines with the same core count differ twofold in this book's CPU time (AVX-512 against
-    AVX2 only), so a timing means little without them. Unknown (None, []) where there is no cpuinfo."""
+def cpu_description(cpuinfo: str | None = None) -> tuple[str, list[str]]:
+    """(CPU model name, the :data:`VECTOR_EXTENSIONS` it has), from ``/proc/cpuinfo`` (or ``cpuinfo``'s text);
+    the platform's processor string and no extensions where there is no such file."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
-            cpuinfo = ""
+            return platform.processor() or platform.machine(), []
     fields: dict[str, str] = {}
     for line in cpuinfo.splitlines():
-        name, sep, value = line.partition(":")
-        if sep and name.strip() not in fields:
-            fields[name.strip()] = value.strip()
-    flags = set(fields.get("flags", "").split())
-    return {"cpu_model": fields.get("model name") or platform.processor() or None,
-            "vector_extensions": [flag for flag in VECTOR_EXTENSIONS if flag in flags]}
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    model = fields.get("model name") or fields.get("Model") or fields.get("CPU part") or platform.machine()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return model, [extension for extension in VECTOR_EXTENSIONS if extension in flags]
 
 
 def hardware() -> dict[str, Any]:
-    """CPU model and vector extensions, CPU count (and the cores this process may use), threads torch uses,
-    the GPU if any."""
+    """CPU model and vector extensions, CPU count (and the cores this process may use), threads torch uses, the GPU."""
     import torch
 
+    model, extensions = cpu_description()
     info: dict[str, Any] = {
-        **cpu_model(),
+        "cpu_model": model,
+        "vector_extensions": extensions,
         "machine": platform.machine(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
@@ -135,14 +134,14 @@ class Provenance:
         dirty = {True: " (uncommitted changes)", False: "", None: " (dirty state unknown)"}[self.dirty]
         hw = self.hardware
         gpu = hw["gpu"] or "none"
+        extensions = ", ".join(hw.get("vector_extensions", [])) or "no vector extension listed"
         lines = [
             f"**{self.notebook}**, profile `{self.profile}`, seed {self.seed}, started {self.started}",
             "",
             f"- commit `{self.commit}`{dirty}",
             "- " + ", ".join(f"{name} {version}" for name, version in self.versions.items()),
-            f"- {hw['cpu_count']} CPUs ({hw['cpus_usable']} usable, torch uses {hw['torch_threads']} threads), "
-            f"{hw.get('cpu_model') or 'CPU model unknown'} ({', '.join(hw.get('vector_extensions') or ['no vector extensions known'])}), "
-            f"{hw['machine']}, Python {hw['python']}, GPU: {gpu}",
+            f"- {hw.get('cpu_model', hw['machine'])} ({extensions}), {hw['cpu_count']} CPUs ({hw['cpus_usable']} "
+            f"usable, torch uses {hw['torch_threads']} threads), {hw['machine']}, Python {hw['python']}, GPU: {gpu}",
             "- parameters: " + ", ".join(f"`{k}={v!r}`" for k, v in self.parameters.items()),
         ]
         lines += cached_lines(cached_commits(cache.used_records(), self.commit))

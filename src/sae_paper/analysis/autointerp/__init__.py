@@ -18,15 +18,32 @@ Notebook 02's parameters, the decompositions it scores and its verdicts are a ch
 """
 
 from sae_paper.analysis.autointerp.backends import (
-    ActivationRecord, Backend, BackendFailure, Cached, CallCache, OpenAICompatibleBackend, TokenListBackend,
+    ActivationRecord,
+    Backend,
+    BackendFailure,
+    Cached,
+    CallCache,
+    OpenAICompatibleBackend,
+    TokenListBackend,
 )
 from sae_paper.analysis.autointerp.fragments import (
-    Fragments, FragmentSpec, fragment_activations, load_fragments, rescale,
+    Fragments,
+    FragmentSpec,
+    fragment_activations,
+    load_fragments,
+    rescale,
 )
 from sae_paper.analysis.autointerp.registry import BACKENDS, make_backend
 from sae_paper.analysis.autointerp.scoring import (
-    FeatureResult, MethodResult, MethodSummary, ScoringConfig, correlation, score_decomposition, score_feature,
-    summarize, summary_table,
+    FeatureResult,
+    MethodResult,
+    MethodSummary,
+    ScoringConfig,
+    correlation,
+    score_decomposition,
+    score_feature,
+    summarize,
+    summary_table,
 )
 
 __all__ = [

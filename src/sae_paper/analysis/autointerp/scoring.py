@@ -28,8 +28,16 @@ from torch import Tensor
 
 from sae_paper.analysis.autointerp.backends import ActivationRecord, BackendFailure, Cached, TokenListBackend
 from sae_paper.analysis.autointerp.fragments import (
-    FeatureChoice, Fragments, Moments, choose_features, feature_codes, feature_order, moments, rescale,
-    select_fragments, varying_fragment_counts,
+    FeatureChoice,
+    Fragments,
+    Moments,
+    choose_features,
+    feature_codes,
+    feature_order,
+    moments,
+    rescale,
+    select_fragments,
+    varying_fragment_counts,
 )
 from sae_paper.analysis.autointerp.fingerprints import fingerprint, fragments_digest, tensor_digest
 from sae_paper.analysis.autointerp.token_list import TokenListScorer

@@ -1,0 +1,85 @@
+"""What this build cost, from its own records: the table the budget plan page includes.
+
+Hand-written timings go stale and travel badly: the same commit built in 19 minutes on one
+2-core machine and in 39 on another, whose cores lack AVX-512. So the budget page states no
+time of its own. The runner writes ``generated/costs.md`` after the notebooks ran: each step
+of this build with its wall time, each chapter's provenance sections (where its time went),
+and the machine that measured them (CPU model and vector extensions, from the chapters'
+provenance). A step this build did not measure is not listed; the ``long`` profile's times
+appear only when its last run's cell timings are in this cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from sae_paper.book.progress import load_timings
+
+COSTS_PAGE = "costs.md"
+"""Under ``book/generated``; ``book/budget.md`` includes it."""
+SHOWN_SECTIONS = 6
+"""A chapter's longest provenance sections named beside its time."""
+
+
+def _seconds(value: float) -> str:
+    return f"{value:,.0f} s" if value < 600 else f"{value / 60:.1f} min"
+
+
+def _provenance(generated: Path, notebook: str) -> dict | None:
+    path = generated / "provenance" / f"{notebook}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def machine_line(hardware: Mapping) -> str:
+    """The machine a provenance record was measured on, in words."""
+    extensions = ", ".join(hardware.get("vector_extensions") or []) or "no vector extensions recorded"
+    return (f"{hardware.get('cpu_model', hardware.get('machine', 'an unrecorded CPU'))} ({extensions}), "
+            f"{hardware.get('cpus_usable', '?')} usable cores, torch on {hardware.get('torch_threads', '?')} thread(s)")
+
+
+def costs_markdown(generated: Path, notebooks: Sequence[str], steps: Mapping[str, float], profile: str) -> str:
+    """The cost table of a build: ``steps`` the runner timed itself (harvest, feature browser), each notebook's wall
+    time and longest sections from its provenance record, and the machines those records name."""
+    records = {name: _provenance(generated, name) for name in notebooks}
+    rows, machines, total = [], {}, 0.0
+    if "harvest" in steps:
+        rows.append(f"| harvest, every text up front | {_seconds(steps['harvest'])} | |")
+        total += steps["harvest"]
+    for name in notebooks:
+        info = records[name]
+        if info is None:
+            continue
+        sections = sorted(info.get("sections", {}).items(), key=lambda item: -item[1])[:SHOWN_SECTIONS]
+        where = "; ".join(f"{section} {_seconds(seconds)}" for section, seconds in sections)
+        rows.append(f"| {name} | {_seconds(info.get('wall_seconds', 0.0))} | {where.replace('|', '/')} |")
+        total += info.get("wall_seconds", 0.0)
+        machines.setdefault(machine_line(info.get("hardware", {})), []).append(name)
+    if "feature browser" in steps:
+        rows.append(f"| feature browser | {_seconds(steps['feature browser'])} | |")
+        total += steps["feature browser"]
+    if not rows:
+        return "No step of this build recorded its time.\n"
+    first = next((info for info in records.values() if info), {})
+    lines = [f"Measured in this build: profile `{profile}`, commit `{str(first.get('commit', '?'))[:12]}`, started "
+             f"{first.get('started', '?')}, on "
+             + "; ".join(f"{machine}" + (f" ({', '.join(names)})" if len(machines) > 1 else "")
+                         for machine, names in machines.items()) + ".",
+             "", "| step | wall time | where the time went (the chapter's longest provenance sections) |",
+             "|---|---:|---|", *rows,
+             f"| **total** | **{_seconds(total)}** | setup and the HTML build are not included |", ""]
+    long_runs = {name: load_timings("long", name) for name in notebooks}
+    measured = {name: sum(cells) for name, cells in long_runs.items() if cells}
+    if measured and profile != "long":
+        lines += ["The `long` profile's last run with this cache (cell times it left; the machine that ran it is not "
+                  "recorded): " + ", ".join(f"{name} {_seconds(s)}" for name, s in measured.items())
+                  + f"; {_seconds(sum(measured.values()))} in all.", ""]
+    return "\n".join(lines)
+
+
+def write_costs_page(generated: Path, notebooks: Sequence[str], steps: Mapping[str, float], profile: str) -> Path:
+    """Write :func:`costs_markdown` to ``generated/costs.md``."""
+    path = generated / COSTS_PAGE
+    path.write_text(costs_markdown(generated, notebooks, steps, profile))
+    return path

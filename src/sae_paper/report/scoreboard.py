@@ -1,0 +1,154 @@
+"""The book's claims scoreboard page, and the same records as data for scripts.
+
+One row per claim of ``claims.yaml``, in its order: the claim id (linking to the notebook
+section that computed it), the paper's statement and ours, the verdict with the marks that
+say what else decided it (the token-list stand-in scorer; a recorded float-rounding check
+that flipped it), and how the deciding number moved with budget, with that number at the
+smallest and the largest budget. Each row unfolds into the rule and notes.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
+from pathlib import Path
+
+from sae_paper.errors import SaePaperError
+from sae_paper.report.claim_html import inline, mark_tags, verdict_pill
+from sae_paper.report.claims import (
+    MARKS,
+    NOT_YET_RUN,
+    TRENDS,
+    Claim,
+    ClaimRecord,
+    claim_anchor,
+    load_claims,
+    read_records,
+    verdict_counts,
+)
+
+TREND_BADGES = {TRENDS[0]: ("↗ converging", "converging"), TRENDS[1]: ("↘ moving away", "away"), TRENDS[2]: ("→ flat", "flat")}
+"""Trend → (badge text, CSS suffix); the full words are the badge's tooltip."""
+
+
+def load_rounding_check(path: str | Path) -> dict[str, str]:
+    """Claim id → what a recorded float-rounding check saw flip for it (``flips`` of a YAML file such as
+    ``book/checks/rounding.yaml``); empty when the file does not exist."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        payload = yaml.safe_load(path.read_text()) or {}
+        return {str(claim): " ".join(str(text).split()) for claim, text in (payload.get("flips") or {}).items()}
+    except (yaml.YAMLError, AttributeError) as error:
+        raise SaePaperError(f"unreadable rounding check {path}: {error}") from None
+
+
+def scoreboard_rows(records: Iterable[ClaimRecord], claims: Mapping[str, Claim],
+                    rounding: Mapping[str, str] | None = None) -> list[dict]:
+    """One dict per claim, in claims.yaml order: the claim's fields and our record's (empty when not yet run),
+    its marks (the record's, plus ``rounding-noise`` where ``rounding`` names the claim) and ``rounding_note``.
+
+    This is the scoreboard as data: ``scoreboard.json`` beside the page, for scripts.
+    """
+    rounding = rounding or {}
+    unknown = sorted(set(rounding) - set(claims))
+    if unknown:
+        raise SaePaperError(f"the rounding check names unknown claim id(s) {', '.join(unknown)}")
+    by_id = {}
+    for entry in records:
+        if entry.claim_id not in claims:
+            raise SaePaperError(f"a record from notebook {entry.notebook or '?'} has unknown claim id {entry.claim_id!r}")
+        by_id[entry.claim_id] = entry
+    rows = []
+    for claim in claims.values():
+        entry = by_id.get(claim.id) or ClaimRecord(claim.id, "", NOT_YET_RUN, "")  # type: ignore[arg-type]
+        ours = asdict(entry)
+        ours.pop("claim_id")
+        marks = list(entry.marks) + (["rounding-noise"] if claim.id in rounding and by_id.get(claim.id) else [])
+        rows.append({"id": claim.id, "where": claim.where, "paper": claim.paper, "kind": claim.kind, **ours,
+                     "marks": marks, "rounding_note": rounding.get(claim.id, "")})
+    return rows
+
+
+def _claim_html(row: Mapping) -> str:
+    """One claim: a summary line (id, paper and ours, verdict and marks, trend) and, folded, the rule and notes."""
+    claim_id, notebook = row["id"], row["notebook"]
+    href = f"{html.escape(notebook)}.html#{claim_anchor(claim_id)}"
+    label = f"<code>{html.escape(claim_id)}</code>"
+    link = (f'<a class="sb-id" href="{href}" title="the section of {html.escape(notebook)} that computed it">{label}</a>'
+            if notebook else f'<span class="sb-id">{label}</span>')
+    if row["trend"]:
+        text, css = TREND_BADGES[row["trend"]]
+        span = f'<span class="sb-span">{html.escape(row["trend_span"])}</span>' if row["trend_span"] else ""
+        trend = (f'<span class="sb-trend sb-t-{css}" title="with more budget: {html.escape(row["trend"])}">'
+                 f"{text}{span}</span>")
+    else:
+        trend = '<span class="sb-trend" title="with more budget: not measured">—</span>'
+    summary = (f"<summary>{link}<span class=\"sb-text\"><span class=\"sb-line\"><span class=\"sb-who\">paper</span> "
+               f"{inline(row['paper'])}</span><span class=\"sb-line\"><span class=\"sb-who\">ours</span> "
+               f"{inline(row['ours'] or '—')}</span></span><span class=\"sb-verdict\">{verdict_pill(row['verdict'])}"
+               f"{mark_tags(row['marks'], MARKS)}</span>{trend}</summary>")
+    details = [f"<p><b>Where in the paper:</b> {inline(row['where'])}. <b>The paper:</b> {inline(row['paper'])}</p>"]
+    if notebook:
+        trend_text = f"<i>{html.escape(row['trend'])}</i>: {inline(row['trend_note'])}" if row["trend"] else "not measured"
+        details += [f"<p><b>Ours:</b> {inline(row['ours'])}</p>",
+                    f"<p><b>Rule and notes:</b> {inline(row['note']) or '—'}</p>",
+                    f"<p><b>With more budget:</b> {trend_text}</p>"]
+        details += [f"<p><b>{MARK_TITLES[m]}:</b> {inline(row['rounding_note'] if m == 'rounding-noise' else MARKS[m])}</p>"
+                    for m in row["marks"]]
+        details.append(f'<p>Recorded by <a href="{href}">{html.escape(notebook)}</a>.</p>')
+    else:
+        details.append("<p>No notebook of this book has tested it yet.</p>")
+    return (f'<details class="sb-claim" id="sb-{html.escape(claim_id)}">{summary}<div class="sb-more">'
+            + "".join(details) + "</div></details>")
+
+
+MARK_TITLES = {"stand-in": "Stand-in scorer", "rounding-noise": "Within rounding noise"}
+
+
+def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = None, *, json_name: str = "",
+                      rounding: Mapping[str, str] | None = None) -> str:
+    """The book's scoreboard page (MyST Markdown with HTML): counts per verdict as coloured badges, then one
+    row per claim that unfolds into its rule and notes (styled by ``book/_static/sae-paper.css``).
+
+    Each claim id links to the section of the notebook that recorded it (the runner marks it with
+    :func:`claim_anchor`). ``json_name``: a file beside the page holding :func:`scoreboard_rows`, linked for
+    scripts. ``rounding``: :func:`load_rounding_check`'s answer, marking the claims it flipped.
+    """
+    claims = load_claims() if claims is None else claims
+    records = read_records(folder)
+    counts = verdict_counts(records, claims)
+    rows = scoreboard_rows(records, claims, rounding)
+    summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items() if n)
+    badges = "".join(f'<span class="sb-badge sb-v-{v.replace(" ", "-")}">{n} {v}</span>' for v, n in counts.items() if n)
+    marked = {mark: sum(mark in row["marks"] for row in rows) for mark in MARKS}
+    lines = [
+        "# Claims scoreboard",
+        "",
+        f"The paper's {len(claims)} checkable claims (from `claims.yaml` in the shared folder) and what the notebooks "
+        "of this book found for each. Each notebook computes its verdicts from its own numbers, by a rule written "
+        "beside it: *reproduced*, *partly*, *not*, *not comparable* (our setting cannot test it), or *not yet run*. "
+        "*With more budget* says how the number that decides a verdict moves when its deciding input (fragments, "
+        "training activations) grows, with that number at the smallest and the largest budget: converging toward "
+        "the paper, moving away, or flat (the budget plan in the appendix says which input decides each claim). "
+        "Click a claim for its rule and notes; its id leads to the section that computed it.",
+        "",
+        f'<div class="sb-counts" aria-label="{summary}">{badges}</div>',
+        "",
+        f"**{summary}.**" + (f" The same data for scripts: {{download}}`{json_name} <{json_name}>`." if json_name else ""),
+        "",
+        f"Marks: *{MARK_TITLES['stand-in'].lower()}* on {marked['stand-in']} verdict(s), {MARKS['stand-in']}; "
+        f"*{MARK_TITLES['rounding-noise'].lower()}* on {marked['rounding-noise']}, where a recorded check of builds "
+        "that differed only in float rounding saw the verdict or the trend change.",
+        "",
+        '<div class="sb-board"><div class="sb-head"><span>claim</span><span>the paper, and ours</span>'
+        "<span>verdict</span><span>with more budget</span></div>",
+        *(_claim_html(row) for row in rows),
+        "</div>",
+        "",
+    ]
+    return "\n".join(lines)
