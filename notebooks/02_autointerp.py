@@ -429,7 +429,8 @@ board
 
 # %%
 calls = explain_with.cache
-print(f"model calls: {calls.hits} from the cache, {calls.misses} made; failures: "
+print(f"model calls: {calls.hits} from the cache, {calls.misses} made (the token-list stand-in makes none); "
+      f"methods scored: {calls.scores_missing}, their stored scores reused: {calls.scores_reused}; failures: "
       f"{sum(s.n_failed for s in summaries)} of {sum(s.n_scored + s.n_failed for s in summaries)} features")
 prov.save()
 prov

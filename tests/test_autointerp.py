@@ -9,6 +9,7 @@ needs llama-cpp-python and the Qwen2.5-Coder GGUF and is skipped, saying why, wi
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -125,6 +126,62 @@ def test_random_direction_on_token_independent_activations_scores_near_zero(webt
     assert summary.n_scored == 8 and summary.n_failed == 0
     assert abs(summary.mean) < 0.1, summary
     assert all(abs(f.score) < 0.3 for f in result.features)
+
+
+def test_vectorised_token_list_scoring_agrees_with_one_call_per_fragment(webtext_fragments, pythia_random, tmp_path):
+    """The scorer's token-list lookups over all fragments at once (``vectorised``, the default) against
+    the reference backend's one cached call per fragment, on a real model's activations on real text:
+    the same features, explanations and scores."""
+    from sae_paper.analysis.autointerp.token_list import TokenListScorer
+    from sae_paper.core.decompositions import TopK, neuron_basis
+
+    site = Site("resid_post", 1)
+    spec = FragmentSpec("pythia-70m-deduped-random", n_fragments=120, length=64, sources=("webtext",))
+    fragments, acts = fragment_activations(pythia_random, spec, [site])
+    calls = Cached(TokenListBackend(), CallCache(tmp_path / "calls.sqlite"))
+    for decomposition in (neuron_basis(512), random_directions(512, seed=1), TopK(random_directions(512, seed=2), 8)):
+        fast = score_decomposition(decomposition, acts[site], fragments, Cached(TokenListBackend(), None),
+                                   Cached(TokenListBackend(), None), method="m", site=str(site), n_features=12)
+        reference = score_decomposition(decomposition, acts[site], fragments, calls, calls, method="m", site=str(site),
+                                        n_features=12, vectorised=False)
+        assert fast.choice == reference.choice and len(fast.features) == 12
+        for a, b in zip(fast.features, reference.features):
+            assert (a.feature, a.explanation, a.constant, a.moments) == (b.feature, b.explanation, b.constant, b.moments)
+            assert a.score == pytest.approx(b.score, abs=1e-12) and a.random_score == pytest.approx(b.random_score, abs=1e-12)
+    assert calls.cache.misses > 0  # the reference made one call per fragment
+
+    # the symbol rule over many tokens: an entry of symbols only predicts its weight on every token containing it
+    scorer = TokenListScorer(TokenListBackend(), fragments)
+    explanation = 'tokens (weight 0-10): {"\'": 7.5, "the": 3.0}'
+    predicted = scorer.simulate(explanation, range(fragments.n_fragments))
+    reference = TokenListBackend().simulate(json.dumps({"explanation": explanation, "tokens": []}), 0)
+    assert reference == []
+    for row, strings in enumerate(fragments.token_strings):
+        expected = TokenListBackend().simulate(TokenListBackend().simulate_request(explanation, strings), len(strings))
+        assert predicted[row].tolist() == expected
+
+
+def test_scores_done_are_not_redone_and_follow_what_they_are_computed_from(webtext_fragments, tmp_path):
+    """A method's scores are stored beside the calls, keyed by the decomposition's weights, the activations,
+    the fragments and the settings: asked again, the same result comes back without a call or an encode."""
+    acts = apostrophe_activations(webtext_fragments, noise_dims=7)
+    backend = Cached(TokenListBackend(), CallCache(tmp_path / "calls.sqlite"))
+
+    def score(decomposition, activations=acts, **options):
+        return score_decomposition(decomposition, activations, webtext_fragments, backend, backend, method="m",
+                                   site="s", n_features=4, vectorised=False, **options)
+
+    first = score(random_directions(8, seed=1))
+    calls = backend.cache.misses + backend.cache.hits
+    again = score(random_directions(8, seed=1))  # another object with the same weights
+    assert again == first and backend.cache.misses + backend.cache.hits == calls
+    assert (backend.cache.scores_reused, backend.cache.scores_missing) == (1, 1)
+    other = score(random_directions(8, seed=2))  # other weights: computed
+    assert backend.cache.misses + backend.cache.hits > calls and other != first
+    calls = backend.cache.misses + backend.cache.hits
+    assert score(random_directions(8, seed=1), activations=acts * 2).features[0].moments != first.features[0].moments
+    assert score(random_directions(8, seed=1), features=[0, 1]).choice.features == (0, 1)
+    assert backend.cache.misses + backend.cache.hits > calls
 
 
 def test_fragment_activations_are_cached_per_site(pythia_random):

@@ -1,4 +1,4 @@
-"""The training benchmarks still run (tiny shapes; the numbers themselves are not checked)."""
+"""The benchmarks still run (tiny shapes; the numbers themselves are not checked)."""
 
 from __future__ import annotations
 
@@ -39,3 +39,13 @@ def test_peer_throughput_runs_ours_and_skips_what_is_not_installed(capsys):
     assert "skipped" not in ours
     for peer in ("SAELens", "dictionary_learning", "sparsify"):
         assert any(line.startswith(peer) for line in lines), peer
+
+
+def test_book_costs_prints_each_step_beside_its_limit(capsys):
+    load("book_costs").main(["--model", "pythia-70m-deduped-random", "--depths", "2", "6", "--batch", "2", "--context", "16",
+                             "--batches", "1", "--train-shape", "16", "8", "32", "--train-l0", "4", "--train-steps", "1",
+                             "--fragments", "40", "--features", "2", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "matmul limit" in out and "2 blocks" in out and "6 blocks + unembed" in out
+    assert "dense limit" in out and all(f"{path} step" in out for path in ("dense", "sparse", "auto"))
+    assert "encode limit" in out and "token-list, vectorised" in out and "token-list, per call" in out

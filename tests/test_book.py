@@ -290,6 +290,16 @@ def test_smoke_book_in_a_browser(tmp_path, monkeypatch, capsys):
     board = json.loads((book / "generated" / "scoreboard.json").read_text())["claims"]
     assert {row["id"] for row in board if row["notebook"] == "01_training"} == set(recorded)
 
+    # built again with nothing changed: every notebook and the feature browser reused, the records byte for byte
+    generated = book / "generated"
+    records = {p: p.read_bytes() for p in sorted([*generated.glob("*/*.json"), generated / "scoreboard.json"])}
+    pages = {p: p.read_bytes() for p in sorted((generated / "features").rglob("*")) if p.is_file()}
+    again = run_book("smoke", layout=BookLayout(ROOT / "notebooks", book, ROOT / "profiles"), build=False, log=print)
+    assert again.reused == result.notebooks and again.seconds == {}
+    assert {p: p.read_bytes() for p in records} == records
+    assert {p: p.read_bytes() for p in sorted((generated / "features").rglob("*")) if p.is_file()} == pages
+    assert "feature browser: reused" in capsys.readouterr().out
+
     # no page makes the browser fetch anything from the network
     assert external_resources(html) == {}
 

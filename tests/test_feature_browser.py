@@ -7,11 +7,13 @@ tiny SAE trained through the one pipeline on 620 activations.
 from __future__ import annotations
 
 import json
+import os
 import re
 import textwrap
 
 import nbformat
 import pytest
+import torch
 
 from sae_paper.analysis.autointerp import FragmentSpec, fragment_activations
 from sae_paper.analysis.autointerp.fragments import FeatureChoice
@@ -32,7 +34,7 @@ from sae_paper.core.config import RunConfig
 from sae_paper.core.decompositions import SaeDecomposition
 from sae_paper.core.pipeline import Run
 from sae_paper.data.models import Site
-from sae_paper.data.paths import repo_root
+from sae_paper.data.paths import cache_dir, repo_root
 from sae_paper.errors import SaePaperError
 
 MODEL = "pythia-70m-deduped-random"
@@ -152,6 +154,15 @@ def test_write_browser_pages_from_records_and_the_cache(trained, pythia_random, 
     assert images and all((generated / "features" / name).stat().st_size > 1000 for name in images)
     assert "Not available in this build" in (generated / "features" / "mlp.md").read_text()
 
+    # written again: each histogram is the image rendered the first time, copied, not drawn again
+    drawn = {name: (generated / "features" / name).read_bytes() for name in images}
+    rendered = sorted(cache_dir("book-browser", "img").glob("*.png"))
+    assert len(rendered) == len(images)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sae_paper.report.feature_plots.compact_histogram_figure", lambda *a, **k: pytest.fail("drawn again"))
+        write_browser(generated, load_model=lambda name: pythia_random, log=lambda line: None)
+    assert {name: (generated / "features" / name).read_bytes() for name in images} == drawn
+
     # the fragment cache gone: the page says so rather than running the model
     for path in SPEC.folder().glob("*.safetensors"):
         path.unlink()
@@ -209,3 +220,26 @@ def test_every_recorded_claim_anchors_the_section_above_it():
     assert anchored == {"fig2-depth": 2, "fig8-ratio": 2, "table1-first-five": 2}
     assert cells[2].source == "## 1. First\n\ntext\n\n(claim-fig2-depth)=\n(claim-fig8-ratio)=\n(claim-table1-first-five)=\n### 1.1 detail"
     assert cells[0].source == "# Title\n\nintro" and len(cells) == 7  # no cell added: error cell numbers hold
+
+
+def test_many_missing_histograms_are_drawn_by_a_pool_of_processes_into_the_same_images(tmp_path, monkeypatch):
+    """Spawned workers draw the same bytes as this process; a job asked for again is copied, not drawn."""
+    from sae_paper.analysis.feature_stats import TokenHistogram
+    from sae_paper.book import histogram_images
+
+    histograms = [TokenHistogram(torch.linspace(0, 1 + i, 4), (5, 7), ("a", "b", "other"),
+                                 torch.tensor([[3, 1, 2], [0, 4, 1], [1, 0, 5 + i]])) for i in range(3)]
+    pooled = [(h, f"feature {i}", tmp_path / f"pool-{i}.png") for i, h in enumerate(histograms)]
+    monkeypatch.setattr(histogram_images, "POOL_FROM", 2)
+    if len(os.sched_getaffinity(0)) > 1:
+        monkeypatch.setattr("sae_paper.report.feature_plots.compact_histogram_figure",
+                            lambda *a, **k: pytest.fail("drawn in this process, not by the pool"))  # workers: unpatched
+    assert histogram_images.draw_histograms(pooled) == 3
+    monkeypatch.undo()
+    for path in cache_dir("book-browser", "img").glob("*.png"):
+        path.unlink()
+    here = [(h, title, tmp_path / f"here-{i}.png") for i, (h, title, _) in enumerate(pooled)]
+    assert histogram_images.draw_histograms(here[:1]) == 1  # below POOL_FROM: drawn here
+    assert histogram_images.draw_histograms(here) == 2  # the first is copied
+    assert [p.read_bytes() for _, _, p in here] == [p.read_bytes() for _, _, p in pooled]
+    assert len({p.read_bytes() for _, _, p in here}) == 3

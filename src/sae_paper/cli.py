@@ -92,7 +92,8 @@ def _cmd_book(args) -> None:
     result = run_book(args.profile, args.param, notebooks or None, validate_only=args.validate_only, recompute=recompute)
     if not args.validate_only:
         timings = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.seconds.items())
-        print(f"profile {result.profile}: {timings}")
+        reused = f"; reused, not executed: {', '.join(result.reused)}" if result.reused else ""
+        print(f"profile {result.profile}: {timings or 'nothing executed'}{reused}")
 
 
 def _cmd_export(args) -> None:

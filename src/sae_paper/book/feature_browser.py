@@ -46,6 +46,7 @@ from sae_paper.analysis.autointerp.scoring import MethodResult
 from sae_paper.analysis.feature_contexts import ContextExample, top_contexts
 from sae_paper.analysis.feature_stats import TokenHistogram, token_histogram, unembed_direction
 from sae_paper.analysis.token_activations import TokenActivations, feature_codes, token_label
+from sae_paper.book.histogram_images import draw_histograms
 from sae_paper.book.feature_pages import N_LOGITS, N_RANDOM, N_TOP, SLOTS, index_page, missing_page, render_page
 from sae_paper.book.pages import WIDE_PAGE
 from sae_paper.core.config import RunConfig
@@ -282,13 +283,29 @@ def _scorer_parameters(generated: Path) -> dict | None:
     return json.loads(path.read_text()).get("parameters") if path.is_file() else None
 
 
+def browser_inputs(generated: Path) -> tuple[list[Path], list[Path]]:
+    """What :func:`write_browser` reads: the notebooks' feature records and 02's provenance (its scorer's
+    parameters), and the cached files behind each page (the SAE's ``summary.json``, rewritten whenever it
+    is trained, and the fragment pool)."""
+    from sae_paper.core.pipeline import Run
+    from sae_paper.core.train import SUMMARY_FILE
+
+    records = sorted((generated / RECORDS).glob("*.json")) if (generated / RECORDS).is_dir() else []
+    scorer = generated / "provenance" / "02_autointerp.json"  # 02's parameters score the case-study picks
+    records += [scorer] if scorer.is_file() else []
+    inputs = []
+    for sae in (gather(generated / RECORDS) if records else {}).values():
+        folder = sae.fragments.folder()
+        inputs += [Run(sae.config, progress=False).sae_dir / SUMMARY_FILE, folder / "fragments.json",
+                   folder / f"{sae.site}.safetensors"]
+    return records, inputs
+
+
 def write_browser(generated: Path, *, load_model: Callable[[str], object] | None = None,
                   log: Callable[[str], None] = print) -> list[Path]:
     """Write ``generated/features/`` (index and one page per SAE) from the notebooks' records and the cache."""
     from sae_paper.core.decompositions import SaeDecomposition
     from sae_paper.core.pipeline import Run
-    from sae_paper.report.feature_plots import compact_histogram_figure
-
     if load_model is None:
         from sae_paper.data.models import load_model
     out = generated / FOLDER
@@ -321,13 +338,10 @@ def write_browser(generated: Path, *, load_model: Callable[[str], object] | None
         if scored:
             log(f"feature browser: scored {scored} case-study pick(s) of the {slot} SAE with 02's scorer")
         cards = feature_cards(sae, decomposition, text, model, seed=sae.config.seed)
-        images = {}
-        for card in cards:
-            if card.histogram is not None:
-                name = f"img/{slot}-{card.feature}.png"
-                compact_histogram_figure(card.histogram, title=f"feature {card.feature}: "
-                                         f"{card.histogram.n_firing:,} firing tokens").savefig(out / name, dpi=144)
-                images[card.feature] = name
+        drawn = [card for card in cards if card.histogram is not None]
+        images = {card.feature: f"img/{slot}-{card.feature}.png" for card in drawn}
+        draw_histograms([(card.histogram, f"feature {card.feature}: {card.histogram.n_firing:,} firing tokens",
+                          out / images[card.feature]) for card in drawn])
         path.write_text(WIDE_PAGE + render_page(sae, cards, images, model.tokenizer))
         written.append(path)
         log(f"feature browser: {slot} page, {len(cards)} features")

@@ -9,19 +9,22 @@ that has it, or ``-p NOTEBOOK.key=value`` for one. The runner then
    dataclass (e.g. :class:`~sae_paper.chapters.training.TrainingStudy`), which builds every
    :class:`~sae_paper.core.config.RunConfig` the notebook will train, so a typo or an
    impossible layer fails before anything runs (``--validate-only`` stops here);
-2. converts each notebook with Jupytext (marking the sections that record claims:
+2. reinstates, without executing it, each notebook whose inputs (its source, parameters, profile,
+   the computation versions and the library's source) are those of a run it stored before, and
+   harvests only for the others (:mod:`sae_paper.book.reuse`; ``--recompute`` executes them all);
+3. converts each notebook left with Jupytext (marking the sections that record claims:
    :func:`~sae_paper.book.pages.anchor_claim_sections`) and executes it with papermill, showing
    its progress on the terminal (:mod:`sae_paper.book.progress`), in a staging
    folder, on a ``python3`` kernel that runs *this* interpreter (a kernelspec written in
    the staging folder and put first on ``JUPYTER_PATH``, so a stale user-level
    ``python3`` kernel cannot shadow it); the notebooks write their claim records and
    provenance to the staging folder too (``SAE_PAPER_BOOK_OUTPUT``);
-3. only when every notebook succeeded, moves the executed notebooks, claim records and
+4. only when every notebook succeeded, moves the executed notebooks, claim records and
    provenance into ``book/generated/`` and writes the pages made from them: the scoreboard
    (``scoreboard.md`` and ``scoreboard.json``), the feature browser (``features/``,
-   :mod:`sae_paper.book.feature_browser`) and the intro's chapter list (``chapters.md``, from the
-   toc: :mod:`sae_paper.book.pages`);
-4. builds the HTML with ``jupyter-book build`` (execution off: the notebooks already ran)
+   :mod:`sae_paper.book.feature_browser`, reinstated when its inputs are unchanged) and the intro's
+   chapter list (``chapters.md``, from the toc: :mod:`sae_paper.book.pages`);
+5. builds the HTML with ``jupyter-book build`` (execution off: the notebooks already ran)
    into a temporary folder and swaps it in for ``book/_build`` when the build succeeded.
 
 ``--recompute KIND|all`` (:func:`sae_paper.data.cache.recompute_env`) makes every cache entry of
@@ -63,6 +66,7 @@ from sae_paper.book.profiles import (
     resolve_parameters,
     study_classes,
 )
+from sae_paper.book.reuse import OUTPUT_FOLDERS, ReuseCache, browser_key, notebook_files, notebook_key, tree_files
 from sae_paper.data.cache import LOG_ENV
 from sae_paper.data.paths import BOOK_OUTPUT_ENV, book_dir, repo_root
 
@@ -74,8 +78,7 @@ ROUNDING_CHECK = "checks/rounding.yaml"
 """The book's recorded float-rounding check, relative to the book folder (see :func:`write_scoreboard`)."""
 LOGS = "logs"
 """Where each notebook's library messages go (``<book output>/logs/<notebook>.log``), instead of its cells."""
-OUTPUT_FOLDERS = ("claims", "provenance", "feature_records")
-"""What notebooks write under the book output besides themselves, one ``<notebook>.json`` each."""
+
 
 @dataclass(frozen=True)
 class BookLayout:
@@ -103,6 +106,8 @@ class BookResult:
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall seconds per notebook, plus 'build' for the HTML."""
     html: Path | None = None
+    reused: list[str] = field(default_factory=list)
+    """Notebooks not executed: their inputs were unchanged, their earlier output was reinstated."""
 
 
 
@@ -121,14 +126,19 @@ def run_book(
     build: bool = True,
     log: Callable[[str], None] = print,
     recompute: Sequence[str] = (),
+    reuse: bool = True,
 ) -> BookResult:
-    """Validate, execute the notebooks and build the book (see the module docstring)."""
+    """Validate, execute the notebooks and build the book (see the module docstring).
+
+    ``reuse``: reinstate a notebook's earlier output instead of executing it when its inputs are
+    unchanged, and the same for the feature browser (:mod:`sae_paper.book.reuse`); off under ``recompute``.
+    """
     from sae_paper.data.cache import RECOMPUTE_ENV, recompute_env
 
     if recompute:
         with _environment(**{RECOMPUTE_ENV: recompute_env(list(recompute))}):
             return run_book(profile, overrides, notebooks, layout=layout, validate_only=validate_only, build=build,
-                            log=log)
+                            log=log, reuse=False)
     layout = layout or BookLayout.default()
     present = layout.notebooks()
     if not present:
@@ -154,36 +164,45 @@ def run_book(
 
     from sae_paper.book.progress import NotebookProgress, load_timings, save_timings
 
+    staging = Path(tempfile.mkdtemp(prefix="sae-paper-book-"))
+    out = staging / GENERATED
+    out.mkdir()
+    executed_cache = ReuseCache("book-notebooks")
+    keys = {name: notebook_key((layout.notebooks_dir / f"{name}.py").read_text(), parameters[name], profile_name)
+            for name in selected}
+    for name in selected:
+        stored = executed_cache.restore(name, keys[name], out) if reuse else None
+        if stored is not None:
+            result.reused.append(name)
+            log(f"{name}: reused, not executed (its source, parameters and library are those of the run stored "
+                f"{stored['stored']})")
+    to_run = [name for name in selected if name not in result.reused]
     started = time.perf_counter()
-    for line in harvest_for_book(parameters):
+    for line in harvest_for_book({name: parameters[name] for name in to_run}):
         log(f"harvest: {line}")
     steps = {"harvest": time.perf_counter() - started}  # what the costs page shows besides the notebooks
     if steps["harvest"] > 1:
         log(f"harvest: done in {steps['harvest']:.0f} s")
-    staging = Path(tempfile.mkdtemp(prefix="sae-paper-book-"))
-    out = staging / GENERATED
-    out.mkdir()
-    for name in selected:
+    for name in to_run:
         started = time.perf_counter()
         log(f"{name}: executing with profile {profile_name} ...")
         executed = _execute(layout.notebooks_dir / f"{name}.py", out / f"{name}.ipynb",
                             {**parameters[name], "profile": profile_name}, staging=staging, cwd=layout.notebooks_dir,
                             progress=NotebookProgress(name, load_timings(profile_name, name)))
         save_timings(profile_name, name, executed)
+        executed_cache.store(name, keys[name], out, [*notebook_files(name), f"{LOGS}/{name}.log"])
         result.seconds[name] = time.perf_counter() - started
         messages = out / LOGS / f"{name}.log"
         count = len(messages.read_text().splitlines()) if messages.is_file() else 0
         log(f"{name}: done in {result.seconds[name]:.0f} s"
             + (f"; {count} library message(s) in {GENERATED}/{LOGS}/{name}.log" if count else ""))
+    log(f"notebooks executed: {', '.join(to_run) or 'none'}; reused: {', '.join(result.reused) or 'none'}")
     _install(out, layout.book_dir / GENERATED, selected)
     write_scoreboard(layout.book_dir / GENERATED)
     _export_saes(layout.book_dir / GENERATED, {name: parameters[name] for name in selected}, log)
     started = time.perf_counter()
-    from sae_paper.book.feature_browser import write_browser  # torch and the model code: only when a book is built
-
-    write_browser(layout.book_dir / GENERATED, log=log)
+    _feature_browser(layout.book_dir / GENERATED, log, reuse=reuse)
     steps["feature browser"] = time.perf_counter() - started
-    log(f"feature browser written in {steps['feature browser']:.0f} s")
     write_costs_page(layout.book_dir / GENERATED, present, steps, profile_name)
     if (layout.book_dir / "_toc.yml").is_file():  # a book folder without a toc has no chapters to list
         write_chapter_list(layout.book_dir, layout.notebooks_dir, layout.book_dir / GENERATED)
@@ -194,6 +213,22 @@ def run_book(
         log(f"book built in {result.seconds['build']:.0f} s: {result.html / 'index.html'}")
     shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _feature_browser(generated: Path, log: Callable[[str], None], *, reuse: bool) -> None:
+    """Write ``generated/features/``, or reinstate the one made from the same inputs (:func:`~sae_paper.book.reuse.browser_key`)."""
+    from sae_paper.book.feature_browser import FOLDER, browser_inputs, write_browser  # torch and the model code
+
+    started = time.perf_counter()
+    key = browser_key(*browser_inputs(generated))
+    browsers = ReuseCache("book-browser")
+    shutil.rmtree(generated / FOLDER, ignore_errors=True)
+    if reuse and browsers.restore(FOLDER, key, generated) is not None:
+        log("feature browser: reused, not rebuilt (its records, SAEs and fragments are unchanged)")
+        return
+    write_browser(generated, log=log)
+    browsers.store(FOLDER, key, generated, tree_files(generated / FOLDER, generated))
+    log(f"feature browser written in {time.perf_counter() - started:.0f} s")
 
 
 def harvest_for_book(parameters: Mapping[str, Mapping[str, Any]]) -> list[str]:

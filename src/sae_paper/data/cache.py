@@ -91,6 +91,26 @@ COMPUTATIONS: dict[str, Computation] = {
         "sae_paper.analysis.patching_curves.patching_curve", "sae_paper.analysis.patching.FeaturePatching",
         "sae_paper.analysis.patching.PatchingSetup", "sae_paper.analysis.patching_curves.acdc",
         "sae_paper.analysis.patching.ModelTail", "sae_paper.chapters.ioi.patching_curves")),
+    "scores": Computation(1, (
+        "sae_paper.analysis.autointerp.scoring.score_decomposition",
+        "sae_paper.analysis.autointerp.scoring._score_decomposition",
+        "sae_paper.analysis.autointerp.scoring.score_feature", "sae_paper.analysis.autointerp.scoring._scored",
+        "sae_paper.analysis.autointerp.scoring.correlation", "sae_paper.analysis.autointerp.scoring._record",
+        "sae_paper.analysis.autointerp.fragments.select_fragments", "sae_paper.analysis.autointerp.fragments.rescale",
+        "sae_paper.analysis.autointerp.fragments.moments", "sae_paper.analysis.autointerp.fragments.feature_codes",
+        "sae_paper.analysis.autointerp.fragments.varying_fragment_counts",
+        "sae_paper.analysis.autointerp.fragments.choose_features", "sae_paper.analysis.autointerp.fragments.feature_order",
+        "sae_paper.core.decompositions.interpretable_codes", "sae_paper.core.decompositions.SaeDecomposition",
+        "sae_paper.core.decompositions.LinearDecomposition", "sae_paper.core.decompositions.TopK",
+        "sae_paper.analysis.autointerp.backends.Cached", "sae_paper.analysis.autointerp.backends.TokenListBackend",
+        "sae_paper.analysis.autointerp.backends.normal_token",
+        "sae_paper.analysis.autointerp.backends.token_list_explanation",
+        "sae_paper.analysis.autointerp.backends.token_list_weights",
+        "sae_paper.analysis.autointerp.backends.explain_prompt", "sae_paper.analysis.autointerp.backends.simulate_prefix",
+        "sae_paper.analysis.autointerp.backends.simulate_body", "sae_paper.analysis.autointerp.backends.expected_value",
+        "sae_paper.analysis.autointerp.backends.OpenAICompatibleBackend",
+        "sae_paper.analysis.autointerp.local.LocalBackend",
+        "sae_paper.analysis.autointerp.token_list.TokenListScorer")),
 }
 
 RECOMPUTE_ENV = "SAE_PAPER_RECOMPUTE"

@@ -7,7 +7,9 @@ Explain → simulate → score for the features of any :class:`~sae_paper.core.d
 - :mod:`.backends`: the explainer/simulator interface, the ``token-list`` stand-in (not an LLM),
   the ``openai-compatible`` HTTP client and the ``local`` llama-cpp backend, chosen by name, with
   every model call cached on disk and failures counted, never scored as 0;
-- :mod:`.scoring`: top-and-random and random-only correlation scores, 95 % CIs over features;
+- :mod:`.scoring`: top-and-random and random-only correlation scores, 95 % CIs over features; each
+  method's scores stored beside the calls, keyed by :mod:`.fingerprints` (content hashes);
+- :mod:`.token_list`: the ``token-list`` stand-in's rules over all fragments at once (the scorer's fast path);
 - :mod:`.registry`: backends by name (``make_backend``), above both the interface and the local backend;
 - :mod:`.testserver`: a localhost server speaking the OpenAI API, for tests.
 

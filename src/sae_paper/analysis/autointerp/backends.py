@@ -39,7 +39,7 @@ import threading
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -184,13 +184,20 @@ class Backend(ABC):
     def simulate(self, prompt: str, n_tokens: int) -> list[float]:
         """Call the model; one prediction in [0, 10] per token. Raises :class:`BackendFailure`."""
 
+    def settings(self) -> dict[str, object]:
+        """What decides its answers: its name, model and public plain settings (a cached score's key)."""
+        plain = {k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, (str, int, float, bool))}
+        return {**plain, "backend": self.name, "model": self.model}
+
     def label(self) -> str:
         note = " (deterministic stand-in for the paper's GPT-4/GPT-3.5, not an LLM)" if self.stand_in else ""
         return f"{self.name}:{self.model}{note}"
 
 
 class CallCache:
-    """Every successful model call, keyed by (backend, model, kind, prompt), in one SQLite file."""
+    """Every successful model call, keyed by (backend, model, kind, prompt), in one SQLite file; and
+    every method's scores, keyed by what they were computed from
+    (:func:`~sae_paper.analysis.autointerp.scoring.score_decomposition`), so that scoring done is not redone."""
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path is not None else cache_dir("autointerp") / "calls.sqlite"
@@ -202,7 +209,10 @@ class CallCache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, backend TEXT, model TEXT, kind TEXT, "
                          "prompt TEXT, response TEXT)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, result TEXT)")
         self.hits = self.misses = 0
+        self.scores_reused = self.scores_missing = 0
+        """Methods whose stored scores were found, or not (:meth:`stored_scores`)."""
 
     @staticmethod
     def key(backend: str, model: str, kind: str, prompt: str) -> str:
@@ -222,6 +232,22 @@ class CallCache:
                              (key, backend.name, backend.model, kind, prompt, json.dumps(response)))
             self._db.commit()
         return response
+
+
+    def stored_scores(self, key: str) -> dict | None:
+        """The scores stored under ``key`` (JSON as :meth:`store_scores` got it), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT result FROM scores WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            self.scores_missing += 1
+            return None
+        self.scores_reused += 1
+        return json.loads(row[0])
+
+    def store_scores(self, key: str, payload: dict) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO scores VALUES (?, ?)", (key, json.dumps(payload)))
+            self._db.commit()
 
 
 class Cached:
@@ -258,8 +284,27 @@ def _checked(predictions: Sequence[float], n_tokens: int) -> list[float]:
 TOKEN_LIST_LEAD = "tokens (weight 0-10): "
 
 
-def _normal(token: str) -> str:
+def normal_token(token: str) -> str:
+    """How the token-list stand-in compares tokens: stripped of surrounding whitespace, lower-cased."""
     return token.strip().lower() or token
+
+
+def token_list_explanation(means: Mapping[str, float], max_tokens: int) -> str:
+    """The token-list explanation from each normalised token's mean activation (0..10): those of
+    at least 1, the largest ``max_tokens`` first (ties by token), each weight rounded to 0.1."""
+    top = sorted(((t, w) for t, w in means.items() if w >= 1), key=lambda item: (-item[1], item[0]))[:max_tokens]
+    return TOKEN_LIST_LEAD + json.dumps({t: round(w, 1) for t, w in top}, ensure_ascii=False)
+
+
+def token_list_weights(explanation: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(every listed token's weight, the symbol-only entries among them) from a token-list explanation."""
+    if not explanation.startswith(TOKEN_LIST_LEAD):
+        raise BackendFailure(f"token-list simulator cannot read a free-text explanation: {explanation[:60]!r}")
+    try:
+        weights = {t: float(w) for t, w in json.loads(explanation[len(TOKEN_LIST_LEAD):]).items()}
+    except json.JSONDecodeError:
+        raise BackendFailure("token-list explanation is not a JSON token list") from None
+    return weights, {t: w for t, w in weights.items() if t.strip() and not any(c.isalnum() for c in t)}
 
 
 class TokenListBackend(Backend):
@@ -270,7 +315,10 @@ class TokenListBackend(Backend):
     beyond the list: a listed entry made only of symbols (no letter or digit, e.g. ``'`` or ``)``)
     also matches tokens that contain it (``'re``, ``),``), as "apostrophes" would for an LLM; the
     largest such weight is predicted. ``max_tokens``: entries kept, by weight (mean activation of
-    the token over its occurrences in the explainer's fragments, at least 1)."""
+    the token over its occurrences in the explainer's fragments, at least 1).
+
+    This is the reference, one call per fragment through the call cache; the scorer takes the
+    same rules over many fragments at once without calls (:mod:`sae_paper.analysis.autointerp.token_list`)."""
 
     name = "token-list"
     stand_in = True
@@ -285,29 +333,20 @@ class TokenListBackend(Backend):
         totals: dict[str, list[int]] = {}
         for tokens, activations in json.loads(prompt):
             for token, activation in zip(tokens, activations):
-                totals.setdefault(_normal(token), []).append(activation)
-        weights = {t: sum(a) / len(a) for t, a in totals.items() if sum(a) / len(a) >= 1}
-        top = sorted(weights.items(), key=lambda item: (-item[1], item[0]))[: self.max_tokens]
-        return TOKEN_LIST_LEAD + json.dumps({t: round(w, 1) for t, w in top}, ensure_ascii=False)
+                totals.setdefault(normal_token(token), []).append(activation)
+        return token_list_explanation({t: sum(a) / len(a) for t, a in totals.items()}, self.max_tokens)
 
     def simulate_request(self, explanation: str, tokens: Sequence[str]) -> str:
         return json.dumps({"explanation": explanation, "tokens": list(tokens)}, ensure_ascii=False)
 
     def simulate(self, prompt: str, n_tokens: int) -> list[float]:
         request = json.loads(prompt)
-        explanation = request["explanation"]
-        if not explanation.startswith(TOKEN_LIST_LEAD):
-            raise BackendFailure(f"token-list simulator cannot read a free-text explanation: {explanation[:60]!r}")
-        try:
-            weights = json.loads(explanation[len(TOKEN_LIST_LEAD):])
-        except json.JSONDecodeError:
-            raise BackendFailure("token-list explanation is not a JSON token list") from None
-        symbols = {t: float(w) for t, w in weights.items() if t.strip() and not any(c.isalnum() for c in t)}
+        weights, symbols = token_list_weights(request["explanation"])
 
         def predict(token: str) -> float:
-            key = _normal(token)
+            key = normal_token(token)
             if key in weights:
-                return float(weights[key])
+                return weights[key]
             return max((w for symbol, w in symbols.items() if symbol in key), default=0.0)
 
         return [min(10.0, max(0.0, predict(t))) for t in request["tokens"]]

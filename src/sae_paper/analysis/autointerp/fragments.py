@@ -188,20 +188,29 @@ def feature_codes(decomposition: Decomposition, activations: Float[Tensor, "n_fr
 
 @torch.no_grad()
 def varying_fragment_counts(decomposition: Decomposition, activations: Float[Tensor, "n_fragments pos d"],
-                            *, fragments_per_chunk: int = 64) -> Int[Tensor, "n_features"]:
-    """For each feature, the number of fragments on which its activation has non-zero variance."""
+                            keep: Sequence[int] = (), *, fragments_per_chunk: int = 64
+                            ) -> tuple[Int[Tensor, "n_features"], Float[Tensor, "n_fragments pos n_keep"]]:
+    """For each feature, the number of fragments on which its activation has non-zero variance; and the
+    codes of the features ``keep``, read from the same pass (encoding the fragments is most of scoring's cost)."""
     counts = torch.zeros(decomposition.n_features, dtype=torch.long)
+    index = torch.as_tensor(list(keep), dtype=torch.long)
+    kept = []
     for start in range(0, activations.shape[0], fragments_per_chunk):
         codes = feature_codes(decomposition, activations[start : start + fragments_per_chunk])
         counts += (codes.amax(1) > codes.amin(1)).sum(0)
-    return counts
+        kept.append(codes[..., index])
+    return counts, torch.cat(kept) if kept else activations.new_zeros(0, activations.shape[1], len(index))
+
+
+def feature_order(n_features: int, seed: int) -> list[int]:
+    """The seeded random order in which :func:`choose_features` draws features."""
+    return torch.randperm(n_features, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
 def choose_features(counts: Tensor, n_features: int, *, min_fragments: int = 20, seed: int = 0) -> FeatureChoice:
     """Up to ``n_features`` features drawn in a seeded random order, skipping those below ``min_fragments``."""
-    order = torch.randperm(len(counts), generator=torch.Generator().manual_seed(seed)).tolist()
     chosen, skipped = [], 0
-    for feature in order:
+    for feature in feature_order(len(counts), seed):
         if len(chosen) == n_features:
             break
         if counts[feature] >= min_fragments:
@@ -244,12 +253,14 @@ def select_fragments(codes: Float[Tensor, "n_fragments pos"], *, n_top: int = 20
         raise SaePaperError(f"n_explain + n_simulate_top ({n_explain + n_simulate_top}) must not exceed n_top ({n_top})")
     generator = torch.Generator().manual_seed(seed)
     maxima = codes.amax(1)
-    top = [int(i) for i in maxima.argsort(descending=True, stable=True)[:n_top] if maxima[i] > 0]
+    order = maxima.argsort(descending=True, stable=True)[:n_top]
+    top = order[maxima[order] > 0].tolist()
     shuffled = [top[i] for i in torch.randperm(len(top), generator=generator).tolist()]
     explain, sim_top = shuffled[:n_explain], shuffled[n_explain : n_explain + n_simulate_top]
-    varying = [int(i) for i in torch.nonzero(codes.amax(1) > codes.amin(1)).flatten()]
-    outside = [i for i in varying if i not in set(top)]
-    pool = outside if len(outside) >= n_random else [i for i in varying if i not in set(explain) | set(sim_top)]
+    varying = torch.nonzero(maxima > codes.amin(1)).flatten().tolist()
+    in_top, shown = set(top), set(explain) | set(sim_top)
+    outside = [i for i in varying if i not in in_top]
+    pool = outside if len(outside) >= n_random else [i for i in varying if i not in shown]
     random = [pool[i] for i in torch.randperm(len(pool), generator=generator)[:n_random].tolist()]
     return Selection(tuple(explain), tuple(sim_top), tuple(random))
 

@@ -20,25 +20,29 @@ score, and the failure is counted and reported (:class:`MethodSummary`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
 
-from sae_paper.analysis.autointerp.backends import ActivationRecord, BackendFailure, Cached
+from sae_paper.analysis.autointerp.backends import ActivationRecord, BackendFailure, Cached, TokenListBackend
 from sae_paper.analysis.autointerp.fragments import (
     FeatureChoice,
     Fragments,
     Moments,
     choose_features,
     feature_codes,
+    feature_order,
     moments,
     rescale,
     select_fragments,
     varying_fragment_counts,
 )
+from sae_paper.analysis.autointerp.fingerprints import fingerprint, fragments_digest, tensor_digest
+from sae_paper.analysis.autointerp.token_list import TokenListScorer
 from sae_paper.core.decompositions import Decomposition
+from sae_paper.data import cache
 
 
 @dataclass(frozen=True)
@@ -92,14 +96,23 @@ def _record(fragments: Fragments, index: int, values: Tensor | None = None) -> A
 
 
 def score_feature(codes: Tensor, fragments: Fragments, explainer: Cached, simulator: Cached, *, method: str, site: str,
-                  feature: int, config: ScoringConfig = ScoringConfig()) -> FeatureResult:
-    """Explain, simulate and score one feature from its codes ``[n_fragments, pos]`` on the fragments."""
+                  feature: int, config: ScoringConfig = ScoringConfig(),
+                  token_list: TokenListScorer | None = None) -> FeatureResult:
+    """Explain, simulate and score one feature from its codes ``[n_fragments, pos]`` on the fragments.
+
+    ``token_list``: the token-list stand-in over the fragments at once, used instead of
+    ``explainer`` and ``simulator`` when both are that stand-in (same explanations and predictions)."""
     selection = select_fragments(codes, n_top=config.n_top, n_explain=config.n_explain,
                                  n_simulate_top=config.n_simulate_top, n_random=config.n_random,
                                  seed=config.seed * 100_003 + feature)
     scaled = rescale(codes, float(codes.max()))
     stats = moments(codes)
     base = dict(method=method, site=site, feature=feature, moments=stats)
+    if token_list is not None:
+        explanation = token_list.explain(selection.explain, scaled[list(selection.explain)])
+        scored = [*selection.top, *selection.random]
+        simulated = dict(zip(scored, token_list.simulate(explanation, scored)))
+        return _scored(codes, simulated, selection.top, selection.random, explanation, base)
     try:
         explanation = explainer.explain([_record(fragments, i, scaled[i]) for i in selection.explain])
     except BackendFailure as failure:
@@ -109,15 +122,20 @@ def score_feature(codes: Tensor, fragments: Fragments, explainer: Cached, simula
                      for i in (*selection.top, *selection.random)}
     except BackendFailure as failure:
         return FeatureResult(explanation=explanation, score=None, random_score=None, failure=f"simulate: {failure}", **base)
+    return _scored(codes, simulated, selection.top, selection.random, explanation, base)
 
+
+def _scored(codes: Tensor, simulated: Mapping[int, Sequence[float] | Tensor], top: Sequence[int], random: Sequence[int],
+            explanation: str, base: dict) -> FeatureResult:
+    """The top-and-random and random-only correlations of the simulated activations (fragment → predictions)."""
     def pooled(indices: Sequence[int]) -> tuple[float, bool]:
         true = torch.cat([codes[i] for i in indices])
-        predicted = [p for i in indices for p in simulated[i]]
+        predicted = torch.cat([torch.as_tensor(simulated[i], dtype=torch.float64) for i in indices])
         r = correlation(predicted, true)
         return (0.0, True) if r is None else (r, False)
 
-    score, constant = pooled([*selection.top, *selection.random])
-    random_score, _ = pooled(selection.random)
+    score, constant = pooled([*top, *random])
+    random_score, _ = pooled(random)
     return FeatureResult(explanation=explanation, score=score, random_score=random_score, constant=constant, **base)
 
 
@@ -136,10 +154,57 @@ class MethodResult:
 
 def score_decomposition(decomposition: Decomposition, activations: Tensor, fragments: Fragments, explainer: Cached,
                         simulator: Cached, *, method: str, site: str, n_features: int,
-                        features: Sequence[int] | None = None, config: ScoringConfig = ScoringConfig()) -> MethodResult:
+                        features: Sequence[int] | None = None, config: ScoringConfig = ScoringConfig(),
+                        vectorised: bool = True) -> MethodResult:
     """Score ``n_features`` features drawn at random (seeded) among those not skipped, or the given ``features``
-    (those below ``min_fragments`` are still skipped). ``activations``: the site's ``[n_fragments, pos, d]``."""
-    counts = varying_fragment_counts(decomposition, activations)
+    (those below ``min_fragments`` are still skipped). ``activations``: the site's ``[n_fragments, pos, d]``.
+
+    Scores done are not redone: when explainer and simulator share a call cache, the result is stored
+    there (a ``scores`` entry, :mod:`sae_paper.data.cache`) under a hash of everything it is computed from:
+    the decomposition's weights, the activations, the fragments, both backends' settings, the scoring
+    settings, the features asked for (:mod:`~sae_paper.analysis.autointerp.fingerprints`). A result
+    with a failed call is not stored, so that a rerun tries the call again.
+    """
+    store = explainer.cache if explainer.cache is not None and explainer.cache is simulator.cache else None
+    if store is None:
+        return _score_decomposition(decomposition, activations, fragments, explainer, simulator, method=method, site=site,
+                                    n_features=n_features, features=features, config=config, vectorised=vectorised)
+    key = fingerprint({"version": cache.version("scores"), "decomposition": fingerprint(decomposition),
+                       "activations": tensor_digest(activations), "fragments": fragments_digest(fragments),
+                       "explainer": explainer.backend.settings(), "simulator": simulator.backend.settings(),
+                       "method": method, "site": site, "n_features": n_features, "features": features,
+                       "config": asdict(config)})
+    where = f"{store.path}#scores-{key[:16]}"
+    stored = store.stored_scores(key)
+    if stored is not None and cache.reusable("scores", where, stored["computed"]):
+        return _result_from_json(stored["result"])
+    result = _score_decomposition(decomposition, activations, fragments, explainer, simulator, method=method, site=site,
+                                  n_features=n_features, features=features, config=config, vectorised=vectorised)
+    if all(f.failure is None for f in result.features):
+        store.store_scores(key, {"result": asdict(result), "computed": cache.stamp("scores", where)})
+    return result
+
+
+def _result_from_json(payload: dict) -> MethodResult:
+    choice = FeatureChoice(**{**payload["choice"], "features": tuple(payload["choice"]["features"])})
+    features = [FeatureResult(**{**f, "moments": Moments(**f["moments"]) if f["moments"] else None})
+                for f in payload["features"]]
+    return MethodResult(payload["method"], payload["site"], choice, features)
+
+
+def _score_decomposition(decomposition: Decomposition, activations: Tensor, fragments: Fragments, explainer: Cached,
+                         simulator: Cached, *, method: str, site: str, n_features: int, features: Sequence[int] | None,
+                         config: ScoringConfig, vectorised: bool) -> MethodResult:
+    """:func:`score_decomposition` without its store.
+
+    The fragments are encoded once: the pass that counts each feature's varying fragments keeps the
+    codes of the first features of the draw (half as many again as asked, for the skipped ones); a
+    feature drawn beyond them is encoded in a second pass. With the token-list stand-in as both
+    explainer and simulator (and ``vectorised``), the lookups run over the fragments at once
+    (:class:`~sae_paper.analysis.autointerp.token_list.TokenListScorer`) instead of one call per fragment."""
+    candidates = (list(features) if features is not None
+                  else feature_order(decomposition.n_features, config.seed)[: n_features + n_features // 2 + 8])
+    counts, candidate_codes = varying_fragment_counts(decomposition, activations, candidates)
     if features is None:
         choice = choose_features(counts, n_features, min_fragments=config.min_fragments, seed=config.seed)
     else:
@@ -148,10 +213,17 @@ def score_decomposition(decomposition: Decomposition, activations: Tensor, fragm
     result = MethodResult(method, site, choice)
     if not choice.features:
         return result
-    codes = feature_codes(decomposition, activations, choice.features)
-    for column, feature in enumerate(choice.features):
-        result.features.append(score_feature(codes[..., column], fragments, explainer, simulator, method=method,
-                                             site=site, feature=feature, config=config))
+    column = {feature: i for i, feature in enumerate(candidates)}
+    beyond = [f for f in choice.features if f not in column]
+    extra = feature_codes(decomposition, activations, beyond) if beyond else None
+    column.update({feature: len(candidates) + i for i, feature in enumerate(beyond)})
+    codes = candidate_codes if extra is None else torch.cat([candidate_codes, extra], dim=-1)
+    token_list = (TokenListScorer(explainer.backend, fragments) if vectorised
+                  and isinstance(explainer.backend, TokenListBackend) and isinstance(simulator.backend, TokenListBackend)
+                  else None)
+    for feature in choice.features:
+        result.features.append(score_feature(codes[..., column[feature]], fragments, explainer, simulator, method=method,
+                                             site=site, feature=feature, config=config, token_list=token_list))
     return result
 
 
