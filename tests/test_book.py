@@ -507,3 +507,5 @@ def test_the_costs_page_states_what_this_build_measured_and_on_which_machine(tmp
     assert "03_not_run" not in page  # not measured, not printed
     assert "| **total** | **16.8 min** |" in page  # 128 + 120.4 + 700 + 57 s
     assert costs_markdown(tmp_path / "empty", ["01_training"], {}, "default").startswith("No step")
+    reused = costs_markdown(tmp_path, ["01_training", "02_x"], {}, "default", reused=["02_x"])
+    assert "| 02_x (reused: the run of 2026-12-02T15:00) | 11.7 min |" in reused and "**120 s**" in reused

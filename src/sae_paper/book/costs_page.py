@@ -39,9 +39,11 @@ def machine_line(hardware: Mapping) -> str:
             f"{hardware.get('cpus_usable', '?')} usable cores, torch on {hardware.get('torch_threads', '?')} thread(s)")
 
 
-def costs_markdown(generated: Path, notebooks: Sequence[str], steps: Mapping[str, float], profile: str) -> str:
+def costs_markdown(generated: Path, notebooks: Sequence[str], steps: Mapping[str, float], profile: str,
+                   reused: Sequence[str] = ()) -> str:
     """The cost table of a build: ``steps`` the runner timed itself (harvest, feature browser), each notebook's wall
-    time and longest sections from its provenance record, and the machines those records name."""
+    time and longest sections from its provenance record, and the machines those records name. A notebook this build
+    ``reused`` shows the run that made it, marked, and is left out of the total (this build spent nothing on it)."""
     records = {name: _provenance(generated, name) for name in notebooks}
     rows, machines, total = [], {}, 0.0
     if "harvest" in steps:
@@ -53,8 +55,9 @@ def costs_markdown(generated: Path, notebooks: Sequence[str], steps: Mapping[str
             continue
         sections = sorted(info.get("sections", {}).items(), key=lambda item: -item[1])[:SHOWN_SECTIONS]
         where = "; ".join(f"{section} {_seconds(seconds)}" for section, seconds in sections)
-        rows.append(f"| {name} | {_seconds(info.get('wall_seconds', 0.0))} | {where.replace('|', '/')} |")
-        total += info.get("wall_seconds", 0.0)
+        label = f"{name} (reused: the run of {info.get('started', '?')})" if name in reused else name
+        rows.append(f"| {label} | {_seconds(info.get('wall_seconds', 0.0))} | {where.replace('|', '/')} |")
+        total += 0.0 if name in reused else info.get("wall_seconds", 0.0)
         machines.setdefault(machine_line(info.get("hardware", {})), []).append(name)
     if "feature browser" in steps:
         rows.append(f"| feature browser | {_seconds(steps['feature browser'])} | |")
@@ -68,7 +71,8 @@ def costs_markdown(generated: Path, notebooks: Sequence[str], steps: Mapping[str
                          for machine, names in machines.items()) + ".",
              "", "| step | wall time | where the time went (the chapter's longest provenance sections) |",
              "|---|---:|---|", *rows,
-             f"| **total** | **{_seconds(total)}** | setup and the HTML build are not included |", ""]
+             f"| **total** | **{_seconds(total)}** | setup and the HTML build are not included"
+             + (", nor the reused notebooks" if reused else "") + " |", ""]
     long_runs = {name: load_timings("long", name) for name in notebooks}
     measured = {name: sum(cells) for name, cells in long_runs.items() if cells}
     if measured and profile != "long":
@@ -78,8 +82,9 @@ def costs_markdown(generated: Path, notebooks: Sequence[str], steps: Mapping[str
     return "\n".join(lines)
 
 
-def write_costs_page(generated: Path, notebooks: Sequence[str], steps: Mapping[str, float], profile: str) -> Path:
+def write_costs_page(generated: Path, notebooks: Sequence[str], steps: Mapping[str, float], profile: str,
+                     reused: Sequence[str] = ()) -> Path:
     """Write :func:`costs_markdown` to ``generated/costs.md``."""
     path = generated / COSTS_PAGE
-    path.write_text(costs_markdown(generated, notebooks, steps, profile))
+    path.write_text(costs_markdown(generated, notebooks, steps, profile, reused))
     return path

@@ -203,7 +203,7 @@ def run_book(
     started = time.perf_counter()
     _feature_browser(layout.book_dir / GENERATED, log, reuse=reuse)
     steps["feature browser"] = time.perf_counter() - started
-    write_costs_page(layout.book_dir / GENERATED, present, steps, profile_name)
+    write_costs_page(layout.book_dir / GENERATED, present, steps, profile_name, result.reused)
     if (layout.book_dir / "_toc.yml").is_file():  # a book folder without a toc has no chapters to list
         write_chapter_list(layout.book_dir, layout.notebooks_dir, layout.book_dir / GENERATED)
     if build:
