@@ -176,9 +176,12 @@ def test_two_processes_on_one_cache_harvest_and_train_once(reference, tmp_path, 
 # --------------------------------------------------------------------------------------
 
 BOOK_ARGS = ["book", "--profile", "smoke", "--notebooks", "01_training"]
+EXECUTE_AGAIN = ["--recompute", "reference-ce"]
+"""Makes the runner execute an unchanged notebook instead of reinstating it (recomputing only the cheap clean CE)."""
 
 
-def start_book(book: Path, cache: Path, scratch: Path, *, prefix: list[str] = ()) -> subprocess.Popen:
+def start_book(book: Path, cache: Path, scratch: Path, *, prefix: list[str] = (),
+               extra: list[str] = ()) -> subprocess.Popen:
     """``sae-paper book --profile smoke --notebooks 01_training`` building into ``book`` (``SAE_PAPER_BOOK``), its
     staging folder under ``scratch/tmp`` and its kernels' connection files under ``scratch/runtime``."""
     for name in ("tmp", "runtime"):
@@ -186,7 +189,7 @@ def start_book(book: Path, cache: Path, scratch: Path, *, prefix: list[str] = ()
     env = {**environment(cache), "SAE_PAPER_BOOK": str(book), "TMPDIR": str(scratch / "tmp"),
            "JUPYTER_RUNTIME_DIR": str(scratch / "runtime")}
     log = open(scratch / f"book-{time.monotonic_ns()}.log", "w")
-    process = subprocess.Popen([*prefix, sys.executable, "-m", "sae_paper", *BOOK_ARGS], stdout=log,
+    process = subprocess.Popen([*prefix, sys.executable, "-m", "sae_paper", *BOOK_ARGS, *extra], stdout=log,
                                stderr=subprocess.STDOUT, env=env)
     process.out_path = process.err_path = Path(log.name)
     log.close()
@@ -258,9 +261,10 @@ def test_book_killed_inside_a_notebook_keeps_the_previous_book_and_the_rerun_giv
     before, first_claims = snapshot(book), claims(book)
     assert first_claims["records"]
 
-    # killed inside the notebook, after a few cells: the CLI and its kernel, with SIGKILL
+    # killed inside the notebook, after a few cells: the CLI and its kernel, with SIGKILL. The notebook is unchanged,
+    # so the runner would reinstate its stored output; --recompute (of a cheap kind) makes it execute again.
     scratch = tmp_path / "killed"
-    process = start_book(book, cache, scratch)
+    process = start_book(book, cache, scratch, extra=EXECUTE_AGAIN)
     kill_when(process, lambda: executed_cells(scratch)[0] >= 3, "the notebook's third executed cell")
     done, total = executed_cells(scratch)
     assert done < total, "the notebook had finished before the kill"
@@ -268,7 +272,8 @@ def test_book_killed_inside_a_notebook_keeps_the_previous_book_and_the_rerun_giv
         os.kill(pid, signal.SIGKILL)
     assert snapshot(book) == before, "the killed build changed the previous book"
 
-    # the rerun completes and records the same claims
-    out, _ = finish(start_book(book, cache, tmp_path / "rerun"))
+    # the rerun, executing the notebook again, completes and records the same claims
+    out, _ = finish(start_book(book, cache, tmp_path / "rerun", extra=EXECUTE_AGAIN))
+    assert "01_training: reused" not in out
     assert "book built in" in out
     assert claims(book) == first_claims
