@@ -46,8 +46,8 @@ from sae_paper.analysis.autointerp.scoring import MethodResult
 from sae_paper.analysis.feature_contexts import ContextExample, top_contexts
 from sae_paper.analysis.feature_stats import TokenHistogram, token_histogram, unembed_direction
 from sae_paper.analysis.token_activations import TokenActivations, feature_codes, token_label
-from sae_paper.book.histogram_images import draw_histograms
 from sae_paper.book.feature_pages import N_LOGITS, N_RANDOM, N_TOP, SLOTS, index_page, missing_page, render_page
+from sae_paper.book.histogram_images import draw_histograms
 from sae_paper.book.pages import WIDE_PAGE
 from sae_paper.core.config import RunConfig
 from sae_paper.data.models import Site, model_spec
@@ -199,9 +199,10 @@ def _fragment_pool(spec: FragmentSpec, site: Site):
     return fragments, acts
 
 
-def fragment_text(spec: FragmentSpec, site: Site) -> TokenActivations:
-    """02's fragment pool at ``site`` from the cache, as contexts (BOS first) and one activation row per token."""
-    fragments, acts = _fragment_pool(spec, site)
+def fragment_text(spec: FragmentSpec, site: Site, pool=None) -> TokenActivations:
+    """02's fragment pool at ``site`` from the cache (or ``pool``, :func:`_fragment_pool`'s answer, already read), as
+    contexts (BOS first) and one activation row per token."""
+    fragments, acts = pool or _fragment_pool(spec, site)
     bos = torch.full((fragments.n_fragments, 1), model_spec(spec.model).bos_token_id, dtype=torch.long)
     rows = acts[site].reshape(-1, acts[site].shape[-1])
     return TokenActivations(torch.cat([bos, fragments.tokens], dim=1), rows, (("fragments", fragments.n_fragments),))
@@ -247,14 +248,15 @@ def feature_cards(sae: BrowsedSae, decomposition, text: TokenActivations, model,
     return cards
 
 
-def score_picked(sae: BrowsedSae, decomposition, parameters: Mapping | None) -> int:
+def score_picked(sae: BrowsedSae, decomposition, parameters: Mapping | None, pool=None) -> int:
     """Explain and score, with notebook 02's scorer, fragments and settings, the case-study picks 02 did not draw.
 
     02 scores a random sample of features; the features 04 picked (the apostrophe feature of
     Figure 4, the single-token features) are rarely among them, and a card without an
     explanation says little. ``parameters``: 02's, from its provenance (None: nothing to score
     with). The scores join ``sae.scored``, marked ``by: runner``; every model call goes through
-    the autointerp call cache, so a rebuild scores nothing again. Returns how many were scored.
+    the autointerp call cache, so a rebuild scores nothing again. ``pool``: the fragments, if already read
+    (:func:`_fragment_pool`). Returns how many were scored.
     """
     from sae_paper.analysis.autointerp.scoring import score_decomposition
     from sae_paper.chapters.autointerp import AutointerpStudy, make_backends
@@ -264,7 +266,7 @@ def score_picked(sae: BrowsedSae, decomposition, parameters: Mapping | None) -> 
         return 0
     study = AutointerpStudy.from_params(parameters)
     explainer, simulator = make_backends(study)
-    fragments, acts = _fragment_pool(sae.fragments, sae.site)
+    fragments, acts = pool or _fragment_pool(sae.fragments, sae.site)
     result = score_decomposition(decomposition, acts[sae.site], fragments, explainer, simulator, method="sae",
                                  site=str(sae.site), n_features=len(missing), features=missing, config=study.scoring())
     for r in result.features:
@@ -277,9 +279,13 @@ def score_picked(sae: BrowsedSae, decomposition, parameters: Mapping | None) -> 
     return len(result.features)
 
 
+SCORER_PROVENANCE = "provenance/02_autointerp.json"
+"""Under ``book/generated``: notebook 02's provenance, whose parameters say how the case-study picks are scored."""
+
+
 def _scorer_parameters(generated: Path) -> dict | None:
     """Notebook 02's parameters as its provenance recorded them, or None when 02 has not run."""
-    path = generated / "provenance" / "02_autointerp.json"
+    path = generated / SCORER_PROVENANCE
     return json.loads(path.read_text()).get("parameters") if path.is_file() else None
 
 
@@ -291,7 +297,7 @@ def browser_inputs(generated: Path) -> tuple[list[Path], list[Path]]:
     from sae_paper.core.train import SUMMARY_FILE
 
     records = sorted((generated / RECORDS).glob("*.json")) if (generated / RECORDS).is_dir() else []
-    scorer = generated / "provenance" / "02_autointerp.json"  # 02's parameters score the case-study picks
+    scorer = generated / SCORER_PROVENANCE  # 02's parameters score the case-study picks
     records += [scorer] if scorer.is_file() else []
     inputs = []
     for sae in (gather(generated / RECORDS) if records else {}).values():
@@ -325,7 +331,8 @@ def write_browser(generated: Path, *, load_model: Callable[[str], object] | None
         try:
             if not run.sae_is_cached():
                 raise SaePaperError(f"the SAE is not in the cache ({run.sae_dir}); rerun notebook 02_autointerp")
-            text = fragment_text(sae.fragments, sae.site)
+            pool = _fragment_pool(sae.fragments, sae.site)  # read once: the cards and the picks' scoring share it
+            text = fragment_text(sae.fragments, sae.site, pool)
         except SaePaperError as error:
             path.write_text(missing_page(slot, str(error)))
             written.append(path)
@@ -334,7 +341,7 @@ def write_browser(generated: Path, *, load_model: Callable[[str], object] | None
             models[sae.config.model] = load_model(sae.config.model)
         model = models[sae.config.model]
         decomposition = SaeDecomposition(run.sae())
-        scored = score_picked(sae, decomposition, _scorer_parameters(generated))
+        scored = score_picked(sae, decomposition, _scorer_parameters(generated), pool)
         if scored:
             log(f"feature browser: scored {scored} case-study pick(s) of the {slot} SAE with 02's scorer")
         cards = feature_cards(sae, decomposition, text, model, seed=sae.config.seed)

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sae_paper.errors import SaePaperError
-from sae_paper.report.claim_html import inline, mark_tags, verdict_pill
+from sae_paper.report.claim_html import MARK_LABELS, inline, mark_tags, verdict_pill
 from sae_paper.report.claims import (
     MARKS,
     NOT_YET_RUN,
@@ -98,16 +98,13 @@ def _claim_html(row: Mapping) -> str:
         details += [f"<p><b>Ours:</b> {inline(row['ours'])}</p>",
                     f"<p><b>Rule and notes:</b> {inline(row['note']) or '—'}</p>",
                     f"<p><b>With more budget:</b> {trend_text}</p>"]
-        details += [f"<p><b>{MARK_TITLES[m]}:</b> {inline(row['rounding_note'] if m == 'rounding-noise' else MARKS[m])}</p>"
+        details += [f"<p><b>{MARK_LABELS[m].capitalize()}:</b> {inline(row['rounding_note'] if m == 'rounding-noise' else MARKS[m])}</p>"
                     for m in row["marks"]]
         details.append(f'<p>Recorded by <a href="{href}">{html.escape(notebook)}</a>.</p>')
     else:
         details.append("<p>No notebook of this book has tested it yet.</p>")
     return (f'<details class="sb-claim" id="sb-{html.escape(claim_id)}">{summary}<div class="sb-more">'
             + "".join(details) + "</div></details>")
-
-
-MARK_TITLES = {"stand-in": "Stand-in scorer", "rounding-noise": "Within rounding noise"}
 
 
 def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = None, *, json_name: str = "",
@@ -141,8 +138,8 @@ def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = N
         "",
         f"**{summary}.**" + (f" The same data for scripts: {{download}}`{json_name} <{json_name}>`." if json_name else ""),
         "",
-        f"Marks: *{MARK_TITLES['stand-in'].lower()}* on {marked['stand-in']} verdict(s), {MARKS['stand-in']}; "
-        f"*{MARK_TITLES['rounding-noise'].lower()}* on {marked['rounding-noise']}, where a recorded check of builds "
+        f"Marks: *{MARK_LABELS['stand-in']}* on {marked['stand-in']} verdict(s), {MARKS['stand-in']}; "
+        f"*{MARK_LABELS['rounding-noise']}* on {marked['rounding-noise']}, where a recorded check of builds "
         "that differed only in float rounding saw the verdict or the trend change.",
         "",
         '<div class="sb-board"><div class="sb-head"><span>claim</span><span>the paper, and ours</span>'
