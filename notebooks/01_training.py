@@ -66,6 +66,7 @@ profile = "notebook"
 model = "smollm2-135m"
 source = "enwiki2015"
 seed = 0
+text_seed = None
 context_length = 128
 harvest_batch_size = 32
 dtype = "float32"

@@ -56,6 +56,7 @@ profile = "notebook"
 model = "smollm2-135m"
 source = "enwiki2015"
 seed = 0
+text_seed = None
 context_length = 128
 harvest_batch_size = 32
 dtype = "float32"
@@ -130,7 +131,8 @@ with prov.section("inspected text: harvest or load"):
     if study.rare_contexts:
         rare, found_in = contexts_with_token(
             study.rare_token_sources, tokenizer, contraction(study.rare_token), n=study.rare_contexts,
-            context_length=study.context_length, bos_token_id=model_spec(study.model).bos_token_id, seed=study.seed)
+            context_length=study.context_length, bos_token_id=model_spec(study.model).bos_token_id,
+            seed=study.text_order)
         corpus = TokenActivations.concat([corpus, collect_activations(
             model, study.site, rare, batch_size=study.harvest_batch_size, source=f"contexts holding {study.rare_token}")])
         print("contexts holding", repr(study.rare_token), "from:", ", ".join(f"{s} {n}" for s, n in found_in))

@@ -68,7 +68,7 @@ class AppendixStudy(FeatureStudy):
         specs = super().corpus_specs()
         if self.code_source and self.code_tokens:
             specs.append(HarvestSpec(self.model, self.code_source, "train", self.code_tokens, self.context_length,
-                                     self.dtype, self.seed))
+                                     self.dtype, self.text_order))
         return specs
 
 

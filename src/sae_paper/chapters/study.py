@@ -44,6 +44,13 @@ class NotebookParameters:
         return {name: (list(v) if isinstance(v := getattr(self, name), tuple) else v) for name in self.names()}
 
 
+def check_n_seeds(study) -> None:
+    """A one-line error unless the study's ``n_seeds`` is a positive integer."""
+    n = study.n_seeds
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise SaePaperError(f"{study.notebook} parameter n_seeds={n!r}: must be a positive integer")
+
+
 @dataclass(frozen=True)
 class SaeRunFields(NotebookParameters):
     """The :class:`~sae_paper.core.config.RunConfig` settings every notebook's SAEs share. Equal values across
@@ -54,7 +61,11 @@ class SaeRunFields(NotebookParameters):
     source: str = "enwiki2015"
     """Text the training activations are harvested from (``sae_paper.data.text.SOURCES``)."""
     seed: int = 0
-    """Seed for the text order, SAE initialisation, batch order and every sample a notebook draws."""
+    """Seed for the SAE initialisation, batch order and every sample a notebook draws (and the text order, unless
+    ``text_seed`` is set)."""
+    text_seed: int | None = None
+    """Seed of the text order (which documents are harvested and made into fragments); None: ``seed``. A
+    reseeded study (:meth:`reseeded`) keeps it, so it reads the same cached activations."""
     context_length: int = 128
     """Tokens per context, BOS included."""
     harvest_batch_size: int = 32
@@ -67,3 +78,19 @@ class SaeRunFields(NotebookParameters):
     """Held-out tokens for FVU/L0 and the splice CE (part of every SAE's cache key)."""
     alive_threshold: int = 10
     """A feature is alive if it fires more than this many times over the last training epoch (Figure 16)."""
+
+    @property
+    def text_order(self) -> int:
+        """The seed the text is read in: ``text_seed``, or ``seed`` when that is None."""
+        return self.seed if self.text_seed is None else self.text_seed
+
+    def reseeded(self, seed: int):
+        """This study at another ``seed`` on the same text: its SAEs and samples change, its activations do not."""
+        from dataclasses import replace
+
+        return replace(self, seed=seed, text_seed=self.text_order)
+
+    def seeds(self) -> tuple[int, ...]:
+        """The seeds the central claims are decided at: ``seed``, ``seed + 1``, … (``n_seeds`` of them; one when the
+        study has no ``n_seeds``)."""
+        return tuple(range(self.seed, self.seed + getattr(self, "n_seeds", 1)))

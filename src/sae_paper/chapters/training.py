@@ -114,7 +114,8 @@ class TrainingStudy(SaeRunFields):
             harvest_batch_size=self.harvest_batch_size, dtype=self.dtype, sae="tied", ratio=self.ratio if resid else self.mlp_ratio,
             alpha=model_spec(self.model).default_alpha(site), lr=self.lr,
             batch_size=self.batch_size if resid else self.mlp_batch_size,
-            epochs=self.epochs if resid else self.mlp_epochs, seed=self.seed, eval_tokens=self.eval_tokens,
+            epochs=self.epochs if resid else self.mlp_epochs, seed=self.seed, text_seed=self.text_order,
+            eval_tokens=self.eval_tokens,
             alive_threshold=self.alive_threshold,
         )
 

@@ -69,7 +69,12 @@ class RunConfig:
     """Passes over the harvested activations."""
 
     seed: int = 0
-    """Seed for data order, SAE initialisation and shuffling."""
+    """Seed of the SAE's initialisation and of the order it sees the activations in. Reseeding reuses the
+    harvested activations: the text is ``text_seed``'s."""
+
+    text_seed: int = 0
+    """Seed of the order documents are read in, i.e. which text is harvested (training and held-out). Kept apart
+    from ``seed`` so that a run at another seed trains on the same cached activations."""
 
     checkpoint_every: int = 200
     """Training steps between checkpoints (0: only at the end)."""
@@ -117,10 +122,10 @@ class RunConfig:
         return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:12]
 
 
-HARVEST_FIELDS = ("model", "layer", "site", "source", "n_tokens", "context_length", "dtype", "seed")
+HARVEST_FIELDS = ("model", "layer", "site", "source", "n_tokens", "context_length", "dtype", "text_seed")
 """The fields an activation cache depends on (harvest_batch_size only changes speed)."""
 
-TRAIN_FIELDS = HARVEST_FIELDS + ("sae", "ratio", "alpha", "lr", "batch_size", "epochs")
+TRAIN_FIELDS = HARVEST_FIELDS + ("sae", "ratio", "alpha", "lr", "batch_size", "epochs", "seed")
 """The fields a trained SAE depends on (checkpoint_every only changes how often it is saved)."""
 
 

@@ -101,7 +101,7 @@ class Run:
     def harvest_spec(self, split: str) -> HarvestSpec:
         c = self.config
         n_tokens = c.n_tokens if split == "train" else c.eval_tokens
-        return HarvestSpec(c.model, c.source, split, n_tokens, c.context_length, c.dtype, c.seed)
+        return HarvestSpec(c.model, c.source, split, n_tokens, c.context_length, c.dtype, c.text_seed)
 
     def activations(self, split: str = "train") -> ActivationCache:
         """The site's activations for a split (the first ``n_tokens`` or ``eval_tokens`` kept rows of the
@@ -190,7 +190,7 @@ class Run:
         c = self.config
         return load_contexts(
             c.source, self.model.tokenizer, n_contexts=self.activations("eval").n_contexts,
-            context_length=c.context_length, bos_token_id=self.spec.bos_token_id, split="eval", seed=c.seed,
+            context_length=c.context_length, bos_token_id=self.spec.bos_token_id, split="eval", seed=c.text_seed,
         )
 
     def reference_ce(self, contexts: Tensor | None = None) -> ReferenceCE:
