@@ -371,3 +371,27 @@ def test_budget_sweep_reads_smaller_pools_off_the_main_one():
     assert sorted(scored) == [("neurons", 4), ("neurons", 6), ("sae", 4), ("sae", 6)]
     assert [p.value for p in points["fig2-early-layers"]] == pytest.approx([0.04, 0.06, 0.3])
     assert budget.trends(points)["fig2-early-layers"].trend == "converging toward the paper"
+
+
+def test_baseline_fits_survive_the_cache_and_are_reported():
+    """A cached baseline keeps how it was fitted; an unconverged ICA is named in the weakened report."""
+    from sae_paper.chapters.autointerp import _linear_cached, fit_report
+    from sae_paper.core.decompositions import LinearDecomposition
+
+    fit = {"rows": 4096, "iterations": 40, "max_iter": 40, "tol": 1e-4, "final_change": 0.23, "converged": False}
+    calls = []
+
+    def make():
+        calls.append(1)
+        return LinearDecomposition("ICA", torch.eye(3), torch.eye(3), fit=fit)
+
+    first = _linear_cached("ica", {"test": "fits"}, make)
+    again = _linear_cached("ica", {"test": "fits"}, make)
+    assert calls == [1] and again.fit == first.fit == fit
+    pca = LinearDecomposition("PCA", torch.eye(3), torch.eye(3), fit={"rows": 49152})
+    everything, weakened = fit_report({3: {"pca": pca, "ica": again}})
+    assert "PCA at layer 3 on 49,152 rows" in everything and "ICA at layer 3: 40 of at most 40" in everything
+    assert weakened == ("ICA at layer 3: 40 of at most 40 FastICA iterations on 4,096 rows, last change 0.23 against "
+                        "a tolerance of 0.0001 (not converged)")
+    converged = LinearDecomposition("ICA", torch.eye(3), torch.eye(3), fit={**fit, "converged": True, "final_change": 1e-5})
+    assert fit_report({3: {"ica": converged}})[1] == ""

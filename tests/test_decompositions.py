@@ -36,6 +36,33 @@ def test_full_rank_linear_decompositions_are_lossless(data, make):
     torch.testing.assert_close(x + delta @ decomposition.feature_directions(), target, rtol=1e-4, atol=1e-3)
 
 
+def test_ica_records_whether_it_converged(data):
+    """Laplace sources mixed by a random 6 × 6 matrix: FastICA converges within its limit and says so (one more
+    iteration would move the unmixing by less than the tolerance); stopped after 2 iterations it does not."""
+    converged = fit_ica(InMemoryActivations(data), max_rows=3000, max_iter=500)
+    assert converged.fit["converged"] and converged.fit["final_change"] < 1e-4 < 0.5
+    assert converged.fit["rows"] == 3000 and 2 < converged.fit["iterations"] < 500 and converged.fit["tol"] == 1e-4
+    stopped = fit_ica(InMemoryActivations(data), max_rows=1000, max_iter=2)
+    assert not stopped.fit["converged"] and stopped.fit["final_change"] > 1e-3
+    assert stopped.fit["iterations"] == 2 and stopped.fit["rows"] == 1000
+
+
+def test_ica_finds_the_mixed_sources(data):
+    """Each unmixing row picks out one Laplace source: |correlation| with its best-matching source ≥ 0.99."""
+    generator = torch.Generator().manual_seed(3)
+    sources = torch.distributions.Laplace(0.0, 1.0).sample((4000, 4))
+    mixed = sources @ torch.randn(4, 4, generator=generator).T
+    ica = fit_ica(InMemoryActivations(mixed), max_rows=4000, max_iter=500)
+    recovered = ica.encode(mixed)
+    correlation = torch.corrcoef(torch.cat([recovered, sources], dim=1).T)[:4, 4:].abs()
+    assert ica.fit["converged"] and correlation.max(dim=1).values.min() > 0.99
+
+
+def test_pca_records_its_rows():
+    x = torch.randn(1200, 3)
+    assert fit_pca(InMemoryActivations(x), batch_size=500).fit == {"rows": 1200}
+
+
 def test_pca_finds_the_known_principal_axis():
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(4000, 3, generator=generator) * torch.tensor([5.0, 1.0, 0.2])

@@ -84,7 +84,7 @@ COMPUTATIONS: dict[str, Computation] = {
     "fragments": Computation(1, (
         "sae_paper.analysis.autointerp.fragments.load_fragments",
         "sae_paper.analysis.autointerp.fragments.fragment_activations")),
-    "baselines": Computation(1, (
+    "baselines": Computation(2, (
         "sae_paper.core.decompositions.fit_pca", "sae_paper.core.decompositions.fit_ica",
         "sae_paper.chapters.autointerp.baselines")),
     "ioi-curve": Computation(1, (
