@@ -5,7 +5,8 @@ parameter set (the ``parameters`` cell, a profile's ``02_autointerp`` entry, ``-
 It builds every SAE :class:`~sae_paper.core.config.RunConfig` the notebook needs:
 
 - one residual SAE per layer of ``layers`` (the ``main_layer`` one is notebook 01's main SAE, so
-  it is reused from the cache; the others are trained on ``layer_n_tokens`` activations);
+  it is reused from the cache; the others are trained on as many activations, ``n_tokens``, so the layers are
+  compared on equal budgets);
 - Figure 8: the main layer's SAE at each ratio of ``fig8_ratios`` (01's ratio sweep shares some);
 - Appendix G: at each layer an SAE with R = ``topk_ratio`` whose mean L0 on the fragments is K;
 - Appendix C.3: notebook 01's MLP SAE, against the MLP neurons.
@@ -21,20 +22,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from sae_paper.analysis.autointerp.scoring import ScoringConfig
-from sae_paper.chapters.study import SaeRunFields
+from sae_paper.chapters.study import SaeRunFields, check_n_seeds
 from sae_paper.core.config import RunConfig
 from sae_paper.core.decompositions import LinearDecomposition, TopK, fit_ica, fit_pca, neuron_basis, random_directions
 from sae_paper.data import cache
 from sae_paper.data.models import Site, model_spec
 from sae_paper.data.paths import cache_dir
 from sae_paper.errors import SaePaperError
+from sae_paper.report.claims import Finding
 
 NOTEBOOK = "02_autointerp"
 METHODS = ("sae", "neurons", "random", "pca", "ica", "topk-pca", "topk-ica")
@@ -53,10 +55,9 @@ class AutointerpStudy(SaeRunFields):
     """Residual layers scored (Figure 2's x axis)."""
     main_layer: int = 3
     """Layer of Figure 8's ratio sweep: notebook 01's main SAE layer."""
-    main_n_tokens: int = 49_152
-    """Training activations at ``main_layer`` (notebook 01's ``n_tokens``)."""
-    layer_n_tokens: int = 12_288
-    """Training activations at the other layers (SAEs, PCA, ICA)."""
+    n_tokens: int = 49_152
+    """Training activations of every residual SAE (each layer and ratio: Figures 2 and 8 compare SAEs on equal
+    budgets) and of PCA; notebook 01's ``n_tokens``, so its layer-3 SAEs are reused."""
     ratio: float = 2.0
     """Dictionary ratio R of Figure 2's SAEs (the paper's Section 3: R = 2)."""
     alpha: float | None = None
@@ -102,6 +103,10 @@ class AutointerpStudy(SaeRunFields):
     ica_rows: int = 4_096
     """Activations FastICA is fitted on (a subsample, as in the paper)."""
     ica_max_iter: int = 40
+    """FastICA's iteration limit; it stops earlier when an iteration moves no unmixing row by more than 1e-4."""
+    n_seeds: int = 3
+    """Seeds Figures 2, 8 and 9 are decided at (``seed``, ``seed + 1``, …): each retrains the SAEs and redraws ICA,
+    the random directions and the scored sample on the same text; the majority decides."""
     methods: tuple[str, ...] = METHODS
     """Methods scored at every layer."""
 
@@ -132,6 +137,7 @@ class AutointerpStudy(SaeRunFields):
             raise SaePaperError(f"{NOTEBOOK}: main_layer and table1_layer must be among layers {list(self.layers)}")
         if self.mlp_layer is not None:
             Site("mlp_post", self.mlp_layer).check(spec)
+        check_n_seeds(self)
         if self.n_explain + self.n_simulate_top > self.n_top:
             raise SaePaperError(f"{NOTEBOOK}: n_explain + n_simulate_top must not exceed n_top")
         if any(not r > 0 for r in (*self.fig8_ratios, self.ratio, self.topk_ratio)):
@@ -154,11 +160,12 @@ class AutointerpStudy(SaeRunFields):
         spec = model_spec(self.model)
         return RunConfig(
             model=self.model, layer=layer, site="resid_post", source=self.source,
-            n_tokens=self.main_n_tokens if layer == self.main_layer else self.layer_n_tokens,
+            n_tokens=self.n_tokens,
             context_length=self.context_length, harvest_batch_size=self.harvest_batch_size, dtype=self.dtype, sae="tied",
             ratio=float(self.ratio if ratio is None else ratio),
             alpha=float(self.alpha) if self.alpha is not None else spec.default_alpha("resid_post"), lr=self.lr,
-            batch_size=self.batch_size, epochs=self.epochs, seed=self.seed, eval_tokens=self.eval_tokens,
+            batch_size=self.batch_size, epochs=self.epochs, seed=self.seed, text_seed=self.text_order,
+            eval_tokens=self.eval_tokens,
             alive_threshold=self.alive_threshold,
         )
 
@@ -171,7 +178,8 @@ class AutointerpStudy(SaeRunFields):
             context_length=self.context_length, harvest_batch_size=self.harvest_batch_size, dtype=self.dtype, sae="tied",
             ratio=float(self.mlp_ratio),
             alpha=float(self.mlp_alpha) if self.mlp_alpha is not None else spec.default_alpha("mlp_post"), lr=self.lr,
-            batch_size=self.mlp_batch_size, epochs=self.mlp_epochs, seed=self.seed, eval_tokens=self.eval_tokens,
+            batch_size=self.mlp_batch_size, epochs=self.mlp_epochs, seed=self.seed, text_seed=self.text_order,
+            eval_tokens=self.eval_tokens,
             alive_threshold=self.alive_threshold,
         )
 
@@ -217,16 +225,17 @@ def _linear_cached(name: str, key: dict, fit) -> LinearDecomposition:
     path = cache_dir("autointerp", "baselines") / f"{name}-{digest}.safetensors"
     if path.is_file():
         with safe_open(path, framework="pt") as handle:
-            record = json.loads((handle.metadata() or {}).get("computed", "null"))
+            metadata = handle.metadata() or {}
+            record = json.loads(metadata.get("computed", "null"))
             t = {name: handle.get_tensor(name) for name in ("encoder", "directions", "offset")}
         if cache.reusable("baselines", path, record):
             return LinearDecomposition(name.upper() if name in ("pca", "ica") else name, t["encoder"], t["directions"],
-                                       t["offset"])
+                                       t["offset"], fit=json.loads(metadata.get("fit", "{}")))
     decomposition = fit()
     tmp = path.with_name(path.name + ".tmp")
     save_file({"encoder": decomposition.encoder.contiguous(), "directions": decomposition.directions.contiguous(),
                "offset": decomposition.offset.contiguous()}, tmp,
-              metadata={"computed": json.dumps(cache.stamp("baselines", path))})
+              metadata={"computed": json.dumps(cache.stamp("baselines", path)), "fit": json.dumps(decomposition.fit)})
     tmp.replace(path)
     return decomposition
 
@@ -235,7 +244,9 @@ def baselines(study: AutointerpStudy, layer: int, activations, *, k: int | None)
     """The baseline decompositions at one residual layer, PCA and ICA fitted on ``activations`` (cached)."""
     d = activations.d_in
     out: dict[str, Any] = {}
-    key = {"model": study.model, "layer": layer, "rows": activations.n_rows, "source": study.source, "seed": study.seed}
+    # PCA does not draw random numbers: one fit serves every seed
+    key = {"model": study.model, "layer": layer, "rows": activations.n_rows, "source": study.source,
+           "text_seed": study.text_order}
     if "neurons" in study.methods:
         out["neurons"] = neuron_basis(d, name="residual basis")
     if "random" in study.methods:
@@ -243,13 +254,39 @@ def baselines(study: AutointerpStudy, layer: int, activations, *, k: int | None)
     if any(m in study.methods for m in ("pca", "topk-pca")):
         out["pca"] = _linear_cached("pca", key, lambda: fit_pca(activations))
     if any(m in study.methods for m in ("ica", "topk-ica")):
-        ica_key = {**key, "ica_rows": study.ica_rows, "max_iter": study.ica_max_iter}
+        ica_key = {**key, "seed": study.seed, "ica_rows": study.ica_rows, "max_iter": study.ica_max_iter}
         out["ica"] = _linear_cached("ica", ica_key, lambda: _fit_ica_one_thread(study, activations))
     if k is not None:
         for base in ("pca", "ica"):
             if f"topk-{base}" in study.methods:
                 out[f"topk-{base}"] = TopK(out[base], k)
     return {m: out[m] for m in study.methods if m in out}
+
+
+def fit_report(bases: Mapping[int, Mapping[str, Any]]) -> tuple[str, str]:
+    """(How PCA and ICA were fitted at each layer, in one phrase; the same for the ICA fits that did not converge,
+    empty when all did). ``bases``: :func:`baselines`' answer per layer."""
+    def one(layer: int, name: str, fit: Mapping[str, Any]) -> str:
+        if name == "pca":
+            return f"PCA at layer {layer} on {fit.get('rows', 0):,} rows"
+        state = "converged" if fit.get("converged") else "not converged"
+        return (f"ICA at layer {layer}: {fit.get('iterations', '?')} of at most {fit.get('max_iter', '?')} FastICA "
+                f"iterations on {fit.get('rows', 0):,} rows, last change {fit.get('final_change', float('nan')):.2g} "
+                f"against a tolerance of {fit.get('tol', float('nan')):g} ({state})")
+
+    fits = [(layer, name, getattr(decomposition, "fit", {})) for layer, methods in bases.items()
+            for name, decomposition in methods.items() if name in ("pca", "ica")]
+    everything = "; ".join(one(*f) for f in fits if f[2])
+    weakened = "; ".join(one(*f) for f in fits if f[1] == "ica" and f[2] and not f[2].get("converged"))
+    return everything, weakened
+
+
+def mark_weakened(finding: Finding, weakened: str) -> Finding:
+    """``finding`` marked ``weakened-baseline``, with the unconverged fit in its note (unchanged when ``weakened`` is
+    empty: every ICA converged)."""
+    if not weakened:
+        return finding
+    return finding._replace(marks=(*finding.marks, "weakened-baseline"), note=f"{finding.note}; weakened baseline: {weakened}")
 
 
 def _fit_ica_one_thread(study: AutointerpStudy, activations) -> LinearDecomposition:

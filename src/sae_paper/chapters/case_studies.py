@@ -28,7 +28,7 @@ from sae_paper.analysis.causal_tree import TreeNode
 from sae_paper.analysis.feature_contexts import TokenFeatures, features_on_token
 from sae_paper.analysis.feature_stats import ClassStats
 from sae_paper.analysis.token_activations import TokenActivations, cached_activations, token_display
-from sae_paper.chapters.study import SaeRunFields
+from sae_paper.chapters.study import SaeRunFields, check_n_seeds
 from sae_paper.core.config import RunConfig
 from sae_paper.core.decompositions import Decomposition
 from sae_paper.data.activations import HarvestSpec
@@ -106,15 +106,17 @@ class FeatureStudy(SaeRunFields):
             model=self.model, layer=self.layer, site="resid_post", source=self.source, n_tokens=self.n_tokens,
             context_length=self.context_length, harvest_batch_size=self.harvest_batch_size, dtype=self.dtype,
             sae="tied", ratio=self.ratio, alpha=alpha, lr=self.lr, batch_size=self.batch_size, epochs=self.epochs,
-            seed=self.seed, eval_tokens=self.eval_tokens, alive_threshold=self.alive_threshold,
+            seed=self.seed, text_seed=self.text_order,
+            eval_tokens=self.eval_tokens, alive_threshold=self.alive_threshold,
         )
 
     def corpus_specs(self) -> list[HarvestSpec]:
         """The inspected text: the SAE's training activations, then ``news_tokens`` of ``news_source``."""
-        specs = [HarvestSpec(self.model, self.source, "train", self.n_tokens, self.context_length, self.dtype, self.seed)]
+        specs = [HarvestSpec(self.model, self.source, "train", self.n_tokens, self.context_length, self.dtype,
+                             self.text_order)]
         if self.news_source and self.news_tokens:
             specs.append(HarvestSpec(self.model, self.news_source, "train", self.news_tokens, self.context_length,
-                                     self.dtype, self.seed))
+                                     self.dtype, self.text_order))
         return specs
 
     def all_configs(self) -> list[RunConfig]:
@@ -152,11 +154,15 @@ class CaseStudy(FeatureStudy):
     sae_budgets: tuple[int, ...] = (12_288, 24_576, 49_152, 196_608)
     """Training activations at which the main SAE is retrained for the budget sensitivity of Section 5's verdicts
     (:mod:`sae_paper.chapters.case_budget`); those above ``n_tokens`` only when a larger profile left them trained."""
+    n_seeds: int = 3
+    """Seeds Figure 4 (left) and the single-token features are decided at (``seed``, ``seed + 1``, …): each retrains
+    the main SAE on the same activations and inspects it on the same text; the majority decides."""
 
     notebook = NOTEBOOK
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_n_seeds(self)
         for name in ("ablation_examples", "tree_n_tokens", "tree_contexts", "tree_branching", "tree_expand", "unembed_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -177,7 +183,8 @@ class CaseStudy(FeatureStudy):
 
     def tree_configs(self) -> dict[int, RunConfig]:
         """The SAE of each layer of the tree, target's included, by layer: the main SAE at its own
-        layer, elsewhere the same settings on ``tree_n_tokens`` activations."""
+        layer, elsewhere the same settings on ``tree_n_tokens`` activations of the same text (one harvest pass
+        reads every layer), each layer's SAE at its own seed."""
         main = self.main_config()
         return {layer: main if layer == self.layer else
                 main.replace(layer=layer, n_tokens=self.tree_n_tokens, seed=self.seed + self.target_layer - layer)

@@ -28,8 +28,8 @@ from typing import Any
 from torch import Tensor
 
 from sae_paper.analysis.patching_curves import CurvePoint, Ordering, PatchingCurve, log_thresholds
-from sae_paper.chapters.ioi_verdicts import comparison, dictionary_name
-from sae_paper.chapters.study import SaeRunFields
+from sae_paper.chapters.ioi_verdicts import FIG3, dictionary_name, share_won
+from sae_paper.chapters.study import SaeRunFields, check_n_seeds
 from sae_paper.core.config import RunConfig
 from sae_paper.data import cache
 from sae_paper.data.models import Site, model_spec
@@ -87,8 +87,12 @@ class IoiStudy(SaeRunFields):
     """Training activations at which the main layer's dictionaries are retrained and Figure 3's comparisons recomputed
     (the budget-sensitivity plot and the scoreboard's trend); budgets above ``n_tokens`` are used only when a larger
     profile (``long``) left their curves in the cache. Fewer than 3 usable: no trend."""
+    n_seeds: int = 3
+    """Seeds Figure 3's verdicts are decided at (``seed``, ``seed + 1``, …): each retrains the main layer's
+    dictionaries and reorders ACDC's sweep on the same activations and prompts; the majority decides."""
 
     def __post_init__(self) -> None:
+        check_n_seeds(self)
         for name in ("layers", "alphas", "fig17_alphas", "token_budgets"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
@@ -129,7 +133,8 @@ class IoiStudy(SaeRunFields):
             n_tokens=self.n_tokens if layer == self.layer or self.fig17_n_tokens is None else self.fig17_n_tokens,
             context_length=self.context_length, harvest_batch_size=self.harvest_batch_size, dtype=self.dtype,
             sae="tied", ratio=self.ratio, alpha=float(alpha), lr=self.lr, batch_size=self.batch_size,
-            epochs=self.epochs, seed=self.seed, eval_tokens=self.eval_tokens, alive_threshold=self.alive_threshold,
+            epochs=self.epochs, seed=self.seed, text_seed=self.text_order,
+            eval_tokens=self.eval_tokens, alive_threshold=self.alive_threshold,
         )
 
     def layer_alphas(self, layer: int) -> tuple[float, ...]:
@@ -344,6 +349,14 @@ def curves_cached(study: IoiStudy, layer: int, decompositions: Mapping[str, Any]
     return all((folder / f"layer{layer}-{study.curve_key(layer, d)}.json").is_file() for d in decompositions)
 
 
+def reseeded_curves(study: IoiStudy, seed: int, setup_factory) -> list[PatchingCurve]:
+    """Figure 3's curves at the main layer at ``seed``: its dictionaries retrained at that seed on the same
+    activations, ACDC's order drawn from it, the prompts unchanged (cached like every curve)."""
+    at_seed = study.reseeded(seed)
+    dictionaries = LayerDictionaries(at_seed, study.layer).decompositions()
+    return list(patching_curves(at_seed, study.layer, dictionaries, setup_factory=setup_factory).values())
+
+
 def token_sweep(study: IoiStudy, setup_factory, *, main_curves: Sequence[PatchingCurve]) -> dict[str, list]:
     """Figure 3's deciding numbers at each of ``study.token_budgets`` (and ``n_tokens``, whose ``main_curves`` are
     given): the share of (KL level, sparse SAE, baseline) comparisons the sparse SAEs win on the number of features
@@ -363,9 +376,8 @@ def token_sweep(study: IoiStudy, setup_factory, *, main_curves: Sequence[Patchin
             if n > study.n_tokens and not curves_cached(at_n, study.layer, dictionaries):
                 continue
             curves = list(patching_curves(at_n, study.layer, dictionaries, setup_factory=setup_factory).values())
-        for claim, what in (("fig3-fewer-features", "features"), ("fig3-smaller-edits", "edit")):
-            wins, total, _ = comparison(curves, what)
-            points[claim].append(BudgetPoint(n, wins / total if total else 0.0))
+        for claim, (what, _) in FIG3.items():
+            points[claim].append(BudgetPoint(n, share_won(curves, what)))
     return points
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from sae_paper.analysis.patching_curves import PatchingCurve, cost_to_reach, kl_levels
 from sae_paper.errors import SaePaperError
 from sae_paper.report.claims import Finding
+from sae_paper.report.seeds import SeedRun, SeedSummary, combine_seeds
 
 
 def dictionary_name(alpha: float) -> str:
@@ -164,3 +165,27 @@ def layers_finding(by_layer: Mapping[int, Sequence[PatchingCurve]], *, setting: 
             f"every layer (≥ 3 layers), partly if at least one holds at least partly at a majority; {len(by_layer)} layers "
             "here, the paper's 6; a layer where the SAE's floor is above half the base KL has no comparable level")
     return Finding(ours, verdict, note)
+
+
+FIG3 = {"fig3-fewer-features": ("features", fewer_features_finding),
+        "fig3-smaller-edits": ("edit", smaller_edits_finding)}
+"""Figure 3's two comparison claims: what each compares, and its verdict function."""
+
+
+def share_won(curves: Sequence[PatchingCurve], what: str) -> float:
+    """The deciding number of a Figure 3 claim: the share of (KL level, sparse SAE, baseline) comparisons the sparse
+    SAEs win on ``what`` (``features`` or ``edit``); 0 when no pair has a common level."""
+    wins, total, _ = comparison(curves, what)
+    return wins / total if total else 0.0
+
+
+def fig3_across_seeds(curves_by_seed: Mapping[int, Sequence[PatchingCurve]], *,
+                      setting: str) -> dict[str, tuple[Finding, SeedSummary]]:
+    """Figure 3's two claims decided at each seed's curves (the notebook's own seed first): the majority's finding
+    and the :class:`SeedSummary` (deciding number: :func:`share_won`)."""
+    out = {}
+    for claim, (what, finding) in FIG3.items():
+        runs = [SeedRun(seed, finding(curves, setting=setting), share_won(curves, what))
+                for seed, curves in curves_by_seed.items()]
+        out[claim] = combine_seeds(runs, what=f"share of comparisons the sparse SAEs win on {what}")
+    return out

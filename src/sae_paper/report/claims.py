@@ -26,8 +26,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -73,6 +75,18 @@ class ClaimRecord:
     """The deciding number at the smallest and the largest budget, short (``+0.08 at 500 → +0.23 at 2,000``)."""
     marks: tuple[str, ...] = ()
     """What else decides the verdict, from :data:`MARKS` (e.g. ``stand-in``: the token-list scorer decided it)."""
+    seeds: tuple[int, ...] = ()
+    """The seeds the verdict was decided at (empty: one run at the notebook's seed); ``verdict`` is their majority."""
+    seed_verdicts: tuple[str, ...] = ()
+    """Each seed's verdict, in the order of ``seeds``."""
+    seed_values: tuple[float, ...] = ()
+    """Each seed's deciding number, in the order of ``seeds``."""
+    seed_agreement: str = ""
+    """``3/3 seeds agree`` or ``seed-dependent (…)`` (:class:`sae_paper.report.seeds.SeedSummary`)."""
+    deciding: str = ""
+    """What the deciding number is, in words."""
+    deciding_spread: str = ""
+    """The deciding number's mean and range over the seeds."""
 
     def _repr_markdown_(self) -> str:
         trend = f" With more budget: *{self.trend}* ({self.trend_note})." if self.trend else ""
@@ -84,6 +98,8 @@ MARKS = {
                 "simulation a lookup, so a feature scores by how well its current token predicts it",
     "rounding-noise": "within rounding noise: a build that differed only in float rounding gave another verdict or "
                       "trend (the recorded check is on the budget page)",
+    "weakened-baseline": "a baseline it compares against was fitted short of convergence (ICA stopped at its iteration "
+                         "limit): a stronger baseline could narrow the SAE's margin; the note gives the fit",
 }
 """Marks a record may carry, with what each says to the reader."""
 
@@ -172,10 +188,51 @@ def budget_trends(points: Mapping[str, Sequence[BudgetPoint]], *, what: Mapping[
     return {claim: budget_trend(p, what=what if isinstance(what, str) else what[claim], unit=unit, tolerance=tolerance)
             if len(p) >= 3 else None for claim, p in points.items()}
 
+@dataclass(frozen=True)
+class SeedSummary:
+    """How a claim's verdict and deciding number vary over seeds (what the scoreboard shows beside the verdict)."""
+
+    seeds: tuple[int, ...]
+    verdicts: tuple[str, ...]
+    """Each seed's verdict, in the order of ``seeds``."""
+    values: tuple[float, ...]
+    """Each seed's deciding number, in the order of ``seeds``."""
+    what: str
+    """What the deciding number is, in words."""
+
+    @property
+    def verdict(self) -> str:
+        """The verdict most seeds give; a tie goes to the less favourable verdict."""
+        counts = Counter(self.verdicts)
+        top = max(counts.values())
+        return max((v for v in counts if counts[v] == top), key=VERDICTS.index)
+
+    @property
+    def agrees(self) -> bool:
+        return len(set(self.verdicts)) == 1
+
+    @property
+    def agreement(self) -> str:
+        """``3/3 seeds agree`` or ``seed-dependent (2/3 partly; seed 2: not)``."""
+        n = len(self.seeds)
+        if self.agrees:
+            return f"{n}/{n} seeds agree"
+        headline = self.verdict
+        others = "; ".join(f"seed {s}: {v}" for s, v in zip(self.seeds, self.verdicts) if v != headline)
+        return f"seed-dependent ({self.verdicts.count(headline)}/{n} {headline}; {others})"
+
+    @property
+    def spread(self) -> str:
+        """The deciding number's mean and range over seeds, e.g. ``+0.21 (+0.18 to +0.25 over 3 seeds)``."""
+        mean = statistics.fmean(self.values)
+        return f"{mean:+.3g} ({min(self.values):+.3g} to {max(self.values):+.3g} over {len(self.values)} seeds)"
+
+
 def record(claim_id: str, ours: str, verdict: str, note: str = "", marks: Sequence[str] = (), *, notebook: str = "",
-           claims: Mapping[str, Claim] | None = None, trend: BudgetTrend | None = None) -> ClaimRecord:
-    """A validated :class:`ClaimRecord`: ``claim_id`` must be in claims.yaml, ``verdict`` in :data:`VERDICTS` and
-    every mark in :data:`MARKS`."""
+           claims: Mapping[str, Claim] | None = None, trend: BudgetTrend | None = None,
+           seeds: SeedSummary | None = None) -> ClaimRecord:
+    """A validated :class:`ClaimRecord`: ``claim_id`` must be in claims.yaml, ``verdict`` in :data:`VERDICTS`, every
+    mark in :data:`MARKS`, and ``verdict`` the majority of ``seeds`` when the claim was decided at several."""
     known = load_claims() if claims is None else claims
     if claim_id not in known:
         raise SaePaperError(f"unknown claim id {claim_id!r}; the ids are those of claims.yaml ({len(known)} claims)")
@@ -188,9 +245,14 @@ def record(claim_id: str, ours: str, verdict: str, note: str = "", marks: Sequen
     unknown = [mark for mark in marks if mark not in MARKS]
     if unknown:
         raise SaePaperError(f"claim {claim_id}: unknown mark(s) {', '.join(unknown)} (known: {', '.join(MARKS)})")
+    if seeds is not None and seeds.verdict != verdict:
+        raise SaePaperError(f"claim {claim_id}: verdict {verdict!r} is not the seeds' majority {seeds.verdict!r}")
     trend = trend or BudgetTrend("", "", "")
+    seed_fields = {} if seeds is None else {
+        "seeds": tuple(seeds.seeds), "seed_verdicts": tuple(seeds.verdicts), "seed_values": tuple(seeds.values),
+        "seed_agreement": seeds.agreement, "deciding": seeds.what, "deciding_spread": seeds.spread}
     return ClaimRecord(claim_id, str(ours), verdict, str(note), notebook, trend.trend, trend.note, trend.span,
-                       tuple(dict.fromkeys(marks)))
+                       tuple(dict.fromkeys(marks)), **seed_fields)
 
 
 def _display_in_notebook(badge: ClaimBadge) -> None:
@@ -228,10 +290,12 @@ class Scoreboard:
         self._write()
 
     def record(self, claim_id: str, ours: str, verdict: str, note: str = "", marks: Sequence[str] = (), *,
-               trend: BudgetTrend | None = None) -> None:
-        """Record (or replace) our result for ``claim_id`` (with how it moves with budget, when measured), save it,
-        and show its badge. Returns nothing, so a cell ending in ``board.record(...)`` shows the badge once."""
-        entry = record(claim_id, ours, verdict, note, marks, notebook=self.notebook, claims=self.claims, trend=trend)
+               trend: BudgetTrend | None = None, seeds: SeedSummary | None = None) -> None:
+        """Record (or replace) our result for ``claim_id`` (with how it moves with budget, and over seeds, when
+        measured), save it, and show its badge. Returns nothing, so a cell ending in ``board.record(...)`` shows the
+        badge once."""
+        entry = record(claim_id, ours, verdict, note, marks, notebook=self.notebook, claims=self.claims, trend=trend,
+                       seeds=seeds)
         self.records[claim_id] = entry
         self._write()
         self.show(ClaimBadge(entry, self.claims[claim_id], MARKS))
@@ -240,9 +304,10 @@ class Scoreboard:
         """Add how ``claim_id``'s deciding number moves with budget to its record, keeping everything else; save."""
         if claim_id not in self.records:
             raise SaePaperError(f"claim {claim_id}: record its verdict before its budget trend")
-        entry = self.records[claim_id]
-        self.records[claim_id] = record(claim_id, entry.ours, entry.verdict, entry.note, entry.marks,
-                                        notebook=self.notebook, claims=self.claims, trend=trend)
+        if trend.trend not in TRENDS:
+            raise SaePaperError(f"claim {claim_id}: trend {trend.trend!r} is not one of {', '.join(TRENDS)}")
+        self.records[claim_id] = replace(self.records[claim_id], trend=trend.trend, trend_note=trend.note,
+                                         trend_span=trend.span)
         self._write()
 
     def _write(self) -> None:
@@ -259,13 +324,17 @@ class Scoreboard:
         return self.markdown()
 
 
+_TUPLE_FIELDS = tuple(f.name for f in fields(ClaimRecord) if str(f.type).startswith("tuple"))
+
+
 def read_records(folder: str | Path) -> list[ClaimRecord]:
     """Every record saved under ``folder`` (one JSON file per notebook), in file-name order."""
     records = []
     for path in sorted(Path(folder).glob("*.json")):
         try:
             payload = json.loads(path.read_text())
-            records.extend(ClaimRecord(**{**entry, "marks": tuple(entry.get("marks", ()))}) for entry in payload["records"])
+            records.extend(ClaimRecord(**{**entry, **{name: tuple(entry[name]) for name in _TUPLE_FIELDS if name in entry}})
+                           for entry in payload["records"])
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise SaePaperError(f"unreadable claim records {path}: {error!r}; rerun that notebook") from None
     return records

@@ -13,9 +13,10 @@ import html
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 from sae_paper.errors import SaePaperError
-from sae_paper.report.claim_html import MARK_LABELS, inline, mark_tags, verdict_pill
+from sae_paper.report.claim_html import MARK_LABELS, inline, mark_tags, seed_tag, seeds_detail, verdict_pill
 from sae_paper.report.claims import (
     MARKS,
     NOT_YET_RUN,
@@ -77,6 +78,7 @@ def scoreboard_rows(records: Iterable[ClaimRecord], claims: Mapping[str, Claim],
 def _claim_html(row: Mapping) -> str:
     """One claim: a summary line (id, paper and ours, verdict and marks, trend) and, folded, the rule and notes."""
     claim_id, notebook = row["id"], row["notebook"]
+    record = SimpleNamespace(**row)  # the record's fields, as the badge's helpers read them
     href = f"{html.escape(notebook)}.html#{claim_anchor(claim_id)}"
     label = f"<code>{html.escape(claim_id)}</code>"
     link = (f'<a class="sb-id" href="{href}" title="the section of {html.escape(notebook)} that computed it">{label}</a>'
@@ -91,13 +93,14 @@ def _claim_html(row: Mapping) -> str:
     summary = (f"<summary>{link}<span class=\"sb-text\"><span class=\"sb-line\"><span class=\"sb-who\">paper</span> "
                f"{inline(row['paper'])}</span><span class=\"sb-line\"><span class=\"sb-who\">ours</span> "
                f"{inline(row['ours'] or '—')}</span></span><span class=\"sb-verdict\">{verdict_pill(row['verdict'])}"
-               f"{mark_tags(row['marks'], MARKS)}</span>{trend}</summary>")
+               f"{mark_tags(row['marks'], MARKS)}{seed_tag(record)}</span>{trend}</summary>")
     details = [f"<p><b>Where in the paper:</b> {inline(row['where'])}. <b>The paper:</b> {inline(row['paper'])}</p>"]
     if notebook:
         trend_text = f"<i>{html.escape(row['trend'])}</i>: {inline(row['trend_note'])}" if row["trend"] else "not measured"
         details += [f"<p><b>Ours:</b> {inline(row['ours'])}</p>",
                     f"<p><b>Rule and notes:</b> {inline(row['note']) or '—'}</p>",
                     f"<p><b>With more budget:</b> {trend_text}</p>"]
+        details += [seeds_detail(record)] if record.seeds else []
         details += [f"<p><b>{MARK_LABELS[m].capitalize()}:</b> {inline(row['rounding_note'] if m == 'rounding-noise' else MARKS[m])}</p>"
                     for m in row["marks"]]
         details.append(f'<p>Recorded by <a href="{href}">{html.escape(notebook)}</a>.</p>')
@@ -140,7 +143,12 @@ def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = N
         "",
         f"Marks: *{MARK_LABELS['stand-in']}* on {marked['stand-in']} verdict(s), {MARKS['stand-in']}; "
         f"*{MARK_LABELS['rounding-noise']}* on {marked['rounding-noise']}, where a recorded check of builds "
-        "that differed only in float rounding saw the verdict or the trend change.",
+        "that differed only in float rounding saw the verdict or the trend change; "
+        f"*{MARK_LABELS['weakened-baseline']}* on {marked['weakened-baseline']}, {MARKS['weakened-baseline']}.",
+        "",
+        "The central claims (the budget plan names them) are decided at several seeds: each seed retrains the SAEs and "
+        "redraws every sample on the same text. The verdict shown is the seeds' majority (a tie goes to the less "
+        "favourable one); under it, whether the seeds agree, and in its tooltip the spread of the deciding number.",
         "",
         '<div class="sb-board"><div class="sb-head"><span>claim</span><span>the paper, and ours</span>'
         "<span>verdict</span><span>with more budget</span></div>",
