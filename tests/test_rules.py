@@ -377,6 +377,15 @@ def test_a_sparse_dictionary_that_cannot_reach_the_kl_loses_and_one_that_can_win
                                        setting="toy").verdict == "not"
 
 
+def test_dead_mlp_features_at_positive_alpha_lift_nothing_when_every_residual_sae_has_as_many():
+    mlp = [rec(0.0, alive=100), rec(1e-3, alive=50)]  # none dead at α = 0, half at α > 0
+    lively, dead = rec(site="resid_post.3", alive=91), rec(site="resid_post.3", alive=89)  # 9% and 11% dead
+    assert training.mlp_dead_finding(mlp).verdict == "partly"
+    assert training.mlp_dead_finding(mlp, [lively, dead]).verdict == "partly"  # one residual SAE stays alive
+    assert training.mlp_dead_finding(mlp, [dead, dead]).verdict == "not"  # every residual SAE has many dead too
+    assert training.mlp_dead_finding([rec(0.0, alive=80), *mlp[1:]], [dead]).verdict == "reproduced"  # even at α = 0
+
+
 @pytest.mark.parametrize("shares, margin", [
     ((0.13, 1.0, 1.0), 0.13 - 0.5),  # the book's feature: the top bin full, apostrophes 13% of all firings
     ((0.5, 0.8, 0.51), 0.0), ((0.49, 0.8, 0.6), -0.01), ((0.6, 0.79, 0.6), -0.01), ((0.6, 0.9, 0.45), -0.05),
