@@ -25,15 +25,16 @@ RULES_MARKDOWN = "rules.md"
 def rule_section(rule: Rule, claim: Claim, notebook: str) -> str:
     """One claim's rule: the paper's words, our rule and its thresholds, why, and what decides it."""
     lines = [f"({rule_anchor(rule.claim_id)})=", f"## {rule.claim_id}", "",
-             f"*{readable(claim.where)}*, decided in notebook `{notebook}`. The claim: {readable(claim.paper)}.", "",
-             f"> {readable(' '.join(rule.paper.split()))}", "", "(quoted from the paper's digest, `PAPER.md`)", ""]
+             f"*{readable(claim.where)}*, recorded by notebook `{notebook}`. The claim: {readable(claim.paper)}. "
+             "The paper's words, as `PAPER.md` (its digest) gives them:", "",
+             f"> {readable(' '.join(rule.paper.split()))}", ""]
     if rule.not_comparable:
         lines += ["**Not comparable by construction**: this setting cannot measure the quantity.", ""]
-    lines += [f"**Our rule.** {readable(rule.words)}.", ""]
+    lines += [f"**Our rule:** {readable(rule.words)}.", ""]
     if rule.thresholds:
         lines += ["| threshold | value |", "|---|---:|",
                   *(f"| `{table_cell(name)}` | {number_text(value)} |" for name, value in rule.thresholds.items()), ""]
-    lines += [f"**Why.** {readable(rule.why)}.", "",
+    lines += [f"**Why:** {readable(rule.why)}.", "",
               "**What decides it:** " + "; ".join(readable(part) for part in rule.deciding) + ".", ""]
     return "\n".join(lines)
 
