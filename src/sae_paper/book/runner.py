@@ -67,8 +67,8 @@ from sae_paper.book.profiles import (
     resolve_parameters,
     study_classes,
 )
-from sae_paper.book.rules_page import write_rules_page
 from sae_paper.book.reuse import OUTPUT_FOLDERS, ReuseCache, browser_key, notebook_files, notebook_key, tree_files
+from sae_paper.book.rules_page import write_rules_page
 from sae_paper.data.cache import LOG_ENV
 from sae_paper.data.paths import BOOK_OUTPUT_ENV, book_dir, repo_root
 

@@ -172,7 +172,8 @@ def alpha_floor_finding(curves: Sequence[PatchingCurve], fvu: Mapping[float, flo
     share = sum(b > a for a, b in steps) / len(steps)
     ours = f"{setting}: minimum KL " + ", ".join(
         f"{c.name} {c.kl_all:.3g}" + (f" (FVU {fvu[_alpha_of(c)]:.3f})" if _alpha_of(c) in fvu else "") for c in dictionaries)
-    verdict = "reproduced" if share == 1.0 else "partly" if share >= ALPHA_FLOOR_RULE.thresholds["partly_share"] else "not"
+    partly = ALPHA_FLOOR_RULE.thresholds["partly_share"]
+    verdict = "reproduced" if share == 1.0 else "partly" if share >= partly else "not"
     return Finding(ours, verdict, ALPHA_FLOOR_RULE.note())
 
 
@@ -203,7 +204,8 @@ def layers_finding(by_layer: Mapping[int, Sequence[PatchingCurve]], *, setting: 
     holds = [any(v in ("reproduced", "partly") for v in verdicts) for verdicts in layer_verdicts]
     if all(v == "not comparable" for verdicts in layer_verdicts for v in verdicts):
         verdict = "not comparable"
-    elif len(layer_verdicts) >= LAYERS_RULE.thresholds["min_layers"] and all(v == "reproduced" for verdicts in layer_verdicts for v in verdicts):
+    elif (len(layer_verdicts) >= LAYERS_RULE.thresholds["min_layers"]
+          and all(v == "reproduced" for verdicts in layer_verdicts for v in verdicts)):
         verdict = "reproduced"
     elif sum(holds) > len(holds) / 2:
         verdict = "partly"

@@ -11,8 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sae_paper.chapters import appendices, autointerp, autointerp_verdicts, case_studies, case_verdicts, ioi, ioi_verdicts
-from sae_paper.chapters import training
+from sae_paper.chapters import (
+    appendices,
+    autointerp,
+    autointerp_verdicts,
+    case_studies,
+    case_verdicts,
+    ioi,
+    ioi_verdicts,
+    training,
+)
 from sae_paper.report.claims import Claim
 from sae_paper.report.rules import Rule, rule_registry
 

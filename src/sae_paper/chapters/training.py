@@ -324,8 +324,8 @@ def epochs_finding(by_epochs: Mapping[int, Sequence[SweepRecord]]) -> Finding:
 RESID_ALIVE_RULE = Rule(
     "fig16-resid-alive",
     paper="residual dictionaries stay alive up to ~4× overcomplete",
-    rule="over our residual SAEs with R ≤ {max_ratio:g}: the smallest alive fraction ≥ {reproduced_alive:.0%} → reproduced, "
-         "≥ {partly_alive:.0%} → partly, otherwise not",
+    rule="over our residual SAEs with R ≤ {max_ratio:g}: the smallest alive fraction ≥ {reproduced_alive:.0%} → "
+         "reproduced, ≥ {partly_alive:.0%} → partly, otherwise not",
     thresholds={"max_ratio": 4, "reproduced_alive": 0.9, "partly_alive": 0.5},
     why="'stay alive' allows a few dead features ((almost) all in Figure 16), so a tenth may die; an SAE that lost "
         "more than half of its features did not stay alive; larger R is drawn but not judged, as the paper stops at "

@@ -55,7 +55,8 @@ class Rule:
         try:
             self.rule.format(**self.thresholds)
         except (KeyError, IndexError, ValueError) as error:
-            raise SaePaperError(f"rule for {self.claim_id}: its words name a threshold it does not have ({error})") from None
+            raise SaePaperError(f"rule for {self.claim_id}: its words name a threshold it does not have "
+                                f"({error})") from None
 
     @property
     def words(self) -> str:
@@ -66,7 +67,8 @@ class Rule:
         """A verdict's note: a link to the rule on the book's rules page and its thresholds, then what this run adds
         (``details``). The link is relative to ``book/generated``, where the notebooks and the scoreboard are."""
         values = ", ".join(f"{name} = {number_text(value)}" for name, value in self.thresholds.items())
-        head = f"[rule {self.claim_id}](../{RULES_PAGE}.html#{rule_anchor(self.claim_id)})" + (f": {values}" if values else "")
+        head = f"[rule {self.claim_id}](../{RULES_PAGE}.html#{rule_anchor(self.claim_id)})"
+        head += f": {values}" if values else ""
         return "; ".join([head, *(d for d in details if d)])
 
 
