@@ -16,8 +16,8 @@ the notebook trains:
 
 Configs that mean the same SAE are equal (α is always resolved), so the figures share
 SAEs and :class:`~sae_paper.core.pipeline.Run`'s cache trains each once. The verdict
-functions at the end turn sweep records into the scoreboard's (ours, verdict, note) with
-the rule applied written in the note.
+functions at the end turn sweep records into the scoreboard's (ours, verdict, note), each by
+the :class:`~sae_paper.report.rules.Rule` defined above it, whose thresholds it reads.
 """
 
 from __future__ import annotations
