@@ -242,7 +242,9 @@ def table1_finding(rows: Sequence[tuple[int, str | None, float | None]], site: s
                                    f"{'' if s is None else f'{s:.2f}'}".strip() for f, e, s in rows)
     scored = [s for _, _, s in rows if s is not None]
     mean = sum(scored) / len(scored) if scored else float("nan")
-    note = TABLE1_RULE.note(f"mean of our scored first features {mean:.2f} vs the paper's 0.31", _backend_note(backend))
+    note = TABLE1_RULE.note("not comparable by construction: feature indices are arbitrary, and this is another "
+                            "model's dictionary", f"mean of our scored first features {mean:.2f} vs the paper's 0.31",
+                            _backend_note(backend))
     return Finding(ours, "not comparable", note, _marks(backend))
 
 

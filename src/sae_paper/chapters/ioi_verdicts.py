@@ -108,11 +108,11 @@ _FIGURE3_RULE = ("each sparse SAE against each baseline (PCA, the α = 0 diction
                  "{reproduced_share:.0%} of the (level, SAE, baseline) comparisons → reproduced, at ≥ "
                  "{partly_share:.0%} → partly, otherwise not; not comparable only if no pair has a level either curve "
                  "reaches")
-_FIGURE3_WHY = ("'a given KL' is any KL both can reach, so the comparison runs over a range of levels rather than at "
-                "one; a dictionary that cannot reach a level the other reaches would need infinitely many features "
-                "there, so it loses those levels, the sparse SAE and the baselines alike, rather than escaping as not "
-                "comparable; 90% lets one level in ten go the other way where two curves cross; below half the "
-                "ordering is no longer the rule")
+_FIGURE3_WHY = ("'a given KL' is any KL the curves reach, so the comparison runs over a range of levels rather than "
+                "at one; a dictionary that cannot reach a level the other reaches would need infinitely many features "
+                "(an infinite edit) there, so it loses those levels, the sparse SAE and the baselines alike, rather "
+                "than escaping as not comparable; 90% lets one level in ten go the other way where two curves cross; "
+                "below half the ordering is no longer the rule")
 FEWER_FEATURES_RULE = Rule(
     "fig3-fewer-features", paper=_FIGURE3_PAPER,
     rule=_FIGURE3_RULE.replace("{cost}", "strictly fewer patched features"),
