@@ -114,7 +114,8 @@ def test_splice_and_runtime_verdicts():
     assert splice_finding(paper_like, model="smollm2-135m", site="resid_post.3").verdict == "partly"
     far = SpliceMetrics(ce_clean=3.0, ce_spliced=5.0, ce_zero=7.0, n_tokens=100)
     assert splice_finding(far, model="pythia-70m-deduped", site="resid_post.2").verdict == "not"
-    assert splice_finding(far, model="smollm2-135m", site="resid_post.3").verdict == "not comparable"
+    other = splice_finding(far, model="smollm2-135m", site="resid_post.3")  # measured, so judged: not, setting stated
+    assert other.verdict == "not" and "4.62 times above" in other.note and "a different setting" in other.note
 
     assert train_runtime_finding(10, 1e6, 10_000).verdict == "reproduced"  # 150M in 150 s
     assert train_runtime_finding(10, 1e4, 10_000).verdict == "partly"  # 5M in 8 min, 150M in 4 h

@@ -8,7 +8,8 @@
   only what changed;
 - :mod:`.progress`: a notebook's progress on the terminal and in the log;
 - :mod:`.pages`: what the runner does to pages (claim anchors, parameters shown once, wide notebook pages,
-  the chapter list); :mod:`.costs_page`: what this build cost, on which machine;
+  the chapter list); :mod:`.costs_page`: what this build cost, on which machine; :mod:`.rules_page`: how
+  each verdict is decided, from the rules registry;
 - :mod:`.feature_browser`, :mod:`.feature_pages`: a card per feature, from the chapters' cached results (its
   histogram images: :mod:`.histogram_images`, drawn once per content, in parallel);
 - :mod:`.exports`: the SAEs the book exports in SAELens's format;

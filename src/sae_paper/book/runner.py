@@ -21,7 +21,8 @@ that has it, or ``-p NOTEBOOK.key=value`` for one. The runner then
    provenance to the staging folder too (``SAE_PAPER_BOOK_OUTPUT``);
 4. only when every notebook succeeded, moves the executed notebooks, claim records and
    provenance into ``book/generated/`` and writes the pages made from them: the scoreboard
-   (``scoreboard.md`` and ``scoreboard.json``), the feature browser (``features/``,
+   (``scoreboard.md`` and ``scoreboard.json``), how each verdict is decided (``rules.md``, from the rules
+   registry: :mod:`sae_paper.book.rules_page`), the feature browser (``features/``,
    :mod:`sae_paper.book.feature_browser`, reinstated when its inputs are unchanged) and the intro's
    chapter list (``chapters.md``, from the toc: :mod:`sae_paper.book.pages`);
 5. builds the HTML with ``jupyter-book build`` (execution off: the notebooks already ran)
@@ -67,6 +68,7 @@ from sae_paper.book.profiles import (
     study_classes,
 )
 from sae_paper.book.reuse import OUTPUT_FOLDERS, ReuseCache, browser_key, notebook_files, notebook_key, tree_files
+from sae_paper.book.rules_page import write_rules_page
 from sae_paper.data.cache import LOG_ENV
 from sae_paper.data.paths import BOOK_OUTPUT_ENV, book_dir, repo_root
 
@@ -204,6 +206,7 @@ def run_book(
     _feature_browser(layout.book_dir / GENERATED, log, reuse=reuse)
     steps["feature browser"] = time.perf_counter() - started
     write_costs_page(layout.book_dir / GENERATED, present, steps, profile_name, result.reused)
+    write_rules_page(layout.book_dir / GENERATED)
     if (layout.book_dir / "_toc.yml").is_file():  # a book folder without a toc has no chapters to list
         write_chapter_list(layout.book_dir, layout.notebooks_dir, layout.book_dir / GENERATED)
     if build:

@@ -13,9 +13,8 @@ It builds every SAE :class:`~sae_paper.core.config.RunConfig` the notebook needs
 
 and the baselines at each layer (:func:`baselines`): neurons (residual dimensions), random
 directions, PCA and ICA fitted on the same training activations, top-K PCA and top-K ICA.
-The verdict functions at the end turn the summaries into the scoreboard's (ours, verdict, note).
-The verdict functions that turn the summaries into the scoreboard's (ours, verdict, note) are
-:mod:`sae_paper.chapters.autointerp_verdicts`.
+The verdict functions that turn the summaries into the scoreboard's (ours, verdict, note), each by the
+:class:`~sae_paper.report.rules.Rule` beside it, are :mod:`sae_paper.chapters.autointerp_verdicts`.
 """
 
 from __future__ import annotations

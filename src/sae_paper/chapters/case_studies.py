@@ -12,7 +12,7 @@ The steps both notebooks use are functions here: :func:`load_corpus` (harvest on
 :func:`find_by_prompt` (Appendix D.3's search: rank features on the apostrophe of a prompt,
 then keep the candidate whose activation is most concentrated on apostrophes).
 The verdict functions, each turning our numbers into the scoreboard's (ours, verdict, note)
-with its rule written in the note, are :mod:`sae_paper.chapters.case_verdicts`.
+by the :class:`~sae_paper.report.rules.Rule` beside it, are :mod:`sae_paper.chapters.case_verdicts`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ All sites share one text split, so their activations are harvested in one forwar
 :func:`patching_curves` runs :func:`sae_paper.analysis.patching_curves.patching_curve` for each
 decomposition of a layer and caches the curves on disk (keyed by everything they depend
 on), so a rerun of the notebook redraws them without a forward pass. The verdict functions
-at the end turn curves into the scoreboard's (ours, verdict, note), the rule in the note.
+(:mod:`sae_paper.chapters.ioi_verdicts`) turn curves into the scoreboard's (ours, verdict, note), each by the
+:class:`~sae_paper.report.rules.Rule` beside it.
 """
 
 from __future__ import annotations
