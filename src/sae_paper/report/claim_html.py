@@ -46,7 +46,7 @@ def seeds_detail(record) -> str:
     per_seed = ", ".join(f"seed {s}: {html.escape(v)} ({x:+.3g})"
                          for s, v, x in zip(record.seeds, record.seed_verdicts, record.seed_values))
     return (f"<p><b>Over seeds:</b> {html.escape(record.seed_agreement)}; {per_seed}. "
-            f"{html.escape(record.deciding.capitalize())}: {html.escape(record.deciding_spread)}.</p>")
+            f"{html.escape(record.deciding[:1].upper() + record.deciding[1:])}: {html.escape(record.deciding_spread)}.</p>")
 
 
 def mark_tags(marks, explanations) -> str:
