@@ -44,7 +44,7 @@
 # | model | Pythia-410M-deduped (24 layers, d_model 1024) | SmolLM2-135M-Instruct (30 layers, d_model 576): Pythia's weights cannot be downloaded here; the notebook checks that it does IOI |
 # | main layer | residual stream after layer 11 of 24 | after layer 12 of 30 (a comparable relative depth) |
 # | Figure 17 layers | 3, 7, 11, 15, 19, 23 | 6, 12, 18 (CPU budget) |
-# | dictionaries | trained on ~7M activations from the first 10,000 Pile documents | 98,304 activations of English Wikipedia at the main layer (1.4% of the paper's; section 4 shows how the verdicts move with this number), 49,152 at the other layers, 3 epochs, separators and first tokens left out (section 2) |
+# | dictionaries | trained on ~7M activations from the first 10,000 Pile documents | 98,304 activations of English Wikipedia at every layer (1.4% of the paper's; equal at each layer, so Figure 17 compares layers on equal budgets; section 4 shows how the verdicts move with this number), 3 epochs; Figure 3's two comparison verdicts decided at 3 seeds, separators and first tokens left out (section 2) |
 # | α | several (the authors' script: 1e-4, 3e-4, 1e-3 and 0) | 1e-2 and 2e-2, and 0 (SmolLM2's residual norms are ~100× Pythia-70M's, see notebook 01) |
 # | prompts | 50 IOI prompts (templates of Wang et al.) | 50 prompts, 5 Wang et al.-style templates in both name orders |
 # | feature order | ACDC over every feature, 50 thresholds (a forward pass per feature per threshold, on a GPU) | ACDC's threshold sweep over each feature's integrated-gradients share of the KL change (2 forward-and-backward passes per dictionary); every point of every curve is then an exact forward pass (section 3) |
@@ -70,7 +70,7 @@ alphas = [0.0, 1e-2, 2e-2]
 fig17_alphas = [1e-2]
 source = "enwiki2015"
 n_tokens = 98_304
-fig17_n_tokens = 49_152
+fig17_n_tokens = None
 context_length = 128
 harvest_batch_size = 32
 dtype = "float32"

@@ -65,7 +65,7 @@ class IoiStudy(SaeRunFields):
     """α of the SAEs at the other layers of ``layers`` (PCA is always added)."""
     n_tokens: int = 98_304
     """Training activations of the main layer's dictionaries (the paper: ~7M): what decides Figure 3."""
-    fig17_n_tokens: int | None = 49_152
+    fig17_n_tokens: int | None = None
     """Training activations at the other layers of ``layers`` (None: ``n_tokens``)."""
     ratio: float = 2.0
     """Dictionary ratio R of every SAE."""
