@@ -122,7 +122,9 @@ def test_study_builds_each_sae_once_and_rejects_bad_parameters():
                      n_thresholds=50)
     configs = study.all_configs()
     assert [(c.layer, c.alpha) for c in configs] == [(2, 0.0), (2, 1e-3), (1, 0.0), (1, 1e-3)]
-    assert [c.n_tokens for c in configs] == [study.n_tokens] * 2 + [study.fig17_n_tokens] * 2  # Figure 3's layer decides
+    assert [c.n_tokens for c in configs] == [study.n_tokens] * 4  # by default every layer trains on as many
+    smaller = IoiStudy(model="pythia-70m-deduped-random", layer=2, layers=(1, 2), fig17_n_tokens=1000)
+    assert [c.n_tokens for c in smaller.all_configs()] == [smaller.n_tokens] * 3 + [1000]  # unless fig17_n_tokens says
     assert study.layer_alphas(1) == (0.0, 1e-3)
     assert len(study.thresholds()) == 50 and study.thresholds()[0] == pytest.approx(1e-5)
     assert IoiStudy.from_params(study.parameters()) == study
