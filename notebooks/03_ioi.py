@@ -305,8 +305,8 @@ Markdown(seed_table(fig3_seeded))
 
 # %%
 fvu = {r.alpha: r.fvu for r in records if r.layer == study.layer}
-for claim_id, (finding, over_seeds) in fig3_seeded.items():
-    board.record(claim_id, *finding, seeds=over_seeds)
+board.record("fig3-fewer-features", *fig3_seeded["fig3-fewer-features"][0], seeds=fig3_seeded["fig3-fewer-features"][1])
+board.record("fig3-smaller-edits", *fig3_seeded["fig3-smaller-edits"][0], seeds=fig3_seeded["fig3-smaller-edits"][1])
 board.record("fig3-alpha-floor", *alpha_floor_finding(list(main_curves.values()), fvu, setting=setting))
 board
 
