@@ -77,6 +77,15 @@ def test_a_reseeded_study_keeps_its_text_and_changes_its_samples():
     assert case.seeds() == (0,) and case.reseeded(1).main_config().replace(seed=0) == case.main_config()
 
 
+def test_a_seed_free_ioi_curve_is_shared_by_every_seed_unless_acdc_draws_an_order():
+    study = IoiStudy(seed=0, n_seeds=3)
+    keys = {study.reseeded(s).curve_key(12, "pca-same-activations") for s in study.seeds()}
+    assert len(keys) == 1  # attribution ordering: the seed cannot change the curve of the same decomposition
+    acdc = IoiStudy(seed=0, n_seeds=3, ordering="acdc", n_exact=10)
+    assert len({acdc.reseeded(s).curve_key(12, "pca-same-activations") for s in acdc.seeds()}) == 3
+    assert study.curve_key(12, "a") != study.curve_key(12, "b") != study.curve_key(6, "b")
+
+
 @pytest.mark.parametrize("n_seeds", [0, -1, 1.5, True])
 def test_n_seeds_must_be_a_positive_integer(n_seeds):
     with pytest.raises(SaePaperError, match=f"02_autointerp parameter n_seeds={n_seeds!r}: must be a positive integer"):

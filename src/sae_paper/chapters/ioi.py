@@ -159,11 +159,18 @@ class IoiStudy(SaeRunFields):
                 "attribution_steps": self.attribution_steps, "seed": self.seed}
 
     def curve_key(self, layer: int, decomposition_id: str) -> str:
-        """A stable key of everything a cached curve depends on."""
+        """A stable key of everything a cached curve depends on.
+
+        The seed enters only through sequential ACDC's visiting order, so it is part of the key only under
+        ``ordering="acdc"``: with the attribution ordering a seed-free decomposition (PCA, fitted to the same
+        activations at every seed) has one curve, computed once for all seeds.
+        """
         depends = {"model": self.model, "n_prompts": self.n_prompts, "prompt_seed": self.prompt_seed, "layer": layer,
                    "decomposition": decomposition_id, "n_thresholds": self.n_thresholds, "ordering": self.ordering,
                    "n_exact": self.n_exact, "attribution_steps": self.attribution_steps,
-                   "seed": self.seed, "version": cache.version("ioi-curve")}
+                   "version": cache.version("ioi-curve")}
+        if self.ordering == "acdc":
+            depends["seed"] = self.seed
         return hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:12]
 
 
