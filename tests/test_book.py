@@ -22,6 +22,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from sae_paper.book.lanes import available_cores
 from sae_paper.book.profiles import BookError, load_profile, parse_overrides, resolve_parameters
 from sae_paper.book.progress import NotebookProgress, load_timings, save_timings
 from sae_paper.book.runner import BookLayout, run_book
@@ -183,6 +184,35 @@ def test_a_failing_cell_names_notebook_and_cell_and_keeps_the_previous_book(tmp_
     outputs = [o for c in json.loads(executed.read_text())["cells"] for o in c.get("outputs", [])]
     assert any("fine so far" in "".join(o.get("text", "")) for o in outputs)  # ran up to the failing cell
     shutil.rmtree(executed.parent.parent)  # the staging folder the message named
+
+
+def test_notebooks_in_lanes_run_in_their_own_processes_and_a_failure_there_is_the_same_one_line(tmp_path, capsys):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    header = ("# ---\n# jupyter:\n#   kernelspec:\n#     display_name: Python 3\n#     language: python\n"
+              "#     name: python3\n# ---\n\n")
+    (notebooks / "a_fine.py").write_text(header + '# %% tags=["parameters"]\nprofile = "notebook"\n\n'
+                                         "# %%\nimport os\nprint('threads', os.environ.get('OMP_NUM_THREADS'))\n")
+    (notebooks / "boom.py").write_text(header + '# %% tags=["parameters"]\nprofile = "notebook"\ndivisor = 1\n\n'
+                                       "# %%\nprint('fine so far')\n\n# %%\n1 / divisor\n")
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "tiny.yaml").write_text("a_fine: {}\nboom:\n  divisor: 0\n")
+    layout = BookLayout(notebooks, book_copy(tmp_path), profiles)
+    lines = []
+    with pytest.raises(BookError) as failure:
+        run_book("tiny", layout=layout, log=lines.append, lanes=2)
+    message = str(failure.value)
+    assert "\n" not in message and message.startswith("notebook boom failed in cell 3 of boom.py (starting '1 / divisor'): ")
+    assert "ZeroDivisionError" in message
+    assert any("2 lanes side by side, 1 thread(s) each" in line for line in lines) or available_cores() < 2
+    assert any(line.startswith("a_fine: done in") for line in lines)  # unregistered notebooks run one after another
+    assert re.search(r"^a_fine: (\d+)/\1 code cells", capsys.readouterr().err, re.MULTILINE)  # the lane's progress, passed on
+    staging = Path(message.split("the executed notebook is ")[1].split(";")[0]).parent.parent
+    executed = json.loads((staging / "generated" / "a_fine.ipynb").read_text())
+    printed = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert "threads 1" in printed or available_cores() < 2  # its kernel ran on its lane's share of the cores
+    shutil.rmtree(staging)
 
 
 EXTERNAL_RESOURCE = re.compile(r"<(?:script|img|iframe|source)\b[^>]*\bsrc=[\"']https?://|<link\b[^>]*\bhref=[\"']https?://"
@@ -509,3 +539,7 @@ def test_the_costs_page_states_what_this_build_measured_and_on_which_machine(tmp
     assert costs_markdown(tmp_path / "empty", ["01_training"], {}, "default").startswith("No step")
     reused = costs_markdown(tmp_path, ["01_training", "02_x"], {}, "default", reused=["02_x"])
     assert "| 02_x (reused: the run of 2026-12-02T15:00) | 11.7 min |" in reused and "**120 s**" in reused
+    side = costs_markdown(tmp_path, ["01_training", "02_x"], {"notebooks side by side": 710.0, "lanes": 2}, "default")
+    assert "| notebooks, in 2 lanes side by side | 11.8 min | from the first start to the last end; one after another " \
+           "they took 13.7 min |" in side
+    assert "| **total** | **11.8 min** |" in side  # the span, not the notebooks' sum

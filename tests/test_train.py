@@ -222,3 +222,19 @@ def test_progress_bar_shows_loss_fvu_and_l0(tmp_path, small_data, capsys):
     shown = capsys.readouterr().err
     assert "train tied SAE" in shown and "act/s" in shown
     assert all(f"{name}=" in shown for name in ("loss", "fvu", "L0"))
+
+
+@pytest.mark.parametrize("kind", ["tied", "untied"])
+def test_training_gives_the_same_bytes_on_one_thread_as_on_two(tmp_path, kind):
+    """The book runs notebooks side by side on one thread each (sae_paper.book.lanes), ``sae-paper run`` on every
+    core: the SAE must not depend on it. At the book's shape (batch 128, d_in 576, R = 2, ~5 % of codes firing),
+    large enough for torch to split its kernels over threads, and through both the dense and the sparse step."""
+    x, _ = planted_dictionary(1024, d_in=576, n_features=1152, active=60.0, seed=1)
+    config = small_config(batch_size=128, epochs=2, sae=kind, checkpoint_every=0)
+    weights = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        out = tmp_path / f"threads-{threads}"
+        train_sae(InMemoryActivations(x), config, alpha=0.003, out_dir=out, progress=False, device="cpu")
+        weights.append((out / "sae.safetensors").read_bytes())
+    assert weights[0] == weights[1]

@@ -89,7 +89,8 @@ def _cmd_book(args) -> None:
 
     notebooks = [name for entry in args.notebooks for name in entry.split(",") if name]
     recompute = [kind for entry in args.recompute for kind in entry.split(",") if kind]
-    result = run_book(args.profile, args.param, notebooks or None, validate_only=args.validate_only, recompute=recompute)
+    result = run_book(args.profile, args.param, notebooks or None, validate_only=args.validate_only, recompute=recompute,
+                      lanes=args.lanes)
     if not args.validate_only:
         timings = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.seconds.items())
         reused = f"; reused, not executed: {', '.join(result.reused)}" if result.reused else ""
@@ -134,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--recompute", action="append", default=[], metavar="KIND",
                       help="compute these cached artifacts afresh (activations, sae, evaluation, reference-ce, "
                            "fragments, baselines, ioi-curve, or all; repeatable or comma-separated)")
+    book.add_argument("--lanes", type=int, default=None, metavar="N",
+                      help="notebooks executed side by side when they do not depend on each other, the cores shared "
+                           "out (default: one per core, at most 2; 1: one after another on every core)")
     book.add_argument("--validate-only", action="store_true",
                       help="check the profile and build every run config, execute nothing")
     book.set_defaults(function=_cmd_book)

@@ -41,8 +41,9 @@ def machine_line(hardware: Mapping) -> str:
 
 def costs_markdown(generated: Path, notebooks: Sequence[str], steps: Mapping[str, float], profile: str,
                    reused: Sequence[str] = ()) -> str:
-    """The cost table of a build: ``steps`` the runner timed itself (harvest, feature browser), each notebook's wall
-    time and longest sections from its provenance record, and the machines those records name. A notebook this build
+    """The cost table of a build: ``steps`` the runner timed itself (harvest, feature browser, and, when notebooks ran
+    in lanes side by side, ``"notebooks side by side"``, their span, and ``"lanes"``), each notebook's wall time and
+    longest sections from its provenance record, and the machines those records name. A notebook this build
     ``reused`` shows the run that made it, marked, and is left out of the total (this build spent nothing on it)."""
     records = {name: _provenance(generated, name) for name in notebooks}
     rows, machines, total = [], {}, 0.0
@@ -59,6 +60,12 @@ def costs_markdown(generated: Path, notebooks: Sequence[str], steps: Mapping[str
         rows.append(f"| {label} | {_seconds(info.get('wall_seconds', 0.0))} | {where.replace('|', '/')} |")
         total += 0.0 if name in reused else info.get("wall_seconds", 0.0)
         machines.setdefault(machine_line(info.get("hardware", {})), []).append(name)
+    side_by_side = steps.get("notebooks side by side")
+    if side_by_side is not None:  # the notebooks' own times overlap: the build waited for the span, not their sum
+        executed = sum((records[n] or {}).get("wall_seconds", 0.0) for n in notebooks if n not in reused)
+        total += side_by_side - executed
+        rows.append(f"| notebooks, in {steps.get('lanes', 2):.0f} lanes side by side | {_seconds(side_by_side)} | "
+                    f"from the first start to the last end; one after another they took {_seconds(executed)} |")
     if "feature browser" in steps:
         rows.append(f"| feature browser | {_seconds(steps['feature browser'])} | |")
         total += steps["feature browser"]

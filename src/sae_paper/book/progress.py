@@ -17,7 +17,7 @@ the time already spent in the running one.
 When the notebook's cells changed since, it falls back to the last run's total time.
 
 :class:`ProgressEngine` is papermill's ``nbclient`` engine with this reporter attached to its
-cell callbacks; :func:`sae_paper.book.runner._execute` selects it by name (:data:`ENGINE`).
+cell callbacks; :func:`sae_paper.book.execute.execute_task` selects it by name (:data:`ENGINE`).
 """
 
 from __future__ import annotations

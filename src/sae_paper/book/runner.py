@@ -12,13 +12,10 @@ that has it, or ``-p NOTEBOOK.key=value`` for one. The runner then
 2. reinstates, without executing it, each notebook whose inputs (its source, parameters, profile,
    the computation versions and the library's source) are those of a run it stored before, and
    harvests only for the others (:mod:`sae_paper.book.reuse`; ``--recompute`` executes them all);
-3. converts each notebook left with Jupytext (marking the sections that record claims:
-   :func:`~sae_paper.book.pages.anchor_claim_sections`) and executes it with papermill, showing
-   its progress on the terminal (:mod:`sae_paper.book.progress`), in a staging
-   folder, on a ``python3`` kernel that runs *this* interpreter (a kernelspec written in
-   the staging folder and put first on ``JUPYTER_PATH``, so a stale user-level
-   ``python3`` kernel cannot shadow it); the notebooks write their claim records and
-   provenance to the staging folder too (``SAE_PAPER_BOOK_OUTPUT``);
+3. executes each notebook left with papermill in a staging folder (:mod:`sae_paper.book.execute`),
+   showing its progress on the terminal (:mod:`sae_paper.book.progress`); notebooks that do not
+   depend on each other run side by side, in two lanes of one thread each on a 2-core machine
+   (:mod:`sae_paper.book.lanes`; ``--lanes 1``: one after another);
 4. only when every notebook succeeded, moves the executed notebooks, claim records and
    provenance into ``book/generated/`` and writes the pages made from them: the scoreboard
    (``scoreboard.md`` and ``scoreboard.json``), how each verdict is decided (``rules.md``, from the rules
@@ -51,13 +48,9 @@ from pathlib import Path
 from typing import Any
 
 from sae_paper.book.costs_page import write_costs_page
-from sae_paper.book.pages import (
-    WIDE_PAGE,
-    anchor_claim_sections,
-    show_parameters_once,
-    widen_notebook_page,
-    write_chapter_list,
-)
+from sae_paper.book.execute import LOGS, environment, execute_task
+from sae_paper.book.lanes import LaneProcess, lane_count, notebook_waits, run_lanes, threads_per_lane
+from sae_paper.book.pages import WIDE_PAGE, write_chapter_list
 from sae_paper.book.profiles import (
     BookError,
     describe_configs,
@@ -69,17 +62,13 @@ from sae_paper.book.profiles import (
 )
 from sae_paper.book.reuse import OUTPUT_FOLDERS, ReuseCache, browser_key, notebook_files, notebook_key, tree_files
 from sae_paper.book.rules_page import write_rules_page
-from sae_paper.data.cache import LOG_ENV
-from sae_paper.data.paths import BOOK_OUTPUT_ENV, book_dir, repo_root
+from sae_paper.data.paths import book_dir, repo_root
 
-KERNEL_NAME = "python3"
 GENERATED = "generated"
 SCOREBOARD = "scoreboard.md"
 SCOREBOARD_JSON = "scoreboard.json"
 ROUNDING_CHECK = "checks/rounding.yaml"
 """The book's recorded float-rounding check, relative to the book folder (see :func:`write_scoreboard`)."""
-LOGS = "logs"
-"""Where each notebook's library messages go (``<book output>/logs/<notebook>.log``), instead of its cells."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +99,8 @@ class BookResult:
     html: Path | None = None
     reused: list[str] = field(default_factory=list)
     """Notebooks not executed: their inputs were unchanged, their earlier output was reinstated."""
+    lanes: int = 1
+    """Notebooks executed side by side (:mod:`sae_paper.book.lanes`)."""
 
 
 
@@ -129,18 +120,20 @@ def run_book(
     log: Callable[[str], None] = print,
     recompute: Sequence[str] = (),
     reuse: bool = True,
+    lanes: int | None = None,
 ) -> BookResult:
     """Validate, execute the notebooks and build the book (see the module docstring).
 
     ``reuse``: reinstate a notebook's earlier output instead of executing it when its inputs are
     unchanged, and the same for the feature browser (:mod:`sae_paper.book.reuse`); off under ``recompute``.
+    ``lanes``: notebooks executed side by side (None: one per core, at most 2; :mod:`sae_paper.book.lanes`).
     """
     from sae_paper.data.cache import RECOMPUTE_ENV, recompute_env
 
     if recompute:
-        with _environment(**{RECOMPUTE_ENV: recompute_env(list(recompute))}):
+        with environment(**{RECOMPUTE_ENV: recompute_env(list(recompute))}):
             return run_book(profile, overrides, notebooks, layout=layout, validate_only=validate_only, build=build,
-                            log=log, reuse=False)
+                            log=log, reuse=False, lanes=lanes)
     layout = layout or BookLayout.default()
     present = layout.notebooks()
     if not present:
@@ -164,8 +157,6 @@ def run_book(
         log(f"profile {profile_name}: valid for {', '.join(selected)}")
         return result
 
-    from sae_paper.book.progress import NotebookProgress, load_timings, save_timings
-
     staging = Path(tempfile.mkdtemp(prefix="sae-paper-book-"))
     out = staging / GENERATED
     out.mkdir()
@@ -185,19 +176,12 @@ def run_book(
     steps = {"harvest": time.perf_counter() - started}  # what the costs page shows besides the notebooks
     if steps["harvest"] > 1:
         log(f"harvest: done in {steps['harvest']:.0f} s")
-    for name in to_run:
-        started = time.perf_counter()
-        log(f"{name}: executing with profile {profile_name} ...")
-        executed = _execute(layout.notebooks_dir / f"{name}.py", out / f"{name}.ipynb",
-                            {**parameters[name], "profile": profile_name}, staging=staging, cwd=layout.notebooks_dir,
-                            progress=NotebookProgress(name, load_timings(profile_name, name)))
-        save_timings(profile_name, name, executed)
+
+    def store(name: str) -> None:
         executed_cache.store(name, keys[name], out, [*notebook_files(name), f"{LOGS}/{name}.log"])
-        result.seconds[name] = time.perf_counter() - started
-        messages = out / LOGS / f"{name}.log"
-        count = len(messages.read_text().splitlines()) if messages.is_file() else 0
-        log(f"{name}: done in {result.seconds[name]:.0f} s"
-            + (f"; {count} library message(s) in {GENERATED}/{LOGS}/{name}.log" if count else ""))
+
+    _run_notebooks(to_run, parameters, out, layout=layout, profile_name=profile_name, lanes=lanes, result=result,
+                   steps=steps, log=log, store=store)
     log(f"notebooks executed: {', '.join(to_run) or 'none'}; reused: {', '.join(result.reused) or 'none'}")
     _install(out, layout.book_dir / GENERATED, selected)
     write_scoreboard(layout.book_dir / GENERATED)
@@ -216,6 +200,58 @@ def run_book(
         log(f"book built in {result.seconds['build']:.0f} s: {result.html / 'index.html'}")
     shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def _run_notebooks(to_run: Sequence[str], parameters: Mapping[str, Mapping[str, Any]], out: Path, *, layout: BookLayout,
+                   profile_name: str, lanes: int | None, result: BookResult, steps: dict[str, float],
+                   log: Callable[[str], None], store: Callable[[str], None]) -> None:
+    """Execute ``to_run`` into ``out`` (the staging folder's ``generated``): one after another, or in lanes side by side
+    (:mod:`sae_paper.book.lanes`); each one that ends well has its cell timings kept and its output ``store``d."""
+    from sae_paper.book.progress import load_timings, save_timings
+
+    staging = out.parent
+
+    def done(name: str, seconds: float) -> None:
+        import nbformat
+
+        save_timings(profile_name, name, nbformat.read(out / f"{name}.ipynb", as_version=4))
+        store(name)
+        result.seconds[name] = seconds
+        messages = out / LOGS / f"{name}.log"
+        count = len(messages.read_text().splitlines()) if messages.is_file() else 0
+        log(f"{name}: done in {seconds:.0f} s"
+            + (f"; {count} library message(s) in {GENERATED}/{LOGS}/{name}.log" if count else ""))
+
+    task = {"profile": profile_name, "staging": str(staging), "cwd": str(layout.notebooks_dir), "out": str(out)}
+    tasks = {name: {**task, "name": name, "source": str(layout.notebooks_dir / f"{name}.py"),
+                    "parameters": {**parameters[name], "profile": profile_name}} for name in to_run}
+    result.lanes = lane_count(lanes, len(to_run)) if to_run else 1
+    if result.lanes == 1:
+        for name in to_run:
+            started = time.perf_counter()
+            log(f"{name}: executing with profile {profile_name} ...")
+            execute_task(tasks[name])
+            done(name, time.perf_counter() - started)
+    else:
+        threads = threads_per_lane(result.lanes)
+        log(f"notebooks: {result.lanes} lanes side by side, {threads} thread(s) each (--lanes 1: one after another)")
+
+        def start(name: str) -> LaneProcess:
+            log(f"{name}: executing with profile {profile_name} ...")
+            path = staging / "lanes" / f"{name}.json"
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(json.dumps({**tasks[name], "live": False}))
+            return LaneProcess(f"from sae_paper.book.execute import execute_lane; execute_lane({str(path)!r})", threads)
+
+        def failure(name: str, code: int) -> str:
+            error = staging / "lanes" / f"{name}.error"
+            return error.read_text() if error.is_file() else f"notebook {name}: its lane ended with exit code {code}"
+
+        expected = {name: sum(load_timings(profile_name, name) or []) for name in to_run}
+        started = time.perf_counter()
+        run_lanes(to_run, notebook_waits(parameters, to_run), start, lanes=result.lanes, expected_seconds=expected,
+                  on_done=done, failure=failure)
+        steps.update({"notebooks side by side": time.perf_counter() - started, "lanes": result.lanes})
 
 
 def _feature_browser(generated: Path, log: Callable[[str], None], *, reuse: bool) -> None:
@@ -277,89 +313,6 @@ def _export_saes(generated: Path, parameters: Mapping[str, Mapping[str, Any]], l
 
     for line in export_book_saes(generated, parameters):
         log(line)
-
-
-def _kernelspec(staging: Path) -> Path:
-    """A ``python3`` kernelspec running this interpreter, in ``staging/jupyter`` (for ``JUPYTER_PATH``).
-
-    The kernel logs only errors: its one warning on every start (ipykernel 7 on a loopback TCP
-    connection without CurveZMQ keys) would otherwise break the runner's progress lines five
-    times a build. What the notebooks print or warn goes to their cells, not to this log.
-    """
-    folder = staging / "jupyter" / "kernels" / KERNEL_NAME
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "--log-level=ERROR", "-f", "{connection_file}"],
-            "display_name": "Python 3 (sae-paper)", "language": "python"}
-    (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
-    return staging / "jupyter"
-
-
-class _environment:
-    """Set environment variables for the kernels, restoring the old values afterwards."""
-
-    def __init__(self, **values: str):
-        self.values = values
-        self.saved: dict[str, str | None] = {}
-
-    def __enter__(self):
-        for key, value in self.values.items():
-            self.saved[key] = os.environ.get(key)
-            os.environ[key] = value
-
-    def __exit__(self, *exc):
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        return False
-
-
-def _execute(source: Path, output: Path, parameters: Mapping[str, Any], *, staging: Path, cwd: Path,
-             progress=None):
-    """Jupytext-convert ``source`` and execute it with papermill into ``output``; one-line error on failure.
-
-    ``progress``: a :class:`~sae_paper.book.progress.NotebookProgress` shown on the terminal while it runs.
-    Returns the executed notebook (its cells carry papermill's timings).
-    """
-    import jupytext
-    import nbformat
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    from sae_paper.book.progress import ENGINE
-
-    name = source.stem
-    notebook = jupytext.read(source)
-    anchor_claim_sections(notebook.cells)
-    converted = staging / "input" / f"{name}.ipynb"
-    converted.parent.mkdir(exist_ok=True)
-    jupytext.write(notebook, converted)
-    jupyter_path = os.pathsep.join(filter(None, [str(_kernelspec(staging)), os.environ.get("JUPYTER_PATH")]))
-    log_file = output.parent / LOGS / f"{name}.log"  # the library's messages: the build's log, not the page
-    log_file.parent.mkdir(exist_ok=True)
-    try:
-        with _environment(JUPYTER_PATH=jupyter_path, **{BOOK_OUTPUT_ENV: str(output.parent), LOG_ENV: str(log_file)}):
-            executed = papermill.execute_notebook(
-                str(converted), str(output), parameters=dict(parameters), kernel_name=KERNEL_NAME, language="python",
-                cwd=str(cwd), engine_name=ENGINE, progress=progress, progress_bar=False, log_output=False,
-            )
-        show_parameters_once(executed.cells, str(parameters.get("profile", "")))
-        widen_notebook_page(executed)
-        nbformat.write(executed, output)
-        return executed
-    except PapermillExecutionError as error:
-        first = next((line.strip() for line in (error.source or "").splitlines() if line.strip()), "")
-        number = next((i for i, cell in enumerate(notebook.cells, 1) if cell.source == error.source), None)
-        where = f"cell {number} of {source.name}" if number else f"cell {error.cell_index} of the executed notebook"
-        raise BookError(
-            f"notebook {name} failed in {where} (starting {first[:60]!r}): {error.ename}: "
-            f"{' '.join(str(error.evalue).split())[:300]}; the executed notebook is {output}; the previous book is kept"
-        ) from None
-    except Exception as error:  # kernel died, could not start, ...: still one line naming the notebook
-        raise BookError(f"notebook {name} could not be executed: {type(error).__name__}: "
-                        f"{' '.join(str(error).split())[:300]}; partial output in {output.parent}; "
-                        "the previous book is kept") from None
 
 
 def _install(staged: Path, target: Path, notebooks: Sequence[str]) -> None:
