@@ -49,3 +49,16 @@ def test_book_costs_prints_each_step_beside_its_limit(capsys):
     assert "matmul limit" in out and "2 blocks" in out and "6 blocks + unembed" in out
     assert "dense limit" in out and all(f"{path} step" in out for path in ("dense", "sparse", "auto"))
     assert "encode limit" in out and "token-list, vectorised" in out and "token-list, per call" in out
+
+
+def test_lanes_throughput_compares_lanes_with_one_process(capsys, monkeypatch):
+    import sys
+
+    module = load("lanes_throughput")
+    monkeypatch.setitem(sys.modules, "lanes_throughput", module)  # the spawned workers import it by name
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module.main(["--work", "sae-step", "--iterations", "2", "--threads", "2", "--sae", "16", "8", "32", "--sae-l0", "4"])
+    out = capsys.readouterr().out
+    assert "2 thread(s) alone against 2 lane(s) of 1 thread" in out
+    row = next(line for line in out.splitlines() if line.strip().startswith("sae-step"))
+    assert float(row.split()[-1]) > 0  # lanes ÷ alone
