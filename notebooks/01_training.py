@@ -100,8 +100,8 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets; we show no bars
 
 from sae_paper.chapters.training import (
-    NOTEBOOK, TrainingStudy, epochs_finding, mlp_dead_finding, resid_alive_finding, splice_finding, tradeoff_finding,
-    train_runtime_finding, untied_finding,
+    NOTEBOOK, TrainingStudy, epochs_finding, hardware_phrase, mlp_dead_finding, resid_alive_finding, splice_finding,
+    tradeoff_finding, train_runtime_finding, untied_finding,
 )
 from sae_paper.core import sweeps
 from sae_paper.core.pipeline import Run
@@ -190,7 +190,7 @@ plots.splice_perplexity(evaluation.splice, label=f"{main_config.model} {main.sit
 # %%
 board.record("train-runtime", *train_runtime_finding(
     main_record.train_seconds, main_record.activations_per_s, main_config.n_tokens * main_config.epochs,
-    hardware=f"{prov.hardware['cpus_usable']} CPU cores" + (f" + {prov.hardware['gpu']}" if prov.hardware["gpu"] else "")))
+    hardware=hardware_phrase(prov.hardware)))
 board.record("splice-perplexity", *splice_finding(evaluation.splice, model=main_config.model, site=str(main.site)))
 board
 

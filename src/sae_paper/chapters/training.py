@@ -180,6 +180,14 @@ TRAIN_RUNTIME_RULE = Rule(
     deciding=("one run takes under an hour",))
 
 
+def hardware_phrase(hardware: dict) -> str:
+    """What the main SAE trained on, for train-runtime: torch's threads and the cores (a notebook run in a lane beside
+    another, :mod:`sae_paper.book.lanes`, trains on one thread of two cores), and the GPU if there is one."""
+    threads, cores = hardware.get("torch_threads"), hardware.get("cpus_usable")
+    phrase = f"{threads} torch thread{'s' if threads != 1 else ''} on {cores} CPU cores"
+    return phrase + (f" + {hardware['gpu']}" if hardware.get("gpu") else "")
+
+
 def train_runtime_finding(train_seconds: float, activations_per_s: float, n_activations: int, *,
                           hardware: str = "this machine") -> Finding:
     """Appendix B: one run takes < 1 hour on one A40. We time our main SAE and extrapolate its throughput to the
