@@ -540,6 +540,6 @@ def test_the_costs_page_states_what_this_build_measured_and_on_which_machine(tmp
     reused = costs_markdown(tmp_path, ["01_training", "02_x"], {}, "default", reused=["02_x"])
     assert "| 02_x (reused: the run of 2026-12-02T15:00) | 11.7 min |" in reused and "**120 s**" in reused
     side = costs_markdown(tmp_path, ["01_training", "02_x"], {"notebooks side by side": 710.0, "lanes": 2}, "default")
-    assert "| notebooks, in 2 lanes side by side | 11.8 min | from the first start to the last end; one after another " \
-           "they took 13.7 min |" in side
+    assert "| notebooks, in 2 lanes side by side | 11.8 min | from the first start to the last end; the notebooks' own " \
+           "times above, each on its lane's share of the cores, add up to 13.7 min |" in side
     assert "| **total** | **11.8 min** |" in side  # the span, not the notebooks' sum

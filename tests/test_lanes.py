@@ -116,6 +116,15 @@ def test_a_bad_lane_count_is_refused(bad):
         lane_count(bad, 3)
 
 
+def test_a_bad_lane_count_stops_the_book_before_anything_runs():
+    from sae_paper.book.runner import BookLayout, run_book
+
+    root = PROFILES.parent
+    layout = BookLayout(root / "notebooks", root / "book", PROFILES)
+    with pytest.raises(BookError, match="lanes must be a positive integer, got 0"):
+        run_book("smoke", layout=layout, lanes=0, validate_only=True, log=lambda line: None)
+
+
 def test_lane_count_never_exceeds_the_notebooks():
     assert lane_count(4, 1) == 1 and lane_count(2, 5) == 2 and lane_count(None, 5) == min(2, lanes.available_cores())
 

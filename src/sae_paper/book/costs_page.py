@@ -65,7 +65,8 @@ def costs_markdown(generated: Path, notebooks: Sequence[str], steps: Mapping[str
         executed = sum((records[n] or {}).get("wall_seconds", 0.0) for n in notebooks if n not in reused)
         total += side_by_side - executed
         rows.append(f"| notebooks, in {steps.get('lanes', 2):.0f} lanes side by side | {_seconds(side_by_side)} | "
-                    f"from the first start to the last end; one after another they took {_seconds(executed)} |")
+                    f"from the first start to the last end; the notebooks' own times above, each on its lane's "
+                    f"share of the cores, add up to {_seconds(executed)} |")
     if "feature browser" in steps:
         rows.append(f"| feature browser | {_seconds(steps['feature browser'])} | |")
         total += steps["feature browser"]

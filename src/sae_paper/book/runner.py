@@ -149,6 +149,7 @@ def run_book(
     if strays:  # a typo, or a notebook still being written: say so, but it does not stop the others
         log(f"note: profile {profile_name} has entries for notebook(s) not in {layout.notebooks_dir}: {', '.join(strays)}")
     parameters = resolve_parameters(entries, selected, parse_overrides(overrides))
+    lane_count(lanes, len(selected))  # a bad --lanes fails here, before anything runs
     result = BookResult(profile_name, selected, parameters)
     if validate_only:
         for name in selected:
