@@ -1,10 +1,12 @@
 """Executing the book's notebooks side by side: independent notebooks in parallel lanes, each on its share of the cores.
 
-Why: most of a notebook's time goes to operations too small to keep two cores busy (SAE steps on
-batches of 128 or 256 activations, the IOI patching passes over 50 short prompts, Python between
-them): torch's second intra-op thread adds much less than a second core could. Two notebooks
-that do not depend on each other, each in its own kernel on one thread, use both cores fully.
-On the default book, 01 → 02 and 03 → 04 → 05 are two chains of about equal length.
+Why: torch's heavy kernels (SAE steps, forward passes) use a second thread as well as a second
+process would (``benchmarks/lanes_throughput.py``: 0.97–1.03), but the rest of a notebook does not
+(Python between the kernels, the one-thread ICA fits, I/O, kernel start-up): one notebook on two
+threads leaves a core idle much of the time. Two notebooks that do not depend on each other, each
+in its own kernel on one thread, keep both busy (the default book: 22.7 min side by side against
+28.2 one after another, AVX-512 kind). On the default book, 01 → 02 and 03 → 04 → 05 are two
+chains of about equal length.
 
 Which notebooks may run at the same time (:func:`notebook_waits`): a notebook waits for the
 earlier one (in the book's order) that trains an SAE it also reads: the first whose study builds
@@ -16,8 +18,9 @@ or is cached under a key and written atomically (:mod:`sae_paper.data.cache`): a
 
 Which runs first (:func:`run_lanes`): of the notebooks whose waits are over, the one the last
 run of the same profile found longest (so the long chains start early), then the book's order.
-Each lane is a process (:func:`start_lane`, given by the runner) that executes one notebook and
-exits; a lane that fails stops the others at once, and its one-line error is the run's.
+Each lane is a process (a :class:`LaneProcess`, which the runner's ``start_lane`` starts) that
+executes one notebook and exits; a lane that fails stops the others at once, and its one-line
+error is the run's.
 
 Results do not depend on the lanes: a notebook's cells run in the same order on the same
 inputs, and torch's CPU kernels give the same bytes on one thread as on two (checked for SAE
@@ -68,7 +71,7 @@ def threads_per_lane(lanes: int) -> int:
 
 
 def notebook_waits(parameters: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> dict[str, set[str]]:
-    """For each notebook of ``names`` (in the book's order), the earlier ones it must wait for (see the module docstring)."""
+    """For each notebook of ``names`` (in the book's order), the earlier ones it waits for (see the module docstring)."""
     studies = study_classes()
     configs: dict[str, set | None] = {}
     for name in names:
