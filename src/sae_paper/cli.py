@@ -4,7 +4,9 @@ Every command takes one run configuration: ``--config FILE.yaml`` and/or ``--set
 (repeatable; values parsed as YAML, so ``--set alpha=null`` works). ``sae-paper fields`` lists
 the fields with their documentation.
 
-``sae-paper book --profile NAME [-p key=value ...]`` executes the notebooks and builds the book.
+``sae-paper book --profile NAME [-p key=value ...]`` executes the notebooks and builds the book;
+``sae-paper check-rounding --profile NAME`` records which of its verdicts a one-ulp change of the
+activations moves (the scoreboard's rounding marks).
 ``sae-paper export SAE_DIR OUT_DIR`` writes a saved SAE in SAELens's format.
 
 Errors in the user's input print one line, ``error: …``, and exit with status 2.
@@ -97,6 +99,12 @@ def _cmd_book(args) -> None:
         print(f"profile {result.profile}: {timings or 'nothing executed'}{reused}")
 
 
+def _cmd_check_rounding(args) -> None:
+    from sae_paper.book.rounding_check import check_rounding
+
+    check_rounding(args.profile, args.param, lanes=args.lanes, keep_scratch=args.keep_scratch)
+
+
 def _cmd_export(args) -> None:
     from sae_paper.interop.saelens import CONFIG_FILE, WEIGHTS_FILE, export_sae
 
@@ -141,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--validate-only", action="store_true",
                       help="check the profile and build every run config, execute nothing")
     book.set_defaults(function=_cmd_book)
+    check = commands.add_parser("check-rounding", help="build the book, build it again on activations one rounding "
+                                "step apart, and record which verdicts moved (the scoreboard's rounding marks)")
+    check.add_argument("--profile", default="default", help="profiles/NAME.yaml or a YAML path")
+    check.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a notebook parameter, as for sae-paper book")
+    check.add_argument("--lanes", type=int, default=None, metavar="N", help="as for sae-paper book")
+    check.add_argument("--keep-scratch", action="store_true",
+                       help="keep the one-ulp build's scratch cache and book (under the cache, rounding-check/)")
+    check.set_defaults(function=_cmd_check_rounding)
     export = commands.add_parser("export", help="write a saved SAE (sae.json + sae.safetensors) in SAELens's format")
     export.add_argument("sae_dir", metavar="SAE_DIR", help="a folder the library saved an SAE into")
     export.add_argument("out_dir", metavar="OUT_DIR", help="where to write cfg.json and sae_weights.safetensors")

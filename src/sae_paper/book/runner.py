@@ -271,21 +271,13 @@ def _feature_browser(generated: Path, log: Callable[[str], None], *, reuse: bool
     log(f"feature browser written in {time.perf_counter() - started:.0f} s")
 
 
-def harvest_for_book(parameters: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Harvest, before any notebook runs, every activation the selected notebooks will read.
-
-    Requests for one text (model, source, split, ...) from every notebook are merged, so each
-    text is read in one forward pass that writes every site any notebook needs, up to the
-    largest number of rows any asks for (:func:`sae_paper.data.activations.harvest_all`); the
-    notebooks then find their activations cached (a smaller request reads the start of the
-    cache). The model is loaded only if something is missing. One line per harvest done.
-    """
+def book_harvest_requests(parameters: Mapping[str, Mapping[str, Any]]) -> list[tuple[Any, Any]]:
+    """(HarvestSpec, Site) of every activation the notebooks of ``parameters`` will read: each registered
+    notebook's run configs, and the extra texts a study reads (its ``corpus_specs``)."""
     from sae_paper.core.sweeps import harvest_requests
-    from sae_paper.data.activations import harvest_all
-    from sae_paper.data.models import load_model
 
     studies = study_classes()
-    requests, models = [], {}
+    requests = []
     for name, values in parameters.items():
         if name not in studies:
             continue
@@ -293,6 +285,23 @@ def harvest_for_book(parameters: Mapping[str, Mapping[str, Any]]) -> list[str]:
         requests += harvest_requests(study.all_configs())
         if hasattr(study, "corpus_specs"):
             requests += [(spec, study.site) for spec in study.corpus_specs()]
+    return requests
+
+
+def harvest_for_book(parameters: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Harvest, before any notebook runs, every activation the selected notebooks will read
+    (:func:`book_harvest_requests`).
+
+    Requests for one text (model, source, split, ...) from every notebook are merged, so each
+    text is read in one forward pass that writes every site any notebook needs, up to the
+    largest number of rows any asks for (:func:`sae_paper.data.activations.harvest_all`); the
+    notebooks then find their activations cached (a smaller request reads the start of the
+    cache). The model is loaded only if something is missing. One line per harvest done.
+    """
+    from sae_paper.data.activations import harvest_all
+    from sae_paper.data.models import load_model
+
+    requests, models = book_harvest_requests(parameters), {}
     lines = []
     for model_name in dict.fromkeys(spec.model for spec, _ in requests):
         def get_model(model_name=model_name):
