@@ -16,7 +16,7 @@ import yaml
 
 from sae_paper.book.profiles import BookError
 from sae_paper.book.rounding_check import (
-    SCRATCH, ClaimOutcome, check_rounding, perturbed_copy, rounding_flips, write_check,
+    SCRATCH, ClaimOutcome, check_rounding, perturbed_copy, read_outcomes, rounding_flips, write_check,
 )
 from sae_paper.book.runner import ROUNDING_CHECK, BookLayout
 from sae_paper.data.activations import ActivationCache, HarvestSpec, harvest
@@ -51,9 +51,11 @@ def test_a_perturbed_copy_moves_every_value_one_rounding_step_and_stays_a_valid_
     assert (y.abs() <= up).all() and (y.abs() >= x.abs()).all() and torch.equal(y.sign(), x.sign())  # ... by 1-2 ulps
 
 
-def test_a_missing_reference_cache_is_one_line_naming_the_folder(tmp_path):
+def test_a_missing_reference_is_one_line_naming_what_to_build(tmp_path):
     with pytest.raises(BookError, match=r"no harvested activations in .*nowhere: build the book"):
         perturbed_copy(tmp_path / "nowhere", tmp_path / "copy")
+    with pytest.raises(BookError, match="no scoreboard.json in .*: build the book first"):
+        read_outcomes(tmp_path)
 
 
 def outcome(verdict, trend="flat", seeds=(), ours="x"):
@@ -75,7 +77,7 @@ def test_flips_name_the_verdict_the_seeds_and_the_trend_that_moved_and_nothing_e
     assert flips["trend"] == ("trend: converging in the reference build, flat in the one-ulp build; "
                               "the verdict, reproduced, holds")
     assert rounding_flips(reference, reference) == {}
-    with pytest.raises(BookError, match="different claims \\(numbers-only\\)"):
+    with pytest.raises(BookError, match="recorded different claims"):
         rounding_flips(reference, {k: v for k, v in perturbed.items() if k != "numbers-only"})
 
 

@@ -158,6 +158,7 @@ def test_train_runtime_says_how_many_threads_trained_the_sae():
 
     lane = hardware_phrase({"torch_threads": 1, "cpus_usable": 2, "gpu": None})
     assert lane == "1 torch thread on 2 CPU cores"
+    assert hardware_phrase({"torch_threads": 1, "cpus_usable": 1}) == "1 torch thread on 1 CPU core"
     assert hardware_phrase({"torch_threads": 2, "cpus_usable": 2, "gpu": "NVIDIA H200"}) == \
         "2 torch threads on 2 CPU cores + NVIDIA H200"
     assert "activations/s) on 1 torch thread on 2 CPU cores;" in train_runtime_finding(12, 12_705, 196_608, hardware=lane).ours

@@ -60,6 +60,12 @@ def load_timings(profile: str, notebook: str) -> list[float] | None:
 def save_timings(profile: str, notebook: str, executed) -> list[float]:
     """Keep the cell durations papermill recorded in an executed notebook (``nbformat`` node) for the next estimate."""
     cells = [float(cell.metadata.get("papermill", {}).get("duration") or 0.0) for cell in executed.cells]
+    return write_timings(profile, notebook, cells)
+
+
+def write_timings(profile: str, notebook: str, cells: Sequence[float]) -> list[float]:
+    """Keep ``cells`` (seconds per cell) as the estimate of the next run of ``notebook`` with ``profile``."""
+    cells = [float(s) for s in cells]
     timings_path(profile, notebook).write_text(json.dumps({"cells": cells, "total": sum(cells)}) + "\n")
     return cells
 

@@ -44,8 +44,9 @@ from typing import Any
 import torch
 
 from sae_paper.book.execute import environment
-from sae_paper.book.profiles import BookError
-from sae_paper.book.progress import timings_path
+from sae_paper.book.lanes import threads_per_lane
+from sae_paper.book.profiles import BookError, profile_path
+from sae_paper.book.progress import load_timings, write_timings
 from sae_paper.book.runner import (
     GENERATED,
     ROUNDING_CHECK,
@@ -204,6 +205,8 @@ def check_rounding(profile: str | Path, overrides: Sequence[str] = (), notebooks
     from sae_paper.report.provenance import hardware
 
     layout = layout or BookLayout.default()
+    profile_name = profile_path(profile, layout.profiles_dir).stem
+    earlier = {name: load_timings(profile_name, name) for name in notebooks or layout.notebooks()}
     log("rounding check: the reference build")
     reference_result = run_book(profile, overrides, notebooks, layout=layout, build=False, lanes=lanes, log=log)
     reference_generated = layout.book_dir / GENERATED
@@ -219,26 +222,33 @@ def check_rounding(profile: str | Path, overrides: Sequence[str] = (), notebooks
     log(f"rounding check: {len(folders)} activation caches ({rows:,} rows) copied one rounding step apart "
         f"in {time.perf_counter() - started:.0f} s")
 
-    timings = [timings_path(reference_result.profile, name) for name in reference_result.notebooks]
+    # The lanes start the notebooks expected to take longest first; the one-ulp build computes everything again, so
+    # it is expected to take what the slower of the reference and the run before it took (a warm reference is quick).
+    expected = {name: max(earlier.get(name) or [], load_timings(profile_name, name) or [], key=sum)
+                for name in reference_result.notebooks}
     started = time.perf_counter()
     scratch_book.mkdir(parents=True, exist_ok=True)
     with environment(**{CACHE_ENV: str(scratch_cache), MODEL_CACHE_ENV: str(model_cache_dir()), BOOK_ENV: str(scratch_book)}):
-        for name, path in zip(reference_result.notebooks, timings):  # the lanes order notebooks by their last times
-            if path.is_file():
-                shutil.copy(path, timings_path(reference_result.profile, name))
+        for name, cells in expected.items():
+            if cells:
+                write_timings(profile_name, name, cells)
         log("rounding check: the one-ulp build")
-        run_book(profile, overrides, notebooks, layout=BookLayout(layout.notebooks_dir, scratch_book, layout.profiles_dir),
-                 build=False, lanes=lanes, log=log)
+        one_ulp = run_book(profile, overrides, notebooks, layout=BookLayout(layout.notebooks_dir, scratch_book,
+                                                                             layout.profiles_dir),
+                           build=False, lanes=lanes, log=log)
     seconds = time.perf_counter() - started
     perturbed = read_outcomes(scratch_book / GENERATED, reference_result.notebooks)
 
     flips = rounding_flips(reference, perturbed)
     moved = sum(reference[claim].ours != perturbed[claim].ours for claim in reference)
     commit, dirty = git_state()
+    threads = threads_per_lane(one_ulp.lanes) if one_ulp.lanes > 1 else hardware()["torch_threads"]
+    machine = machine_line({**hardware(), "torch_threads": threads}) + (
+        f" in each of {one_ulp.lanes} lanes side by side" if one_ulp.lanes > 1 else "")
     path = write_check(layout.book_dir / ROUNDING_CHECK, flips, profile=reference_result.profile,
                        notebooks=reference_result.notebooks,
                        commit=commit + (" (with uncommitted changes)" if dirty else ""),
-                       machine=machine_line(hardware()), compared=len(reference), moved=moved, seconds=seconds)
+                       machine=machine, compared=len(reference), moved=moved, seconds=seconds)
     write_scoreboard(reference_generated)
     if not keep_scratch:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -184,7 +184,7 @@ def hardware_phrase(hardware: dict) -> str:
     """What the main SAE trained on, for train-runtime: torch's threads and the cores (a notebook run in a lane beside
     another, :mod:`sae_paper.book.lanes`, trains on one thread of two cores), and the GPU if there is one."""
     threads, cores = hardware.get("torch_threads"), hardware.get("cpus_usable")
-    phrase = f"{threads} torch thread{'s' if threads != 1 else ''} on {cores} CPU cores"
+    phrase = f"{threads} torch thread{'s' if threads != 1 else ''} on {cores} CPU core{'s' if cores != 1 else ''}"
     return phrase + (f" + {hardware['gpu']}" if hardware.get("gpu") else "")
 
 

@@ -96,8 +96,8 @@ class ClaimRecord:
 MARKS = {
     "stand-in": "decided by the token-list stand-in for GPT-4/GPT-3.5: its explanations are lists of tokens and its "
                 "simulation a lookup, so a feature scores by how well its current token predicts it",
-    "rounding-noise": "within rounding noise: a build that differed only in float rounding gave another verdict or "
-                      "trend (the recorded check is on the budget page)",
+    "rounding-noise": "within rounding noise: a build that differed only in float rounding gave another verdict, "
+                      "seed verdict or trend (sae-paper check-rounding; the recorded check is on the budget page)",
     "weakened-baseline": "a baseline it compares against was fitted short of convergence (ICA stopped at its iteration "
                          "limit): a stronger baseline could narrow the SAE's margin; the note gives the fit",
 }

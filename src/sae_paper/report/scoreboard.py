@@ -143,7 +143,7 @@ def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = N
         "",
         f"Marks: *{MARK_LABELS['stand-in']}* on {marked['stand-in']} verdict(s), {MARKS['stand-in']}; "
         f"*{MARK_LABELS['rounding-noise']}* on {marked['rounding-noise']}, where a recorded check of builds "
-        "that differed only in float rounding saw the verdict or the trend change; "
+        "that differed only in float rounding (`sae-paper check-rounding`) saw the verdict, a seed's verdict or the trend change; "
         f"*{MARK_LABELS['weakened-baseline']}* on {marked['weakened-baseline']}, {MARKS['weakened-baseline']}.",
         "",
         "The central claims (the budget plan names them) are decided at several seeds: each seed retrains the SAEs and "
