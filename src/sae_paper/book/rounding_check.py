@@ -74,9 +74,10 @@ HEADER = """\
 
 def perturbed_copy(source: Path, target: Path) -> int:
     """Copy one site's activation cache from ``source`` to ``target`` with every stored value multiplied by
-    ``1 + ε`` of its dtype (each normal value moves by one or two units in its last place; zeros and the rare
-    subnormals stay), the manifest's
-    checksums written for the new shards. Returns the number of rows copied."""
+    ``1 + ε`` of its dtype, the manifest's checksums written for the new shards; the number of rows copied.
+
+    Each normal value moves by one or two units in its last place; zeros, and the rare subnormals (whose step is
+    larger than themselves times ε), stay as they are."""
     from safetensors.torch import load_file, save_file
 
     manifest_path = Path(source) / MANIFEST
