@@ -5,8 +5,8 @@ process would (``benchmarks/lanes_throughput.py``: 0.97–1.03), but the rest of
 (Python between the kernels, the one-thread ICA fits, I/O, kernel start-up): one notebook on two
 threads leaves a core idle much of the time. Two notebooks that do not depend on each other, each
 in its own kernel on one thread, keep both busy (the default book: 22.7 min side by side against
-28.2 one after another, AVX-512 kind). On the default book, 01 → 02 and 03 → 04 → 05 are two
-chains of about equal length.
+28.2 one after another, AVX-512 kind). On the default book, 01 → 02 and 03 → 04 are two
+chains of about equal length; 05, the shortest, goes to whichever lane frees first.
 
 Which notebooks may run at the same time (:func:`notebook_waits`): a notebook waits for the
 earlier one (in the book's order) that trains an SAE it also reads: the first whose study builds
