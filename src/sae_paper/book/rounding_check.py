@@ -243,8 +243,9 @@ def check_rounding(profile: str | Path, overrides: Sequence[str] = (), notebooks
     flips = rounding_flips(reference, perturbed)
     moved = sum(reference[claim].ours != perturbed[claim].ours for claim in reference)
     commit, dirty = git_state()
-    threads = threads_per_lane(one_ulp.lanes) if one_ulp.lanes > 1 else hardware()["torch_threads"]
-    machine = machine_line({**hardware(), "torch_threads": threads}) + (
+    machine_hardware = hardware()
+    threads = threads_per_lane(one_ulp.lanes) if one_ulp.lanes > 1 else machine_hardware["torch_threads"]
+    machine = machine_line({**machine_hardware, "torch_threads": threads}) + (
         f" in each of {one_ulp.lanes} lanes side by side" if one_ulp.lanes > 1 else "")
     path = write_check(layout.book_dir / ROUNDING_CHECK, flips, profile=reference_result.profile,
                        notebooks=reference_result.notebooks,
