@@ -41,7 +41,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -328,11 +328,31 @@ def locked(folder: str | Path, what: str) -> Iterator[None]:
         os.close(fd)
 
 
+def atomic_write(path: Path, write: Callable[[Path], object], *, durable: bool = False) -> None:
+    """Write ``path`` through ``write(tmp)`` on a temporary name beside it, then rename it over ``path``.
+
+    A reader (another process, or this one after a crash) sees the old file or the whole new one,
+    never half of it: ``os.replace`` is atomic on one filesystem, and the temporary name carries
+    the process id, so two writers (two ranks of a distributed run) never write one temporary
+    file. ``durable`` also flushes the file to disk before the rename, for a checkpoint that
+    must survive the machine going down, not only the process. A ``write`` that raises leaves
+    ``path`` as it was and removes the temporary file.
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_json_atomic(path: Path, payload: Mapping) -> None:
     """Write JSON to a temporary file and rename it over ``path``, so a reader never sees half of it."""
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
 
 
 def sha256_file(path: Path) -> str:
