@@ -393,7 +393,7 @@ if study.mlp_layer is not None:
 # recomputed on smaller pools, which are the start of this notebook's pool, and on larger
 # ones when a larger profile (`long`) left their activations in the cache. Above 0 the SAE
 # is ahead; the scoreboard's *with more budget* column comes from the ends of each curve
-# (`sae_paper.report.claims.budget_trend`).
+# (`sae_paper.report.budget.budget_trend`).
 
 # %%
 with prov.section("budget sensitivity: fragments"):

@@ -81,7 +81,8 @@ def test_scoreboard_page_counts_verdicts_and_rejects_unknown_ids(tmp_path):
 
 
 def test_scoreboard_page_has_one_compact_row_per_claim_linking_to_its_section(tmp_path):
-    from sae_paper.report.claims import BudgetTrend, claim_anchor
+    from sae_paper.report.budget import BudgetTrend
+    from sae_paper.report.claims import claim_anchor
 
     board = Scoreboard("nb1", folder=tmp_path, claims=CLAIMS)
     board.record("a-number", "41.5 <script>x</script>, see `code`", "partly", "rule: within 5%",
@@ -106,8 +107,8 @@ def test_scoreboard_page_has_one_compact_row_per_claim_linking_to_its_section(tm
 
 
 def test_budget_trend_by_hand():
-    from sae_paper.report.claims import BudgetPoint as P
-    from sae_paper.report.claims import budget_trend
+    from sae_paper.report.budget import BudgetPoint as P
+    from sae_paper.report.budget import budget_trend
 
     def trend(values, cis=(0, 0, 0), tolerance=0.05):
         points = [P(b, v, c) for b, v, c in zip((600, 1200, 2400), values, cis)]
@@ -123,7 +124,7 @@ def test_budget_trend_by_hand():
 
 
 def test_trend_is_recorded_and_shown(tmp_path):
-    from sae_paper.report.claims import BudgetTrend
+    from sae_paper.report.budget import BudgetTrend
 
     board = Scoreboard("nb", folder=tmp_path, claims=CLAIMS)
     board.record("a-number", "41.5", "partly", "close", trend=BudgetTrend("moving away", "margin 0.2 → 0.0"))
@@ -135,7 +136,7 @@ def test_trend_is_recorded_and_shown(tmp_path):
 
 
 def test_each_record_shows_its_badge_once_where_it_is_made(tmp_path):
-    from sae_paper.report.claims import BudgetTrend
+    from sae_paper.report.budget import BudgetTrend
 
     shown = []
     board = Scoreboard("nb", folder=tmp_path, claims=CLAIMS, show=shown.append)
@@ -156,7 +157,7 @@ def test_each_record_shows_its_badge_once_where_it_is_made(tmp_path):
 
 
 def test_scoreboard_rows_carry_marks_the_rounding_check_and_the_trend_span(tmp_path):
-    from sae_paper.report.claims import BudgetPoint, budget_trend
+    from sae_paper.report.budget import BudgetPoint, budget_trend
 
     board = Scoreboard("nb", folder=tmp_path / "claims", claims=CLAIMS, show=lambda badge: None)
     trend = budget_trend([BudgetPoint(500, 0.08), BudgetPoint(1000, 0.18), BudgetPoint(2000, 0.23)], what="margin",

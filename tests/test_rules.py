@@ -397,7 +397,7 @@ def test_the_apostrophe_trend_follows_the_share_furthest_short_of_its_threshold(
 
 def test_the_apostrophe_margin_is_not_negative_exactly_when_the_histogram_is_reproduced():
     from sae_paper.chapters.case_budget import trends
-    from sae_paper.report.claims import BudgetPoint
+    from sae_paper.report.budget import BudgetPoint
 
     for verdict, activation in HISTOGRAMS.items():
         shares = case_verdicts.apostrophe_shares(activation, APOSTROPHE_TOKENS, APOSTROPHES, n_bins=2)

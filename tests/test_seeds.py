@@ -10,7 +10,8 @@ from sae_paper.chapters.case_studies import CaseStudy
 from sae_paper.chapters.ioi import IoiStudy
 from sae_paper.core.config import RunConfig
 from sae_paper.errors import SaePaperError
-from sae_paper.report.claims import Finding, Scoreboard, read_records
+from sae_paper.report.claims import Scoreboard, read_records
+from sae_paper.report.finding import Finding
 from sae_paper.report.scoreboard import render_scoreboard, scoreboard_rows
 from sae_paper.report.seeds import SeedRun, combine_seeds, seed_table
 

@@ -34,7 +34,7 @@ from sae_paper.chapters.case_studies import FeatureStudy
 from sae_paper.data.activations import HarvestSpec
 from sae_paper.data.text import iter_contexts
 from sae_paper.errors import SaePaperError
-from sae_paper.report.claims import Finding
+from sae_paper.report.finding import Finding
 from sae_paper.report.rules import Rule
 
 NOTEBOOK = "05_appendices"

@@ -35,7 +35,7 @@ from sae_paper.data import cache
 from sae_paper.data.models import Site, model_spec
 from sae_paper.data.paths import cache_dir
 from sae_paper.errors import SaePaperError
-from sae_paper.report.claims import Finding
+from sae_paper.report.finding import Finding
 
 NOTEBOOK = "02_autointerp"
 METHODS = ("sae", "neurons", "random", "pca", "ica", "topk-pca", "topk-ica")

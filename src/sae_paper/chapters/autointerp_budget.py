@@ -5,7 +5,7 @@ handful, the simulator sees near-constant activations, and every method's score 
 toward the same floor (240 fragments: SAE 0.32 ± 0.09 against random directions
 0.31 ± 0.06; 2,400: SAE 0.54 ± 0.10 against 0.36 ± 0.06). So notebook 02 recomputes each
 claim's *deciding number* (below) on pools of several sizes and the scoreboard says whether
-it moves toward the paper as the pool grows (:func:`sae_paper.report.claims.budget_trend`).
+it moves toward the paper as the pool grows (:func:`sae_paper.report.budget.budget_trend`).
 
 Fragments are the first documents of the text in a fixed order, so the pool of ``n``
 fragments is the start of any larger pool: the sweep reads the smaller pools off the main
@@ -31,7 +31,7 @@ from typing import Any
 from sae_paper.analysis.autointerp.fragments import Fragments, FragmentSpec
 from sae_paper.analysis.autointerp.scoring import MethodSummary, score_decomposition
 from sae_paper.data.models import Site
-from sae_paper.report.claims import BudgetPoint, BudgetTrend, budget_trends
+from sae_paper.report.budget import BudgetPoint, BudgetTrend, budget_trends
 
 CLAIMS = ("fig2-early-layers", "fig2-depth", "fig9-random-only", "fig8-ratio")
 BASELINES = ("neurons", "random", "pca", "ica")

@@ -23,7 +23,7 @@ from sae_paper.chapters.autointerp import BASELINES, AutointerpStudy, baselines,
 from sae_paper.core.decompositions import SaeDecomposition
 from sae_paper.core.pipeline import Run
 from sae_paper.data.models import Site
-from sae_paper.report.claims import Finding
+from sae_paper.report.finding import Finding
 from sae_paper.report.seeds import SeedRun, SeedSummary, combine_seeds
 
 CLAIMS = budget.CLAIMS

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from sae_paper.analysis.autointerp.scoring import MethodSummary
 from sae_paper.chapters.autointerp import BASELINES, LABELS
-from sae_paper.report.claims import Finding
+from sae_paper.report.finding import Finding
 from sae_paper.report.rules import Rule
 
 # --------------------------------------------------------------------------------------

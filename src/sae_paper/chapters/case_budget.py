@@ -31,7 +31,7 @@ from sae_paper.analysis.token_activations import feature_codes
 from sae_paper.chapters.case_studies import find_by_prompt
 from sae_paper.chapters.case_verdicts import SINGLE_TOKEN_CLASSES, apostrophe_shares, reproduced_margin
 from sae_paper.core.decompositions import SaeDecomposition
-from sae_paper.report.claims import BudgetPoint, BudgetTrend, budget_trends
+from sae_paper.report.budget import BudgetPoint, BudgetTrend, budget_trends
 
 CLAIMS = ("fig4-apostrophe-hist", "sec5-single-token-features")
 TOLERANCE = 0.05

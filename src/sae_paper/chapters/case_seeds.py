@@ -21,7 +21,7 @@ from sae_paper.chapters.case_budget import WHAT, deciding_numbers
 from sae_paper.chapters.case_studies import find_by_prompt
 from sae_paper.chapters.case_verdicts import SINGLE_TOKEN_CLASSES, apostrophe_histogram_finding, single_token_finding
 from sae_paper.core.decompositions import SaeDecomposition
-from sae_paper.report.claims import Finding
+from sae_paper.report.finding import Finding
 from sae_paper.report.seeds import SeedRun, SeedSummary, combine_seeds
 
 CLAIMS = ("fig4-apostrophe-hist", "sec5-single-token-features")

@@ -16,7 +16,7 @@ from sae_paper.analysis.causal_tree import TreeNode
 from sae_paper.analysis.feature_stats import ClassStats, class_share_per_bin
 from sae_paper.analysis.token_activations import has_apostrophe, token_display, token_text
 from sae_paper.chapters.case_studies import is_punctuation
-from sae_paper.report.claims import Finding
+from sae_paper.report.finding import Finding
 from sae_paper.report.rules import Rule
 
 # --------------------------------------------------------------------------------------

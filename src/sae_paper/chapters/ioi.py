@@ -372,7 +372,7 @@ def token_sweep(study: IoiStudy, setup_factory, *, main_curves: Sequence[Patchin
     ones only read from the cache."""
     from dataclasses import replace
 
-    from sae_paper.report.claims import BudgetPoint
+    from sae_paper.report.budget import BudgetPoint
 
     points: dict[str, list] = {"fig3-fewer-features": [], "fig3-smaller-edits": []}
     for n in sorted(set(study.token_budgets) | {study.n_tokens}):
@@ -394,7 +394,7 @@ TREND_TOLERANCE = 0.1
 
 
 def token_trends(points: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
-    from sae_paper.report.claims import budget_trends
+    from sae_paper.report.budget import budget_trends
 
     return budget_trends(points, what="share of comparisons the sparse SAEs win", unit="training activations",
                          tolerance=TREND_TOLERANCE)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 from sae_paper.analysis.patching_curves import PatchingCurve, cost_to_reach, kl_levels
 from sae_paper.errors import SaePaperError
-from sae_paper.report.claims import Finding
+from sae_paper.report.finding import Finding
 from sae_paper.report.rules import Rule
 from sae_paper.report.seeds import SeedRun, SeedSummary, combine_seeds
 

@@ -32,7 +32,7 @@ from sae_paper.core.metrics import SpliceMetrics
 from sae_paper.core.sweeps import SweepRecord
 from sae_paper.data.models import Site, model_spec
 from sae_paper.errors import SaePaperError
-from sae_paper.report.claims import Finding
+from sae_paper.report.finding import Finding
 from sae_paper.report.rules import Rule
 
 NOTEBOOK = "01_training"

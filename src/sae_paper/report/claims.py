@@ -24,23 +24,20 @@ different model for a number specific to Pythia-70M).
 from __future__ import annotations
 
 import json
-import math
-import os
-import statistics
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, NamedTuple
 
+from sae_paper.data.cache import atomic_write
 from sae_paper.data.paths import book_output_dir, shared_file
 from sae_paper.errors import SaePaperError
+from sae_paper.report.budget import TRENDS, BudgetTrend
 from sae_paper.report.claim_html import ClaimBadge
+from sae_paper.report.finding import VERDICTS, Finding, Verdict
 from sae_paper.report.markdown import table_cell
+from sae_paper.report.seeds import SeedSummary
 
-Verdict = Literal["reproduced", "partly", "not", "not comparable"]
-VERDICTS: tuple[str, ...] = Verdict.__args__
 NOT_YET_RUN = "not yet run"
 CLAIMS_FOLDER = "claims"
 
@@ -124,108 +121,6 @@ def _load_claims(path: str) -> tuple[tuple[str, Claim], ...]:
             raise SaePaperError(f"{path}: every claim needs id, where and paper; got {entry!r}") from None
         claims.append((claim.id, claim))
     return tuple(claims)
-
-
-class Finding(NamedTuple):
-    """A verdict function's answer, what :meth:`Scoreboard.record` takes after the claim id: ``board.record(id, *finding)``."""
-
-    ours: str
-    verdict: str
-    note: str
-    marks: tuple[str, ...] = ()
-
-
-TRENDS = ("converging toward the paper", "moving away", "flat")
-
-
-@dataclass(frozen=True)
-class BudgetPoint:
-    """The number that decides a claim's verdict, measured at one budget of its deciding input.
-
-    ``value`` is signed so that larger means closer to the paper's claim (e.g. the SAE's
-    margin over the best baseline); ``ci`` is its 95 % half-width (0 where none exists).
-    """
-
-    budget: float
-    value: float
-    ci: float = 0.0
-
-
-class BudgetTrend(NamedTuple):
-    """:func:`budget_trend`'s answer: one of :data:`TRENDS`, the points in words, and the first and last point short."""
-
-    trend: str
-    note: str
-    span: str = ""
-
-
-def budget_trend(points: Sequence[BudgetPoint], *, what: str, unit: str, tolerance: float) -> BudgetTrend:
-    """Whether a claim's deciding number moves toward the paper as its deciding input grows.
-
-    From the smallest budget to the largest: *converging toward the paper* if the value
-    rises by more than ``max(tolerance, √(ci_small² + ci_large²))`` (a change the CIs and
-    the stated tolerance can tell), *moving away* if it falls by more, *flat* otherwise.
-    Needs at least 3 budgets (the issue's ¼×, 1×, 4× or more).
-    """
-    ordered = sorted(points, key=lambda p: p.budget)
-    if len(ordered) < 3:
-        raise SaePaperError(f"a budget trend needs at least 3 budgets, got {len(ordered)}")
-    first, last = ordered[0], ordered[-1]
-    margin = max(tolerance, math.hypot(first.ci, last.ci))
-    change = last.value - first.value
-    trend = TRENDS[0] if change > margin else TRENDS[1] if change < -margin else TRENDS[2]
-    values = ", ".join(f"{p.budget:,.0f}: {p.value:+.3g}" + (f"±{p.ci:.2g}" if p.ci else "") for p in ordered)
-    note = (f"{what} at {len(ordered)} budgets of {unit} ({values}); change {change:+.3g} against a margin of "
-            f"{margin:.2g} (the larger of {tolerance:g} and the CIs)")
-    span = f"{first.value:+.3g} at {first.budget:,.0f} → {last.value:+.3g} at {last.budget:,.0f} {unit}"
-    return BudgetTrend(trend, note, span)
-
-
-def budget_trends(points: Mapping[str, Sequence[BudgetPoint]], *, what: Mapping[str, str] | str, unit: str,
-                  tolerance: float) -> dict[str, BudgetTrend | None]:
-    """:func:`budget_trend` for each claim of a sweep (``what``: per claim, or one text for all); None where
-    fewer than 3 budgets could be measured."""
-    return {claim: budget_trend(p, what=what if isinstance(what, str) else what[claim], unit=unit, tolerance=tolerance)
-            if len(p) >= 3 else None for claim, p in points.items()}
-
-@dataclass(frozen=True)
-class SeedSummary:
-    """How a claim's verdict and deciding number vary over seeds (what the scoreboard shows beside the verdict)."""
-
-    seeds: tuple[int, ...]
-    verdicts: tuple[str, ...]
-    """Each seed's verdict, in the order of ``seeds``."""
-    values: tuple[float, ...]
-    """Each seed's deciding number, in the order of ``seeds``."""
-    what: str
-    """What the deciding number is, in words."""
-
-    @property
-    def verdict(self) -> str:
-        """The verdict most seeds give; a tie goes to the less favourable verdict."""
-        counts = Counter(self.verdicts)
-        top = max(counts.values())
-        return max((v for v in counts if counts[v] == top), key=VERDICTS.index)
-
-    @property
-    def agrees(self) -> bool:
-        return len(set(self.verdicts)) == 1
-
-    @property
-    def agreement(self) -> str:
-        """``3/3 seeds agree`` or ``seed-dependent (2/3 partly; seed 2: not)``."""
-        n = len(self.seeds)
-        if self.agrees:
-            return f"{n}/{n} seeds agree"
-        headline = self.verdict
-        others = "; ".join(f"seed {s}: {v}" for s, v in zip(self.seeds, self.verdicts) if v != headline)
-        return f"seed-dependent ({self.verdicts.count(headline)}/{n} {headline}; {others})"
-
-    @property
-    def spread(self) -> str:
-        """The deciding number's mean and range over seeds, e.g. ``+0.21 (+0.18 to +0.25 over 3 seeds)``."""
-        mean = statistics.fmean(self.values)
-        return f"{mean:+.3g} ({min(self.values):+.3g} to {max(self.values):+.3g} over {len(self.values)} seeds)"
 
 
 def record(claim_id: str, ours: str, verdict: str, note: str = "", marks: Sequence[str] = (), *, notebook: str = "",
@@ -312,9 +207,8 @@ class Scoreboard:
 
     def _write(self) -> None:
         payload = {"notebook": self.notebook, "records": [asdict(r) for r in self.records.values()]}
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
-        os.replace(tmp, self.path)
+        text = json.dumps(payload, indent=1, ensure_ascii=False) + "\n"
+        atomic_write(self.path, lambda tmp: tmp.write_text(text))
 
     def markdown(self) -> str:
         """This notebook's records as a Markdown table (the paper's statement beside ours)."""

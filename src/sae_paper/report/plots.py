@@ -227,7 +227,7 @@ def fig17_layers(by_layer, *, title: str) -> Figure:
 
 def budget_sensitivity(points: Mapping[str, Sequence[Any]], *, unit: str, title: str, ylabel: Mapping[str, str],
                        default: float | None = None) -> Figure:
-    """Each claim's deciding number (a :class:`~sae_paper.report.claims.BudgetPoint` per budget, 95 % CI bars) against
+    """Each claim's deciding number (a :class:`~sae_paper.report.budget.BudgetPoint` per budget, 95 % CI bars) against
     the budget of its deciding input, log scale; 0 (no advantage) drawn, the profile's own budget marked."""
     claims = [claim for claim, p in points.items() if p]
     fig = Figure(figsize=(3.2 * max(1, len(claims)), 3.3), layout="constrained")

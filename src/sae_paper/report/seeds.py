@@ -4,9 +4,11 @@ A verdict that one seed gives and the next does not is a statement about the see
 the paper. So the central claims (the budget plan names them) are decided at several seeds:
 a seed retrains the SAEs (initialisation and the order they see the activations in) and
 redraws what the notebook samples (features, explain/simulate fragments, random
-directions), on the same harvested text. Each seed gives its own :class:`Finding` and the
-claim's *deciding number* (the number that stands between the verdict and *reproduced*,
-the same one its budget trend follows). :func:`combine_seeds` turns them into the headline:
+directions), on the same harvested text. Each seed gives its own :class:`~.finding.Decision`:
+the claim's finding and its *deciding number* (the number its rule thresholds, the same one
+its budget trend follows). :func:`decide_at_seeds` is the one way a chapter does this:
+it calls the chapter's verdict function on each seed's inputs, and :func:`combine_seeds`
+turns the seeds into the headline:
 
 - the verdict most seeds give (a tie goes to the less favourable one: a verdict that holds at
   half of the seeds is not established);
@@ -16,12 +18,55 @@ the same one its budget trend follows). :func:`combine_seeds` turns them into th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+import statistics
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from sae_paper.errors import SaePaperError
-from sae_paper.report.claims import VERDICTS, Finding, SeedSummary
+from sae_paper.report.finding import VERDICTS, Decision, Finding
 from sae_paper.report.markdown import table_cell
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """How a claim's verdict and deciding number vary over seeds (what the scoreboard shows beside the verdict)."""
+
+    seeds: tuple[int, ...]
+    verdicts: tuple[str, ...]
+    """Each seed's verdict, in the order of ``seeds``."""
+    values: tuple[float, ...]
+    """Each seed's deciding number, in the order of ``seeds``."""
+    what: str
+    """What the deciding number is, in words."""
+
+    @property
+    def verdict(self) -> str:
+        """The verdict most seeds give; a tie goes to the less favourable verdict."""
+        counts = Counter(self.verdicts)
+        top = max(counts.values())
+        return max((v for v in counts if counts[v] == top), key=VERDICTS.index)
+
+    @property
+    def agrees(self) -> bool:
+        return len(set(self.verdicts)) == 1
+
+    @property
+    def agreement(self) -> str:
+        """``3/3 seeds agree`` or ``seed-dependent (2/3 partly; seed 2: not)``."""
+        n = len(self.seeds)
+        if self.agrees:
+            return f"{n}/{n} seeds agree"
+        headline = self.verdict
+        others = "; ".join(f"seed {s}: {v}" for s, v in zip(self.seeds, self.verdicts) if v != headline)
+        return f"seed-dependent ({self.verdicts.count(headline)}/{n} {headline}; {others})"
+
+    @property
+    def spread(self) -> str:
+        """The deciding number's mean and range over seeds, e.g. ``+0.21 (+0.18 to +0.25 over 3 seeds)``."""
+        mean = statistics.fmean(self.values)
+        return f"{mean:+.3g} ({min(self.values):+.3g} to {max(self.values):+.3g} over {len(self.values)} seeds)"
 
 
 class SeedRun(NamedTuple):
@@ -51,6 +96,21 @@ def combine_seeds(runs: Sequence[SeedRun], *, what: str) -> tuple[Finding, SeedS
     if len(runs) > 1:
         finding = finding._replace(ours=f"{finding.ours} (seed {headline.seed}; {what}: {summary.spread})")
     return finding, summary
+
+
+def decide_at_seeds(verdict_fn: Callable[[Any], Mapping[str, Decision]], inputs_by_seed: Mapping[int, Any], *,
+                    what: Mapping[str, str]) -> dict[str, tuple[Finding, SeedSummary]]:
+    """Each claim decided at every seed: ``verdict_fn(inputs)`` gives one seed's :class:`Decision` per claim (its
+    finding and deciding number, computed once by the claim's rule), and :func:`combine_seeds` turns a claim's
+    seeds into its majority finding and :class:`SeedSummary`. ``inputs_by_seed`` starts with the notebook's own seed
+    (its numbers are the headline's whenever it agrees with the majority); ``what`` says, per claim, what its
+    deciding number is. The one way a chapter decides a claim at several seeds."""
+    runs: dict[str, list[SeedRun]] = {claim: [] for claim in what}
+    for seed, inputs in inputs_by_seed.items():
+        decisions = verdict_fn(inputs)
+        for claim in what:
+            runs[claim].append(SeedRun(seed, decisions[claim].finding, decisions[claim].deciding))
+    return {claim: combine_seeds(claim_runs, what=what[claim]) for claim, claim_runs in runs.items()}
 
 
 def seed_table(seeded: Mapping[str, tuple[Finding, SeedSummary]]) -> str:
