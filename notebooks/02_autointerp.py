@@ -108,6 +108,7 @@ base_url = None
 
 # %%
 # %matplotlib inline
+import functools
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")
@@ -115,36 +116,32 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 from IPython.display import Markdown
 
-from sae_paper.analysis.autointerp import FragmentSpec, fragment_activations, score_decomposition, summary_table
+from sae_paper.analysis.autointerp import FragmentSpec, fragment_activations, summary_table
 from sae_paper.analysis.token_activations import tokens_display
 from sae_paper.book import feature_browser
-from sae_paper.chapters import autointerp as S
-from sae_paper.chapters import autointerp_budget as budget
-from sae_paper.chapters import autointerp_seeds as seeds
-from sae_paper.chapters import autointerp_verdicts as V
+from sae_paper.chapters import autointerp_budget
+from sae_paper.chapters.autointerp import (
+    BASELINES, NOTEBOOK, AutointerpStudy, describe_backends, fit_report, make_backends, mark_weakened, prefetch_train,
+)
 from sae_paper.chapters.autointerp_plots import scores_by_layer, scores_by_ratio
+from sae_paper.chapters.autointerp_verdicts import (
+    PAPER_TABLE1, PAPER_TABLE2, WHAT, decisions, mlp_finding, moments_correlations, moments_finding, table1_finding,
+    topk_finding,
+)
 from sae_paper.core.decompositions import SaeDecomposition, neuron_basis
 from sae_paper.core.pipeline import Run
 from sae_paper.data.models import Site, load_model, load_tokenizer, model_spec
-from sae_paper.report import claims, plots, provenance
+from sae_paper.report import plots, provenance
+from sae_paper.report.claims import Scoreboard
 from sae_paper.report.markdown import code_span
-from sae_paper.report.seeds import seed_table
+from sae_paper.report.seeds import decide_at_seeds, seed_table
 
-study = S.AutointerpStudy.from_namespace(globals())
-prov = provenance.start(S.NOTEBOOK, profile=profile, parameters=study.parameters(), seed=study.seed)
-board = claims.Scoreboard(S.NOTEBOOK)
-explain_with, simulate_with = S.make_backends(study)
-BACKEND = S.describe_backends(explain_with, simulate_with)
-_model = []
-
-
-def get_model():
-    """The language model, loaded only if something must be harvested."""
-    if not _model:
-        _model.append(load_model(study.model))
-    return _model[0]
-
-
+study = AutointerpStudy.from_namespace(globals())
+prov = provenance.start(NOTEBOOK, profile=profile, parameters=study.parameters(), seed=study.seed)
+board = Scoreboard(NOTEBOOK)
+explain_with, simulate_with = make_backends(study)
+BACKEND = describe_backends(explain_with, simulate_with)
+get_model = functools.cache(lambda: load_model(study.model))  # loaded only if something must be harvested
 print(f"{len(study.all_configs())} SAEs, {len(study.layers)} residual layers {list(study.layers)}; {BACKEND}")
 
 # %% [markdown]
@@ -157,7 +154,7 @@ print(f"{len(study.all_configs())} SAEs, {len(study.layers)} residual layers {li
 
 # %%
 with prov.section("harvest training activations"):
-    print("\n".join(S.prefetch_train(study, get_model)) or "all activation caches were on disk")
+    print("\n".join(prefetch_train(study, get_model)) or "all activation caches were on disk")
 with prov.section("train SAEs"):
     saes = {c: Run(c, progress=False).sae() for c in study.all_configs()}
 
@@ -187,42 +184,18 @@ print(f"{fragments.n_fragments} fragments of {fragments.length} tokens; e.g. "
 # random directions, PCA and ICA are set to 0, as the paper did.
 
 # %%
-results, summaries, ks = {}, [], {}
-scoring = study.scoring()
-
-
-def score(decomposition, site, method, n=study.n_features, features=None):
-    result = score_decomposition(decomposition, site_acts[site], fragments, explain_with, simulate_with, method=method,
-                                 site=str(site), n_features=n, features=features, config=scoring)
-    results[(str(site), method)] = result
-    summaries.append(result.summary())
-    return result
-
-
+score = autointerp_budget.scorer(explain_with, simulate_with, study.scoring(), study.n_features)
 with prov.section("fit baselines (PCA, ICA)"):
-    bases = {}
-    for layer in study.layers:
-        site = Site("resid_post", layer)
-        if study.uses_topk:
-            ks[layer] = max(1, round(S.mean_l0(SaeDecomposition(saes[study.topk_config(layer)]), site_acts[site])))
-        bases[layer] = S.baselines(study, layer, Run(study.sae_config(layer), progress=False).activations("train"),
-                                   k=ks.get(layer))
-baseline_fits, weakened = S.fit_report(bases)
+    ks = study.topk_ks(site_acts)
+    scored = study.decompositions(ks=ks)
+baseline_fits, weakened = fit_report(scored)
 print(baseline_fits)
-with prov.section("autointerp: Figures 2, 9, 18"):
-    for layer in study.layers:
-        site = Site("resid_post", layer)
-        score(SaeDecomposition(saes[study.sae_config(layer)]), site, "sae")
-        for method, decomposition in bases[layer].items():
-            score(decomposition, site, method)
+with prov.section("autointerp: Figures 2, 8, 9, 18"):
+    results = autointerp_budget.score_all(scored, score, fragments, site_acts)
+summaries = [result.summary() for result in results.values()]
 main_site = Site("resid_post", study.main_layer)
-by_ratio = {}
-with prov.section("autointerp: Figure 8"):
-    for r in study.fig8_ratios:
-        key = (str(main_site), seeds.ratio_method(study, r))
-        result = results.get(key) or score(SaeDecomposition(saes[study.sae_config(study.main_layer, r)]), main_site, key[1])
-        by_ratio[r] = result.summary()
-main_baselines = [s for s in summaries if s.site == str(main_site) and s.method in S.BASELINES]
+by_ratio = {r: results[(str(main_site), study.ratio_method(r))].summary() for r in study.fig8_ratios}
+main_baselines = [s for s in summaries if s.site == str(main_site) and s.method in BASELINES]
 if ks:
     print("K for top-K PCA/ICA (mean L0 of the R=1 SAE on the fragments): "
           + ", ".join(f"layer {layer}: {k}" for layer, k in ks.items()))
@@ -241,15 +214,15 @@ Markdown(summary_table(summaries))
 # scoreboard shows whether the seeds agree and how the deciding number spreads.
 
 # %%
+decide = functools.partial(decisions, study=study, backend=study.explainer, n_layers=model_spec(study.model).n_layers,
+                           weakened=weakened)
 with prov.section("autointerp at other seeds"):
-    def score_at(decomposition, site, method, at_seed):
-        return score_decomposition(decomposition, site_acts[site], fragments, explain_with, simulate_with,
-                                   method=method, site=str(site), n_features=study.n_features,
-                                   config=at_seed.scoring()).summary()
-
-    per_seed = {study.seed: summaries, **{s: seeds.reseeded_summaries(study, s, score_at) for s in study.seeds()[1:]}}
-    seeded = seeds.across_seeds(per_seed, study, backend=study.explainer, n_layers=model_spec(study.model).n_layers,
-                                weakened=weakened)
+    per_seed = {study.seed: summaries}
+    for other in study.seeds()[1:]:
+        score_at = autointerp_budget.scorer(explain_with, simulate_with, study.reseeded(other).scoring(), study.n_features)
+        per_seed[other] = [r.summary() for r in autointerp_budget.score_all(study.decompositions(other), score_at,
+                                                                             fragments, site_acts).values()]
+    seeded = decide_at_seeds(decide, per_seed, what=WHAT)
 Markdown(seed_table(seeded))
 
 # %% [markdown]
@@ -267,7 +240,7 @@ Markdown(seed_table(seeded))
 # residual basis; contextual features (which an LLM could describe) score low.
 
 # %%
-fig2_methods = [m for m in ("sae", *S.BASELINES) if m in study.methods]
+fig2_methods = [m for m in ("sae", *BASELINES) if m in study.methods]
 scores_by_layer(summaries, study.layers, fig2_methods, title="Figure 2 analogue: top-and-random autointerp score",
                 layer_label=study.layer_label, backend=BACKEND)
 
@@ -299,11 +272,11 @@ board.record("fig9-random-only", *seeded["fig9-random-only"][0], seeds=seeded["f
 
 # %%
 if study.uses_topk:
-    fig18_methods = [m for m in ("sae", *S.BASELINES, "topk-pca", "topk-ica") if m in study.methods]
+    fig18_methods = [m for m in ("sae", *BASELINES, "topk-pca", "topk-ica") if m in study.methods]
     display(scores_by_layer(summaries, study.layers, fig18_methods, title="Figure 18 analogue: with top-K PCA and ICA",
                             layer_label=study.layer_label, backend=BACKEND))
-    board.record("fig18-topk", *S.mark_weakened(V.topk_finding(summaries, study.layers, ks, backend=study.explainer),
-                                                weakened))
+    board.record("fig18-topk", *mark_weakened(topk_finding(summaries, study.layers, ks, backend=study.explainer),
+                                              weakened))
 else:
     print("top-K PCA and ICA are not among this profile's methods")
 
@@ -332,8 +305,9 @@ board.record("fig8-ratio", *seeded["fig8-ratio"][0], seeds=seeded["fig8-ratio"][
 
 # %%
 t1_site = Site("resid_post", study.table1_layer)
-t1 = score(SaeDecomposition(saes[study.sae_config(study.table1_layer)]), t1_site, "sae-first",
-           features=list(range(study.table1_features)))
+t1 = score(SaeDecomposition(saes[study.sae_config(study.table1_layer)]), site_acts[t1_site], fragments,
+           method="sae-first", site=str(t1_site), features=list(range(study.table1_features)))
+results[(str(t1_site), "sae-first")] = t1
 by_feature = {f.feature: f for f in t1.features}
 rows = [(i, by_feature[i].explanation if i in by_feature else None, by_feature[i].score if i in by_feature else None)
         for i in range(study.table1_features)]
@@ -341,13 +315,13 @@ lines = ["| feature | our explanation | our score | paper (Pythia-70M layer 1): 
 for i, explanation, value in rows:
     ours = ("skipped (< 20 fragments with variance)" if i not in by_feature
             else explanation or f"failed: {by_feature[i].failure}")
-    paper_text, paper_score = V.PAPER_TABLE1[i] if i < len(V.PAPER_TABLE1) else ("", "")
+    paper_text, paper_score = PAPER_TABLE1[i] if i < len(PAPER_TABLE1) else ("", "")
     lines.append(f"| {study.table1_layer}-{i:04d} | {code_span(ours[:120])} | {'' if value is None else f'{value:.2f}'} "
                  f"| {paper_text} | {paper_score} |")
 Markdown("\n".join(lines))
 
 # %%
-board.record("table1-first-five", *V.table1_finding(rows, str(t1_site), backend=study.explainer))
+board.record("table1-first-five", *table1_finding(rows, str(t1_site), backend=study.explainer))
 
 # %% [markdown]
 # ## 9. Table 2: score against the feature's activation moments (Appendix C.4)
@@ -359,12 +333,12 @@ board.record("table1-first-five", *V.table1_finding(rows, str(t1_site), backend=
 
 # %%
 sae_results = [f for (site, method), r in results.items() if method == "sae" or method.startswith("sae-R") for f in r.features]
-correlations = V.moments_correlations(sae_results)
+correlations = moments_correlations(sae_results)
 Markdown("| moment | ours | paper |\n|---|---:|---:|\n" + "\n".join(
-    f"| {k} | {v:+.2f} | {V.PAPER_TABLE2[k]:+.2f} |" for k, v in correlations.items()))
+    f"| {k} | {v:+.2f} | {PAPER_TABLE2[k]:+.2f} |" for k, v in correlations.items()))
 
 # %%
-board.record("table2-moments", *V.moments_finding(correlations, len(sae_results), backend=study.explainer))
+board.record("table2-moments", *moments_finding(correlations, len(sae_results), backend=study.explainer))
 
 # %% [markdown]
 # ## 10. MLP features against MLP neurons (Appendix C.3)
@@ -377,9 +351,11 @@ board.record("table2-moments", *V.moments_finding(correlations, len(sae_results)
 if study.mlp_layer is not None:
     mlp_site = Site("mlp_post", study.mlp_layer)
     with prov.section("autointerp: MLP"):
-        mlp_sae = score(SaeDecomposition(saes[study.mlp_config()]), mlp_site, "mlp-sae").summary()
-        mlp_neurons = score(neuron_basis(mlp_site.width(model_spec(study.model))), mlp_site, "mlp-neurons").summary()
-    board.record("c3-mlp-interp", *V.mlp_finding(mlp_sae, mlp_neurons, backend=study.explainer))
+        results.update(autointerp_budget.score_all(
+            {(mlp_site, "mlp-sae"): SaeDecomposition(saes[study.mlp_config()]),
+             (mlp_site, "mlp-neurons"): neuron_basis(mlp_site.width(model_spec(study.model)))}, score, fragments, site_acts))
+        mlp_sae, mlp_neurons = (results[(str(mlp_site), m)].summary() for m in ("mlp-sae", "mlp-neurons"))
+    board.record("c3-mlp-interp", *mlp_finding(mlp_sae, mlp_neurons, backend=study.explainer))
     display(Markdown(summary_table([mlp_sae, mlp_neurons])))
 
 # %% [markdown]
@@ -397,38 +373,17 @@ if study.mlp_layer is not None:
 
 # %%
 with prov.section("budget sensitivity: fragments"):
-    frag_budgets = sorted({n for n in study.fragment_budgets if n <= study.n_fragments}
-                          | set(budget.larger_cached_pools(frag_spec, study.sites(), study.fragment_budgets))
-                          | {study.n_fragments})
-    larger = {}
-
-    def pool(n):
-        if n <= study.n_fragments:
-            return budget.prefix(fragments, site_acts, n)
-        if n not in larger:
-            from dataclasses import replace
-
-            larger[n] = fragment_activations(None, replace(frag_spec, n_fragments=n), study.sites(), get_model=get_model)
-        return larger[n]
-
-    sweep_decompositions = {(Site("resid_post", layer), m): (SaeDecomposition(saes[study.sae_config(layer)]) if m == "sae"
-                                                              else bases[layer][m])
-                            for layer in study.layers for m in ("sae", *S.BASELINES) if m == "sae" or m in bases[layer]}
-    sweep_decompositions.update({(main_site, f"sae-R{r:g}"): SaeDecomposition(saes[study.sae_config(study.main_layer, r)])
-                                 for r in study.fig8_ratios if r != study.ratio})
-    main_summaries = [s for s in summaries if s.method in ("sae", *S.BASELINES) or
-                      (s.site == str(main_site) and s.method.startswith("sae-R"))]
-    budget_points = budget.fragment_sweep(frag_budgets, pool, sweep_decompositions,
-                                          budget.scorer(explain_with, simulate_with, scoring, study.n_features),
-                                          layers=study.layers, main_layer=study.main_layer,
-                                          known={study.n_fragments: main_summaries})
-    budget_trends = budget.trends(budget_points)
+    frag_budgets = autointerp_budget.budgets(study, frag_spec)
+    pool = autointerp_budget.pools(frag_spec, fragments, site_acts, study.sites(), get_model)
+    budget_points = autointerp_budget.fragment_sweep(frag_budgets, pool, scored, score,
+                                                     decide, known={study.n_fragments: summaries})
+    budget_trends = autointerp_budget.trends(budget_points)
 print(f"pools of {', '.join(f'{n:,}' for n in frag_budgets)} fragments")
 plots.budget_sensitivity(budget_points, unit="fragments in the pool", default=study.n_fragments,
-                         title=f"Deciding numbers against the fragment budget ({BACKEND})", ylabel=budget.WHAT)
+                         title=f"Deciding numbers against the fragment budget ({BACKEND})", ylabel=WHAT)
 
 # %%
-for claim_id in budget.CLAIMS:
+for claim_id in autointerp_budget.CLAIMS:
     if budget_trends[claim_id] is not None and claim_id in board.records:
         board.add_trend(claim_id, budget_trends[claim_id])
 Markdown("\n".join(f"- **{claim_id}**: " + (f"*{t.trend}*: {t.note}" if t else "fewer than 3 budgets measured")
@@ -437,7 +392,7 @@ Markdown("\n".join(f"- **{claim_id}**: " + (f"*{t.trend}*: {t.note}" if t else "
 # %%
 # what the book's feature browser shows of the main and MLP SAEs (sae_paper.book.feature_browser)
 feature_browser.save_scored(
-    S.NOTEBOOK, scorer=BACKEND, stand_in=explain_with.backend.stand_in, fragments=frag_spec,
+    NOTEBOOK, scorer=BACKEND, stand_in=explain_with.backend.stand_in, fragments=frag_spec,
     saes={"main": (study.sae_config(study.main_layer), results.get((str(main_site), "sae"))),
           "mlp": (study.mlp_config(), results.get((f"mlp_post.{study.mlp_layer}", "mlp-sae")))})
 
@@ -459,6 +414,7 @@ board
 calls = explain_with.cache
 print(f"model calls: {calls.hits} from the cache, {calls.misses} made (the token-list stand-in makes none); "
       f"methods scored: {calls.scores_missing}, their stored scores reused: {calls.scores_reused}; failures: "
-      f"{sum(s.n_failed for s in summaries)} of {sum(s.n_scored + s.n_failed for s in summaries)} features")
+      f"{sum(r.summary().n_failed for r in results.values())} of "
+      f"{sum(r.summary().n_scored + r.summary().n_failed for r in results.values())} features")
 prov.save()
 prov

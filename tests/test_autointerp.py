@@ -299,52 +299,63 @@ def test_verdict_rules_by_hand():
     layers = [3, 9]
     rows = [summary("resid_post.3", "sae", 0.6), summary("resid_post.3", "neurons", 0.3), summary("resid_post.3", "pca", 0.2),
             summary("resid_post.9", "sae", 0.5), summary("resid_post.9", "neurons", 0.45), summary("resid_post.9", "pca", 0.2)]
-    assert S.early_layers_finding(rows, layers, backend="token-list").verdict == "reproduced"
-    depth = S.depth_finding(rows, layers, backend="token-list", n_layers=30)
+    assert S.early_layers_finding(rows, layers, backend="token-list").finding.verdict == "reproduced"
+    depth = S.depth_finding(rows, layers, backend="token-list", n_layers=30).finding
     assert depth.verdict == "reproduced" and "margin +0.30 → +0.05" in depth.ours
     close = [summary("resid_post.3", "sae", 0.6), summary("resid_post.3", "neurons", 0.58)]
-    assert S.early_layers_finding(close, [3], backend="token-list").verdict == "partly"
+    assert S.early_layers_finding(close, [3], backend="token-list").finding.verdict == "partly"
     # the local-llm run's shape: every score near 0, the SAE ahead by less than the CIs -> never "reproduced"
     noisy = [summary("resid_post.3", "sae", 0.045, random_mean=0.017), summary("resid_post.3", "pca", 0.020, random_mean=-0.018),
              summary("resid_post.9", "sae", 0.048, random_mean=0.015), summary("resid_post.9", "pca", 0.018, random_mean=0.037)]
-    depth = S.depth_finding(noisy, layers, backend="local", n_layers=30)
+    depth = S.depth_finding(noisy, layers, backend="local", n_layers=30).finding
     assert depth.verdict == "not" and "not above the best baseline beyond the 95% CIs" in depth.ours  # margin +0.025 -> +0.030 does not shrink
     assert S.depth_finding(noisy[:2] + [summary("resid_post.9", "sae", 0.03), noisy[3]], layers, backend="local",
-                           n_layers=30).verdict == "partly"
-    assert S.random_only_finding(noisy, layers, backend="local").verdict == "partly"
+                           n_layers=30).finding.verdict == "partly"
+    assert S.random_only_finding(noisy, layers, backend="local").finding.verdict == "partly"
     # random-only 0.1 for every method: 'lower than top-and-random' holds for the baselines too, so it lifts nothing
-    assert S.random_only_finding(rows, layers, backend="token-list").verdict == "not"
+    assert S.random_only_finding(rows, layers, backend="token-list").finding.verdict == "not"
     clear_random = [summary(r.site, r.method, r.mean, random_mean=0.4 if r.method == "sae" else 0.1) for r in rows]
-    assert S.random_only_finding(clear_random, layers, backend="token-list").verdict == "reproduced"
+    assert S.random_only_finding(clear_random, layers, backend="token-list").finding.verdict == "reproduced"
     baselines = [summary("resid_post.3", "pca", 0.2), summary("resid_post.3", "neurons", 0.3)]
     assert S.ratio_finding({0.5: summary("resid_post.3", "sae", 0.5), 2.0: summary("resid_post.3", "sae", 0.6)},
-                           baselines, backend="token-list").verdict == "reproduced"
+                           baselines, backend="token-list").finding.verdict == "reproduced"
     assert S.ratio_finding({0.5: summary("resid_post.3", "sae", 0.32), 2.0: summary("resid_post.3", "sae", 0.6)},
-                           baselines, backend="token-list").verdict == "partly"
+                           baselines, backend="token-list").finding.verdict == "partly"
     assert S.ratio_finding({0.5: summary("resid_post.3", "sae", 0.1), 2.0: summary("resid_post.3", "sae", 0.32)},
-                           baselines, backend="token-list").verdict == "not"
+                           baselines, backend="token-list").finding.verdict == "not"
     assert S.moments_finding({"mean": -0.1, "variance": 0.0, "skew": 0.9, "kurtosis": 0.9}, 10,
                              backend="token-list").verdict == "partly"
 
 
-def test_budget_deciding_numbers_by_hand():
-    from sae_paper.chapters import autointerp_budget as budget
+def test_deciding_numbers_by_hand():
+    """Each central claim's deciding number is the gap its rule thresholds: a lower 95 % bound minus an upper one."""
+    from sae_paper.chapters.autointerp import AutointerpStudy
+    from sae_paper.chapters.autointerp_verdicts import decisions
 
+    study = AutointerpStudy(layers=(3, 9), main_layer=3, table1_layer=3, fig8_ratios=(0.5, 2.0))
     rows = [summary("resid_post.3", "sae", 0.6, ci=0.03, random_mean=0.3), summary("resid_post.3", "neurons", 0.3, ci=0.04),
             summary("resid_post.3", "pca", 0.2), summary("resid_post.9", "sae", 0.5),
             summary("resid_post.9", "neurons", 0.45), summary("resid_post.3", "sae-R0.5", 0.35)]
-    numbers = budget.deciding_numbers(rows, [3, 9], 3, ["sae-R0.5"])
-    value, ci = numbers["fig2-early-layers"]
-    assert value == pytest.approx(0.3) and ci == pytest.approx(0.05)  # against the best baseline: √(0.03² + 0.04²)
-    assert numbers["fig2-depth"][0] == pytest.approx(0.3 - 0.05)
-    assert numbers["fig9-random-only"][0] == pytest.approx(0.2)  # random-only 0.3 vs 0.1
-    assert numbers["fig8-ratio"][0] == pytest.approx(0.05)  # the weakest ratio (R = 0.5) decides
+    found = decisions(rows, study, backend="token-list", n_layers=30)
+    # 0.57 against the residual basis' 0.34 (the best baseline's bound; PCA's is 0.25): 0.23, ± √(0.03² + 0.04²)
+    assert found["fig2-early-layers"].deciding == pytest.approx(0.23) and found["fig2-early-layers"].ci == pytest.approx(0.05)
+    # the first layer is clear (0.23) but the last margin (0.05) is only 0.1 below half the first (0.15)
+    assert found["fig2-depth"].deciding == pytest.approx(0.15 - 0.05)
+    # random-only, against every baseline: 0.3 − 0.03 against PCA's 0.1 + 0.05 (the residual basis' bound is 0.14)
+    assert found["fig9-random-only"].deciding == pytest.approx(0.27 - 0.15)
+    assert found["fig8-ratio"].deciding == pytest.approx(0.30 - 0.34)  # the weakest ratio (R = 0.5) decides: not clear
+    for claim, decision in found.items():  # the number never contradicts the verdict
+        assert (decision.deciding > 0) == (decision.finding.verdict == "reproduced"), claim
 
 
 def test_budget_sweep_reads_smaller_pools_off_the_main_one():
     """Pools are prefixes of the main pool; a budget with known summaries is not rescored."""
+    import functools
+
     from sae_paper.analysis.autointerp.fragments import Fragments
     from sae_paper.chapters import autointerp_budget as budget
+    from sae_paper.chapters.autointerp import AutointerpStudy
+    from sae_paper.chapters.autointerp_verdicts import decisions
 
     fragments = Fragments(torch.arange(40).reshape(10, 4), tuple(tuple(str(t) for t in range(4)) for _ in range(10)))
     site = Site("resid_post", 3)
@@ -367,10 +378,13 @@ def test_budget_sweep_reads_smaller_pools_off_the_main_one():
 
     pools = {n: budget.prefix(fragments, {site: torch.zeros(10, 4, 2)}, n) for n in (4, 6, 10)}
     known = {10: [summary("resid_post.3", "sae", 0.5), summary("resid_post.3", "neurons", 0.2)]}
+    study = AutointerpStudy(layers=(3,), main_layer=3, table1_layer=3, fig8_ratios=(2.0,))
+    decide = functools.partial(decisions, study=study, backend="token-list", n_layers=30)
     points = budget.fragment_sweep([4, 6, 10], pools.__getitem__, {(site, "sae"): None, (site, "neurons"): None}, score,
-                                   layers=[3], main_layer=3, known=known)
+                                   decide, known=known)
     assert sorted(scored) == [("neurons", 4), ("neurons", 6), ("sae", 4), ("sae", 6)]
-    assert [p.value for p in points["fig2-early-layers"]] == pytest.approx([0.04, 0.06, 0.3])
+    # the SAE's lower bound (mean − 0.05) against the residual basis' upper one (0.2 + 0.05)
+    assert [p.value for p in points["fig2-early-layers"]] == pytest.approx([-0.06, -0.04, 0.2])
     assert budget.trends(points)["fig2-early-layers"].trend == "converging toward the paper"
 
 
@@ -390,9 +404,9 @@ def test_baseline_fits_survive_the_cache_and_are_reported():
     again = _linear_cached("ica", {"test": "fits"}, make)
     assert calls == [1] and again.fit == first.fit == fit
     pca = LinearDecomposition("PCA", torch.eye(3), torch.eye(3), fit={"rows": 49152})
-    everything, weakened = fit_report({3: {"pca": pca, "ica": again}})
+    everything, weakened = fit_report({(Site("resid_post", 3), "pca"): pca, (Site("resid_post", 3), "ica"): again})
     assert "PCA at layer 3 on 49,152 rows" in everything and "ICA at layer 3: 40 of at most 40" in everything
     assert weakened == ("ICA at layer 3: 40 of at most 40 FastICA iterations on 4,096 rows, last change 0.23 against "
                         "a tolerance of 0.0001 (not converged)")
     converged = LinearDecomposition("ICA", torch.eye(3), torch.eye(3), fit={**fit, "converged": True, "final_change": 1e-5})
-    assert fit_report({3: {"ica": converged}})[1] == ""
+    assert fit_report({(Site("resid_post", 3), "ica"): converged})[1] == ""

@@ -26,6 +26,7 @@ from sae_paper.core.sweeps import SweepRecord
 from sae_paper.data.paths import shared_file
 from sae_paper.errors import SaePaperError
 from sae_paper.report.claims import Claim, load_claims
+from sae_paper.report.finding import Decision
 from sae_paper.report.rules import Rule, rule_anchor, rule_registry
 
 # --------------------------------------------------------------------------------------
@@ -324,10 +325,17 @@ def test_every_claim_has_examples_of_each_verdict_its_rule_can_give():
         assert set(EXAMPLES[claim_id]) == expected, claim_id
 
 
+CENTRAL = autointerp_verdicts.CENTRAL
+"""Claims whose deciding number is a margin: positive exactly when the verdict is reproduced."""
+
+
 @pytest.mark.parametrize("claim_id, verdict", [(c, v) for c, examples in EXAMPLES.items() for v in examples])
 def test_each_example_gives_its_verdict(claim_id, verdict):
-    finding = EXAMPLES[claim_id][verdict]()
+    answer = EXAMPLES[claim_id][verdict]()
+    finding = answer.finding if isinstance(answer, Decision) else answer
     assert finding.verdict == verdict
+    if isinstance(answer, Decision) and claim_id in CENTRAL:  # the number the rule thresholds: it cannot contradict
+        assert (answer.deciding > 0) == (verdict == "reproduced")
     assert f"#{rule_anchor(claim_id)})" in finding.note  # the note links to the rule that decided it
 
 
@@ -356,7 +364,7 @@ def test_random_only_is_decided_by_the_sae_against_the_baselines():
     def verdict(sae_random, base_random, *, sae_top=0.6, base_top=0.3, ci=0.05):
         return A.random_only_finding([summary(L3, "sae", sae_top, random_mean=sae_random, random_ci=ci),
                                       summary(L3, "neurons", base_top, random_mean=base_random, random_ci=ci)],
-                                     [3], backend=TOKEN).verdict
+                                     [3], backend=TOKEN).finding.verdict
 
     assert verdict(0.4, 0.1) == "reproduced"  # clearly ahead, and lower than its top-and-random
     assert verdict(0.21, 0.1) == "reproduced" and verdict(0.19, 0.1) == "partly"  # the CIs (±0.05) just apart / touching

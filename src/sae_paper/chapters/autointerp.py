@@ -30,7 +30,10 @@ import torch
 from sae_paper.analysis.autointerp.scoring import ScoringConfig
 from sae_paper.chapters.study import SaeRunFields, check_n_seeds
 from sae_paper.core.config import RunConfig
-from sae_paper.core.decompositions import LinearDecomposition, TopK, fit_ica, fit_pca, neuron_basis, random_directions
+from sae_paper.core.decompositions import (
+    LinearDecomposition, SaeDecomposition, TopK, fit_ica, fit_pca, neuron_basis, random_directions,
+)
+from sae_paper.core.pipeline import Run
 from sae_paper.data import cache
 from sae_paper.data.models import Site, model_spec
 from sae_paper.data.paths import cache_dir
@@ -204,6 +207,40 @@ class AutointerpStudy(SaeRunFields):
         sites = [Site("resid_post", layer) for layer in self.layers]
         return sites + ([Site("mlp_post", self.mlp_layer)] if self.mlp_layer is not None else [])
 
+    def ratio_method(self, ratio: float) -> str:
+        """The method Figure 8's SAE of ``ratio`` is scored under (the study's own ratio is Figure 2's ``sae``)."""
+        return "sae" if ratio == self.ratio else f"sae-R{ratio:g}"
+
+    def topk_ks(self, site_activations: Mapping[Site, torch.Tensor]) -> dict[int, int]:
+        """Appendix G's K per layer: the mean L0 of the R = ``topk_ratio`` SAE on the fragments' activations (none when
+        no top-K method is scored)."""
+        if not self.uses_topk:
+            return {}
+        return {layer: max(1, round(mean_l0(SaeDecomposition(Run(self.topk_config(layer), progress=False).sae()),
+                                            site_activations[Site("resid_post", layer)])))
+                for layer in self.layers}
+
+    def decompositions(self, seed: int | None = None, *, ks: Mapping[int, int] | None = None) -> dict[tuple[Site, str], Any]:
+        """Every decomposition Figures 2, 8 and 9 score (and Figure 18's top-K PCA and ICA when ``ks`` gives K per
+        layer), by (site, method), at ``seed`` (None: the study's own) on the study's text: per layer the SAE and the
+        baselines (:func:`baselines`, PCA and ICA fitted on the SAE's training activations, cached), then the main
+        layer's SAE at each further ratio of Figure 8 (:meth:`ratio_method`). SAEs come from the cache or are
+        trained at ``seed`` on the activations already harvested; ICA and random directions are drawn at ``seed``."""
+        at = self if seed is None or seed == self.seed else self.reseeded(seed)
+        out: dict[tuple[Site, str], Any] = {}
+        for layer in self.layers:
+            site = Site("resid_post", layer)
+            run = Run(at.sae_config(layer), progress=False)
+            out[(site, "sae")] = SaeDecomposition(run.sae())
+            for method, decomposition in baselines(at, layer, run.activations("train"), k=(ks or {}).get(layer)).items():
+                out[(site, method)] = decomposition
+        main_site = Site("resid_post", self.main_layer)
+        for ratio in self.fig8_ratios:
+            if ratio != self.ratio:
+                sae = Run(at.sae_config(self.main_layer, ratio), progress=False).sae()
+                out[(main_site, self.ratio_method(ratio))] = SaeDecomposition(sae)
+        return out
+
     def layer_label(self, layer: int) -> str:
         """A figure's tick for ``layer``: the model's own layer and the share of its blocks done after it,
         ``(layer + 1) / n_layers``, the depth to compare with the paper's layers (Pythia-70M's layer 2 of 6: 50 %)."""
@@ -231,11 +268,10 @@ def _linear_cached(name: str, key: dict, fit) -> LinearDecomposition:
             return LinearDecomposition(name.upper() if name in ("pca", "ica") else name, t["encoder"], t["directions"],
                                        t["offset"], fit=json.loads(metadata.get("fit", "{}")))
     decomposition = fit()
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({"encoder": decomposition.encoder.contiguous(), "directions": decomposition.directions.contiguous(),
-               "offset": decomposition.offset.contiguous()}, tmp,
-              metadata={"computed": json.dumps(cache.stamp("baselines", path)), "fit": json.dumps(decomposition.fit)})
-    tmp.replace(path)
+    tensors = {"encoder": decomposition.encoder.contiguous(), "directions": decomposition.directions.contiguous(),
+               "offset": decomposition.offset.contiguous()}
+    metadata = {"computed": json.dumps(cache.stamp("baselines", path)), "fit": json.dumps(decomposition.fit)}
+    cache.atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return decomposition
 
 
@@ -262,9 +298,9 @@ def baselines(study: AutointerpStudy, layer: int, activations, *, k: int | None)
     return {m: out[m] for m in study.methods if m in out}
 
 
-def fit_report(bases: Mapping[int, Mapping[str, Any]]) -> tuple[str, str]:
+def fit_report(decompositions: Mapping[tuple[Site, str], Any]) -> tuple[str, str]:
     """(How PCA and ICA were fitted at each layer, in one phrase; the same for the ICA fits that did not converge,
-    empty when all did). ``bases``: :func:`baselines`' answer per layer."""
+    empty when all did). ``decompositions``: :meth:`AutointerpStudy.decompositions`' answer."""
     def one(layer: int, name: str, fit: Mapping[str, Any]) -> str:
         if name == "pca":
             return f"PCA at layer {layer} on {fit.get('rows', 0):,} rows"
@@ -273,8 +309,8 @@ def fit_report(bases: Mapping[int, Mapping[str, Any]]) -> tuple[str, str]:
                 f"iterations on {fit.get('rows', 0):,} rows, last change {fit.get('final_change', float('nan')):.2g} "
                 f"against a tolerance of {fit.get('tol', float('nan')):g} ({state})")
 
-    fits = [(layer, name, getattr(decomposition, "fit", {})) for layer, methods in bases.items()
-            for name, decomposition in methods.items() if name in ("pca", "ica")]
+    fits = [(site.layer, name, getattr(decomposition, "fit", {})) for (site, name), decomposition in decompositions.items()
+            if name in ("pca", "ica")]
     everything = "; ".join(one(*f) for f in fits if f[2])
     weakened = "; ".join(one(*f) for f in fits if f[1] == "ica" and f[2] and not f[2].get("converged"))
     return everything, weakened

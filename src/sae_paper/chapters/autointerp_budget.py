@@ -12,67 +12,35 @@ fragments is the start of any larger pool: the sweep reads the smaller pools off
 one (no forward pass), and a pool larger than the profile's is used when its activations
 are already cached (the ``long`` profile writes them), never computed here.
 
-Deciding numbers (larger = closer to the paper), each with a 95 % half-width from the CIs
-of the means it combines (``√(ci_a² + ci_b²)``):
-
-- ``fig2-early-layers``: the SAE's mean score minus the best baseline's at the first layer;
-- ``fig2-depth``: that margin at the first layer minus the margin at the last (the paper:
-  it shrinks with depth);
-- ``fig9-random-only``: the first layer's margin over the best baseline in random-only scores;
-- ``fig8-ratio``: the smallest margin of any ratio's SAE over the best baseline at the main layer.
+The deciding numbers are those the verdicts threshold, from
+:func:`sae_paper.chapters.autointerp_verdicts.decisions` (one computation for the verdict and
+its number): each claim's smallest gap between the SAE's lower 95 % bound and a baseline's
+upper one (:data:`~sae_paper.chapters.autointerp_verdicts.WHAT` says which), with the 95 %
+half-width of the difference of means behind it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from sae_paper.analysis.autointerp.fragments import Fragments, FragmentSpec
+from sae_paper.analysis.autointerp.fragments import Fragments, FragmentSpec, fragment_activations
 from sae_paper.analysis.autointerp.scoring import MethodSummary, score_decomposition
+from sae_paper.chapters.autointerp import BASELINES
+from sae_paper.chapters.autointerp_verdicts import CENTRAL, WHAT
 from sae_paper.data.models import Site
 from sae_paper.report.budget import BudgetPoint, BudgetTrend, budget_trends
+from sae_paper.report.finding import Decision
 
-CLAIMS = ("fig2-early-layers", "fig2-depth", "fig9-random-only", "fig8-ratio")
-BASELINES = ("neurons", "random", "pca", "ica")
+CLAIMS = CENTRAL
 TOLERANCE = 0.02
-"""A change of the deciding number smaller than this (in score units, a correlation) is *flat* whatever the CIs."""
-WHAT = {"fig2-early-layers": "SAE − best baseline at the first layer",
-        "fig2-depth": "first-layer margin − last-layer margin",
-        "fig9-random-only": "SAE − best baseline, random-only, first layer",
-        "fig8-ratio": "smallest margin of any R over the best baseline"}
+"""A change of the deciding number smaller than this (in score units) is *flat* whatever the CIs."""
 
 
-def _margin(sae: MethodSummary, baselines: Sequence[MethodSummary], random_only: bool = False) -> tuple[float, float]:
-    """(SAE mean − the best baseline's mean, √(ci² + ci²)) in top-and-random or random-only scores."""
-    def mean(s: MethodSummary) -> float:
-        return s.random_mean if random_only else s.mean
-
-    def ci(s: MethodSummary) -> float:
-        value = s.random_ci if random_only else s.ci
-        return 0.0 if math.isnan(value) else value
-
-    best = max(baselines, key=mean)
-    return mean(sae) - mean(best), math.hypot(ci(sae), ci(best))
-
-
-def deciding_numbers(summaries: Sequence[MethodSummary], layers: Sequence[int], main_layer: int,
-                     ratio_methods: Sequence[str]) -> dict[str, tuple[float, float]]:
-    """Each claim's (deciding number, its 95 % half-width) from one pool's summaries (see the module docstring)."""
-    by = {(s.site, s.method): s for s in summaries}
-
-    def at(layer: int) -> tuple[MethodSummary, list[MethodSummary]]:
-        site = f"resid_post.{layer}"
-        return by[(site, "sae")], [by[(site, m)] for m in BASELINES if (site, m) in by]
-
-    first, last = _margin(*at(layers[0])), _margin(*at(layers[-1]))
-    out = {"fig2-early-layers": first,
-           "fig2-depth": (first[0] - last[0], math.hypot(first[1], last[1])),
-           "fig9-random-only": _margin(*at(layers[0]), random_only=True)}
-    main_sae, main_baselines = at(main_layer)
-    ratios = [by[(f"resid_post.{main_layer}", m)] for m in ratio_methods if (f"resid_post.{main_layer}", m) in by]
-    out["fig8-ratio"] = min((_margin(s, main_baselines) for s in [main_sae, *ratios]), key=lambda m: m[0])
-    return out
+def decides(method: str) -> bool:
+    """Whether a method's scores enter the central claims (the SAE, Figure 2's baselines, Figure 8's ratios)."""
+    return method == "sae" or method in BASELINES or method.startswith("sae-R")
 
 
 def prefix(fragments: Fragments, activations: Mapping[Site, Any], n: int) -> tuple[Fragments, dict[Site, Any]]:
@@ -83,8 +51,6 @@ def prefix(fragments: Fragments, activations: Mapping[Site, Any], n: int) -> tup
 
 def larger_cached_pools(spec: FragmentSpec, sites: Sequence[Site], budgets: Sequence[int]) -> list[int]:
     """The budgets above ``spec.n_fragments`` whose fragment activations are all on disk (written by a larger profile)."""
-    from dataclasses import replace
-
     found = []
     for n in budgets:
         if n > spec.n_fragments:
@@ -94,26 +60,52 @@ def larger_cached_pools(spec: FragmentSpec, sites: Sequence[Site], budgets: Sequ
     return found
 
 
+def budgets(study, spec: FragmentSpec) -> list[int]:
+    """The pool sizes the sweep measures: the study's ``fragment_budgets`` up to its own pool, the larger ones already
+    cached (:func:`larger_cached_pools`), and its own ``n_fragments``."""
+    return sorted({n for n in study.fragment_budgets if n <= study.n_fragments}
+                  | set(larger_cached_pools(spec, study.sites(), study.fragment_budgets)) | {study.n_fragments})
+
+
+def pools(spec: FragmentSpec, fragments: Fragments, activations: Mapping[Site, Any], sites: Sequence[Site],
+          get_model: Callable[[], Any]) -> Callable[[int], tuple[Fragments, Mapping[Site, Any]]]:
+    """``pool(n)``: the first ``n`` fragments of the main pool (``spec``'s, with its ``activations``), or for ``n``
+    above it the cached larger pool, read once."""
+    larger: dict[int, tuple[Fragments, Mapping[Site, Any]]] = {}
+
+    def pool(n: int) -> tuple[Fragments, Mapping[Site, Any]]:
+        if n <= spec.n_fragments:
+            return prefix(fragments, activations, n)
+        if n not in larger:
+            larger[n] = fragment_activations(None, replace(spec, n_fragments=n), sites, get_model=get_model)
+        return larger[n]
+    return pool
+
+
 def fragment_sweep(budgets: Sequence[int], pool: Callable[[int], tuple[Fragments, Mapping[Site, Any]]],
-                   decompositions: Mapping[tuple[Site, str], Any], score: Callable[..., Any], *, layers: Sequence[int],
-                   main_layer: int, known: Mapping[int, Sequence[MethodSummary]] = {}) -> dict[str, list[BudgetPoint]]:
+                   decompositions: Mapping[tuple[Site, str], Any], score: Callable[..., Any],
+                   decide: Callable[[Sequence[MethodSummary]], Mapping[str, Decision]], *,
+                   known: Mapping[int, Sequence[MethodSummary]] = {}) -> dict[str, list[BudgetPoint]]:
     """Each claim's deciding number at every budget.
 
     ``pool(n)`` gives the fragments and activations of an ``n``-fragment pool; ``decompositions``
-    maps (site, method) to what is scored there; ``score(decomposition, activations, fragments,
-    method=, site=)`` scores one (the notebook's explainer, simulator and settings); ``known``:
+    maps (site, method) to what is scored there (those that :func:`decides` are scored);
+    ``score(decomposition, activations, fragments, method=, site=)`` scores one (the notebook's
+    explainer, simulator and settings); ``decide(summaries)`` gives each claim's
+    :class:`~sae_paper.report.finding.Decision` (the verdicts' own computation); ``known``:
     summaries already computed for a budget (the main run's), reused as they are.
     """
-    ratio_methods = [m for (_, m) in decompositions if m.startswith("sae-R")]
+    scored = {key: d for key, d in decompositions.items() if decides(key[1])}
     points: dict[str, list[BudgetPoint]] = {claim: [] for claim in CLAIMS}
     for n in sorted(set(budgets)):
-        summaries = list(known.get(n, ()))
+        summaries = [s for s in known.get(n, ()) if decides(s.method)]
         if not summaries:
             fragments, activations = pool(n)
             summaries = [score(decomposition, activations[site], fragments, method=method, site=str(site)).summary()
-                         for (site, method), decomposition in decompositions.items()]
-        for claim, (value, ci) in deciding_numbers(summaries, layers, main_layer, ratio_methods).items():
-            points[claim].append(BudgetPoint(n, value, ci))
+                         for (site, method), decomposition in scored.items()]
+        decisions = decide(summaries)
+        for claim in CLAIMS:
+            points[claim].append(BudgetPoint(n, decisions[claim].deciding, decisions[claim].ci))
     return points
 
 
@@ -123,8 +115,17 @@ def trends(points: Mapping[str, Sequence[BudgetPoint]]) -> dict[str, BudgetTrend
 
 
 def scorer(explainer, simulator, config, n_features: int) -> Callable[..., Any]:
-    """``score(decomposition, activations, fragments, method=, site=)`` with the notebook's settings."""
-    def score(decomposition, activations, fragments, *, method: str, site: str):
+    """``score(decomposition, activations, fragments, method=, site=, features=None)`` with the notebook's settings
+    (``features``: score these features instead of a sample)."""
+    def score(decomposition, activations, fragments, *, method: str, site: str, features=None):
         return score_decomposition(decomposition, activations, fragments, explainer, simulator, method=method, site=site,
-                                   n_features=n_features, config=config)
+                                   n_features=n_features, features=features, config=config)
     return score
+
+
+def score_all(decompositions: Mapping[tuple[Site, str], Any], score: Callable[..., Any], fragments: Fragments,
+              activations: Mapping[Site, Any]) -> dict[tuple[str, str], Any]:
+    """Each decomposition scored by ``score`` (:func:`scorer`) on its site's fragment ``activations``, by
+    (site name, method), in ``decompositions``' order."""
+    return {(str(site), method): score(decomposition, activations[site], fragments, method=method, site=str(site))
+            for (site, method), decomposition in decompositions.items()}

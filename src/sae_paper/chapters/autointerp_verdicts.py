@@ -1,6 +1,14 @@
 """Notebook 02's claim verdicts (Figures 2, 8, 9, 18, Tables 1 and 2, Appendix C.3): each function turns
 score summaries into the scoreboard's (ours, verdict, note) by the :class:`~sae_paper.report.rules.Rule` defined
 above it, whose thresholds it reads.
+
+The four central claims (Figures 2 early layers and depth, 8 and 9) are decided at several
+seeds and followed over fragment budgets, so their functions return a
+:class:`~sae_paper.report.finding.Decision`: the finding and the number its rule thresholds,
+computed once. Their rules ask whether the SAE is *clearly* above a baseline, its lower 95 %
+bound above the baseline's upper one (:func:`_gap`), so the deciding number is the smallest
+such gap the rule looks at: positive exactly when the verdict is *reproduced*.
+:func:`decisions` gives all four from one seed's (or one pool's) summaries.
 """
 
 from __future__ import annotations
@@ -9,8 +17,9 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 
 from sae_paper.analysis.autointerp.scoring import MethodSummary
-from sae_paper.chapters.autointerp import BASELINES, LABELS
-from sae_paper.report.finding import Finding
+from sae_paper.chapters.autointerp import BASELINES, LABELS, AutointerpStudy, mark_weakened
+from sae_paper.data.models import Site
+from sae_paper.report.finding import Decision, Finding
 from sae_paper.report.rules import Rule
 
 # --------------------------------------------------------------------------------------
@@ -39,11 +48,34 @@ def _by(summaries: Iterable[MethodSummary]) -> dict[tuple[str, str], MethodSumma
     return {(s.site, s.method): s for s in summaries}
 
 
-def _clearly_above(a: MethodSummary, b: MethodSummary, *, random_only: bool = False) -> bool:
-    """``a``'s mean above ``b``'s with non-overlapping 95 % CIs (a difference the feature sample can tell)."""
+def _gap(a: MethodSummary, b: MethodSummary, *, random_only: bool = False) -> float:
+    """``a``'s lower 95 % bound minus ``b``'s upper one: positive exactly when ``a`` is clearly above ``b`` (the CIs do
+    not overlap, a difference the feature sample can tell); NaN when either CI is unknown (then it is not clear)."""
     if random_only:
-        return a.random_mean - a.random_ci > b.random_mean + b.random_ci
-    return a.mean - a.ci > b.mean + b.ci
+        return (a.random_mean - a.random_ci) - (b.random_mean + b.random_ci)
+    return (a.mean - a.ci) - (b.mean + b.ci)
+
+
+def _half_width(a: MethodSummary, b: MethodSummary, *, random_only: bool = False) -> float:
+    """The 95 % half-width of ``a``'s mean minus ``b``'s, √(ci_a² + ci_b²) (an unknown CI counts as 0)."""
+    cis = (a.random_ci, b.random_ci) if random_only else (a.ci, b.ci)
+    return math.hypot(*(0.0 if math.isnan(c) else c for c in cis))
+
+
+def _smallest(values: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The (value, half-width) with the smallest value; NaN if any value is NaN (the rule's test then fails), +inf
+    for none (nothing to be below)."""
+    if any(math.isnan(v) for v, _ in values):
+        return math.nan, 0.0
+    return min(values, key=lambda pair: pair[0], default=(math.inf, 0.0))
+
+
+def _smallest_gap(sae: MethodSummary, others: Sequence[MethodSummary], *,
+                  random_only: bool = False) -> tuple[float, float]:
+    """(The smallest :func:`_gap` of ``sae`` over ``others``, its half-width): positive exactly when ``sae`` is clearly
+    above every one of them."""
+    return _smallest([(_gap(sae, b, random_only=random_only), _half_width(sae, b, random_only=random_only))
+                      for b in others])
 
 
 def _failures(summaries: Sequence[MethodSummary]) -> str:
@@ -62,19 +94,20 @@ EARLY_LAYERS_RULE = Rule(
     deciding=("the SAE against every baseline at the earliest layer",))
 
 
-def early_layers_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str) -> Finding:
-    """Figure 2, early layers (:data:`EARLY_LAYERS_RULE`)."""
+def early_layers_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str) -> Decision:
+    """Figure 2, early layers (:data:`EARLY_LAYERS_RULE`); deciding number: the smallest gap between the SAE's lower
+    95 % bound and a baseline's upper one at the first layer."""
     by = _by(summaries)
-    site = f"resid_post.{layers[0]}"
+    site = str(Site("resid_post", layers[0]))
     sae = by[(site, "sae")]
     bases = [by[(site, m)] for m in BASELINES if (site, m) in by]
     above = all(sae.mean > b.mean for b in bases)
-    separated = all(_clearly_above(sae, b) for b in bases)
-    verdict = "reproduced" if above and separated else "partly" if above else "not"
+    gap, ci = _smallest_gap(sae, bases)
+    verdict = "reproduced" if above and gap > 0 else "partly" if above else "not"
     ours = f"{site}: " + ", ".join(_fmt(s) for s in [sae, *bases])
     note = EARLY_LAYERS_RULE.note(f"{sae.n_scored} features per method", _backend_note(backend),
                                   _failures([sae, *bases]))
-    return Finding(ours, verdict, note, _marks(backend))
+    return Decision(Finding(ours, verdict, note, _marks(backend)), gap, ci)
 
 
 DEPTH_RULE = Rule(
@@ -90,27 +123,33 @@ DEPTH_RULE = Rule(
     deciding=("the SAE's margin over the best baseline at the first layer", "that margin at the deepest layer scored"))
 
 
-def depth_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str, n_layers: int) -> Finding:
-    """Figure 2, depth (:data:`DEPTH_RULE`)."""
+def depth_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str, n_layers: int) -> Decision:
+    """Figure 2, depth (:data:`DEPTH_RULE`); deciding number: the smaller of the first layer's gap between the SAE's
+    lower 95 % bound and the best baseline's upper one and how far the last layer's margin is below
+    ``shrink_to`` × the first's (both positive: reproduced)."""
     by = _by(summaries)
     pairs, lines = [], []  # (SAE, best baseline) per layer
     for layer in layers:
-        site = f"resid_post.{layer}"
+        site = str(Site("resid_post", layer))
         best = max((by[(site, m)] for m in BASELINES if (site, m) in by), key=lambda b: b.mean)
         pairs.append((by[(site, "sae")], best))
         ica = by.get((site, "ica"))
         lines.append(f"L{layer}: SAE {by[(site, 'sae')].mean:.2f} vs best baseline {LABELS[best.method]} {best.mean:.2f}"
                      + (f", ICA {ica.mean:.2f}" if ica else ""))
     margins = [sae.mean - best.mean for sae, best in pairs]
-    first_clear = _clearly_above(*pairs[0])
+    first_gap = _gap(*pairs[0])
+    first_clear = first_gap > 0
     shrinks = margins[0] > 0 and margins[-1] < margins[0]
-    small = margins[-1] < margins[0] * DEPTH_RULE.thresholds["shrink_to"]
+    below = margins[0] * DEPTH_RULE.thresholds["shrink_to"] - margins[-1]
+    small = below > 0
     verdict = "reproduced" if first_clear and shrinks and small else "partly" if shrinks else "not"
     ours = ("; ".join(lines) + f"; margin {margins[0]:+.2f} → {margins[-1]:+.2f}"
             + ("" if first_clear else " (first layer: SAE not above the best baseline beyond the 95% CIs)"))
     note = DEPTH_RULE.note(f"our deepest layer is {layers[-1]} of {n_layers} (the paper went to the last layer)",
                            _backend_note(backend))
-    return Finding(ours, verdict, note, _marks(backend))
+    deciding = _smallest([(first_gap, _half_width(*pairs[0])), (below, math.hypot(_half_width(*pairs[0]),
+                                                                                  _half_width(*pairs[-1])))])
+    return Decision(Finding(ours, verdict, note, _marks(backend)), *deciding)
 
 
 RANDOM_ONLY_RULE = Rule(
@@ -126,22 +165,25 @@ RANDOM_ONLY_RULE = Rule(
     deciding=("the SAE against every baseline on random-only scores at the earliest layer",))
 
 
-def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str) -> Finding:
+def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str) -> Decision:
     """Figure 9 (:data:`RANDOM_ONLY_RULE`): decided by the SAE against the baselines on random-only scores; 'lower than
-    top-and-random' holds for every method, so it can only keep a verdict from *reproduced*."""
+    top-and-random' holds for every method, so it can only keep a verdict from *reproduced*. Deciding number: the
+    smallest random-only gap between the SAE's lower 95 % bound and a baseline's upper one at the first layer, or the
+    smallest (top-and-random − random-only) of the SAE over the layers where that is smaller."""
     by = _by(summaries)
-    lower = all(by[(f"resid_post.{l}", "sae")].random_mean < by[(f"resid_post.{l}", "sae")].mean for l in layers)
-    site = f"resid_post.{layers[0]}"
-    sae = by[(site, "sae")]
+    saes = {layer: by[(str(Site("resid_post", layer)), "sae")] for layer in layers}
+    lower_by = [(s.mean - s.random_mean, 0.0) for s in saes.values()]
+    lower = all(s.random_mean < s.mean for s in saes.values())
+    site = str(Site("resid_post", layers[0]))
+    sae = saes[layers[0]]
     bases = [by[(site, m)] for m in BASELINES if (site, m) in by]
     ahead = all(sae.random_mean > b.random_mean for b in bases)
-    clearly_ahead = all(_clearly_above(sae, b, random_only=True) for b in bases)
-    verdict = "reproduced" if lower and clearly_ahead else "partly" if ahead else "not"
+    gap = _smallest_gap(sae, bases, random_only=True)
+    verdict = "reproduced" if lower and gap[0] > 0 else "partly" if ahead else "not"
     ours = (f"random-only at {site}: " + ", ".join(_fmt(s, True) for s in [sae, *bases]) + "; SAE random-only vs "
-            "top-and-random per layer: " + ", ".join(f"L{l} {by[(f'resid_post.{l}', 'sae')].random_mean:.2f} vs "
-                                                      f"{by[(f'resid_post.{l}', 'sae')].mean:.2f}" for l in layers))
+            "top-and-random per layer: " + ", ".join(f"L{l} {s.random_mean:.2f} vs {s.mean:.2f}" for l, s in saes.items()))
     note = RANDOM_ONLY_RULE.note("a constant simulation scores 0", _backend_note(backend))
-    return Finding(ours, verdict, note, _marks(backend))
+    return Decision(Finding(ours, verdict, note, _marks(backend)), *_smallest([gap, *lower_by]))
 
 
 RATIO_RULE = Rule(
@@ -156,19 +198,22 @@ RATIO_RULE = Rule(
     deciding=("every ratio's SAE against the best baseline at the main layer",))
 
 
-def ratio_finding(by_ratio: Mapping[float, MethodSummary], baseline_summaries: Sequence[MethodSummary], *, backend: str) -> Finding:
-    """Figure 8 (:data:`RATIO_RULE`)."""
+def ratio_finding(by_ratio: Mapping[float, MethodSummary], baseline_summaries: Sequence[MethodSummary], *,
+                  backend: str) -> Decision:
+    """Figure 8 (:data:`RATIO_RULE`); deciding number: the smallest gap of any ratio's SAE (its lower 95 % bound) over
+    the best baseline's upper bound."""
     best = max(baseline_summaries, key=lambda b: b.mean)
     full = RATIO_RULE.thresholds["full_ratio"]
     above = {r: s.mean > best.mean for r, s in by_ratio.items()}
-    clear = {r: _clearly_above(s, best) for r, s in by_ratio.items()}
+    gaps = {r: (_gap(s, best), _half_width(s, best)) for r, s in by_ratio.items()}
+    clear = {r: gap > 0 for r, (gap, _) in gaps.items()}
     verdict = ("reproduced" if all(clear.values())
                else "partly" if all(above.values()) or all(v for r, v in clear.items() if r >= full) else "not")
     ours = (", ".join(f"R={r:g}: {s.mean:.2f}±{s.ci:.2f}" for r, s in sorted(by_ratio.items()))
             + f"; best baseline {LABELS[best.method]} {best.mean:.2f}")
     note = RATIO_RULE.note(f"{by_ratio and next(iter(by_ratio.values())).site}",
                            "our SAEs saw ~5e4 activations (the paper's 20M)", _backend_note(backend))
-    return Finding(ours, verdict, note, _marks(backend))
+    return Decision(Finding(ours, verdict, note, _marks(backend)), *_smallest(list(gaps.values())))
 
 
 TOPK_RULE = Rule(
@@ -190,7 +235,7 @@ def topk_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], ks: 
     by = _by(summaries)
     shares, above, parts = [], True, []
     for layer in layers:
-        site = f"resid_post.{layer}"
+        site = str(Site("resid_post", layer))
         sae = by[(site, "sae")]
         for base in ("pca", "ica"):
             if (site, f"topk-{base}") not in by or (site, base) not in by:
@@ -283,7 +328,7 @@ MLP_INTERP_RULE = Rule(
 def mlp_finding(sae: MethodSummary, neurons: MethodSummary, *, backend: str) -> Finding:
     """Appendix C.3 (:data:`MLP_INTERP_RULE`)."""
     above = sae.mean > neurons.mean
-    separated = _clearly_above(sae, neurons)
+    separated = _gap(sae, neurons) > 0
     verdict = "reproduced" if above and separated else "partly" if above else "not"
     ours = f"{sae.site}: SAE {sae.mean:.2f}±{sae.ci:.2f} vs neurons {neurons.mean:.2f}±{neurons.ci:.2f} " \
            f"({sae.n_scored} vs {neurons.n_scored} features; {sae.n_skipped} SAE features skipped while drawing)"
@@ -293,3 +338,29 @@ def mlp_finding(sae: MethodSummary, neurons: MethodSummary, *, backend: str) -> 
 RULES = (EARLY_LAYERS_RULE, DEPTH_RULE, RANDOM_ONLY_RULE, RATIO_RULE, TOPK_RULE, TABLE1_RULE, MOMENTS_RULE,
          MLP_INTERP_RULE)
 """Notebook 02's rules, one per claim it decides."""
+
+
+CENTRAL = ("fig2-early-layers", "fig2-depth", "fig9-random-only", "fig8-ratio")
+"""The claims decided at several seeds and followed over fragment budgets, in the order the notebook records them."""
+WHAT = {"fig2-early-layers": "smallest gap, SAE's lower 95% bound − a baseline's upper, first layer",
+        "fig2-depth": "smaller of the first layer's clear gap over the best baseline and (½ first margin − last margin)",
+        "fig9-random-only": "smallest random-only gap, SAE's lower 95% bound − a baseline's upper, first layer",
+        "fig8-ratio": "smallest gap of any R's lower 95% bound over the best baseline's upper"}
+"""What each central claim's deciding number is, in words (the scoreboard's *deciding number*)."""
+
+
+def decisions(summaries: Sequence[MethodSummary], study: AutointerpStudy, *, backend: str, n_layers: int,
+              weakened: str = "") -> dict[str, Decision]:
+    """The four central claims' decisions from one seed's (or one fragment pool's) summaries, each by its rule;
+    ``weakened``: the ICA fits that stopped short of convergence (:func:`~sae_paper.chapters.autointerp.fit_report`),
+    which marks every claim, since ICA is among the baselines each compares with."""
+    main_site = str(Site("resid_post", study.main_layer))
+    by = _by(summaries)
+    by_ratio = {r: by[(main_site, study.ratio_method(r))] for r in study.fig8_ratios
+                if (main_site, study.ratio_method(r)) in by}
+    main_baselines = [s for s in summaries if s.site == main_site and s.method in BASELINES]
+    found = {"fig2-early-layers": early_layers_finding(summaries, study.layers, backend=backend),
+             "fig2-depth": depth_finding(summaries, study.layers, backend=backend, n_layers=n_layers),
+             "fig9-random-only": random_only_finding(summaries, study.layers, backend=backend),
+             "fig8-ratio": ratio_finding(by_ratio, main_baselines, backend=backend)}
+    return {claim: d._replace(finding=mark_weakened(d.finding, weakened)) for claim, d in found.items()}
