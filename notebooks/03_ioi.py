@@ -92,6 +92,7 @@ n_seeds = 3
 
 # %%
 # %matplotlib inline
+import functools
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets; we show no bars
@@ -105,16 +106,17 @@ from sae_paper.chapters.ioi import (
     token_trends,
 )
 from sae_paper.chapters.ioi_verdicts import (
-    alpha_floor_finding, fig3_across_seeds, layers_finding,
+    FIG3_WHAT, alpha_floor_finding, fig3_decisions, layers_finding,
 )
 from sae_paper.core import sweeps
-from sae_paper.data.models import load_model
-from sae_paper.report import claims, plots, provenance
-from sae_paper.report.seeds import seed_table
+from sae_paper.data.models import Site, load_model
+from sae_paper.report import plots, provenance
+from sae_paper.report.claims import Scoreboard
+from sae_paper.report.seeds import decide_at_seeds, seed_table
 
 study = IoiStudy.from_namespace(globals())
 prov = provenance.start(NOTEBOOK, profile=profile, parameters=study.parameters(), seed=study.seed)
-board = claims.Scoreboard(NOTEBOOK)
+board = Scoreboard(NOTEBOOK)
 print(f"{study.model}: main layer {study.layer}, Figure 17 layers {list(study.layers)}, "
       f"{len(study.all_configs())} SAEs + PCA at each layer")
 
@@ -257,9 +259,10 @@ with prov.section(f"Figure 3: patching curves, layer {study.layer}"):
 CurveTable(main_curves.values())
 
 # %%
-setting = (f"{study.model} resid_post.{study.layer}, {len(data)} IOI prompts, dictionaries on {study.n_tokens:,} "
+main_site = Site("resid_post", study.layer)
+setting = (f"{study.model} {main_site}, {len(data)} IOI prompts, dictionaries on {study.n_tokens:,} "
            f"activations × {study.epochs} epochs (the paper: ~7M)")
-plots.fig3_patching(list(main_curves.values()), title=f"{study.model} resid_post.{study.layer}, {len(data)} IOI prompts")
+plots.fig3_patching(list(main_curves.values()), title=f"{study.model} {main_site}, {len(data)} IOI prompts")
 
 # %% [markdown]
 # **Reading the figure.** Curves start at the right (every changing feature patched, the
@@ -300,7 +303,7 @@ for curve in main_curves.values():
 with prov.section("Figure 3 at other seeds"):
     curves_by_seed = {study.seed: list(main_curves.values()),
                       **{s: reseeded_curves(study, s, lambda: setup_for(study.layer)) for s in study.seeds()[1:]}}
-    fig3_seeded = fig3_across_seeds(curves_by_seed, setting=setting)
+    fig3_seeded = decide_at_seeds(functools.partial(fig3_decisions, setting=setting), curves_by_seed, what=FIG3_WHAT)
 Markdown(seed_table(fig3_seeded))
 
 # %%

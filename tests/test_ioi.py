@@ -164,10 +164,10 @@ def _figure3(sparse_better: bool, layer: int = 12) -> list[PatchingCurve]:
 
 def test_verdicts_follow_the_numbers():
     curves = _figure3(sparse_better=True)
-    assert fewer_features_finding(curves, setting="toy").verdict == "reproduced"
-    assert smaller_edits_finding(curves, setting="toy").verdict == "reproduced"
+    assert fewer_features_finding(curves, setting="toy").finding.verdict == "reproduced"
+    assert smaller_edits_finding(curves, setting="toy").finding.verdict == "reproduced"
     flipped = _figure3(sparse_better=False)
-    assert fewer_features_finding(flipped, setting="toy").verdict in ("partly", "not")
+    assert fewer_features_finding(flipped, setting="toy").finding.verdict in ("partly", "not")
     floor = alpha_floor_finding(curves, {0.0: 0.1, 1e-2: 0.3}, setting="toy")
     assert floor.verdict == "reproduced" and "FVU 0.300" in floor.ours
     by_layer = {layer: _figure3(sparse_better=True, layer=layer) for layer in (6, 12, 18)}

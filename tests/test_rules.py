@@ -375,11 +375,11 @@ def test_random_only_is_decided_by_the_sae_against_the_baselines():
 
 def test_a_sparse_dictionary_that_cannot_reach_the_kl_loses_and_one_that_can_wins():
     lossy = [(0, 4.0, 0.0), (5, 3.5, 5.0), (30, 3.0, 9.0)]  # floor 3.0: never reaches half the base KL
-    lost = ioi_verdicts.fewer_features_finding([curve(SPARSE, lossy), curve(PCA, LEAN)], setting="toy")
+    lost = ioi_verdicts.fewer_features_finding([curve(SPARSE, lossy), curve(PCA, LEAN)], setting="toy").finding
     assert lost.verdict == "not" and "0/8" in lost.ours and "levels only PCA reaches" in lost.ours
-    won = ioi_verdicts.smaller_edits_finding([curve(SPARSE, LEAN), curve(DENSE, lossy)], setting="toy")
+    won = ioi_verdicts.smaller_edits_finding([curve(SPARSE, LEAN), curve(DENSE, lossy)], setting="toy").finding
     assert won.verdict == "reproduced" and "8/8" in won.ours
-    neither = ioi_verdicts.fewer_features_finding([curve(SPARSE, lossy), curve(PCA, lossy)], setting="toy")
+    neither = ioi_verdicts.fewer_features_finding([curve(SPARSE, lossy), curve(PCA, lossy)], setting="toy").finding
     assert neither.verdict == "not comparable" and "neither reaches half the base KL" in neither.ours
     assert ioi_verdicts.layers_finding({6: [curve(SPARSE, lossy, layer=6), curve(PCA, LEAN, layer=6)]},
                                        setting="toy").verdict == "not"

@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 
 from sae_paper.analysis.autointerp.scoring import MethodSummary
 from sae_paper.chapters.autointerp import LABELS
+from sae_paper.data.models import Site
 
 COLOURS = {"sae": "tab:red", "neurons": "tab:blue", "random": "tab:gray", "pca": "tab:green", "ica": "tab:purple",
            "topk-pca": "tab:olive", "topk-ica": "tab:pink"}
@@ -23,7 +24,7 @@ def scores_by_layer(summaries: Sequence[MethodSummary], layers: Sequence[int], m
     for j, method in enumerate(methods):
         xs, ys, es = [], [], []
         for i, layer in enumerate(layers):
-            s = by.get((f"resid_post.{layer}", method))
+            s = by.get((str(Site("resid_post", layer)), method))
             if s is None or s.n_scored == 0:
                 continue
             xs.append(i + (j - (len(methods) - 1) / 2) * width)

@@ -29,7 +29,7 @@ from typing import Any
 from torch import Tensor
 
 from sae_paper.analysis.patching_curves import CurvePoint, Ordering, PatchingCurve, log_thresholds
-from sae_paper.chapters.ioi_verdicts import FIG3, dictionary_name, share_won
+from sae_paper.chapters.ioi_verdicts import dictionary_name, fig3_decisions
 from sae_paper.chapters.study import SaeRunFields, check_n_seeds
 from sae_paper.core.config import RunConfig
 from sae_paper.data import cache
@@ -384,8 +384,8 @@ def token_sweep(study: IoiStudy, setup_factory, *, main_curves: Sequence[Patchin
             if n > study.n_tokens and not curves_cached(at_n, study.layer, dictionaries):
                 continue
             curves = list(patching_curves(at_n, study.layer, dictionaries, setup_factory=setup_factory).values())
-        for claim, (what, _) in FIG3.items():
-            points[claim].append(BudgetPoint(n, share_won(curves, what)))
+        for claim, decision in fig3_decisions(curves, setting="").items():
+            points[claim].append(BudgetPoint(n, decision.deciding))
     return points
 
 

@@ -14,9 +14,8 @@ from collections.abc import Mapping, Sequence
 
 from sae_paper.analysis.patching_curves import PatchingCurve, cost_to_reach, kl_levels
 from sae_paper.errors import SaePaperError
-from sae_paper.report.finding import Finding
+from sae_paper.report.finding import Decision, Finding
 from sae_paper.report.rules import Rule
-from sae_paper.report.seeds import SeedRun, SeedSummary, combine_seeds
 
 
 def dictionary_name(alpha: float) -> str:
@@ -127,9 +126,10 @@ SMALLER_EDITS_RULE = Rule(
     deciding=("the mean edit needed to reach each KL level, sparse SAE against PCA and the α = 0 dictionary",))
 
 
-def fewer_features_finding(curves: Sequence[PatchingCurve], *, setting: str) -> Finding:
+def fewer_features_finding(curves: Sequence[PatchingCurve], *, setting: str) -> Decision:
     """Figure 3 (left): sparse dictionaries reach a given KL with fewer patched features than PCA and α = 0
-    (:data:`FEWER_FEATURES_RULE`, by :func:`comparison`)."""
+    (:data:`FEWER_FEATURES_RULE`, by :func:`comparison`); deciding number: the share of comparisons won (0 when no
+    pair has a common level), which the rule's shares threshold."""
     wins, total, parts = comparison(curves, "features")
     share = wins / total if total else 0.0
     ours = (f"{setting}: the sparse SAE needs fewer patched features than the baseline at {wins}/{total} KL levels; "
@@ -137,18 +137,18 @@ def fewer_features_finding(curves: Sequence[PatchingCurve], *, setting: str) -> 
     note = FEWER_FEATURES_RULE.note("each curve read off its lower envelope, interpolated between measured points",
                                     "features = those whose code changes",
                                     "order from ACDC's threshold sweep over attribution shares (see notebook)")
-    return Finding(ours, _verdict(share) if total else "not comparable", note)
+    return Decision(Finding(ours, _verdict(share) if total else "not comparable", note), share)
 
 
-def smaller_edits_finding(curves: Sequence[PatchingCurve], *, setting: str) -> Finding:
+def smaller_edits_finding(curves: Sequence[PatchingCurve], *, setting: str) -> Decision:
     """Figure 3 (right): the same comparison with the mean edit magnitude instead of the number of features
-    (:data:`SMALLER_EDITS_RULE`)."""
+    (:data:`SMALLER_EDITS_RULE`); deciding number: the share of comparisons won."""
     wins, total, parts = comparison(curves, "edit")
     share = wins / total if total else 0.0
     ours = (f"{setting}: the sparse SAE reaches the KL level with a smaller mean edit than the baseline at {wins}/{total} "
             "levels; " + "; ".join(parts) + " (edit: mean L2 norm of the added vector)")
     note = SMALLER_EDITS_RULE.note("the same KL levels as fig3-fewer-features")
-    return Finding(ours, _verdict(share) if total else "not comparable", note)
+    return Decision(Finding(ours, _verdict(share) if total else "not comparable", note), share)
 
 
 ALPHA_FLOOR_RULE = Rule(
@@ -224,22 +224,10 @@ RULES = (FEWER_FEATURES_RULE, SMALLER_EDITS_RULE, ALPHA_FLOOR_RULE, LAYERS_RULE)
 FIG3 = {"fig3-fewer-features": ("features", fewer_features_finding),
         "fig3-smaller-edits": ("edit", smaller_edits_finding)}
 """Figure 3's two comparison claims: what each compares, and its verdict function."""
+FIG3_WHAT = {claim: f"share of comparisons the sparse SAEs win on {what}" for claim, (what, _) in FIG3.items()}
+"""What each Figure 3 claim's deciding number is, in words."""
 
 
-def share_won(curves: Sequence[PatchingCurve], what: str) -> float:
-    """The deciding number of a Figure 3 claim: the share of (KL level, sparse SAE, baseline) comparisons the sparse
-    SAEs win on ``what`` (``features`` or ``edit``); 0 when no pair has a common level."""
-    wins, total, _ = comparison(curves, what)
-    return wins / total if total else 0.0
-
-
-def fig3_across_seeds(curves_by_seed: Mapping[int, Sequence[PatchingCurve]], *,
-                      setting: str) -> dict[str, tuple[Finding, SeedSummary]]:
-    """Figure 3's two claims decided at each seed's curves (the notebook's own seed first): the majority's finding
-    and the :class:`SeedSummary` (deciding number: :func:`share_won`)."""
-    out = {}
-    for claim, (what, finding) in FIG3.items():
-        runs = [SeedRun(seed, finding(curves, setting=setting), share_won(curves, what))
-                for seed, curves in curves_by_seed.items()]
-        out[claim] = combine_seeds(runs, what=f"share of comparisons the sparse SAEs win on {what}")
-    return out
+def fig3_decisions(curves: Sequence[PatchingCurve], *, setting: str) -> dict[str, Decision]:
+    """Figure 3's two comparison claims decided on one set of curves (one seed's, or one budget's)."""
+    return {claim: finding(curves, setting=setting) for claim, (_, finding) in FIG3.items()}
