@@ -101,6 +101,7 @@ n_seeds = 3
 
 # %%
 # %matplotlib inline
+import functools
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")
@@ -118,22 +119,23 @@ from sae_paper.analysis.token_activations import (
     token_label, token_mask, vocabulary_mask,
 )
 from sae_paper.book import feature_browser
-from sae_paper.chapters import case_budget, case_seeds
+from sae_paper.chapters import case_budget
 from sae_paper.chapters.case_studies import (
-    NOTEBOOK, CaseStudy, bracket_shares, choose_closing_target, find_by_prompt, init_cosine, load_corpus,
-    mean_abs_cosine, prefetch_train,
+    NOTEBOOK, CaseStudy, bracket_shares, choose_closing_target, init_cosine, load_corpus, mean_abs_cosine,
+    prefetch_train,
 )
 from sae_paper.chapters.case_verdicts import (
-    ablation_finding, causal_tree_finding, unembed_parens_finding,
+    WHAT, ablation_finding, causal_tree_finding, decisions, unembed_parens_finding,
 )
 from sae_paper.core.decompositions import SaeDecomposition
 from sae_paper.core.pipeline import Run
-from sae_paper.report import claims, feature_plots, plots, provenance
-from sae_paper.report.seeds import seed_table
+from sae_paper.report import feature_plots, plots, provenance
+from sae_paper.report.claims import Scoreboard
+from sae_paper.report.seeds import decide_at_seeds, seed_table
 
 study = CaseStudy.from_namespace(globals())
 prov = provenance.start(NOTEBOOK, profile=profile, parameters=study.parameters(), seed=study.seed)
-board = claims.Scoreboard(NOTEBOOK)
+board = Scoreboard(NOTEBOOK)
 torch.manual_seed(study.seed)
 main = Run(study.main_config(), progress=False)
 print(f"inspecting {study.model} {study.site}: tied SAE, R={study.ratio:g}, α={main.alpha:g} (notebook 01's main SAE)")
@@ -154,7 +156,7 @@ print(f"inspecting {study.model} {study.site}: tied SAE, R={study.ratio:g}, α={
 
 # %%
 with prov.section("SAE and model"):
-    dictionary = SaeDecomposition(main.sae(), name=f"SAE {study.site}")
+    dictionary = study.dictionary()
     model = main.model
     tokenizer = model.tokenizer
 with prov.section("inspected text: harvest or load"):
@@ -186,7 +188,7 @@ classes = {
     "newlines": token_mask(tokenizer, corpus.tokens, is_newline),
 }
 with prov.section("feature statistics"):
-    stats = multi_class_stats(dictionary, corpus.rows, classes)
+    inspection = study.inspect(model, dictionary, corpus, classes)
 print("tokens per class: " + ", ".join(f"{name} {int(mask.sum()):,}" for name, mask in classes.items()))
 
 # %% [markdown]
@@ -201,8 +203,7 @@ print("tokens per class: " + ", ".join(f"{name} {int(mask.sum()):,}" for name, m
 # sentence ending in a lone `'`.
 
 # %%
-search = find_by_prompt(model, study.site, dictionary, study.prompts, stats["apostrophes"], k=study.top_k,
-                        min_fires=study.min_fires)
+search = inspection.search
 apostrophe_feature = search.chosen
 if apostrophe_feature < 0:
     raise RuntimeError("no feature among the prompt's top features fires often enough on the inspected text")
@@ -217,7 +218,7 @@ Markdown(search.markdown())
 # tokens drawn over it.
 
 # %%
-activation = feature_codes(dictionary, corpus.rows, apostrophe_feature)
+activation = inspection.activation
 histogram = token_histogram(activation, corpus.tokens, n_bins=study.n_bins, n_named=study.n_named, label=label)
 share = class_share_per_bin(activation, classes["apostrophes"], study.n_bins)
 feature_plots.token_histogram_figure(
@@ -247,8 +248,11 @@ contexts_html(top_contexts(corpus, activation, k=12), tokenizer,
 # Section 5 below) on the same text. The headline verdict is the seeds' majority.
 
 # %%
+decide = functools.partial(decisions, corpus=corpus, tokenizer=tokenizer, n_bins=study.n_bins)
 with prov.section("Figure 4 and Section 5 at other seeds"):
-    case_seeded = case_seeds.across_seeds(study, model, dictionary, corpus, classes)
+    inspections = {study.seed: inspection, **{seed: study.inspect(model, study.dictionary(seed), corpus, classes)
+                                              for seed in study.seeds()[1:]}}
+    case_seeded = decide_at_seeds(decide, inspections, what=WHAT)
 Markdown(seed_table(case_seeded))
 
 # %%
@@ -292,10 +296,7 @@ board.record("fig4-ablation-logits", *ablation_finding(apostrophe_feature, effec
 # activation on the class) and recall (share of the class it fires on).
 
 # %%
-single = {}
-for name in ("apostrophes", "periods", '" the"', "newlines"):
-    best = stats[name].best(1, min_fires=study.min_fires, by_mass=True)
-    single[name] = (best[0] if best else -1, stats[name])
+single = inspection.single
 Markdown("| class | feature | precision (activation) | precision (firings) | recall | fires |\n|---|---:|---:|---:|---:|---:|\n"
          + "\n".join(f"| {name} | {f} | {s.mass_precision[f]:.0%} | {s.precision[f]:.0%} | {s.recall[f]:.0%} | "
                      f"{int(s.fire_counts[f]):,} |" for name, (f, s) in single.items() if f >= 0))
@@ -324,12 +325,12 @@ board.record("sec5-single-token-features", *case_seeded["sec5-single-token-featu
 with prov.section("budget sensitivity: the SAE's training activations"):
     sae_points = case_budget.sae_sweep(
         study, [*study.sae_budgets, study.n_tokens], lambda n: Run(study.main_config().replace(n_tokens=n), progress=False),
-        lambda sae: case_budget.deciding_numbers(study, model, SaeDecomposition(sae), corpus, classes))
+        lambda sae: decide(study.inspect(model, SaeDecomposition(sae), corpus, classes)))
     for claim_id, trend in case_budget.trends(sae_points).items():
         if trend is not None:
             board.add_trend(claim_id, trend)
 plots.budget_sensitivity(sae_points, unit=f"training activations of the {study.site} SAE", default=study.n_tokens,
-                         title="Section 5's deciding numbers against the SAE's training budget", ylabel=case_budget.WHAT)
+                         title="Section 5's deciding numbers against the SAE's training budget", ylabel=WHAT)
 
 # %% [markdown]
 # ## 6. Figure 5: the causal tree of a closing-bracket feature

@@ -525,11 +525,11 @@ def test_apostrophe_histogram_verdicts():
     tok = ListTokenizer(["'", "'s", ".", ",", "the", "his"])
     tokens = torch.tensor([0, 1, 0, 2, 3, 2, 4, 5])
     mostly = torch.tensor([9.0, 10.0, 8.0, 1.0, 1.0, 2.0, 0.0, 0.0])  # apostrophes on top, punctuation below
-    assert apostrophe_histogram_finding(7, mostly, tokens, tok, n_bins=2).verdict == "reproduced"
+    assert apostrophe_histogram_finding(7, mostly, tokens, tok, n_bins=2).finding.verdict == "reproduced"
     top_only = torch.tensor([9.0, 10.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0])  # words below
-    assert apostrophe_histogram_finding(7, top_only, tokens, tok, n_bins=2).verdict == "partly"
+    assert apostrophe_histogram_finding(7, top_only, tokens, tok, n_bins=2).finding.verdict == "partly"
     neither = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 9.0, 10.0])
-    assert apostrophe_histogram_finding(7, neither, tokens, tok, n_bins=2).verdict == "not"
+    assert apostrophe_histogram_finding(7, neither, tokens, tok, n_bins=2).finding.verdict == "not"
 
 
 def effect_with(diff):
@@ -552,10 +552,10 @@ def stats_for(precision, recall=0.5, fires=100):
 
 def test_single_token_and_appendix_d_verdicts():
     all_four = {name: (0, stats_for(0.9)) for name in ("apostrophes", "periods", '" the"', "newlines")}
-    assert single_token_finding(all_four).verdict == "reproduced"
+    assert single_token_finding(all_four).finding.verdict == "reproduced"
     some = {**all_four, "periods": (0, stats_for(0.3)), "newlines": (-1, stats_for(0.0))}
-    assert single_token_finding(some).verdict == "partly"
-    assert single_token_finding({name: (0, stats_for(0.1)) for name in all_four}).verdict == "not"
+    assert single_token_finding(some).finding.verdict == "partly"
+    assert single_token_finding({name: (0, stats_for(0.1)) for name in all_four}).finding.verdict == "not"
 
     from sae_paper.chapters.appendices import APPENDIX_D_CLASSES
 
@@ -714,6 +714,9 @@ def test_sae_budget_sweep_trains_smaller_and_reads_larger_only_when_cached(tmp_p
 
     from sae_paper.chapters.case_budget import sae_sweep, trends
     from sae_paper.core.train import SUMMARY_FILE
+    from sae_paper.report.finding import Decision, Finding
+
+    NOTHING = Finding("x", "not", "")
 
     study = SimpleNamespace(n_tokens=200)
     trained = []
@@ -725,8 +728,10 @@ def test_sae_budget_sweep_trains_smaller_and_reads_larger_only_when_cached(tmp_p
             (folder / SUMMARY_FILE).write_text("{}")  # trained by a larger profile
         return SimpleNamespace(sae_dir=folder, sae=lambda: trained.append(n) or n)
 
-    numbers = lambda sae: {"fig4-apostrophe-hist": sae / 1000, "sec5-single-token-features": 0.5}  # noqa: E731
-    points = sae_sweep(study, [50, 100, 200, 400, 800], run_for, numbers)
+    def decide(sae):
+        return {"fig4-apostrophe-hist": Decision(NOTHING, sae / 1000), "sec5-single-token-features": Decision(NOTHING, 0.5)}
+
+    points = sae_sweep(study, [50, 100, 200, 400, 800], run_for, decide)
     assert trained == [50, 100, 200, 800]  # 400 is above the profile's own budget and not cached: left out
     assert [p.budget for p in points["fig4-apostrophe-hist"]] == [50, 100, 200, 800]
     found = trends(points)

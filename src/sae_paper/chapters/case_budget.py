@@ -6,7 +6,8 @@ no feature fired only on apostrophes, periods, " the" or newlines. Notebook 04 r
 main SAE (same α, R, epochs, seed) on the first ``n`` of its training activations for each
 ``n`` of ``sae_budgets`` up to its own, reads larger ones when a larger profile (``long``)
 left them in the cache, and on the same inspected text recomputes each claim's deciding
-number, larger meaning closer to the paper:
+number (:func:`sae_paper.chapters.case_verdicts.decisions`, the verdicts' own computation), larger meaning
+closer to the paper:
 
 - ``fig4-apostrophe-hist``: for the feature the prompt search chooses, the smallest margin of the
   verdict's three shares (apostrophes among all its firings, among its top bin, punctuation among
@@ -26,41 +27,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sae_paper.analysis.feature_stats import multi_class_stats
-from sae_paper.analysis.token_activations import feature_codes
-from sae_paper.chapters.case_studies import find_by_prompt
-from sae_paper.chapters.case_verdicts import SINGLE_TOKEN_CLASSES, apostrophe_shares, reproduced_margin
-from sae_paper.core.decompositions import SaeDecomposition
+from sae_paper.chapters.case_verdicts import CENTRAL, WHAT
 from sae_paper.report.budget import BudgetPoint, BudgetTrend, budget_trends
+from sae_paper.report.finding import Decision
 
-CLAIMS = ("fig4-apostrophe-hist", "sec5-single-token-features")
+CLAIMS = CENTRAL
 TOLERANCE = 0.05
-WHAT = {"fig4-apostrophe-hist": "smallest margin of the chosen feature's shares over the thresholds of reproduced",
-        "sec5-single-token-features": "mean share of activation on its class, best feature per class"}
-
-
-def deciding_numbers(study, model, dictionary: SaeDecomposition, corpus, classes: Mapping[str, Any]) -> dict[str, float]:
-    """Each claim's deciding number for one SAE, computed as the notebook computes its verdicts."""
-    stats = multi_class_stats(dictionary, corpus.rows, classes)
-    search = find_by_prompt(model, study.site, dictionary, study.prompts, stats["apostrophes"], k=study.top_k,
-                            min_fires=study.min_fires)
-    shares = (0.0, 0.0, 0.0)  # no feature chosen: nothing of the histogram holds
-    if search.chosen >= 0:
-        activation = feature_codes(dictionary, corpus.rows, search.chosen)
-        shares = apostrophe_shares(activation, corpus.tokens, model.tokenizer, n_bins=study.n_bins)
-    margin = reproduced_margin(*shares)
-    class_shares = []
-    for name in SINGLE_TOKEN_CLASSES:
-        best = stats[name].best(1, min_fires=study.min_fires, by_mass=True)
-        class_shares.append(float(stats[name].mass_precision[best[0]]) if best else 0.0)
-    return {"fig4-apostrophe-hist": margin, "sec5-single-token-features": sum(class_shares) / len(class_shares)}
 
 
 def sae_sweep(study, budgets: Sequence[int], run_for: Callable[[int], Any],
-              numbers_for: Callable[[Any], dict[str, float]]) -> dict[str, list[BudgetPoint]]:
+              decide_for: Callable[[Any], Mapping[str, Decision]]) -> dict[str, list[BudgetPoint]]:
     """The deciding numbers at each budget. ``run_for(n)`` gives the :class:`~sae_paper.core.pipeline.Run` of the main SAE
     on ``n`` activations; budgets above ``study.n_tokens`` count only when that SAE is already trained (cached);
-    ``numbers_for(sae)`` computes :func:`deciding_numbers`."""
+    ``decide_for(sae)`` gives each claim's :class:`~sae_paper.report.finding.Decision`
+    (:func:`~sae_paper.chapters.case_verdicts.decisions` on the SAE's inspection, the verdicts' own computation)."""
     from sae_paper.core.train import SUMMARY_FILE
 
     points: dict[str, list[BudgetPoint]] = {claim: [] for claim in CLAIMS}
@@ -68,9 +48,9 @@ def sae_sweep(study, budgets: Sequence[int], run_for: Callable[[int], Any],
         run = run_for(n)
         if n > study.n_tokens and not (run.sae_dir / SUMMARY_FILE).is_file():
             continue
-        numbers = numbers_for(run.sae())
+        decisions = decide_for(run.sae())
         for claim in CLAIMS:
-            points[claim].append(BudgetPoint(n, numbers[claim]))
+            points[claim].append(BudgetPoint(n, decisions[claim].deciding))
     return points
 
 

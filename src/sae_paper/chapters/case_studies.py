@@ -19,18 +19,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from sae_paper.analysis.causal_tree import TreeNode
 from sae_paper.analysis.feature_contexts import TokenFeatures, features_on_token
-from sae_paper.analysis.feature_stats import ClassStats
-from sae_paper.analysis.token_activations import TokenActivations, cached_activations, token_display
+from sae_paper.analysis.feature_stats import ClassStats, multi_class_stats
+from sae_paper.analysis.token_activations import TokenActivations, cached_activations, feature_codes, token_display
 from sae_paper.chapters.study import SaeRunFields, check_n_seeds
 from sae_paper.core.config import RunConfig
-from sae_paper.core.decompositions import Decomposition
+from sae_paper.core.decompositions import Decomposition, SaeDecomposition
+from sae_paper.core.pipeline import Run
 from sae_paper.data.activations import HarvestSpec
 from sae_paper.data.models import Site, model_spec
 from sae_paper.errors import SaePaperError
@@ -123,6 +124,26 @@ class FeatureStudy(SaeRunFields):
         """Every SAE the notebook needs (for the book runner's validation)."""
         return [self.main_config()]
 
+    def dictionary(self, seed: int | None = None) -> SaeDecomposition:
+        """The main SAE at ``seed`` (None: the study's own), read from the cache or trained on the cached activations
+        (another seed retrains it: initialisation and batch order)."""
+        at = self if seed is None or seed == self.seed else self.reseeded(seed)
+        return SaeDecomposition(Run(at.main_config(), progress=False).sae(), name=f"SAE {self.site}")
+
+    def inspect(self, model, dictionary: Decomposition, corpus: TokenActivations,
+                classes: Mapping[str, Tensor]) -> Inspection:
+        """Everything Figure 4 (left) and Section 5 read off one SAE, by the notebook's procedure: each class's
+        statistics, the prompt search's feature (Appendix D.3) and its activation, the best feature per class."""
+        stats = multi_class_stats(dictionary, corpus.rows, classes)
+        search = find_by_prompt(model, self.site, dictionary, self.prompts, stats["apostrophes"], k=self.top_k,
+                                min_fires=self.min_fires)
+        activation = feature_codes(dictionary, corpus.rows, search.chosen) if search.chosen >= 0 else None
+        single = {}
+        for name in classes:
+            best = stats[name].best(1, min_fires=self.min_fires, by_mass=True)
+            single[name] = (best[0] if best else -1, stats[name])
+        return Inspection(stats, search, activation, single)
+
 
 @dataclass(frozen=True)
 class CaseStudy(FeatureStudy):
@@ -210,6 +231,19 @@ def prefetch_train(configs: Sequence[RunConfig], model_fn: Callable[[], Any]) ->
     from sae_paper.core.sweeps import prefetch
 
     return prefetch(configs, model=model_fn, splits=("train",))
+
+
+class Inspection(NamedTuple):
+    """What :meth:`FeatureStudy.inspect` reads off one SAE."""
+
+    stats: dict[str, ClassStats]
+    """Each token class's statistics over the features."""
+    search: PromptSearch
+    """The prompt search and the apostrophe feature it chose (-1: none)."""
+    activation: Tensor | None
+    """The chosen feature's activation on every inspected token (None when none was chosen)."""
+    single: dict[str, tuple[int, ClassStats]]
+    """Class name → (the feature with the most of its activation on the class, -1 if none fires enough; its stats)."""
 
 
 @dataclass(frozen=True)

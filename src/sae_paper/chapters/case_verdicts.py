@@ -15,8 +15,8 @@ from sae_paper.analysis.ablation import LogitEffect
 from sae_paper.analysis.causal_tree import TreeNode
 from sae_paper.analysis.feature_stats import ClassStats, class_share_per_bin
 from sae_paper.analysis.token_activations import has_apostrophe, token_display, token_text
-from sae_paper.chapters.case_studies import is_punctuation
-from sae_paper.report.finding import Finding
+from sae_paper.chapters.case_studies import Inspection, is_punctuation
+from sae_paper.report.finding import Decision, Finding
 from sae_paper.report.rules import Rule
 
 # --------------------------------------------------------------------------------------
@@ -64,9 +64,10 @@ def reproduced_margin(overall: float, top_bin: float, punctuation: float) -> flo
 
 
 def apostrophe_histogram_finding(feature: int, activation: Tensor, tokens: Tensor, tokenizer, *,
-                                 n_bins: int = 10) -> Finding:
+                                 n_bins: int = 10) -> Decision:
     """Figure 4 (left): the apostrophe feature fires mostly on apostrophes, especially at high
-    activation; lower bins hold other punctuation (:data:`APOSTROPHE_HIST_RULE`)."""
+    activation; lower bins hold other punctuation (:data:`APOSTROPHE_HIST_RULE`); deciding number:
+    :func:`reproduced_margin` of the same three shares."""
     rule = APOSTROPHE_HIST_RULE.thresholds
     fired = activation > 0
     overall, top_bin, punctuation = apostrophe_shares(activation, tokens, tokenizer, n_bins=n_bins)
@@ -80,7 +81,7 @@ def apostrophe_histogram_finding(feature: int, activation: Tensor, tokens: Tenso
     ours = (f"feature {feature}: fires on {int(fired.sum()):,} tokens; apostrophe tokens are {overall:.0%} of them, "
             f"{top_bin:.0%} of the top activation bin; punctuation is {punctuation:.0%} of the other tokens in the "
             f"lower half of its range")
-    return Finding(ours, verdict, APOSTROPHE_HIST_RULE.note())
+    return Decision(Finding(ours, verdict, APOSTROPHE_HIST_RULE.note()), reproduced_margin(overall, top_bin, punctuation))
 
 
 def is_s_token(text: str) -> bool:
@@ -134,25 +135,29 @@ SINGLE_TOKEN_RULE = Rule(
     deciding=("a feature that fires only on each of the four classes",))
 
 
-def single_token_finding(found: Mapping[str, tuple[int, ClassStats]]) -> Finding:
+def single_token_finding(found: Mapping[str, tuple[int, ClassStats]]) -> Decision:
     """Section 5: features that fire only on apostrophes, periods, " the", newlines (:data:`SINGLE_TOKEN_RULE`).
-    ``found``: class name → (best feature, its class statistics)."""
+    ``found``: class name → (best feature, its class statistics). Deciding number: the mean over the four classes
+    of the share of its activation the best feature puts on its class (0 for a class without one)."""
     min_precision = SINGLE_TOKEN_RULE.thresholds["min_mass"]
-    parts, hits = [], 0
+    parts, hits, masses = [], 0, []
     for name in SINGLE_TOKEN_CLASSES:
         if name not in found:
             parts.append(f"{name}: not searched")
+            masses.append(0.0)
             continue
         feature, stats = found[name]
         if feature < 0:
             parts.append(f"{name}: no feature fires on them")
+            masses.append(0.0)
             continue
         mass = float(stats.mass_precision[feature])
+        masses.append(mass)
         hits += mass >= min_precision
         parts.append(f"{name}: feature {feature}, {mass:.0%} of its activation on them "
                      f"({float(stats.precision[feature]):.0%} of its firings), fires on {float(stats.recall[feature]):.0%} of them")
     verdict = "reproduced" if hits == len(SINGLE_TOKEN_CLASSES) else "partly" if hits else "not"
-    return Finding("; ".join(parts), verdict, SINGLE_TOKEN_RULE.note())
+    return Decision(Finding("; ".join(parts), verdict, SINGLE_TOKEN_RULE.note()), sum(masses) / len(masses))
 
 
 UNEMBED_RULE = Rule(
@@ -231,3 +236,24 @@ def causal_tree_finding(tree: TreeNode, context_share: Mapping[tuple[int, int], 
 
 RULES = (APOSTROPHE_HIST_RULE, ABLATION_RULE, SINGLE_TOKEN_RULE, UNEMBED_RULE, CAUSAL_TREE_RULE)
 """Notebook 04's rules, one per claim it decides."""
+
+
+CENTRAL = ("fig4-apostrophe-hist", "sec5-single-token-features")
+"""The claims decided at several seeds and followed over the SAE's training budget."""
+WHAT = {"fig4-apostrophe-hist": "smallest margin of the chosen feature's shares over the thresholds of reproduced",
+        "sec5-single-token-features": "mean share of activation on its class, best feature per class"}
+"""What each central claim's deciding number is, in words."""
+
+
+def decisions(inspection: Inspection, corpus, tokenizer, *, n_bins: int) -> dict[str, Decision]:
+    """Both central claims decided on one SAE's :class:`~sae_paper.chapters.case_studies.Inspection` (one seed's, or
+    one training budget's): the prompt search's feature for Figure 4 (left), the best feature per class for
+    Section 5."""
+    chosen = inspection.search.chosen
+    if chosen >= 0:
+        apostrophe = apostrophe_histogram_finding(chosen, inspection.activation, corpus.tokens, tokenizer, n_bins=n_bins)
+    else:  # no feature chosen: nothing of the histogram holds
+        apostrophe = Decision(Finding("no feature among the prompt's top features fires often enough on the inspected "
+                                      "text", "not", "the prompt search found no candidate apostrophe feature"),
+                              reproduced_margin(0.0, 0.0, 0.0))
+    return {"fig4-apostrophe-hist": apostrophe, "sec5-single-token-features": single_token_finding(inspection.single)}
