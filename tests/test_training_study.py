@@ -6,6 +6,7 @@ import pytest
 import yaml
 from matplotlib.figure import Figure
 
+from sae_paper.book.profiles import study_classes
 from sae_paper.chapters.training import (
     TrainingStudy, epochs_finding, mlp_dead_finding, resid_alive_finding, splice_finding, tradeoff_finding,
     train_runtime_finding, untied_finding,
@@ -22,14 +23,21 @@ def rec(alpha=1e-3, *, site="mlp_post.0", kind="tied", ratio=1.0, epochs=2, fvu=
                        alive_threshold=10, train_seconds=1.0, activations_per_s=2000.0)
 
 
-def test_default_profile_and_notebook_parameters_match_the_dataclass_defaults():
+@pytest.mark.parametrize("notebook", sorted(study_classes()))
+def test_default_profile_and_notebook_parameters_match_the_dataclass_defaults(notebook):
+    """One source of truth per parameter, the study dataclass: every notebook's parameters cell and the default
+    profile repeat its defaults exactly, and every profile sets only its fields."""
     import jupytext
 
-    defaults = TrainingStudy().parameters()
-    profile = yaml.safe_load((repo_root() / "profiles" / "default.yaml").read_text())["01_training"]
-    assert TrainingStudy.from_params(profile).parameters() == defaults
-    notebook = jupytext.read(repo_root() / "notebooks" / "01_training.py")
-    cell = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    study = study_classes()[notebook]
+    defaults = study().parameters()
+    profiles = {path.stem: yaml.safe_load(path.read_text()) for path in sorted((repo_root() / "profiles").glob("*.yaml"))}
+    assert study.from_params(profiles["default"][notebook]).parameters() == defaults
+    for name, profile in profiles.items():
+        unknown = set(profile.get(notebook) or {}) - set(defaults)
+        assert not unknown, f"profiles/{name}.yaml sets {sorted(unknown)} for {notebook}, not fields of {study.__name__}"
+    cell = next(c for c in jupytext.read(repo_root() / "notebooks" / f"{notebook}.py").cells
+                if "parameters" in c.metadata.get("tags", []))
     namespace: dict = {}
     exec(cell.source, namespace)
     assert {k: v for k, v in namespace.items() if k in defaults} == defaults
