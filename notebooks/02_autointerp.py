@@ -394,7 +394,8 @@ Markdown("\n".join(f"- **{claim_id}**: " + (f"*{t.trend}*: {t.note}" if t else "
 feature_browser.save_scored(
     NOTEBOOK, scorer=BACKEND, stand_in=explain_with.backend.stand_in, fragments=frag_spec,
     saes={"main": (study.sae_config(study.main_layer), results.get((str(main_site), "sae"))),
-          "mlp": (study.mlp_config(), results.get((f"mlp_post.{study.mlp_layer}", "mlp-sae")))})
+          "mlp": (study.mlp_config(),
+                  results.get((str(mlp_site), "mlp-sae")) if study.mlp_layer is not None else None)})
 
 # %% [markdown]
 # ## Summary

@@ -204,7 +204,7 @@ def train_runtime_finding(train_seconds: float, activations_per_s: float, n_acti
     return Finding(ours, verdict, note)
 
 
-PAPER_SETTING = ("pythia-70m-deduped", "resid_post.2")
+PAPER_SETTING = ("pythia-70m-deduped", str(Site("resid_post", 2)))
 """Section 6.2's model and site: the only setting where the splice's number itself can be reproduced."""
 SPLICE_RULE = Rule(
     "splice-perplexity",
