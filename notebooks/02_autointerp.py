@@ -113,7 +113,7 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 
 from sae_paper.analysis.autointerp import FragmentSpec, fragment_activations, score_decomposition, summary_table
 from sae_paper.analysis.token_activations import tokens_display

@@ -682,7 +682,7 @@ def test_causal_tree_on_a_transformer_matches_a_manual_ablation(pythia_random):
         ablated = {}
         pythia_random.run_with_hooks(tokens, fwd_hooks=[
             ("blocks.0.hook_resid_post", ablation_hook(feature_axis(layer0, child.feature))),
-            ("blocks.1.hook_resid_post", lambda x, hook=None: ablated.setdefault("x", x))])
+            ("blocks.1.hook_resid_post", lambda x, hook=None, ablated=ablated: ablated.setdefault("x", x))])
         before = layer1.encode(clean["blocks.1.hook_resid_post"][0, -1:])[0, target]
         after = layer1.encode(ablated["x"][0, -1:])[0, target]
         drops.append(float(before - after))

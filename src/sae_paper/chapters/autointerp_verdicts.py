@@ -130,7 +130,7 @@ def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int
     """Figure 9 (:data:`RANDOM_ONLY_RULE`): decided by the SAE against the baselines on random-only scores; 'lower than
     top-and-random' holds for every method, so it can only keep a verdict from *reproduced*."""
     by = _by(summaries)
-    lower = all(by[(f"resid_post.{l}", "sae")].random_mean < by[(f"resid_post.{l}", "sae")].mean for l in layers)
+    lower = all(by[(f"resid_post.{layer}", "sae")].random_mean < by[(f"resid_post.{layer}", "sae")].mean for layer in layers)
     site = f"resid_post.{layers[0]}"
     sae = by[(site, "sae")]
     bases = [by[(site, m)] for m in BASELINES if (site, m) in by]
@@ -138,8 +138,8 @@ def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int
     clearly_ahead = all(_clearly_above(sae, b, random_only=True) for b in bases)
     verdict = "reproduced" if lower and clearly_ahead else "partly" if ahead else "not"
     ours = (f"random-only at {site}: " + ", ".join(_fmt(s, True) for s in [sae, *bases]) + "; SAE random-only vs "
-            "top-and-random per layer: " + ", ".join(f"L{l} {by[(f'resid_post.{l}', 'sae')].random_mean:.2f} vs "
-                                                      f"{by[(f'resid_post.{l}', 'sae')].mean:.2f}" for l in layers))
+            "top-and-random per layer: " + ", ".join(f"L{layer} {by[(f'resid_post.{layer}', 'sae')].random_mean:.2f} vs "
+                                                      f"{by[(f'resid_post.{layer}', 'sae')].mean:.2f}" for layer in layers))
     note = RANDOM_ONLY_RULE.note("a constant simulation scores 0", _backend_note(backend))
     return Finding(ours, verdict, note, _marks(backend))
 
