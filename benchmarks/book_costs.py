@@ -79,12 +79,12 @@ def forward_rows(model, depths: list[int], args) -> list[str]:
         weights = [torch.randn(o, i, generator=generator) / i**0.5 for i, o in shapes]
         stop = None if depth >= model.cfg.n_layers else depth
 
-        def forward():
+        def forward(stop=stop):
             with torch.inference_mode():
                 for start in range(0, len(tokens), args.batch):
                     model(tokens[start : start + args.batch], stop_at_layer=stop)
 
-        def limit():
+        def limit(shapes=shapes, weights=weights, inputs=inputs):
             for _ in range(args.batches):
                 for (i, _), weight in zip(shapes, weights):
                     F.linear(inputs[i], weight)

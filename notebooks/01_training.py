@@ -100,8 +100,16 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets; we show no bars
 
 from sae_paper.chapters.training import (
-    NOTEBOOK, TrainingStudy, epochs_finding, hardware_phrase, mlp_dead_finding, resid_alive_finding, splice_finding,
-    tradeoff_finding, train_runtime_finding, untied_finding,
+    NOTEBOOK,
+    TrainingStudy,
+    epochs_finding,
+    hardware_phrase,
+    mlp_dead_finding,
+    resid_alive_finding,
+    splice_finding,
+    tradeoff_finding,
+    train_runtime_finding,
+    untied_finding,
 )
 from sae_paper.core import sweeps
 from sae_paper.core.pipeline import Run

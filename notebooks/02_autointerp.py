@@ -114,7 +114,7 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 
 from sae_paper.analysis.autointerp import FragmentSpec, fragment_activations, summary_table
 from sae_paper.analysis.token_activations import tokens_display

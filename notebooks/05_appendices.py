@@ -95,11 +95,23 @@ from IPython.display import Markdown, display
 from sae_paper.analysis.feature_contexts import contexts_html, top_contexts
 from sae_paper.analysis.feature_stats import class_share_per_bin, multi_class_stats, token_histogram
 from sae_paper.analysis.token_activations import (
-    TokenActivations, collect_activations, feature_codes, has_apostrophe, token_label, token_mask,
+    TokenActivations,
+    collect_activations,
+    feature_codes,
+    has_apostrophe,
+    token_label,
+    token_mask,
 )
 from sae_paper.chapters.appendices import (
-    APPENDIX_D_CLASSES, NOTEBOOK, AppendixStudy, appendix_d_finding, contexts_with_token, contraction, is_if,
-    residual_polysemantic_finding, starts_with_dis,
+    APPENDIX_D_CLASSES,
+    NOTEBOOK,
+    AppendixStudy,
+    appendix_d_finding,
+    contexts_with_token,
+    contraction,
+    is_if,
+    residual_polysemantic_finding,
+    starts_with_dis,
 )
 from sae_paper.chapters.case_studies import find_by_prompt, load_corpus
 from sae_paper.core.decompositions import SaeDecomposition, signed_neuron_basis

@@ -16,8 +16,20 @@ import pytest
 import torch
 
 from sae_paper.analysis.autointerp import (
-    ActivationRecord, BackendFailure, Cached, CallCache, FragmentSpec, OpenAICompatibleBackend, TokenListBackend,
-    correlation, fragment_activations, load_fragments, make_backend, rescale, score_decomposition, summarize,
+    ActivationRecord,
+    BackendFailure,
+    Cached,
+    CallCache,
+    FragmentSpec,
+    OpenAICompatibleBackend,
+    TokenListBackend,
+    correlation,
+    fragment_activations,
+    load_fragments,
+    make_backend,
+    rescale,
+    score_decomposition,
+    summarize,
 )
 from sae_paper.analysis.autointerp.backends import _placeholder_offsets, expected_value, simulate_body, simulate_prefix
 from sae_paper.analysis.autointerp.fragments import choose_features, moments, select_fragments

@@ -294,6 +294,7 @@ def test_the_reader_checks_pass_code_tables_and_paths_outside_outputs():
     assert page_problems(page, ["/home/me"]) == []
 
 
+@pytest.mark.slow  # builds the smoke book twice
 @pytest.mark.skipif(not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
                     reason="needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver; CI installs them)")
 def test_smoke_book_in_a_browser(tmp_path, monkeypatch, capsys):

@@ -13,15 +13,30 @@ import pytest
 import torch
 
 from sae_paper.analysis.ablation import (
-    ablate, ablate_feature, ablation_hook, feature_axis, feature_encoder, logit_effect, pre_activation,
+    ablate,
+    ablate_feature,
+    ablation_hook,
+    feature_axis,
+    feature_encoder,
+    logit_effect,
+    pre_activation,
 )
 from sae_paper.analysis.causal_tree import causal_tree, sample_contexts, unembedding_scores
 from sae_paper.analysis.feature_contexts import context_text, contexts_html, features_on_token, top_contexts
 from sae_paper.analysis.feature_stats import (
-    class_share_per_bin, class_stats, token_histogram, top_tokens, unembed_direction,
+    class_share_per_bin,
+    class_stats,
+    token_histogram,
+    top_tokens,
+    unembed_direction,
 )
 from sae_paper.analysis.token_activations import (
-    TokenActivations, cached_activations, collect_activations, feature_codes, has_apostrophe, is_closing_bracket,
+    TokenActivations,
+    cached_activations,
+    collect_activations,
+    feature_codes,
+    has_apostrophe,
+    is_closing_bracket,
     is_newline,
 )
 from sae_paper.core.decompositions import SaeDecomposition, TopK, neuron_basis, signed_neuron_basis
@@ -452,12 +467,21 @@ from sae_paper.analysis.ablation import LogitEffect  # noqa: E402
 from sae_paper.analysis.causal_tree import TreeNode  # noqa: E402
 from sae_paper.analysis.feature_stats import ClassStats  # noqa: E402
 from sae_paper.chapters.appendices import (  # noqa: E402
-    AppendixStudy, appendix_d_finding, contexts_with_token, contraction, is_if, residual_polysemantic_finding,
+    AppendixStudy,
+    appendix_d_finding,
+    contexts_with_token,
+    contraction,
+    is_if,
+    residual_polysemantic_finding,
     starts_with_dis,
 )
 from sae_paper.chapters.case_studies import CaseStudy, find_by_prompt, init_cosine  # noqa: E402
 from sae_paper.chapters.case_verdicts import (  # noqa: E402
-    ablation_finding, apostrophe_histogram_finding, causal_tree_finding, single_token_finding, unembed_parens_finding,
+    ablation_finding,
+    apostrophe_histogram_finding,
+    causal_tree_finding,
+    single_token_finding,
+    unembed_parens_finding,
 )
 
 
@@ -658,7 +682,7 @@ def test_causal_tree_on_a_transformer_matches_a_manual_ablation(pythia_random):
         ablated = {}
         pythia_random.run_with_hooks(tokens, fwd_hooks=[
             ("blocks.0.hook_resid_post", ablation_hook(feature_axis(layer0, child.feature))),
-            ("blocks.1.hook_resid_post", lambda x, hook=None: ablated.setdefault("x", x))])
+            ("blocks.1.hook_resid_post", lambda x, hook=None, ablated=ablated: ablated.setdefault("x", x))])
         before = layer1.encode(clean["blocks.1.hook_resid_post"][0, -1:])[0, target]
         after = layer1.encode(ablated["x"][0, -1:])[0, target]
         drops.append(float(before - after))

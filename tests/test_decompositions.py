@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from sae_paper.core.decompositions import (
-    SaeDecomposition, TopK, fit_ica, fit_pca, interpretable_codes, neuron_basis, random_directions,
+    SaeDecomposition,
+    TopK,
+    fit_ica,
+    fit_pca,
+    interpretable_codes,
+    neuron_basis,
+    random_directions,
 )
 from sae_paper.core.sae import make_sae
 from sae_paper.data.activations import InMemoryActivations

@@ -7,12 +7,24 @@ import pytest
 import torch
 
 from sae_paper.analysis.ioi_prompts import (
-    NAMES, OBJECTS, PLACES, TEMPLATES, check_model, generate_prompts, ioi_check, make_ioi_dataset, single_token_words,
+    NAMES,
+    OBJECTS,
+    PLACES,
+    TEMPLATES,
+    check_model,
+    generate_prompts,
+    ioi_check,
+    make_ioi_dataset,
+    single_token_words,
 )
 from sae_paper.analysis.patching_curves import CurvePoint, PatchingCurve
 from sae_paper.chapters.ioi import IoiStudy, curve_from_dict, curve_to_dict
 from sae_paper.chapters.ioi_verdicts import (
-    alpha_floor_finding, dictionary_name, fewer_features_finding, layers_finding, smaller_edits_finding,
+    alpha_floor_finding,
+    dictionary_name,
+    fewer_features_finding,
+    layers_finding,
+    smaller_edits_finding,
 )
 from sae_paper.errors import SaePaperError
 

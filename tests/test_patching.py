@@ -16,7 +16,13 @@ import torch
 from sae_paper.analysis.ioi_prompts import final_logits, make_ioi_dataset
 from sae_paper.analysis.patching import FeaturePatching, ModelTail, PatchingSetup, kl_divergence
 from sae_paper.analysis.patching_curves import (
-    PAPER_THRESHOLDS, acdc, cost_to_reach, kl_levels, log_thresholds, patching_curve, threshold_sets,
+    PAPER_THRESHOLDS,
+    acdc,
+    cost_to_reach,
+    kl_levels,
+    log_thresholds,
+    patching_curve,
+    threshold_sets,
 )
 from sae_paper.core.decompositions import SaeDecomposition, neuron_basis, random_directions
 from sae_paper.core.sae import make_sae

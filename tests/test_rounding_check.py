@@ -16,7 +16,13 @@ import yaml
 
 from sae_paper.book.profiles import BookError
 from sae_paper.book.rounding_check import (
-    SCRATCH, ClaimOutcome, check_rounding, perturbed_copy, read_outcomes, rounding_flips, write_check,
+    SCRATCH,
+    ClaimOutcome,
+    check_rounding,
+    perturbed_copy,
+    read_outcomes,
+    rounding_flips,
+    write_check,
 )
 from sae_paper.book.runner import ROUNDING_CHECK, BookLayout
 from sae_paper.data.activations import ActivationCache, HarvestSpec, harvest

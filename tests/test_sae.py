@@ -8,8 +8,16 @@ import pytest
 import torch
 
 from sae_paper.core.sae import (
-    CONFIG_FILE, SAE_KINDS, WEIGHTS_FILE, ImportedUntiedSAE, SparseAutoencoder, TiedSAE, UntiedSAE, load_sae, make_sae,
-    normalize_rows, register_sae,
+    CONFIG_FILE,
+    SAE_KINDS,
+    WEIGHTS_FILE,
+    ImportedUntiedSAE,
+    SparseAutoencoder,
+    TiedSAE,
+    UntiedSAE,
+    load_sae,
+    make_sae,
+    register_sae,
 )
 from sae_paper.errors import SaePaperError
 

@@ -22,7 +22,13 @@ from sae_paper.core.sae import ImportedUntiedSAE, make_sae
 from sae_paper.data.models import Site
 from sae_paper.errors import SaePaperError
 from sae_paper.interop.saelens import (
-    CONFIG_FILE, SAELENS_VERSION, WEIGHTS_FILE, export_sae, ignored_token_ids, import_saelens, saebench_splice,
+    CONFIG_FILE,
+    SAELENS_VERSION,
+    WEIGHTS_FILE,
+    export_sae,
+    ignored_token_ids,
+    import_saelens,
+    saebench_splice,
     write_saelens,
 )
 

@@ -8,8 +8,14 @@ from matplotlib.figure import Figure
 
 from sae_paper.book.profiles import study_classes
 from sae_paper.chapters.training import (
-    TrainingStudy, epochs_finding, mlp_dead_finding, resid_alive_finding, splice_finding, tradeoff_finding,
-    train_runtime_finding, untied_finding,
+    TrainingStudy,
+    epochs_finding,
+    mlp_dead_finding,
+    resid_alive_finding,
+    splice_finding,
+    tradeoff_finding,
+    train_runtime_finding,
+    untied_finding,
 )
 from sae_paper.core.metrics import SpliceMetrics
 from sae_paper.core.sweeps import SweepRecord, collect, markdown_table, select

@@ -149,9 +149,10 @@ def generate_prompts(
         io, subject, counterfactual = rng.sample(names, 3)
         place, thing = rng.choice(places), rng.choice(objects)
 
+        # fill is called in this iteration only, so the loop variables it reads are this prompt's.
         def fill(indirect: str) -> str:
-            first, second = (indirect, subject) if order == "ABBA" else (subject, indirect)
-            return template.format(A=first, B=second, S=subject, PLACE=place, OBJECT=thing)
+            first, second = (indirect, subject) if order == "ABBA" else (subject, indirect)  # noqa: B023
+            return template.format(A=first, B=second, S=subject, PLACE=place, OBJECT=thing)  # noqa: B023
 
         prompts.append(IoiPrompt(fill(io), fill(counterfactual), io, subject, counterfactual, template_index, order))
     return tuple(prompts)

@@ -181,7 +181,7 @@ def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int
     gap = _smallest_gap(sae, bases, random_only=True)
     verdict = "reproduced" if lower and gap[0] > 0 else "partly" if ahead else "not"
     ours = (f"random-only at {site}: " + ", ".join(_fmt(s, True) for s in [sae, *bases]) + "; SAE random-only vs "
-            "top-and-random per layer: " + ", ".join(f"L{l} {s.random_mean:.2f} vs {s.mean:.2f}" for l, s in saes.items()))
+            "top-and-random per layer: " + ", ".join(f"L{layer} {s.random_mean:.2f} vs {s.mean:.2f}" for layer, s in saes.items()))
     note = RANDOM_ONLY_RULE.note("a constant simulation scores 0", _backend_note(backend))
     return Decision(Finding(ours, verdict, note, _marks(backend)), *_smallest([gap, *lower_by]))
 

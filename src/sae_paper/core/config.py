@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast, get_args
 
 from sae_paper.errors import SaePaperError
 
@@ -90,8 +90,8 @@ class RunConfig:
             return SaePaperError(f"config field {name}={getattr(self, name)!r}: {why}")
 
         for name, choices in (("site", SiteKind), ("sae", SaeKind), ("dtype", DType)):
-            if getattr(self, name) not in choices.__args__:
-                raise bad(name, f"must be one of {', '.join(choices.__args__)}")
+            if getattr(self, name) not in get_args(choices):
+                raise bad(name, f"must be one of {', '.join(get_args(choices))}")
         for name in ("n_tokens", "context_length", "harvest_batch_size", "batch_size", "epochs", "eval_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -135,10 +135,11 @@ def field_docs() -> dict[str, str]:
     import inspect
 
     tree = ast.parse(inspect.getsource(RunConfig))
-    body = tree.body[0].body
+    body = cast(ast.ClassDef, tree.body[0]).body
     docs: dict[str, str] = {}
     for node, after in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant)):
             docs[node.target.id] = str(after.value.value)
     return docs
 

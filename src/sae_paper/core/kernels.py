@@ -129,7 +129,8 @@ class _FusedSae(torch.autograd.Function):
         flat = err.view(-1)
         mse = torch.dot(flat, flat) / err.numel()
         ctx.sparse = active is not None
-        sparse_parts = (active.crow, active.rows, active.features, active.values) if ctx.sparse else (None,) * 4
+        # ctx.sparse is `active is not None`
+        sparse_parts = (active.crow, active.rows, active.features, active.values) if ctx.sparse else (None,) * 4  # type: ignore[union-attr]
         ctx.save_for_backward(x, encoder, decoder, codes, err, *sparse_parts)
         ctx.set_materialize_grads(False)
         return x_hat, codes, mse, l1

@@ -86,7 +86,7 @@ class _StreamingVariance:
         n_b = x.shape[0]
         mean_b = x.mean(dim=0)
         m2_b = (x - mean_b).pow(2).sum(dim=0)
-        if self.mean is None:
+        if self.mean is None or self.m2 is None:  # both are None until the first batch
             self.n, self.mean, self.m2 = n_b, mean_b, m2_b
             return
         n = self.n + n_b
@@ -221,8 +221,8 @@ def reference_ce(model, site, tokens: Int[Tensor, "batch pos"], *, separator_id:
                  progress: bool = False) -> ReferenceCE:
     """CE of ``model`` on ``tokens`` clean and with ``site`` zero-ablated at the kept positions."""
     options = dict(separator_id=separator_id, batch_size=batch_size, progress=progress)
-    clean, n = _masked_ce(model, site, tokens, None, desc="clean CE", **options)
-    zero, _ = _masked_ce(model, site, tokens, torch.zeros_like, desc="zero-ablated CE", **options)
+    clean, n = _masked_ce(model, site, tokens, None, desc="clean CE", **options)  # type: ignore[arg-type]
+    zero, _ = _masked_ce(model, site, tokens, torch.zeros_like, desc="zero-ablated CE", **options)  # type: ignore[arg-type]
     return ReferenceCE(clean, zero, n)
 
 
@@ -245,8 +245,8 @@ def splice_metrics(
     (:func:`reference_ce`; one forward pass instead of three).
     """
     options = dict(separator_id=separator_id, batch_size=batch_size, progress=progress)
-    reference = reference or reference_ce(model, site, tokens, **options)
-    spliced, n = _masked_ce(model, site, tokens, reconstruct, desc="spliced CE", **options)
+    reference = reference or reference_ce(model, site, tokens, **options)  # type: ignore[arg-type]
+    spliced, n = _masked_ce(model, site, tokens, reconstruct, desc="spliced CE", **options)  # type: ignore[arg-type]
     if n != reference.n_tokens:
         raise SaePaperError(f"the reference CE counts {reference.n_tokens} predictions, these tokens {n}: another text")
     return SpliceMetrics(reference.ce_clean, spliced, reference.ce_zero, n)

@@ -31,7 +31,7 @@ from sae_paper.data import cache
 from sae_paper.data.activations import ActivationCache, HarvestSpec, complete, harvest
 from sae_paper.data.models import Site, load_model, model_spec
 from sae_paper.data.paths import cache_dir, shared_dir
-from sae_paper.data.text import POLICY_VERSION, load_contexts, text_source
+from sae_paper.data.text import POLICY_VERSION, Split, load_contexts, text_source
 from sae_paper.errors import SaePaperError
 
 EVALUATION_FILE = "evaluation-v{version}-{eval_tokens}.json"
@@ -98,12 +98,12 @@ class Run:
     def alpha(self) -> float:
         return self.config.alpha if self.config.alpha is not None else self.spec.default_alpha(self.config.site)
 
-    def harvest_spec(self, split: str) -> HarvestSpec:
+    def harvest_spec(self, split: Split) -> HarvestSpec:
         c = self.config
         n_tokens = c.n_tokens if split == "train" else c.eval_tokens
         return HarvestSpec(c.model, c.source, split, n_tokens, c.context_length, c.dtype, c.text_seed)
 
-    def activations(self, split: str = "train") -> ActivationCache:
+    def activations(self, split: Split = "train") -> ActivationCache:
         """The site's activations for a split (the first ``n_tokens`` or ``eval_tokens`` kept rows of the
         text's shared cache), harvested or extended on first use."""
         spec = self.harvest_spec(split)

@@ -22,6 +22,7 @@ from sae_paper.core.pipeline import Run
 from sae_paper.core.train import SUMMARY_FILE
 from sae_paper.data.activations import HarvestSpec, harvest_all
 from sae_paper.data.models import Site, load_model
+from sae_paper.data.text import Split
 from sae_paper.errors import SaePaperError
 
 
@@ -64,7 +65,7 @@ class SweepRecord:
         return 1.0 - self.alive_fraction
 
 
-def harvest_requests(configs: Iterable[RunConfig], splits: Sequence[str] = ("train", "eval")) -> list[tuple[HarvestSpec, Site]]:
+def harvest_requests(configs: Iterable[RunConfig], splits: Sequence[Split] = ("train", "eval")) -> list[tuple[HarvestSpec, Site]]:
     """The (harvest spec, site) pairs the configs read, for :func:`sae_paper.data.activations.harvest_all`."""
     requests = []
     for config in configs:
@@ -79,7 +80,7 @@ def prefetch(
     model: Callable[[], Any] | None = None,
     batch_size: int | None = None,
     progress: bool = False,
-    splits: Sequence[str] = ("train", "eval"),
+    splits: Sequence[Split] = ("train", "eval"),
 ) -> list[str]:
     """Harvest every activation cache ``configs`` need that is not complete yet.
 

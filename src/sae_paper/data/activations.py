@@ -24,7 +24,7 @@ from sae_paper.data import cache
 from sae_paper.data.models import Site
 from sae_paper.data.models import model_spec as find_model_spec
 from sae_paper.data.paths import cache_dir
-from sae_paper.data.text import POLICY_VERSION, iter_contexts, kept_positions
+from sae_paper.data.text import POLICY_VERSION, Split, iter_contexts, kept_positions
 from sae_paper.errors import SaePaperError
 
 
@@ -88,7 +88,7 @@ class HarvestSpec:
 
     model: str
     source: str
-    split: str
+    split: Split
     n_tokens: int
     context_length: int
     dtype: str
@@ -320,7 +320,7 @@ def _extend(model, spec: HarvestSpec, targets: dict[Site, tuple[Path, dict, int]
     first = min(done.values())
     cache.notice(f"harvesting {spec.split} activations of {spec.source} ({', '.join(map(str, targets))}, up to {goal:,} rows) "
                  f"from shard {first} into {spec.folder()}")
-    kept_before = sum(shard["kept"] for shard in targets[min(done, key=done.get)][1]["shards"])
+    kept_before = sum(shard["kept"] for shard in targets[min(done, key=done.get)][1]["shards"])  # type: ignore[arg-type]  # every site is in done
     stream = iter_contexts(
         spec.source, model.tokenizer, context_length=spec.context_length, bos_token_id=model_spec.bos_token_id,
         split=spec.split, seed=spec.seed, max_document_tokens=spec.max_document_tokens,

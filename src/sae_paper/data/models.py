@@ -177,7 +177,7 @@ def _load_random_pythia(spec: ModelSpec):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     config = GPTNeoXConfig.from_json_file(str(shared_file("models", "pythia-configs", f"{spec.hub_id.split('/')[1]}.json")))
-    config.torch_dtype = torch.float32
+    config.torch_dtype = torch.float32  # type: ignore[misc]  # transformers' stubs call it read-only; it sets dtype
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(0)  # the same random model every time, without disturbing the caller's RNG
     try:

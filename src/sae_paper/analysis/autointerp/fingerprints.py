@@ -28,7 +28,8 @@ def _remembered(obj: Any, state: tuple, compute) -> str:
     if found is not None and found[0]() is obj and found[1] == state:
         return found[2]
     digest = compute()
-    _SEEN[id(obj)] = (weakref.ref(obj, lambda _, key=id(obj): _SEEN.pop(key, None)), state, digest)
+    key = id(obj)
+    _SEEN[key] = (weakref.ref(obj, lambda _, key=key: _SEEN.pop(key, None)), state, digest)
     return digest
 
 

@@ -189,7 +189,7 @@ def feature_codes(decomposition: Decomposition, activations: Float[Tensor, "n_fr
 @torch.no_grad()
 def varying_fragment_counts(decomposition: Decomposition, activations: Float[Tensor, "n_fragments pos d"],
                             keep: Sequence[int] = (), *, fragments_per_chunk: int = 64
-                            ) -> tuple[Int[Tensor, "n_features"], Float[Tensor, "n_fragments pos n_keep"]]:
+                            ) -> tuple[Int[Tensor, "n_features"], Float[Tensor, "n_fragments pos n_keep"]]:  # noqa: F821 (a jaxtyping dimension)
     """For each feature, the number of fragments on which its activation has non-zero variance; and the
     codes of the features ``keep``, read from the same pass (encoding the fragments is most of scoring's cost)."""
     counts = torch.zeros(decomposition.n_features, dtype=torch.long)

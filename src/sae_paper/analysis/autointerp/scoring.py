@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from sae_paper.analysis.autointerp.backends import ActivationRecord, BackendFailure, Cached, TokenListBackend
+from sae_paper.analysis.autointerp.fingerprints import fingerprint, fragments_digest, tensor_digest
 from sae_paper.analysis.autointerp.fragments import (
     FeatureChoice,
     Fragments,
@@ -39,7 +40,6 @@ from sae_paper.analysis.autointerp.fragments import (
     select_fragments,
     varying_fragment_counts,
 )
-from sae_paper.analysis.autointerp.fingerprints import fingerprint, fragments_digest, tensor_digest
 from sae_paper.analysis.autointerp.token_list import TokenListScorer
 from sae_paper.core.decompositions import Decomposition
 from sae_paper.data import cache

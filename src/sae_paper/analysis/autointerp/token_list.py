@@ -23,7 +23,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from sae_paper.analysis.autointerp.backends import (
-    TokenListBackend, normal_token, token_list_explanation, token_list_weights,
+    TokenListBackend,
+    normal_token,
+    token_list_explanation,
+    token_list_weights,
 )
 from sae_paper.analysis.autointerp.fragments import Fragments
 
