@@ -100,7 +100,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without
 from IPython.display import Markdown
 
 from sae_paper.analysis.ioi_prompts import ioi_check, make_ioi_dataset
-from sae_paper.analysis.patching import PatchingSetup
+from sae_paper.analysis.patching import SetupsByLayer
 from sae_paper.chapters.ioi import (
     NOTEBOOK, CurveTable, IoiStudy, LayerDictionaries, RecordTable, patching_curves, reseeded_curves, token_sweep,
     token_trends,
@@ -136,14 +136,7 @@ print(f"{study.model}: main layer {study.layer}, Figure 17 layers {list(study.la
 with prov.section("load model, IOI prompts and check"):
     lm = load_model(study.model)
     data = make_ioi_dataset(lm.tokenizer, study.n_prompts, seed=study.prompt_seed)
-    setups = {}
-
-    def setup_for(layer_):
-        """The base and target runs to ``layer_`` (two partial passes), made once per layer."""
-        if layer_ not in setups:
-            setups[layer_] = PatchingSetup.from_model(lm, data, layer_)
-        return setups[layer_]
-
+    setup_for = SetupsByLayer(lm, data)  # the base and target runs to a layer, made once per layer
     check = ioi_check(data, setup_for(study.layer).base_logits, setup_for(study.layer).target_logits)
 for p in data.prompts[:4]:
     print(f"{p.order}  {p.base!r} → {p.io!r}   target: …{p.counterfactual_io}… → {p.counterfactual_io!r}")

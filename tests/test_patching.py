@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sae_paper.analysis.ioi_prompts import final_logits, make_ioi_dataset
-from sae_paper.analysis.patching import FeaturePatching, ModelTail, PatchingSetup, kl_divergence
+from sae_paper.analysis.patching import FeaturePatching, ModelTail, PatchingSetup, SetupsByLayer, kl_divergence
 from sae_paper.analysis.patching_curves import (
     PAPER_THRESHOLDS,
     acdc,
@@ -255,6 +255,15 @@ def test_pythia_lossless_patching_reproduces_the_target(pythia_setup):
     assert result.kl[0].item() == pytest.approx(0.0, abs=1e-9)
     assert result.kl[1].item() == pytest.approx(setup.kl_base(), rel=1e-4)
     assert setup.kl_base() > 0
+
+
+def test_setups_by_layer_makes_each_layers_runs_once_and_as_from_model_does(pythia_random, pythia_setup):
+    data, at_two = pythia_setup
+    setups = SetupsByLayer(pythia_random, data)
+    assert setups(2) is setups(2)
+    assert setups(1) is not setups(2) and setups(1).layer == 1
+    torch.testing.assert_close(setups(2).base_resid, at_two.base_resid, rtol=0, atol=0)
+    torch.testing.assert_close(setups(2).target_logits, at_two.target_logits, rtol=0, atol=0)
 
 
 def test_pythia_identical_prompts_give_zero_kl(pythia_random):

@@ -190,6 +190,23 @@ class PatchingSetup:
 # --------------------------------------------------------------------------------------
 
 
+class SetupsByLayer:
+    """``setups(layer)``: the :class:`PatchingSetup` at ``layer``, made on first use and then kept.
+
+    Every curve at a layer (each dictionary, each seed, the token sweep) patches the same base and
+    target runs, so a layer's two partial passes are made once however many curves read them.
+    """
+
+    def __init__(self, model, dataset: IoiDataset):
+        self.model, self.dataset = model, dataset
+        self._setups: dict[int, PatchingSetup] = {}
+
+    def __call__(self, layer: int) -> PatchingSetup:
+        if layer not in self._setups:
+            self._setups[layer] = PatchingSetup.from_model(self.model, self.dataset, layer)
+        return self._setups[layer]
+
+
 @dataclass(frozen=True)
 class PatchResult:
     """Exact results of patching some feature sets (one entry per set)."""
