@@ -68,11 +68,13 @@ COMPUTATIONS: dict[str, Computation] = {
         "sae_paper.data.activations._append_shard", "sae_paper.data.text.kept_positions",
         "sae_paper.data.text.iter_contexts", "sae_paper.data.text.iter_documents")),
     "sae": Computation(2, (
-        "sae_paper.core.train.train_sae", "sae_paper.core.train.train_step", "sae_paper.core.train._Run",
+        "sae_paper.core.train.train_sae", "sae_paper.core.train.train_step", "sae_paper.core.train.training_forward",
+        "sae_paper.core.train._Run", "sae_paper.core.train._save",
         "sae_paper.core.train.make_optimizer", "sae_paper.core.sae.SparseAutoencoder", "sae_paper.core.sae.TiedSAE",
         "sae_paper.core.sae.UntiedSAE", "sae_paper.core.kernels._FusedSae", "sae_paper.core.kernels._dense_backward",
         "sae_paper.core.kernels._sparse_backward", "sae_paper.core.kernels.ActiveCodes",
-        "sae_paper.core.kernels.sparse_pays", "sae_paper.core.kernels.NormalizeRows",
+        "sae_paper.core.kernels.choose_path", "sae_paper.core.kernels.fused_sae",
+        "sae_paper.core.kernels.NormalizeRows",
         "sae_paper.data.activations.ActivationCache")),
     "evaluation": Computation(1, (
         "sae_paper.core.pipeline.Run.evaluate", "sae_paper.core.pipeline.Run.splice",
