@@ -25,7 +25,7 @@ density over the timed steps is printed too); "auto" is what training runs. The 
 the bare matmuls are timed alternately, step by step, so that a noisy machine slows all
 alike; each repeat of ``--steps`` steps gives a ratio to the limit and medians are printed.
 The crossover is where sparse and dense take equally long (interpolated in log density);
-``sae_kernels.SPARSE_CROSSOVER`` records it. The last block is the book's own shape: the
+:data:`sae_paper.core.kernels.SPARSE_CROSSOVER` records it. The last block is the book's own shape: the
 default profile's main SAE (batch 128, d_in 576, d_sae 1,152) at its L0 of ~30.
 
     python benchmarks/train_throughput.py [--batch 4096] [--d-in 512] [--d-sae 4096]

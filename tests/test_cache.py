@@ -232,3 +232,57 @@ def test_notices_go_to_the_log_file_the_runner_names_not_to_stderr(tmp_path, mon
     monkeypatch.delenv(cache.LOG_ENV)
     cache.notice("on stderr")
     assert capsys.readouterr().err == "sae-paper: on stderr\n"
+
+
+def test_atomic_write_replaces_the_file_and_keeps_the_old_one_when_the_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "entry.json"
+    path.write_text("old")
+    written = []
+
+    def write_new(tmp: Path) -> None:
+        assert tmp.parent == path.parent and str(os.getpid()) in tmp.name and not path.read_text() == "new"
+        written.append(tmp)
+        tmp.write_text("new")
+
+    cache.atomic_write(path, write_new)
+    assert path.read_text() == "new" and sorted(tmp_path.iterdir()) == [path] and not written[0].exists()
+
+    def half_then_fail(tmp: Path) -> None:
+        tmp.write_text("half of a new fi")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        cache.atomic_write(path, half_then_fail)
+    assert path.read_text() == "new" and sorted(tmp_path.iterdir()) == [path]  # old file intact, no temporary left
+
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    cache.atomic_write(tmp_path / "checkpoint.pt", lambda tmp: tmp.write_bytes(b"\x00\x01"), durable=True)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"\x00\x01" and len(synced) == 1
+    cache.atomic_write(path, lambda tmp: tmp.write_text("newer"))
+    assert path.read_text() == "newer" and len(synced) == 1  # only a durable write flushes to disk
+
+
+def test_replace_folder_puts_a_whole_new_folder_in_place_or_leaves_the_old_one(tmp_path):
+    entry = tmp_path / "entry"
+
+    def fill(files: dict[str, str]):
+        def write(tmp: Path) -> None:
+            for name, text in files.items():
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                (tmp / name).write_text(text)
+        return write
+
+    cache.replace_folder(entry, fill({"a.txt": "1", "sub/b.txt": "2"}))  # no folder before
+    cache.replace_folder(entry, fill({"c.txt": "3"}))
+    assert sorted(p.relative_to(entry).as_posix() for p in entry.rglob("*")) == ["c.txt"]  # nothing of the old one
+    assert (entry / "c.txt").read_text() == "3" and sorted(tmp_path.iterdir()) == [entry]
+
+    def fail(tmp: Path) -> None:
+        fill({"d.txt": "4"})(tmp)
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        cache.replace_folder(entry, fail)
+    assert sorted(p.name for p in entry.iterdir()) == ["c.txt"] and sorted(tmp_path.iterdir()) == [entry]

@@ -1,4 +1,7 @@
-"""Differential tests of the SAE's fast paths (sae_paper.core.kernels): dense and sparse == reference."""
+"""Differential tests of the SAE's fast paths (sae_paper.core.kernels): dense and sparse == reference.
+
+The training step picks the kernel (sae_paper.core.train.training_forward); SAE.forward is the
+"auto" choice of the same kernels."""
 
 from __future__ import annotations
 
@@ -6,9 +9,10 @@ import pytest
 import torch
 
 from sae_paper.core import kernels as sae_kernels
-from sae_paper.core.kernels import SPARSE_CROSSOVER, NormalizeRows, sparse_pays
+from sae_paper.core.kernels import SPARSE_CROSSOVER, NormalizeRows, choose_path
 from sae_paper.core.sae import SparseAutoencoder, make_sae, normalize_rows
-from sae_paper.core.train import make_optimizer, train_step
+from sae_paper.core.train import make_optimizer, train_step, training_forward
+from sae_paper.errors import SaePaperError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 KINDS = ("tied", "untied")
@@ -72,7 +76,7 @@ OBJECTIVES = {  # each output alone, and all together, so every branch of each b
 def test_fast_paths_agree_with_reference_values_and_gradients(kind, path, case):
     """Each hand-written backward equals plain autograd, for every input and every output used."""
     sae, x = codes_case(kind, case)
-    fast, reference = sae(x, path), sae.reference_forward(x)
+    fast, reference = training_forward(sae, x, path), sae.reference_forward(x)
     assert EXPECTED_ACTIVE[case](reference.codes.detach()), case
     for name, a, b in zip(fast._fields, fast, reference):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
@@ -88,7 +92,7 @@ def test_fast_paths_agree_with_reference_values_and_gradients(kind, path, case):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
     # and the loss alone through .backward(), the training path
     sae.zero_grad()
-    sae(x.detach(), path).loss.backward()
+    training_forward(sae, x.detach(), path).loss.backward()
     fast_param_grads = [p.grad.clone() for p in sae.parameters()]
     sae.zero_grad()
     sae.reference_forward(x.detach()).loss.backward()
@@ -101,8 +105,8 @@ def test_fast_paths_agree_with_reference_values_and_gradients(kind, path, case):
 def test_fast_paths_pass_gradcheck(kind, path):
     sae = make_sae(kind, 4, 6, alpha=0.1, seed=2).double()
     x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x: sae(x, path).loss, (x,))
-    assert torch.autograd.gradcheck(lambda x: sae(x, path).x_hat, (x,))
+    assert torch.autograd.gradcheck(lambda x: training_forward(sae, x, path).loss, (x,))
+    assert torch.autograd.gradcheck(lambda x: training_forward(sae, x, path).x_hat, (x,))
 
 
 def test_fused_row_normalisation_agrees_with_f_normalize_even_for_tiny_rows():
@@ -145,19 +149,38 @@ def test_sparse_and_dense_training_reach_the_same_weights(kind, dtype):
                                    atol=1e-12 if tight else 1e-6, msg=name)
 
 
-def test_sparse_pays_below_the_crossover_on_measured_devices_only():
+def codes_of_density(active: int, total: int = 1000) -> torch.Tensor:
+    codes = torch.zeros(1, total)
+    codes[0, :active] = 0.5
+    return codes
+
+
+def test_auto_goes_sparse_on_cpu_at_or_below_the_measured_crossover():
     crossover = SPARSE_CROSSOVER["cpu"]
-    cpu = torch.device("cpu")
-    assert sparse_pays(0, 1000, cpu)
-    assert sparse_pays(round(crossover * 1000), 1000, cpu)
-    assert not sparse_pays(round(crossover * 1000) + 1, 1000, cpu)
-    assert not sparse_pays(1000, 1000, cpu)
-    assert not sparse_pays(0, 1000, torch.device("meta"))  # not measured: dense
+    for device in ("cpu", torch.device("cpu")):
+        assert choose_path(device, codes_of_density(0)) == "sparse"
+        assert choose_path(device, codes_of_density(round(crossover * 1000))) == "sparse"
+        assert choose_path(device, codes_of_density(round(crossover * 1000) + 1)) == "dense"
+        assert choose_path(device, codes_of_density(1000)) == "dense"
 
 
-@pytest.mark.parametrize(("bias", "expected"), [(-2.0, "sparse"), (2.0, "dense")])
-def test_auto_takes_the_path_the_batch_density_calls_for(monkeypatch, bias, expected):
-    """train_step's default "auto" takes the sparse backward on sparse codes, the dense one on dense codes."""
+@pytest.mark.parametrize("device", ["cuda", torch.device("cuda"), torch.device("cuda:1"), "mps", "meta"])
+def test_auto_on_a_device_without_a_measured_crossover_is_dense_and_never_reads_the_codes(device):
+    """benchmarks/sparse_kernels.py picked the sparse kernels on a CPU, and no benchmark has shown them
+    paying on a GPU: "auto" there is the dense kernel, even for codes that are all zero, and it decides
+    without reading the codes (a meta tensor has no values: counting them would raise)."""
+    assert "cuda" not in SPARSE_CROSSOVER
+    assert choose_path(device, torch.empty(64, 1000, device="meta")) == "dense"
+    assert choose_path(device, codes_of_density(0)) == "dense"
+
+
+@pytest.mark.parametrize(("bias", "measured", "expected"),
+                         [(-2.0, True, "sparse"), (2.0, True, "dense"), (-2.0, False, "dense")])
+def test_auto_takes_the_path_the_batch_density_calls_for(monkeypatch, bias, measured, expected):
+    """train_step's default "auto" takes the sparse backward on sparse codes, the dense one on dense codes;
+    on a device type without a measured crossover (here the CPU with its entry taken out) always the dense one."""
+    if not measured:
+        monkeypatch.delitem(SPARSE_CROSSOVER, "cpu")
     taken = []
     for path in PATHS:
         original = getattr(sae_kernels, f"_{path}_backward")
@@ -171,5 +194,5 @@ def test_auto_takes_the_path_the_batch_density_calls_for(monkeypatch, bias, expe
 
 
 def test_an_unknown_path_is_refused():
-    with pytest.raises(ValueError, match="path must be"):
-        make_sae("tied", 4, 8)(torch.randn(2, 4), "fast")
+    with pytest.raises(SaePaperError, match="path must be"):
+        training_forward(make_sae("tied", 4, 8), torch.randn(2, 4), "fast")

@@ -145,7 +145,7 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, small_data, checkpoint_e
     out_dir = tmp_path / "interrupted"
     for stop in stops:
         partial = train_sae(small_data, config, alpha=1e-3, out_dir=out_dir, progress=False, device="cpu",
-                            stop_after_steps=stop)
+                            _stop_after_steps=stop)
         assert not partial.finished and not (out_dir / SUMMARY_FILE).exists()
     resumed = train_sae(small_data, config, alpha=1e-3, out_dir=out_dir, progress=False, device="cpu")
     assert resumed.finished and resumed.summary["resumed_from_step"] == resumed_from
@@ -177,7 +177,7 @@ def test_a_finished_run_is_not_trained_again(tmp_path, small_data):
 )
 def test_a_checkpoint_from_a_different_run_is_refused(tmp_path, small_data, changes, alpha, named):
     train_sae(small_data, small_config(), alpha=1e-3, out_dir=tmp_path, progress=False, device="cpu",
-              stop_after_steps=6)
+              _stop_after_steps=6)
     checkpoint = (tmp_path / CHECKPOINT_FILE).read_bytes()
     with pytest.raises(SaePaperError, match=f"different training run.*{named}"):
         train_sae(small_data, small_config(**changes), alpha=alpha, out_dir=tmp_path, progress=False, device="cpu")
@@ -186,7 +186,7 @@ def test_a_checkpoint_from_a_different_run_is_refused(tmp_path, small_data, chan
 
 def test_a_checkpoint_with_only_a_different_checkpoint_interval_is_resumed(tmp_path, small_data):
     train_sae(small_data, small_config(), alpha=1e-3, out_dir=tmp_path, progress=False, device="cpu",
-              stop_after_steps=6)
+              _stop_after_steps=6)
     result = train_sae(small_data, small_config(checkpoint_every=3), alpha=1e-3, out_dir=tmp_path, progress=False,
                        device="cpu")
     assert result.summary["resumed_from_step"] == 5
@@ -213,8 +213,8 @@ def test_a_source_that_yields_too_few_batches_is_reported(tmp_path):
 
 @pytest.mark.parametrize("stop", [0, -3, 2.5])
 def test_stop_after_steps_must_be_positive(tmp_path, small_data, stop):
-    with pytest.raises(SaePaperError, match="stop_after_steps"):
-        train_sae(small_data, small_config(), alpha=1e-3, out_dir=tmp_path, progress=False, stop_after_steps=stop)
+    with pytest.raises(SaePaperError, match="_stop_after_steps"):
+        train_sae(small_data, small_config(), alpha=1e-3, out_dir=tmp_path, progress=False, _stop_after_steps=stop)
 
 
 def test_progress_bar_shows_loss_fvu_and_l0(tmp_path, small_data, capsys):

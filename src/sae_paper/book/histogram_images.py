@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sae_paper.analysis.autointerp.fingerprints import fingerprint
 from sae_paper.analysis.feature_stats import TokenHistogram
+from sae_paper.data.cache import atomic_write
 from sae_paper.data.paths import cache_dir
 
 POOL_FROM = 24
@@ -43,12 +44,11 @@ def _stored(histogram: TokenHistogram, title: str) -> Path:
 
 
 def _draw(histogram: TokenHistogram, title: str, stored: Path) -> None:
-    """Draw one image into the cache (written to a temporary name, then renamed: never half an image)."""
+    """Draw one image into the cache (atomically: never half an image)."""
     from sae_paper.report.feature_plots import compact_histogram_figure
 
-    tmp = stored.with_name(f"{stored.stem}.{os.getpid()}.tmp")
-    compact_histogram_figure(histogram, title=title).savefig(tmp, dpi=DPI, format="png")
-    os.replace(tmp, stored)
+    figure = compact_histogram_figure(histogram, title=title)
+    atomic_write(stored, lambda tmp: figure.savefig(tmp, dpi=DPI, format="png"))
 
 
 def draw_histograms(jobs: Sequence[tuple[TokenHistogram, str, Path]]) -> int:

@@ -37,7 +37,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sae_paper.data.cache import COMPUTATIONS
+from sae_paper.data.cache import COMPUTATIONS, replace_folder
 from sae_paper.data.paths import cache_dir, shared_dir
 
 OUTPUT_FOLDERS = ("claims", "provenance", "feature_records")
@@ -120,19 +120,17 @@ class ReuseCache:
 
     def store(self, name: str, key: str, source: Path, files: Iterable[str]) -> None:
         """Copy ``files`` (paths relative to ``source``; missing ones skipped) into entry ``name``/``key``."""
-        entry = self._entry(name, key)
-        tmp = entry.with_name(f"{key}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        kept = []
-        for relative in files:
-            if (source / relative).is_file():
-                (tmp / "files" / relative).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source / relative, tmp / "files" / relative)
-                kept.append(relative)
-        (tmp / "files").mkdir(parents=True, exist_ok=True)
-        (tmp / "entry.json").write_text(json.dumps({"files": kept, "stored": time.strftime("%Y-%m-%d %H:%M:%S")}))
-        shutil.rmtree(entry, ignore_errors=True)
-        os.replace(tmp, entry)
+        def fill(tmp: Path) -> None:
+            kept = []
+            for relative in files:
+                if (source / relative).is_file():
+                    (tmp / "files" / relative).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(source / relative, tmp / "files" / relative)
+                    kept.append(relative)
+            (tmp / "files").mkdir(parents=True, exist_ok=True)
+            (tmp / "entry.json").write_text(json.dumps({"files": kept, "stored": time.strftime("%Y-%m-%d %H:%M:%S")}))
+
+        replace_folder(self._entry(name, key), fill)
         self._prune(name)
 
     def _prune(self, name: str) -> None:

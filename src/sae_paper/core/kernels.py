@@ -1,8 +1,9 @@
-"""The SAE's training fast paths: one autograd node for encoder, decoder and loss, dense or sparse.
+"""The SAE's fused kernels: one autograd node for encoder, decoder and loss, dense or sparse.
 
-:class:`~sae_paper.core.sae.SparseAutoencoder` computes its training forward here. A step on
-a batch ``x`` [batch, d_in] with effective weights ``E`` (encoder), ``b`` and ``D``
-(unit-norm decoder rows), ``c = ReLU(x Eᵀ + b)``, ``x̂ = c D``, needs:
+:meth:`~sae_paper.core.sae.SparseAutoencoder.forward` and the training step
+(:func:`sae_paper.core.train.train_step`) compute the SAE here. A step on a batch ``x``
+[batch, d_in] with effective weights ``E`` (encoder), ``b`` and ``D`` (unit-norm decoder
+rows), ``c = ReLU(x Eᵀ + b)``, ``x̂ = c D``, needs:
 
 ============  ==========================  =====================================
 piece          dense (5 matmuls)           sparse (only the active codes)
@@ -18,32 +19,19 @@ where ``g = ∂L/∂x̂``. ``∂pre = ∂c ⊙ [c > 0]`` is zero wherever the Re
 last three need only the ``nnz`` active codes: ``nnz · d_in`` multiply-adds each instead
 of ``batch · d_sae · d_in``. With the paper's L1 codes sparse (the book's main SAE fires
 ~30 of 1,152 features per activation, 2.6 %), four of the five matmuls shrink by the code
-density. The sparse products use torch's own kernels, chosen by timing every candidate
-(``benchmarks/sparse_kernels.py``; single-thread CPU, batch 4,096, d_in 512, d_sae 4,096,
-5 % density, each next to a 193 ms dense matmul), all of which also run on CUDA:
-
-- the active codes: one ``nonzero`` over the byte mask ``c > 0`` (36 ms with the rows;
-  ``Tensor.to_sparse_csr`` 58 ms);
-- decoder, and ∂x when asked: ``F.embedding_bag(features, D, row_ptr, per_sample_weights=c)``,
-  a weighted gather-and-sum per batch row (40 ms; CSR ``sparse.mm`` 2-3x slower);
-- ∂c at the active codes: ``torch.sparse.sampled_addmm`` (SDDMM, 66 ms; the
-  ``embedding_bag`` per-sample-weight backward 2x slower; gathering rows 40x);
-- ∂D and ∂E: ``embedding_bag`` again, on the pattern grouped by feature (one stable
-  ``argsort`` of the feature ids, 28 ms, serves both; 40 ms each; CSR ``sparse.mm`` on
-  the transpose 2x slower, ``index_add_`` of gathered rows 70x).
-
-Only ``nnz``-sized tensors are made besides the codes themselves, and the firing counts
-come from the active feature ids (``bincount``) instead of a pass over the dense codes.
+density. The sparse products use torch's own kernels (so they also run on CUDA), each the
+fastest candidate ``benchmarks/sparse_kernels.py`` timed on a CPU thread; the comment
+beside each says what it beat, and that benchmark's docstring holds the timings. Only
+``nnz``-sized tensors are made besides the codes themselves, and the firing counts come
+from the active feature ids (``bincount``) instead of a pass over the dense codes.
 
 **Which path.** The sparse products gather rows instead of streaming whole matrices, so
-they reach a fraction of a dense matmul's FLOP rate; below a crossover density they
-still win. ``path="auto"`` (what training uses) counts the batch's active codes after
-the encoder (one byte mask, which the sparse path needs anyway) and goes sparse at or
-below :data:`SPARSE_CROSSOVER` for the device type, measured by
-``benchmarks/train_throughput.py``. Both paths compute the same function: the tests
-assert that each agrees with :meth:`~sae_paper.core.sae.SparseAutoencoder.reference_forward`
-to float tolerance, gradients included, and that 100 Adam steps of each reach the same
-weights (only the order of float additions differs).
+they reach a fraction of a dense matmul's FLOP rate; below a crossover density they still
+win. ``path="auto"`` asks :func:`choose_path`, once per batch, after the encoder. Both
+paths compute the same function: the tests assert that each agrees with
+:meth:`~sae_paper.core.sae.SparseAutoencoder.reference_forward` to float tolerance,
+gradients included, and that 100 Adam steps of each reach the same weights (only the
+order of float additions differs).
 
 :class:`NormalizeRows` is the row normalisation of ``M`` with a hand-written backward.
 """
@@ -57,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from sae_paper.errors import SaePaperError
 
 TrainPath = Literal["auto", "dense", "sparse"]
 """How :func:`fused_sae` computes decoder and backward: chosen by code density, or forced."""
@@ -78,10 +68,22 @@ NORM_EPS = 1e-8
 """Row norms are clamped to at least this before dividing (the authors' ``torch.clamp(norms, 1e-8)``)."""
 
 
-def sparse_pays(active: int, total: int, device: torch.device) -> bool:
-    """Whether the sparse path is faster for ``active`` non-zero codes out of ``total`` on ``device``."""
-    crossover = SPARSE_CROSSOVER.get(device.type)
-    return crossover is not None and active <= crossover * total
+def choose_path(device: str | torch.device, codes: Tensor) -> Literal["dense", "sparse"]:
+    """The fused kernel ``path="auto"`` runs for a batch whose ReLU codes are ``codes``, on ``device``'s type.
+
+    Per device type, by measurement. CPU: sparse when at most :data:`SPARSE_CROSSOVER`
+    ``["cpu"]`` of the codes fire (the crossover ``benchmarks/train_throughput.py`` measured).
+    CUDA, and any type not in :data:`SPARSE_CROSSOVER`: dense, without reading ``codes`` (so
+    "auto" costs no host sync there). The sparse primitives were picked by
+    ``benchmarks/sparse_kernels.py`` on one CPU thread, and no run of it or of
+    ``benchmarks/train_throughput.py`` on a GPU has shown the sparse step paying there, so a
+    CPU-tuned kernel never runs on CUDA unless asked for (``path="sparse"``). A crossover
+    measured on a GPU joins :data:`SPARSE_CROSSOVER` under ``"cuda"``.
+    """
+    crossover = SPARSE_CROSSOVER.get(torch.device(device).type)
+    if crossover is None:
+        return "dense"
+    return "sparse" if int(torch.count_nonzero(codes > 0)) <= crossover * codes.numel() else "dense"
 
 
 def fused_sae(x: Tensor, encoder: Tensor, bias: Tensor, decoder: Tensor, path: TrainPath = "auto",
@@ -92,7 +94,7 @@ def fused_sae(x: Tensor, encoder: Tensor, bias: Tensor, decoder: Tensor, path: T
     added: counted from the active codes when the step is sparse, so at no extra dense pass.
     """
     if path not in ("auto", "dense", "sparse"):
-        raise ValueError(f"path must be 'auto', 'dense' or 'sparse', got {path!r}")
+        raise SaePaperError(f"path must be 'auto', 'dense' or 'sparse', got {path!r}")
     return _FusedSae.apply(x, encoder, bias, decoder, path, fire_counts)
 
 
@@ -109,11 +111,9 @@ class _FusedSae(torch.autograd.Function):
     def forward(ctx, x: Tensor, encoder: Tensor, bias: Tensor, decoder: Tensor, path: TrainPath,
                 fire_counts: Tensor | None):
         codes = torch.addmm(bias, x, encoder.t()).relu_()
-        active = None
-        if path == "sparse" or (path == "auto" and codes.device.type in SPARSE_CROSSOVER):  # else no host sync
-            fired = codes > 0
-            if path == "sparse" or sparse_pays(int(torch.count_nonzero(fired)), fired.numel(), codes.device):
-                active = ActiveCodes.of(codes, fired)
+        if path == "auto":
+            path = choose_path(codes.device, codes)
+        active = ActiveCodes.of(codes) if path == "sparse" else None
         if active is not None:
             x_hat = active.decode(decoder)
             l1 = active.values.sum() / x.shape[0]
@@ -224,11 +224,11 @@ class ActiveCodes:
         self._transpose: tuple[Tensor, Tensor, Tensor] | None = None
 
     @classmethod
-    def of(cls, codes: Tensor, fired: Tensor) -> "ActiveCodes":
-        """The codes where ``fired`` (= codes > 0): one nonzero over the byte mask, then nnz-sized work
-        (faster than ``Tensor.to_sparse_csr``, and it gives the rows too)."""
+    def of(cls, codes: Tensor) -> "ActiveCodes":
+        """The codes > 0 of ``codes`` [batch, d_sae]."""
         batch, d_sae = codes.shape
-        flat = fired.view(-1).nonzero().squeeze(1)
+        # one nonzero over the byte mask, then nnz-sized work: faster than Tensor.to_sparse_csr, and it gives the rows
+        flat = (codes > 0).view(-1).nonzero().squeeze(1)
         rows = torch.div(flat, d_sae, rounding_mode="floor")
         crow = torch.zeros(batch + 1, dtype=torch.int64, device=codes.device)
         torch.cumsum(torch.bincount(rows, minlength=batch), 0, out=crow[1:])
@@ -236,12 +236,14 @@ class ActiveCodes:
 
     def decode(self, matrix: Tensor, weights: Tensor | None = None) -> Tensor:
         """``W M`` [batch, d_in] for W the pattern carrying ``weights`` (default: the codes), M [d_sae, d_in]."""
+        # a weighted gather-and-sum per batch row; CSR sparse.mm is 2-3x slower
         return F.embedding_bag(self.features, matrix, self.crow, mode="sum",
                                per_sample_weights=self.values if weights is None else weights,
                                include_last_offset=True)
 
     def sampled_dot(self, left: Tensor, matrix: Tensor) -> Tensor:
         """``(left Mᵀ)[i, j]`` at each active (i, j) [nnz]: ``left`` [batch, d_in], M [d_sae, d_in]."""
+        # SDDMM; embedding_bag's per-sample-weight backward is 2x slower, gathering rows of M 40x
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
             pattern = torch.sparse_csr_tensor(self.crow, self.features, self.values, self.shape,
@@ -254,13 +256,15 @@ class ActiveCodes:
 
     def transposed_sum(self, weights: Tensor, dense: Tensor) -> Tensor:
         """``Wᵀ Y`` [d_sae, d_in] for W the pattern carrying ``weights`` [nnz], Y [batch, d_in]."""
+        # embedding_bag on the pattern grouped by feature; CSR sparse.mm on the transpose is 2x slower,
+        # index_add_ of gathered rows 70x
         order, feature_ptr, rows = self.transpose()
         return F.embedding_bag(rows, dense, feature_ptr, mode="sum", per_sample_weights=weights[order],
                                include_last_offset=True)
 
     def transpose(self) -> tuple[Tensor, Tensor, Tensor]:
         """(order, feature_ptr, rows): the active codes grouped by feature; ``order`` maps back."""
-        if self._transpose is None:
+        if self._transpose is None:  # one stable argsort of the feature ids serves ∂D and ∂E
             order = torch.argsort(self.features, stable=True)
             feature_ptr = torch.zeros(self.shape[1] + 1, dtype=torch.int64, device=order.device)
             torch.cumsum(torch.bincount(self.features, minlength=self.shape[1]), 0, out=feature_ptr[1:])

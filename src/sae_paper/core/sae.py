@@ -31,12 +31,13 @@ given a row-normalisation function. The base class owns encode/decode, the loss,
 checks and save/load; a registry maps the saved ``kind`` back to the class, so
 :func:`load_sae` needs no if/elif.
 
-:meth:`SparseAutoencoder.forward` is the training fast path (:mod:`sae_paper.core.kernels`):
+:meth:`SparseAutoencoder.forward` runs the fused kernels of :mod:`sae_paper.core.kernels`:
 two autograd nodes with hand-written backwards, one for the row normalisation and one for
-encoder, decoder and loss. Dense, it does exactly the five matmuls a step needs and few
-elementwise passes (on a CPU the elementwise tail of plain autograd costs ~15% of a step,
-F.normalize alone 5%); sparse, it does only the encoder matmul densely and the rest over
-the active codes, and it picks between the two by the batch's code density.
+encoder, decoder and loss, dense or sparse, as :func:`~sae_paper.core.kernels.choose_path`
+picks for the device (both compute the same function). The training step
+(:func:`sae_paper.core.train.train_step`) calls the same kernels through
+:meth:`~SparseAutoencoder.fused_weights` and :meth:`~SparseAutoencoder.output`, adding what
+only training needs: a forced kernel and the firing counts.
 :meth:`SparseAutoencoder.reference_forward` computes the same outputs with plain autograd
 from :meth:`~SparseAutoencoder.encode` and :meth:`~SparseAutoencoder.decode`; the tests
 assert the paths agree, gradients included.
@@ -46,18 +47,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from sae_paper.core.kernels import NORM_EPS, NormalizeRows, TrainPath, fused_sae
+from sae_paper.core.kernels import NORM_EPS, NormalizeRows, fused_sae
+from sae_paper.data.cache import atomic_write
 from sae_paper.errors import SaePaperError
 
 WEIGHTS_FILE = "sae.safetensors"
@@ -142,11 +143,15 @@ class SparseAutoencoder(nn.Module):
         """The (encoder, bias, decoder) of this SAE, normalisation applied (differentiable)."""
         return self._weights(normalize_rows)
 
+    def fused_weights(self) -> SaeWeights:
+        """:meth:`weights` with the fused kernels' row normalisation (same values, a hand-written backward)."""
+        return self._weights(NormalizeRows.apply)
+
     # --- the model ------------------------------------------------------------------------
 
     def encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
         """Feature activations ``c = ReLU(x Eᵀ + b)``."""
-        self._check(x, self.d_in, "input x", "d_in")
+        self.check_input(x)
         encoder, bias, _ = self.weights()
         return torch.relu(torch.addmm(bias, x, encoder.t()))
 
@@ -159,17 +164,11 @@ class SparseAutoencoder(nn.Module):
         """The dictionary: unit-norm feature directions ``f_i`` (decoder rows), e.g. for patching."""
         return self.weights().decoder
 
-    def forward(self, x: Float[Tensor, "batch d_in"], path: TrainPath = "auto", *,
-                fire_counts: Int[Tensor, " d_sae"] | None = None) -> SaeOutput:
-        """Reconstruction, codes and loss of a batch, with the fused fast backward.
-
-        ``path``: "dense" or "sparse" decoder and backward, or "auto" (by the batch's code
-        density, see :mod:`sae_paper.core.kernels`). All three compute the same function.
-        ``fire_counts``: if given, each feature's firings in this batch are added to it.
-        """
-        self._check(x, self.d_in, "input x", "d_in")
-        x_hat, codes, mse, l1 = fused_sae(x, *self._weights(NormalizeRows.apply), path, fire_counts)
-        return SaeOutput(x_hat, codes, mse, l1, mse + self.alpha * l1)
+    def forward(self, x: Float[Tensor, "batch d_in"]) -> SaeOutput:
+        """Reconstruction, codes and loss of a batch, by the fused kernels (dense or sparse as
+        :func:`~sae_paper.core.kernels.choose_path` picks for the device: the same function)."""
+        self.check_input(x)
+        return self.output(*fused_sae(x, *self.fused_weights()))
 
     def reference_forward(self, x: Float[Tensor, "batch d_in"]) -> SaeOutput:
         """The same as :meth:`forward`, written plainly with autograd (the reference the tests check)."""
@@ -177,7 +176,15 @@ class SparseAutoencoder(nn.Module):
         x_hat = self.decode(codes)
         mse = (x_hat - x).pow(2).mean()
         l1 = codes.abs().sum(dim=-1).mean()
+        return self.output(x_hat, codes, mse, l1)
+
+    def output(self, x_hat: Tensor, codes: Tensor, mse: Tensor, l1: Tensor) -> SaeOutput:
+        """The :class:`SaeOutput` of these terms: the one place the loss ``mse + α · l1`` is formed."""
         return SaeOutput(x_hat, codes, mse, l1, mse + self.alpha * l1)
+
+    def check_input(self, x: Any) -> None:
+        """One clear line if ``x`` is not a [batch, d_in] tensor of this SAE's dtype and device."""
+        self._check(x, self.d_in, "input x", "d_in")
 
     def _check(self, tensor: Any, width: int, what: str, dim_name: str) -> None:
         """One clear line if ``tensor`` is not a [batch, width] tensor of this SAE's dtype and device."""
@@ -215,8 +222,8 @@ class SparseAutoencoder(nn.Module):
         except TypeError as error:
             raise SaePaperError(f"SAE metadata must be JSON-serialisable: {error}") from None
         tensors = {name: value.detach().cpu().contiguous() for name, value in self.state_dict().items()}
-        _replace_atomically(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
-        _replace_atomically(directory / CONFIG_FILE, lambda tmp: tmp.write_text(config_text + "\n"))
+        atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
+        atomic_write(directory / CONFIG_FILE, lambda tmp: tmp.write_text(config_text + "\n"))
         return directory
 
     @classmethod
@@ -344,9 +351,3 @@ def _xavier_uniform(rows: int, cols: int, generator: torch.Generator) -> Tensor:
     nn.init.xavier_uniform_(matrix, generator=generator)
     return matrix
 
-
-def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Write via ``write(tmp_path)`` then rename over ``path``, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)

@@ -12,7 +12,7 @@ of an uninterrupted run. No RNG state needs saving.
 Files in ``out_dir``:
 
 - ``checkpoint.pt``: written every ``config.checkpoint_every`` steps and at the end,
-  atomically (temporary file + ``os.replace``). It records what the run depends on
+  atomically and flushed to disk (:func:`sae_paper.data.cache.atomic_write`). It records what the run depends on
   (the training fields of the config, α, the data's shape); a checkpoint from a
   different run is refused, never silently overwritten. A finished run's checkpoint is
   kept, so calling :func:`train_sae` again only rewrites the outputs.
@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from sae_paper.core.config import TRAIN_FIELDS, RunConfig
-from sae_paper.core.kernels import TrainPath
+from sae_paper.core.kernels import TrainPath, fused_sae
 from sae_paper.core.metrics import alive_dead, fvu
 from sae_paper.core.sae import CONFIG_FILE, WEIGHTS_FILE, SaeOutput, SparseAutoencoder, make_sae
 from sae_paper.data import cache
@@ -70,7 +71,7 @@ class TrainResult:
     """Times each feature fired during the last epoch (so far, if not finished)."""
     out_dir: Path
     finished: bool
-    """False when ``stop_after_steps`` ended the run early (then only the checkpoint is on disk)."""
+    """False when the run was stopped early (tests only; then only the checkpoints are on disk)."""
 
 
 def make_optimizer(sae: SparseAutoencoder, lr: float) -> torch.optim.Adam:
@@ -89,16 +90,32 @@ def train_step(
 ) -> SaeOutput:
     """One Adam step on one batch; adds each feature's firings to ``fire_counts`` if given.
 
-    ``path="auto"`` runs the sparse step when the batch's codes are sparse enough to make
-    it faster, else the dense one (:mod:`sae_paper.core.kernels`; both compute the same
-    function); "dense" and "sparse" force one. The training loop and
-    ``benchmarks/train_throughput.py`` both call this, so the benchmark measures the real step.
+    The training loop and ``benchmarks/train_throughput.py`` both call this, so the benchmark
+    measures the real step. ``path``: see :func:`training_forward`.
     """
-    out = sae(batch, path, fire_counts=fire_counts)
+    out = training_forward(sae, batch, path, fire_counts)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     optimizer.step()
     return out
+
+
+def training_forward(
+    sae: SparseAutoencoder,
+    batch: Float[Tensor, "batch d_in"],
+    path: TrainPath = "auto",
+    fire_counts: Int[Tensor, " d_sae"] | None = None,
+) -> SaeOutput:
+    """The SAE's forward as the training step runs it: by the fused kernel ``path`` names, counting firings.
+
+    ``path="auto"`` runs the sparse kernel when the batch's codes are sparse enough for it to
+    be faster on this device, else the dense one (:func:`sae_paper.core.kernels.choose_path`);
+    "dense" and "sparse" force one; all three compute the same function. ``fire_counts``, if
+    given, gets each feature's firings in this batch added (counted by the kernel from the
+    active codes when it runs sparse, so at no extra dense pass).
+    """
+    sae.check_input(batch)
+    return sae.output(*fused_sae(batch, *sae.fused_weights(), path, fire_counts))
 
 
 def train_sae(
@@ -109,58 +126,48 @@ def train_sae(
     out_dir: str | Path,
     progress: bool = True,
     device: str | torch.device | None = None,
-    stop_after_steps: int | None = None,
+    _stop_after_steps: int | None = None,
 ) -> TrainResult:
     """Train a ``config.sae`` SAE with ``d_sae = round(config.ratio · d_in)`` on ``activations``.
 
     ``alpha`` is the resolved L1 coefficient (``config.alpha`` may be None). Resumes from
     ``out_dir/checkpoint.pt`` when it was written by the same run. ``device``: where to
-    train (default: CUDA if available, else CPU). ``stop_after_steps``: stop as if
-    killed right after this many steps of this call (and any checkpoint due at the last of
-    them), leaving only the periodic checkpoints behind (for testing resumption).
+    train (default: CUDA if available, else CPU). ``_stop_after_steps`` is for the tests of
+    resumption: stop as if killed right after this many steps of this call (and any
+    checkpoint due at the last of them), leaving only the periodic checkpoints behind.
     """
-    if stop_after_steps is not None and (not isinstance(stop_after_steps, int) or stop_after_steps <= 0):
-        raise SaePaperError(f"stop_after_steps must be a positive integer or None, got {stop_after_steps!r}")
+    if _stop_after_steps is not None and (not isinstance(_stop_after_steps, int) or _stop_after_steps <= 0):
+        raise SaePaperError(f"_stop_after_steps must be a positive integer or None, got {_stop_after_steps!r}")
     run = _Run.start(activations, config, alpha, Path(out_dir),
                      torch.device(device) if device is not None else _default_device())
-    batches_per_epoch = math.ceil(run.n_rows / config.batch_size)
-    position = run.position
-    bar = tqdm(total=config.epochs * run.n_rows, initial=run.rows_done(), unit="act", unit_scale=True,
-               disable=not progress, desc=f"train {config.sae} SAE")
-    steps_this_call = 0
+    with _progress_bar(run, progress) as show:
+        for steps, (epoch, index, batch) in enumerate(run.remaining_batches(activations), 1):
+            out = train_step(run.sae, run.optimizer, batch, run.counts_for(epoch))
+            run.advance(out, batch, epoch, index)
+            show(out, batch)
+            run.checkpoint_if_due()
+            if steps == _stop_after_steps:
+                return run.result(finished=False)
+    return run.finish()
+
+
+@contextmanager
+def _progress_bar(run: "_Run", enabled: bool) -> Iterator[Callable[[SaeOutput, Tensor], None]]:
+    """A tqdm bar over the run's activation vectors; yields what to call after each step."""
+    bar = tqdm(total=run.config.epochs * run.n_rows, initial=run.rows_done(), unit="act", unit_scale=True,
+               disable=not enabled, desc=f"train {run.config.sae} SAE")
+
+    def show(out: SaeOutput, batch: Tensor) -> None:
+        bar.update(batch.shape[0])
+        if enabled and run.position.step % DISPLAY_EVERY == 0:
+            stats = _batch_stats(out, batch)
+            bar.set_postfix(loss=f"{stats['loss']:.4g}", fvu=f"{stats['fvu']:.3f}", L0=f"{stats['l0']:.1f}",
+                            refresh=False)
+
     try:
-        while position.epoch < config.epochs:
-            epoch, skip, seen = position.epoch, position.batch, 0
-            counting = epoch == config.epochs - 1  # fire counts cover the last epoch
-            for seen, batch in enumerate(activations.batches(config.batch_size, seed=config.seed, epoch=epoch), 1):
-                if seen <= skip:  # trained on before the checkpoint
-                    continue
-                if seen > batches_per_epoch:
-                    break
-                batch = batch.to(run.device, non_blocking=True)
-                out = train_step(run.sae, run.optimizer, batch, run.fire_counts if counting else None)
-                run.last_batch = (out, batch)
-                position.step += 1
-                position.epoch, position.batch = (epoch + 1, 0) if seen == batches_per_epoch else (epoch, seen)
-                steps_this_call += 1
-                bar.update(batch.shape[0])
-                if progress and position.step % DISPLAY_EVERY == 0:
-                    stats = _batch_stats(out, batch)
-                    bar.set_postfix(loss=f"{stats['loss']:.4g}", fvu=f"{stats['fvu']:.3f}", L0=f"{stats['l0']:.1f}",
-                                    refresh=False)
-                if config.checkpoint_every and position.step % config.checkpoint_every == 0:
-                    run.checkpoint()
-                if stop_after_steps is not None and steps_this_call >= stop_after_steps:
-                    return run.result(finished=False)
-            if seen != batches_per_epoch:
-                raise SaePaperError(
-                    f"activation source yielded {'more than ' if seen > batches_per_epoch else ''}"
-                    f"{min(seen, batches_per_epoch)} batches in epoch {epoch}, expected {batches_per_epoch} "
-                    f"({run.n_rows} rows / batch size {config.batch_size})"
-                )
+        yield show
     finally:
         bar.close()
-    return run.finish()
 
 
 def _default_device() -> torch.device:
@@ -223,6 +230,48 @@ class _Run:
                    resumed_from=position.step, saved_step=position.step if path.exists() else -1,
                    seconds_before=position.seconds)
 
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.n_rows / self.config.batch_size)
+
+    def remaining_batches(self, activations: ActivationBatches) -> Iterator[tuple[int, int, Tensor]]:
+        """(epoch, index within it from 1, batch on the run's device) of every batch not trained on yet.
+
+        Each epoch visits ``activations.batches(batch_size, seed, epoch)`` in order; the batches
+        before the checkpoint's position are skipped. One error line when a source yields another
+        number of batches than its rows call for.
+        """
+        per_epoch, first_epoch, first_skip = self.batches_per_epoch, self.position.epoch, self.position.batch
+        for epoch in range(first_epoch, self.config.epochs):
+            skip, seen = first_skip if epoch == first_epoch else 0, 0
+            for seen, batch in enumerate(activations.batches(self.config.batch_size, seed=self.config.seed,
+                                                             epoch=epoch), 1):
+                if seen <= skip:  # trained on before the checkpoint
+                    continue
+                if seen > per_epoch:
+                    break
+                yield epoch, seen, batch.to(self.device, non_blocking=True)
+            if seen != per_epoch:
+                raise SaePaperError(
+                    f"activation source yielded {'more than ' if seen > per_epoch else ''}"
+                    f"{min(seen, per_epoch)} batches in epoch {epoch}, expected {per_epoch} "
+                    f"({self.n_rows} rows / batch size {self.config.batch_size})"
+                )
+
+    def counts_for(self, epoch: int) -> Tensor | None:
+        """The firing counts to add a step of ``epoch`` to: they cover the last epoch only."""
+        return self.fire_counts if epoch == self.config.epochs - 1 else None
+
+    def advance(self, out: SaeOutput, batch: Tensor, epoch: int, index: int) -> None:
+        """Record that batch ``index`` of ``epoch`` has been trained on."""
+        self.last_batch = (out, batch)
+        self.position.step += 1
+        self.position.epoch, self.position.batch = (epoch + 1, 0) if index == self.batches_per_epoch else (epoch, index)
+
+    def checkpoint_if_due(self) -> None:
+        if self.config.checkpoint_every and self.position.step % self.config.checkpoint_every == 0:
+            self.checkpoint()
+
     def elapsed(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started
 
@@ -231,7 +280,7 @@ class _Run:
         return self.position.epoch * self.n_rows + min(self.position.batch * self.config.batch_size, self.n_rows)
 
     def checkpoint(self) -> None:
-        """Write ``checkpoint.pt`` atomically (temporary file, then ``os.replace``)."""
+        """Write ``checkpoint.pt`` atomically, flushed to disk (it must survive the machine going down)."""
         self.position.seconds = self.elapsed()
         if self.last_batch is not None:
             self.position.last = _batch_stats(*self.last_batch)
@@ -243,13 +292,7 @@ class _Run:
             "fire_counts": self.fire_counts,
             "position": asdict(self.position),
         }
-        path = self.out_dir / CHECKPOINT_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        cache.atomic_write(self.out_dir / CHECKPOINT_FILE, lambda tmp: _save(payload, tmp), durable=True)
         self.saved_step = self.position.step
 
     def summary(self) -> dict[str, Any]:
@@ -262,7 +305,7 @@ class _Run:
             "d_sae": self.sae.d_sae,
             "n_rows": self.n_rows,
             "steps": self.position.step,
-            "total_steps": self.config.epochs * math.ceil(self.n_rows / self.config.batch_size),
+            "total_steps": self.config.epochs * self.batches_per_epoch,
             "epochs": self.position.epoch,
             "resumed_from_step": self.resumed_from,
             "wall_time_s": seconds,
@@ -286,10 +329,15 @@ class _Run:
         self.sae.save(self.out_dir)
         result.summary["files"] = {name: cache.sha256_file(self.out_dir / name) for name in (WEIGHTS_FILE, CONFIG_FILE)}
         result.summary["computed"] = cache.stamp("sae", self.out_dir)
-        tmp = self.out_dir / (SUMMARY_FILE + ".tmp")
-        tmp.write_text(json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.out_dir / SUMMARY_FILE)
+        text = json.dumps(result.summary, indent=2, sort_keys=True) + "\n"
+        cache.atomic_write(self.out_dir / SUMMARY_FILE, lambda tmp: tmp.write_text(text))
         return result
+
+
+def _save(payload: dict[str, Any], path: Path) -> None:
+    # through a handle: torch.save given a path names the archive inside after the file, here a temporary one
+    with open(path, "wb") as handle:
+        torch.save(payload, handle)
 
 
 @torch.no_grad()

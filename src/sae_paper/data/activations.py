@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -400,9 +399,8 @@ def _append_shard(folder: Path, manifest: dict, rows: Tensor, kept: Tensor, cont
     from safetensors.torch import save_file
 
     name = f"shard_{len(manifest['shards']):05d}.safetensors"
-    tmp = folder / (name + ".tmp")
-    save_file({"activations": rows.contiguous(), "kept": kept.contiguous()}, tmp)
-    os.replace(tmp, folder / name)
+    cache.atomic_write(folder / name, lambda tmp: save_file({"activations": rows.contiguous(),
+                                                               "kept": kept.contiguous()}, tmp))
     manifest["shards"].append({"file": name, "contexts": contexts, "rows": len(rows), "kept": int(kept.sum()),
                                "sha256": cache.sha256_file(folder / name)})
     cache.write_json_atomic(folder / MANIFEST, manifest)

@@ -37,6 +37,7 @@ import importlib
 import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -68,11 +69,13 @@ COMPUTATIONS: dict[str, Computation] = {
         "sae_paper.data.activations._append_shard", "sae_paper.data.text.kept_positions",
         "sae_paper.data.text.iter_contexts", "sae_paper.data.text.iter_documents")),
     "sae": Computation(2, (
-        "sae_paper.core.train.train_sae", "sae_paper.core.train.train_step", "sae_paper.core.train._Run",
+        "sae_paper.core.train.train_sae", "sae_paper.core.train.train_step", "sae_paper.core.train.training_forward",
+        "sae_paper.core.train._Run", "sae_paper.core.train._save",
         "sae_paper.core.train.make_optimizer", "sae_paper.core.sae.SparseAutoencoder", "sae_paper.core.sae.TiedSAE",
         "sae_paper.core.sae.UntiedSAE", "sae_paper.core.kernels._FusedSae", "sae_paper.core.kernels._dense_backward",
         "sae_paper.core.kernels._sparse_backward", "sae_paper.core.kernels.ActiveCodes",
-        "sae_paper.core.kernels.sparse_pays", "sae_paper.core.kernels.NormalizeRows",
+        "sae_paper.core.kernels.choose_path", "sae_paper.core.kernels.fused_sae",
+        "sae_paper.core.kernels.NormalizeRows",
         "sae_paper.data.activations.ActivationCache")),
     "evaluation": Computation(1, (
         "sae_paper.core.pipeline.Run.evaluate", "sae_paper.core.pipeline.Run.splice",
@@ -83,7 +86,8 @@ COMPUTATIONS: dict[str, Computation] = {
         "sae_paper.core.metrics._masked_ce")),
     "fragments": Computation(1, (
         "sae_paper.analysis.autointerp.fragments.load_fragments",
-        "sae_paper.analysis.autointerp.fragments.fragment_activations")),
+        "sae_paper.analysis.autointerp.fragments.fragment_activations",
+        "sae_paper.analysis.autointerp.fragments._store_activations")),
     "baselines": Computation(2, (
         "sae_paper.core.decompositions.fit_pca", "sae_paper.core.decompositions.fit_ica",
         "sae_paper.chapters.autointerp.baselines")),
@@ -348,6 +352,29 @@ def atomic_write(path: Path, write: Callable[[Path], object], *, durable: bool =
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_folder(path: Path, fill: Callable[[Path], object]) -> None:
+    """Make a new folder through ``fill(tmp)``, which creates ``tmp`` beside ``path``, and put it in ``path``'s place.
+
+    The folder's kind of :func:`atomic_write`: a reader sees the old folder or the whole new one,
+    never a mix. A rename cannot replace a non-empty folder, so the old one is first renamed
+    aside, the new one renamed in, then the old one deleted; a reader in that moment finds no
+    folder (a missing entry: computed again). Temporary names carry the process id, as in
+    :func:`atomic_write`. A ``fill`` that raises leaves ``path`` as it was and removes ``tmp``.
+    """
+    tmp, old = (path.with_name(f"{path.name}.{os.getpid()}.{suffix}") for suffix in ("tmp", "old"))
+    for leftover in (tmp, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json_atomic(path: Path, payload: Mapping) -> None:

