@@ -121,11 +121,25 @@ from sae_paper.analysis.token_activations import tokens_display
 from sae_paper.book import feature_browser
 from sae_paper.chapters import autointerp_budget
 from sae_paper.chapters.autointerp import (
-    BASELINES, NOTEBOOK, AutointerpStudy, describe_backends, fit_report, make_backends, mark_weakened, prefetch_train,
+    BASELINES,
+    NOTEBOOK,
+    AutointerpStudy,
+    describe_backends,
+    fit_report,
+    make_backends,
+    mark_weakened,
+    prefetch_train,
 )
 from sae_paper.chapters.autointerp_plots import scores_by_layer, scores_by_ratio
 from sae_paper.chapters.autointerp_verdicts import (
-    PAPER_TABLE1, PAPER_TABLE2, WHAT, decisions, mlp_finding, moments_correlations, moments_finding, table1_finding,
+    PAPER_TABLE1,
+    PAPER_TABLE2,
+    WHAT,
+    decisions,
+    mlp_finding,
+    moments_correlations,
+    moments_finding,
+    table1_finding,
     topk_finding,
 )
 from sae_paper.core.decompositions import SaeDecomposition, neuron_basis

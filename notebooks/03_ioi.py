@@ -102,11 +102,21 @@ from IPython.display import Markdown
 from sae_paper.analysis.ioi_prompts import ioi_check, make_ioi_dataset
 from sae_paper.analysis.patching import SetupsByLayer
 from sae_paper.chapters.ioi import (
-    NOTEBOOK, CurveTable, IoiStudy, LayerDictionaries, RecordTable, patching_curves, reseeded_curves, token_sweep,
+    NOTEBOOK,
+    CurveTable,
+    IoiStudy,
+    LayerDictionaries,
+    RecordTable,
+    patching_curves,
+    reseeded_curves,
+    token_sweep,
     token_trends,
 )
 from sae_paper.chapters.ioi_verdicts import (
-    FIG3_WHAT, alpha_floor_finding, fig3_decisions, layers_finding,
+    FIG3_WHAT,
+    alpha_floor_finding,
+    fig3_decisions,
+    layers_finding,
 )
 from sae_paper.core import sweeps
 from sae_paper.data.models import Site, load_model

@@ -115,17 +115,35 @@ from sae_paper.analysis.causal_tree import causal_tree, sample_contexts
 from sae_paper.analysis.feature_contexts import contexts_html, top_contexts
 from sae_paper.analysis.feature_stats import class_share_per_bin, multi_class_stats, token_histogram, top_tokens
 from sae_paper.analysis.token_activations import (
-    cached_activations, feature_codes, has_apostrophe, inside_brackets, is_closing_bracket, is_newline, token_display,
-    token_label, token_mask, vocabulary_mask,
+    cached_activations,
+    feature_codes,
+    has_apostrophe,
+    inside_brackets,
+    is_closing_bracket,
+    is_newline,
+    token_display,
+    token_label,
+    token_mask,
+    vocabulary_mask,
 )
 from sae_paper.book import feature_browser
 from sae_paper.chapters import case_budget
 from sae_paper.chapters.case_studies import (
-    NOTEBOOK, CaseStudy, bracket_shares, choose_closing_target, init_cosine, load_corpus, mean_abs_cosine,
+    NOTEBOOK,
+    CaseStudy,
+    bracket_shares,
+    choose_closing_target,
+    init_cosine,
+    load_corpus,
+    mean_abs_cosine,
     prefetch_train,
 )
 from sae_paper.chapters.case_verdicts import (
-    WHAT, ablation_finding, causal_tree_finding, decisions, unembed_parens_finding,
+    WHAT,
+    ablation_finding,
+    causal_tree_finding,
+    decisions,
+    unembed_parens_finding,
 )
 from sae_paper.core.decompositions import SaeDecomposition
 from sae_paper.core.pipeline import Run

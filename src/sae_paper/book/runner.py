@@ -36,7 +36,6 @@ and the partly executed notebook is kept in the staging folder the error names.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -62,6 +61,7 @@ from sae_paper.book.profiles import (
 )
 from sae_paper.book.reuse import OUTPUT_FOLDERS, ReuseCache, browser_key, notebook_files, notebook_key, tree_files
 from sae_paper.book.rules_page import write_rules_page
+from sae_paper.data import cache
 from sae_paper.data.paths import book_dir, repo_root
 
 GENERATED = "generated"
@@ -382,13 +382,5 @@ def build_html(book_dir: Path, staging: Path) -> Path:
         tail = " | ".join(line for line in (done.stdout + done.stderr).splitlines()[-6:] if line.strip())
         raise BookError(f"jupyter-book build failed (exit {done.returncode}): {tail[:500]}; the previous HTML is kept")
     target = book_dir / "_build"
-    fresh = book_dir / "_build.new"
-    old = book_dir / "_build.old"
-    for leftover in (fresh, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    shutil.move(str(staging / "_build"), str(fresh))
-    if target.exists():
-        os.replace(target, old)
-    os.replace(fresh, target)
-    shutil.rmtree(old, ignore_errors=True)
+    cache.replace_folder(target, lambda fresh: shutil.move(str(staging / "_build"), str(fresh)))
     return target / "html"

@@ -31,7 +31,13 @@ from sae_paper.analysis.autointerp.scoring import ScoringConfig
 from sae_paper.chapters.study import SaeRunFields, check_n_seeds
 from sae_paper.core.config import RunConfig
 from sae_paper.core.decompositions import (
-    LinearDecomposition, SaeDecomposition, TopK, fit_ica, fit_pca, neuron_basis, random_directions,
+    LinearDecomposition,
+    SaeDecomposition,
+    TopK,
+    fit_ica,
+    fit_pca,
+    neuron_basis,
+    random_directions,
 )
 from sae_paper.core.pipeline import Run
 from sae_paper.data import cache

@@ -34,7 +34,7 @@ from sae_paper.data.paths import book_output_dir, shared_file
 from sae_paper.errors import SaePaperError
 from sae_paper.report.budget import TRENDS, BudgetTrend
 from sae_paper.report.claim_html import ClaimBadge
-from sae_paper.report.finding import VERDICTS, Finding, Verdict
+from sae_paper.report.finding import VERDICTS, Verdict
 from sae_paper.report.markdown import table_cell
 from sae_paper.report.seeds import SeedSummary
 

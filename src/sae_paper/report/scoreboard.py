@@ -16,8 +16,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from sae_paper.errors import SaePaperError
-from sae_paper.report.claim_html import MARK_LABELS, inline, mark_tags, seed_tag, seeds_detail, verdict_pill
 from sae_paper.report.budget import TRENDS
+from sae_paper.report.claim_html import MARK_LABELS, inline, mark_tags, seed_tag, seeds_detail, verdict_pill
 from sae_paper.report.claims import (
     MARKS,
     NOT_YET_RUN,
