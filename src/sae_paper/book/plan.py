@@ -11,8 +11,8 @@ on placeholder fragments). A notebook lists only what no notebook before it alre
 
 Then the hours: a calibration of a few seconds times a few SAE steps of the plan's widths
 (:func:`~sae_paper.core.train.train_step`, the training loop's step) and a forward pass of a
-one- and a two-layer random-weight model of each model's width (Pythia's configuration, fewer
-layers: the per-layer time × the layers a pass runs through), on this machine's device. On N
+one- and a two-layer random-weight transformer of each model's widths (the per-layer time × the
+layers a pass runs through, plus the unembedding), on this machine's device. On N
 GPUs the harvest splits over ranks by shards and the SAEs by whole runs, largest first, so N
 GPUs take ``harvest / N + max(training / N, the largest SAE)``: an ideal split, before
 transfers. Patching, ablations and causal trees are not counted (they are small beside the
@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
-CALIBRATION_BATCH = 256
-"""Rows of a calibration SAE step (the steps' time is scaled to each run's batch)."""
-CALIBRATION_VOCAB = 2048
-"""The vocabulary of the calibration's forward-pass models (see :func:`_forward_seconds`)."""
+CALIBRATION_BATCH = {"cpu": 64, "cuda": 4096}
+"""Rows of a calibration SAE step on each device type (the time is scaled per row; a GPU needs a large batch to be
+busy)."""
+VOCAB = 50_304
+"""The unembedding's width in the calibration (Pythia's padded vocabulary; SmolLM2's is 49,152)."""
 
 
 @dataclass
@@ -140,8 +141,8 @@ def plan_book(parameters: Mapping[str, Mapping[str, Any]]) -> list[NotebookPlan]
 @dataclass(frozen=True)
 class Calibration:
     device: str
-    step_seconds: dict[tuple[int, int], float]
-    """(d_in, d_sae) → seconds of one training step on :data:`CALIBRATION_BATCH` rows."""
+    step_seconds: dict[int, float]
+    """d_in → seconds of one training step per row and per dictionary feature."""
     layer_seconds: dict[str, tuple[float, float]]
     """model → (seconds per token through one layer, per token outside the layers)."""
     seconds: float
@@ -174,12 +175,13 @@ def calibrate(plans: Sequence[NotebookPlan], device: str | None = None) -> Calib
         d_in = _width(config.model, Site(config.site, config.layer))
         shapes.setdefault(d_in, config.sae)
     generator = torch.Generator().manual_seed(0)
+    rows = CALIBRATION_BATCH.get(device.split(":")[0], 64)
     steps = {}
     for d_in, kind in shapes.items():
-        sae = make_sae(kind, d_in, 2 * d_in, alpha=1e-3).to(device)
+        sae = make_sae(kind, d_in, d_in, alpha=1e-3).to(device)  # R = 1; the time is scaled by d_sae
         optimizer = make_optimizer(sae, 1e-3)
-        batch = torch.randn(CALIBRATION_BATCH, d_in, generator=generator).to(device)
-        steps[(d_in, 2 * d_in)] = _timed(lambda: (train_step(sae, optimizer, batch), _sync(device)))
+        batch = torch.randn(rows, d_in, generator=generator).to(device)
+        steps[d_in] = _timed(lambda: (train_step(sae, optimizer, batch), _sync(device))) / (rows * d_in)
     layers = {}
     for model in dict.fromkeys(m for plan in plans for m in plan.forward_tokens):
         layers[model] = _forward_seconds(model, device)
@@ -194,30 +196,30 @@ def _sync(device: str) -> None:
 
 
 def _forward_seconds(model: str, device: str) -> tuple[float, float]:
-    """(per token per layer, per token outside the layers) for a random Pythia-architecture model of ``model``'s
-    widths with one and two layers, timed on 4 contexts of 64 tokens. Its vocabulary is cut to
-    :data:`CALIBRATION_VOCAB` (building a 50k-token unembedding twice would cost most of the calibration) and the
-    time outside the layers, the unembedding's, scaled back up to the model's vocabulary."""
+    """(per token per layer, per token outside the layers) of ``model``'s shape: a stack of one and of two random
+    transformer blocks of its width, MLP width and heads (torch's own block: attention and a GELU MLP, the FLOPs of
+    a Pythia or Llama block within a few per cent, without importing transformers), timed on 4 contexts of 64 tokens;
+    outside the layers, the unembedding's matmul onto the vocabulary."""
     import torch
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     from sae_paper.data.models import model_spec
-    from sae_paper.data.paths import shared_file
 
     spec = model_spec(model)
-    base = GPTNeoXConfig.from_json_file(str(shared_file("models", "pythia-configs", "pythia-70m-deduped.json")))
-    base.hidden_size, base.intermediate_size, base.num_attention_heads = spec.d_model, spec.d_mlp, max(1, spec.d_model // 64)
-    vocab, base.vocab_size = base.vocab_size, CALIBRATION_VOCAB
-    tokens = torch.randint(0, CALIBRATION_VOCAB, (4, 64))
+    x = torch.randn(4, 64, spec.d_model, device=device)
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(64, device=device)
     times = []
     for n_layers in (1, 2):
-        base.num_hidden_layers = n_layers
-        net = GPTNeoXForCausalLM(base).to(device).eval()
-        ids = tokens.to(device)
+        block = torch.nn.TransformerEncoderLayer(spec.d_model, max(1, spec.d_model // 64), spec.d_mlp, dropout=0.0,
+                                                 activation="gelu", batch_first=True)
+        net = torch.nn.TransformerEncoder(block, n_layers, enable_nested_tensor=False).to(device).eval()
         with torch.no_grad():
-            times.append(_timed(lambda: (net(ids), _sync(device))) / tokens.numel())
+            times.append(_timed(lambda: (net(x, mask=mask, is_causal=True), _sync(device))) / (4 * 64))
     per_layer = max(times[1] - times[0], times[0] / 2)
-    return per_layer, max(times[0] - per_layer, 0.0) * vocab / CALIBRATION_VOCAB
+    unembed = torch.randn(spec.d_model, VOCAB, device=device)
+    rows = x.reshape(-1, spec.d_model)
+    with torch.no_grad():
+        rest = _timed(lambda: (rows @ unembed, _sync(device))) / rows.shape[0]
+    return per_layer, rest
 
 
 # --------------------------------------------------------------------------------------
@@ -230,7 +232,7 @@ def _sae_seconds(config: Any, calibration: Calibration) -> float:
 
     d_in = _width(config.model, Site(config.site, config.layer))
     d_sae = max(1, round(config.ratio * d_in))
-    per_row = calibration.step_seconds[(d_in, 2 * d_in)] / CALIBRATION_BATCH * d_sae / (2 * d_in)
+    per_row = calibration.step_seconds[d_in] * d_sae
     layer, rest = calibration.layer_seconds[config.model]
     evaluation = config.eval_tokens * (model_spec(config.model).n_layers * layer + rest)
     return config.n_tokens * config.epochs * per_row + evaluation

@@ -142,6 +142,8 @@ def run_book(
                             log=log, reuse=False, lanes=lanes, rehearse=rehearse, plan=plan, plan_nproc=plan_nproc)
     if plan and validate_only:
         raise BookError("--plan and --validate-only: choose one (--plan validates too)")
+    if plan and any(not isinstance(n, int) or n < 1 for n in plan_nproc):
+        raise BookError(f"--plan-gpus takes positive integers, got {', '.join(map(str, plan_nproc))}")
     layout = layout or BookLayout.default()
     present = layout.notebooks()
     if not present:
