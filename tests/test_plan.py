@@ -46,12 +46,12 @@ def test_the_rehearsal_is_paper_yaml_with_every_budget_shrunk_by_one_factor():
                 assert entry[key] == value, (notebook, key)  # dtype, layers, sweeps, ordering, backends: the paper's
     assert rehearsal["03_ioi"]["layers"] == [3, 7, 11, 15, 19, 23] and rehearsal["03_ioi"]["ordering"] == "acdc"
     assert rehearsal["03_ioi"]["model"] == "pythia-410m-deduped-random" and rehearsal["01_training"]["dtype"] == "float16"
-    assert rehearsal["01_training"]["n_tokens"] == 1000 and rehearsal["04_case_studies"]["sae_budgets"] == [250, 500, 1000]
+    assert rehearsal["01_training"]["n_tokens"] == 620 and rehearsal["04_case_studies"]["sae_budgets"] == [155, 310, 620]
     assert rehearsal["02_autointerp"]["fragment_budgets"] == [20, 40, 80]
     resolve_parameters(rehearsal, list(rehearsal))  # every study accepts it
 
-    doubled = {**PAPER, "01_training": {**PAPER["01_training"], "n_tokens": 40_000_000}}
-    assert rehearsal_profile(doubled)["01_training"]["n_tokens"] == 4000  # it follows paper.yaml: nothing to drift
+    larger = {**PAPER, "01_training": {**PAPER["01_training"], "n_tokens": 400_000_000}}
+    assert rehearsal_profile(larger)["01_training"]["n_tokens"] == 4000  # it follows paper.yaml: nothing to drift
 
 
 def test_the_rehearsal_server_answers_the_openai_compatible_backend():

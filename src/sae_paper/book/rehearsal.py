@@ -25,8 +25,8 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-REHEARSAL_SCALE = 1e-4
-"""The one factor every budget of the profile is multiplied by (10M activations → 1,000)."""
+REHEARSAL_SCALE = 1e-5
+"""The one factor every budget of the profile is multiplied by (then floored: 10M activations → 620)."""
 
 SUFFIX = "-rehearsal"
 """Appended to the profile's name: the rehearsal's timings and stored notebooks are its own."""
@@ -39,7 +39,7 @@ FLOORS: dict[str, int] = {
     # autointerp: the fragment pool must hold the largest budget, each budget at least min_fragments (20)
     "n_fragments": 80, "fragment_budgets": 80, "n_features": 6, "ica_max_iter": 20,
     # IOI patching: prompts, thresholds, ACDC's exactly patched features, attribution steps
-    "n_prompts": 6, "n_thresholds": 6, "n_exact": 4, "attribution_steps": 1,
+    "n_prompts": 6, "n_thresholds": 4, "n_exact": 3, "attribution_steps": 1,
     # case studies and appendices
     "tree_contexts": 4, "ablation_examples": 3, "min_fires": 2, "rare_contexts": 3,
     "n_seeds": 2,
@@ -54,10 +54,10 @@ def _shrink(value: Any, floor: int, scale: float) -> Any:
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
-        return max(floor, math.ceil(value * scale))
+        return max(floor, math.ceil(round(value * scale, 6)))  # round first: 4e8 × 1e-5 is 4000.000…1
     if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
         top = max(value)
-        new_top = max(floor, math.ceil(top * scale))
+        new_top = max(floor, math.ceil(round(top * scale, 6)))
         return [math.ceil(v * new_top / top) for v in value]
     return value
 
