@@ -15,7 +15,7 @@ import time
 import pytest
 
 from sae_paper.analysis.autointerp.backends import OpenAICompatibleBackend
-from sae_paper.book.plan import plan_book, print_plan
+from sae_paper.book.plan import plan_book
 from sae_paper.book.profiles import BookError, load_profile, resolve_parameters, study_classes
 from sae_paper.book.rehearsal import FLOORS, REHEARSAL_SCALE, rehearsal_profile, rehearsal_server
 from sae_paper.book.runner import BookLayout, book_harvest_requests, run_book
@@ -67,7 +67,7 @@ def test_the_rehearsal_server_answers_the_openai_compatible_backend():
 def test_the_plan_counts_what_the_smoke_studies_configure_and_computes_nothing(scratch_cache, capsys):
     smoke = load_profile(ROOT / "profiles" / "smoke.yaml")
     parameters = resolve_parameters(smoke, list(smoke))
-    plans = plan_book(parameters)
+    plans = plan_book(parameters, book_harvest_requests)
     studies = study_classes()
     every_config = [c for name in parameters for c in studies[name].from_params(parameters[name]).all_configs()]
     assert [c for plan in plans for c in plan.saes] == list(dict.fromkeys(every_config))  # each SAE once, first use
@@ -94,7 +94,7 @@ def test_the_plan_counts_what_the_smoke_studies_configure_and_computes_nothing(s
 
 def test_the_paper_plan_counts_the_llm_calls_of_its_scoring():
     parameters = resolve_parameters(PAPER, ["02_autointerp"])
-    (plan,) = plan_book(parameters)
+    (plan,) = plan_book(parameters, book_harvest_requests)
     decompositions = 3 * (6 * 7 + 4) + 3 * 7  # seeds × (layers × methods + the other ratios) + budgets × methods
     assert plan.llm_calls == decompositions * 150 * (1 + 5 + 5)  # each feature: one explanation, ten simulations
     assert plan.prompt_tokens > plan.llm_calls * 64  # each prompt holds at least one 64-token fragment

@@ -92,10 +92,10 @@ def _llm(study: Any) -> tuple[int, int]:
     return features * (1 + n_sim), features * (explain + n_sim * simulate)
 
 
-def plan_book(parameters: Mapping[str, Mapping[str, Any]]) -> list[NotebookPlan]:
-    """Each notebook's :class:`NotebookPlan`, in the runner's order; computes nothing."""
+def plan_book(parameters: Mapping[str, Mapping[str, Any]], requests: Callable[..., list]) -> list[NotebookPlan]:
+    """Each notebook's :class:`NotebookPlan`, in the runner's order; computes nothing. ``requests``: the runner's
+    :func:`~sae_paper.book.runner.book_harvest_requests` (passed in: the runner imports this module)."""
     from sae_paper.book.profiles import study_classes
-    from sae_paper.book.runner import book_harvest_requests
 
     studies = study_classes()
     harvested: dict[tuple[str, str], int] = {}
@@ -105,7 +105,7 @@ def plan_book(parameters: Mapping[str, Mapping[str, Any]]) -> list[NotebookPlan]
         plan = NotebookPlan(name)
         plans.append(plan)
         tokens_by_text: dict[str, tuple[str, int, int]] = {}
-        for spec, site in book_harvest_requests({name: values}):
+        for spec, site in requests({name: values}):
             key = (json.dumps({"model": spec.model, **spec.text_key()}, sort_keys=True), str(site))  # folder() makes it
             if spec.n_tokens > max(harvested.get(key, 0), plan.harvest.get(key, 0)):
                 extra = spec.n_tokens - max(harvested.get(key, 0), plan.harvest.get(key, 0))
@@ -265,11 +265,11 @@ def plan_lines(plans: Sequence[NotebookPlan], calibration: Calibration, nproc: S
     lines = []
     for plan in plans:
         rows = sum(plan.harvest.values())
-        tokens = ", ".join(f"{n:,} through {m}" for m, n in plan.forward_tokens.items()) or "none"
+        tokens = ", ".join(f"{n:,} tokens through {m}" for m, n in plan.forward_tokens.items()) or "none"
         lines += [f"{plan.notebook}:",
                   f"  harvest      {rows:,} rows at {len(plan.harvest)} (text, site) pairs, {_gb(plan.harvest_bytes)} on disk",
                   f"  SAEs         {len(plan.saes)} to train, {plan.sae_rows:,} activations × epochs in all",
-                  f"  forward      {tokens} tokens",
+                  f"  forward      {tokens}",
                   f"  LLM          up to {plan.llm_calls:,} calls, {plan.prompt_tokens:,} prompt tokens"]
     rows = estimate(plans, calibration)
     columns = list(dict.fromkeys(max(1, int(n)) for n in nproc)) or [1]
@@ -285,10 +285,10 @@ def plan_lines(plans: Sequence[NotebookPlan], calibration: Calibration, nproc: S
     return lines
 
 
-def print_plan(parameters: Mapping[str, Mapping[str, Any]], *, nproc: Sequence[int] = (1,),
-               log: Callable[[str], None] = print, device: str | None = None) -> list[NotebookPlan]:
+def print_plan(parameters: Mapping[str, Mapping[str, Any]], requests: Callable[..., list], *,
+               nproc: Sequence[int] = (1,), log: Callable[[str], None] = print, device: str | None = None) -> list[NotebookPlan]:
     """The plan of ``parameters`` (the runner's resolved notebook parameters), calibrated on ``device``, printed."""
-    plans = plan_book(parameters)
+    plans = plan_book(parameters, requests)
     for line in plan_lines(plans, calibrate(plans, device), nproc):
         log(line)
     return plans

@@ -168,7 +168,7 @@ def run_book(
     if plan:
         from sae_paper.book.plan import print_plan
 
-        print_plan(parameters, nproc=plan_nproc, log=log)
+        print_plan(parameters, book_harvest_requests, nproc=plan_nproc, log=log)
         return result
     if validate_only:
         for name in selected:
