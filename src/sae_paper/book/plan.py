@@ -164,14 +164,12 @@ def calibrate(plans: Sequence[NotebookPlan], device: str | None = None) -> Calib
 
     from sae_paper.core.sae import make_sae
     from sae_paper.core.train import make_optimizer, train_step
-    from sae_paper.data.models import default_device
+    from sae_paper.data.models import Site, default_device
 
     device = device or default_device()
     started = time.perf_counter()
     shapes = {}
     for config in (c for plan in plans for c in plan.saes):
-        from sae_paper.data.models import Site
-
         d_in = _width(config.model, Site(config.site, config.layer))
         shapes.setdefault(d_in, config.sae)
     generator = torch.Generator().manual_seed(0)
