@@ -652,6 +652,8 @@ def test_feature_figures_render(tied):
         feature_plots.token_histogram_figure(hist, title="t", class_share=[0.5, float("nan"), 1.0], class_name="x"),
         feature_plots.histogram_grid([("a", hist), ("b", hist), ("c", hist)], title="grid"),
         feature_plots.logit_effect_figure(effect_with([-1.0, 0.5, 0.05, 2.0]), str, title="t", k=2),
+        # a token drawn by the random Pythia in the paper rehearsal: its "$" is text, not the start of mathtext
+        feature_plots.logit_effect_figure(effect_with([-1.0, 0.5, 0.05, 2.0]), lambda t: "},$$" if t else "$x", title="t", k=2),
         feature_plots.causal_tree_figure(
             TreeNode(3, 1, 4.0, children=(TreeNode(2, 5, 9.0, 2.0, 0.5, 0.6, (TreeNode(1, 2, 3.0, 1.0, 0.1, 0.2),)),
                                           TreeNode(2, 6, 9.0, 1.0, 0.25, 0.0))),

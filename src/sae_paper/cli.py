@@ -92,8 +92,8 @@ def _cmd_book(args) -> None:
     notebooks = [name for entry in args.notebooks for name in entry.split(",") if name]
     recompute = [kind for entry in args.recompute for kind in entry.split(",") if kind]
     result = run_book(args.profile, args.param, notebooks or None, validate_only=args.validate_only, recompute=recompute,
-                      lanes=args.lanes)
-    if not args.validate_only:
+                      lanes=args.lanes, rehearse=args.rehearse, plan=args.plan, plan_nproc=args.nproc or [1, 2, 8])
+    if not (args.validate_only or args.plan):
         timings = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.seconds.items())
         reused = f"; reused, not executed: {', '.join(result.reused)}" if result.reused else ""
         print(f"profile {result.profile}: {timings or 'nothing executed'}{reused}")
@@ -148,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "out (default: one per core, at most 2; 1: one after another on every core)")
     book.add_argument("--validate-only", action="store_true",
                       help="check the profile and build every run config, execute nothing")
+    book.add_argument("--rehearse", action="store_true",
+                      help="run the profile's rehearsal: every code path kept, every budget shrunk by one factor, the "
+                           "random-weight models, a local server for openai-compatible backends (offline, on CPU)")
+    book.add_argument("--plan", action="store_true",
+                      help="print what each notebook would harvest, train, run through the model and ask an LLM, and "
+                           "the hours it would take (from a few seconds of calibration); compute nothing")
+    book.add_argument("--plan-gpus", dest="nproc", type=int, action="append", default=[], metavar="N",
+                      help="with --plan: also estimate the hours on N GPUs (repeatable)")
     book.set_defaults(function=_cmd_book)
     check = commands.add_parser("check-rounding", help="build the book, build it again on activations one rounding "
                                 "step apart, and record which verdicts moved (the scoreboard's rounding marks)")

@@ -121,19 +121,29 @@ def run_book(
     recompute: Sequence[str] = (),
     reuse: bool = True,
     lanes: int | None = None,
+    rehearse: bool = False,
+    plan: bool = False,
+    plan_nproc: Sequence[int] = (1, 2, 8),
 ) -> BookResult:
     """Validate, execute the notebooks and build the book (see the module docstring).
 
     ``reuse``: reinstate a notebook's earlier output instead of executing it when its inputs are
     unchanged, and the same for the feature browser (:mod:`sae_paper.book.reuse`); off under ``recompute``.
     ``lanes``: notebooks executed side by side (None: one per core, at most 2; :mod:`sae_paper.book.lanes`).
+    ``rehearse``: run the profile's rehearsal instead (:mod:`sae_paper.book.rehearsal`: every budget shrunk, every
+    code path kept). ``plan``: print what the profile would compute and how long it would take on this machine's
+    device and on each of ``plan_nproc`` GPUs, and compute nothing (:mod:`sae_paper.book.plan`).
     """
     from sae_paper.data.cache import RECOMPUTE_ENV, recompute_env
 
     if recompute:
         with environment(**{RECOMPUTE_ENV: recompute_env(list(recompute))}):
             return run_book(profile, overrides, notebooks, layout=layout, validate_only=validate_only, build=build,
-                            log=log, reuse=False, lanes=lanes)
+                            log=log, reuse=False, lanes=lanes, rehearse=rehearse, plan=plan, plan_nproc=plan_nproc)
+    if plan and validate_only:
+        raise BookError("--plan and --validate-only: choose one (--plan validates too)")
+    if plan and any(not isinstance(n, int) or n < 1 for n in plan_nproc):
+        raise BookError(f"--plan-gpus takes positive integers, got {', '.join(map(str, plan_nproc))}")
     layout = layout or BookLayout.default()
     present = layout.notebooks()
     if not present:
@@ -145,12 +155,21 @@ def run_book(
     path = profile_path(profile, layout.profiles_dir)
     profile_name = path.stem
     entries = load_profile(path)
+    if rehearse:
+        from sae_paper.book.rehearsal import SUFFIX, rehearsal_profile
+
+        entries, profile_name = rehearsal_profile(entries), profile_name + SUFFIX
     strays = sorted(set(entries) - set(present))
     if strays:  # a typo, or a notebook still being written: say so, but it does not stop the others
         log(f"note: profile {profile_name} has entries for notebook(s) not in {layout.notebooks_dir}: {', '.join(strays)}")
     parameters = resolve_parameters(entries, selected, parse_overrides(overrides))
     lane_count(lanes, len(selected))  # a bad --lanes fails here, before anything runs
     result = BookResult(profile_name, selected, parameters)
+    if plan:
+        from sae_paper.book.plan import print_plan
+
+        print_plan(parameters, book_harvest_requests, nproc=plan_nproc, log=log)
+        return result
     if validate_only:
         for name in selected:
             for line in describe_configs(name, parameters[name]):
@@ -181,8 +200,13 @@ def run_book(
     def store(name: str) -> None:
         executed_cache.store(name, keys[name], out, [*notebook_files(name), f"{LOGS}/{name}.log"])
 
-    _run_notebooks(to_run, parameters, out, layout=layout, profile_name=profile_name, lanes=lanes, result=result,
-                   steps=steps, log=log, store=store)
+    from sae_paper.book.rehearsal import rehearsal_server
+
+    with rehearsal_server(parameters) as url:  # a rehearsal's openai-compatible backends talk to it (keys made before)
+        if url:
+            log(f"autointerp: the openai-compatible backends talk to the local test server at {url}")
+        _run_notebooks(to_run, parameters, out, layout=layout, profile_name=profile_name, lanes=lanes, result=result,
+                       steps=steps, log=log, store=store)
     log(f"notebooks executed: {', '.join(to_run) or 'none'}; reused: {', '.join(result.reused) or 'none'}")
     _install(out, layout.book_dir / GENERATED, selected)
     write_scoreboard(layout.book_dir / GENERATED)

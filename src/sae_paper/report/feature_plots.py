@@ -134,7 +134,7 @@ def logit_effect_figure(
     suppressed = effect.most(k, suppressed=True)
     boosted = effect.most(k, suppressed=False)
     rows = suppressed + list(reversed(boosted))
-    names = [label(t) for t, _ in rows]
+    names = [label(t).replace("$", r"\$") for t, _ in rows]  # a token's "$" is text: matplotlib would read mathtext
     values = [d for _, d in rows]
     positions = list(range(len(rows)))[::-1]
     right.barh(positions, values, color=["tab:red" if v < 0 else "tab:green" for v in values])
