@@ -238,13 +238,8 @@ note
 
 # %%
 with prov.section("Figure 6: alpha sweeps"):
-    alpha_sweeps = {}
-    for site_kind in ("mlp_post", "resid_post"):
-        configs = study.alpha_sweep(site_kind)
-        if configs:
-            records = RecordTable(sweeps.run_sweep(configs))
-            alpha_sweeps[records[0].site] = records
-RecordTable(record for records in alpha_sweeps.values() for record in records)
+    alpha_sweeps = sweeps.run_by_site(study.alpha_sweep(site_kind) for site_kind in ("mlp_post", "resid_post"))
+RecordTable.joined(alpha_sweeps.values())
 
 # %%
 plots.fig6_tradeoff(alpha_sweeps)
@@ -262,7 +257,7 @@ board.record("fig6-tradeoff", *tradeoff_finding(alpha_sweeps))
 # %%
 with prov.section("Figure 7: epochs"):
     by_epochs = {epochs: RecordTable(sweeps.run_sweep(configs)) for epochs, configs in study.epoch_sweep().items()}
-RecordTable(record for records in by_epochs.values() for record in records)
+RecordTable.joined(by_epochs.values())
 
 # %%
 plots.fig7_epochs(by_epochs)
@@ -283,14 +278,9 @@ board.record("fig7-epochs", *epochs_finding(by_epochs))
 
 # %%
 with prov.section("Figure 16: ratio sweeps and untied SAEs"):
-    ratio_sweeps = {}
-    for site_kind in ("resid_post", "mlp_post"):
-        configs = study.ratio_sweep(site_kind)
-        if configs:
-            records = RecordTable(sweeps.run_sweep(configs))
-            ratio_sweeps[records[0].site] = records
+    ratio_sweeps = sweeps.run_by_site(study.ratio_sweep(site_kind) for site_kind in ("resid_post", "mlp_post"))
     untied_pairs = [tuple(sweeps.run_sweep(pair)) for pair in study.untied_pairs()]
-RecordTable([*(r for rs in ratio_sweeps.values() for r in rs), *(r for pair in untied_pairs for r in pair)])
+RecordTable.joined([*ratio_sweeps.values(), *untied_pairs])
 
 # %%
 plots.fig16_alive(alpha_sweeps, ratio_sweeps, untied_pairs)

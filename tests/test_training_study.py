@@ -18,7 +18,8 @@ from sae_paper.chapters.training import (
     untied_finding,
 )
 from sae_paper.core.metrics import SpliceMetrics
-from sae_paper.core.sweeps import SweepRecord, collect, markdown_table, select
+from sae_paper.core import sweeps
+from sae_paper.core.sweeps import RecordTable, SweepRecord, collect, markdown_table, select
 from sae_paper.data.paths import repo_root
 from sae_paper.errors import SaePaperError
 
@@ -176,3 +177,20 @@ def test_train_runtime_says_how_many_threads_trained_the_sae():
     assert hardware_phrase({"torch_threads": 2, "cpus_usable": 2, "gpu": "NVIDIA H200"}) == \
         "2 torch threads on 2 CPU cores + NVIDIA H200"
     assert "activations/s) on 1 torch thread on 2 CPU cores;" in train_runtime_finding(12, 12_705, 196_608, hardware=lane).ours
+
+
+def test_sweeps_by_site_skip_empty_sweeps_keep_their_order_and_join_into_one_table(monkeypatch):
+    """Figures 6 and 16 read sweeps keyed by site; an empty sweep (a site the profile does not sweep) adds no key."""
+    ran = []
+
+    def fake_run_sweep(configs):
+        ran.append(list(configs))
+        return [rec(alpha, site=site) for site, alpha in configs]
+
+    monkeypatch.setattr(sweeps, "run_sweep", fake_run_sweep)
+    by_site = sweeps.run_by_site([[("mlp_post.0", 1e-3), ("mlp_post.0", 2e-3)], [], [("resid_post.3", 5e-3)]])
+    assert list(by_site) == ["mlp_post.0", "resid_post.3"] and len(ran) == 2
+    assert [r.alpha for r in by_site["mlp_post.0"]] == [1e-3, 2e-3]
+    assert all(isinstance(table, RecordTable) for table in by_site.values())
+    joined = RecordTable.joined(by_site.values())
+    assert isinstance(joined, RecordTable) and [r.alpha for r in joined] == [1e-3, 2e-3, 5e-3]

@@ -143,6 +143,17 @@ def run_sweep(configs: Sequence[RunConfig], *, progress: bool = False) -> list[S
     return [cache[config] for config in configs]
 
 
+def run_by_site(sweeps: Iterable[Sequence[RunConfig]]) -> dict[str, RecordTable]:
+    """Each non-empty sweep run with :func:`run_sweep`, in order, keyed by its SAEs' site: the shape
+    Figures 6 and 16 draw (one line per site) and their verdicts read."""
+    found: dict[str, RecordTable] = {}
+    for configs in sweeps:
+        if configs:
+            records = RecordTable(run_sweep(configs))
+            found[records[0].site] = records
+    return found
+
+
 def select(records: Iterable[SweepRecord], **criteria: Any) -> list[SweepRecord]:
     """The records whose fields equal every given value, e.g. ``select(rs, site="mlp_post.0", kind="tied")``."""
     unknown = set(criteria) - set(SweepRecord.__dataclass_fields__)
@@ -181,4 +192,9 @@ class RecordTable(list):
 
     def where(self, **criteria: Any) -> "RecordTable":
         return RecordTable(select(self, **criteria))
+
+    @classmethod
+    def joined(cls, groups: Iterable[Iterable[SweepRecord]]) -> "RecordTable":
+        """One table of several sweeps' records, in order (a notebook shows a figure's SAEs together)."""
+        return cls(record for group in groups for record in group)
 
