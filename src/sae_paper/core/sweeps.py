@@ -97,7 +97,7 @@ def prefetch(
 
     def get_model():
         if not loaded:
-            loaded.append(model() if model is not None else load_model(configs[0].model))
+            loaded.append(model() if model is not None else load_model(configs[0].model, configs[0].device))
         return loaded[0]
 
     return harvest_all(harvest_requests(configs, splits), get_model,

@@ -49,6 +49,7 @@ from sae_paper.core.metrics import alive_dead, fvu
 from sae_paper.core.sae import CONFIG_FILE, WEIGHTS_FILE, SaeOutput, SparseAutoencoder, make_sae
 from sae_paper.data import cache
 from sae_paper.data.activations import ActivationBatches
+from sae_paper.data.device import fused_adam_runs_on, resolve_device, to_device
 from sae_paper.errors import SaePaperError
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -76,7 +77,7 @@ class TrainResult:
 def make_optimizer(sae: SparseAutoencoder, lr: float) -> torch.optim.Adam:
     """Adam(lr) over the SAE's parameters, with the single-kernel (fused) update where available."""
     params = list(sae.parameters())
-    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
+    fused = all(fused_adam_runs_on(p.device) and p.dtype in (torch.float32, torch.float64) for p in params)
     return torch.optim.Adam(params, lr=lr, fused=fused)
 
 
@@ -115,14 +116,14 @@ def train_sae(
 
     ``alpha`` is the resolved L1 coefficient (``config.alpha`` may be None). Resumes from
     ``out_dir/checkpoint.pt`` when it was written by the same run. ``device``: where to
-    train (default: CUDA if available, else CPU). ``stop_after_steps``: stop as if
+    train (a ``RunConfig.device`` setting or a torch device; None: ``config.device``). ``stop_after_steps``: stop as if
     killed right after this many steps of this call (and any checkpoint due at the last of
     them), leaving only the periodic checkpoints behind (for testing resumption).
     """
     if stop_after_steps is not None and (not isinstance(stop_after_steps, int) or stop_after_steps <= 0):
         raise SaePaperError(f"stop_after_steps must be a positive integer or None, got {stop_after_steps!r}")
     run = _Run.start(activations, config, alpha, Path(out_dir),
-                     torch.device(device) if device is not None else _default_device())
+                     resolve_device(config.device if device is None else device))
     batches_per_epoch = math.ceil(run.n_rows / config.batch_size)
     position = run.position
     bar = tqdm(total=config.epochs * run.n_rows, initial=run.rows_done(), unit="act", unit_scale=True,
@@ -137,7 +138,7 @@ def train_sae(
                     continue
                 if seen > batches_per_epoch:
                     break
-                batch = batch.to(run.device, non_blocking=True)
+                batch = to_device(batch, run.device)
                 out = train_step(run.sae, run.optimizer, batch, run.fire_counts if counting else None)
                 run.last_batch = (out, batch)
                 position.step += 1
@@ -161,10 +162,6 @@ def train_sae(
     finally:
         bar.close()
     return run.finish()
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass
