@@ -1,0 +1,162 @@
+"""Harvest and training spread over torchrun's ranks (gloo on the CPU) give what one process gives.
+
+Each test launches real ``torchrun`` processes on 127.0.0.1 and bounds every launch with a
+timeout. A cache is compared file by file: the shards' bytes and the manifest's list of
+shards (files, contexts, rows, kept rows, checksums) for a harvest; the weights and the SAE's
+config for training (the summaries hold wall times, which differ).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from sae_paper.book.distributed import deal
+from sae_paper.core.config import RunConfig
+from sae_paper.data.distributed import World
+
+LAUNCH_TIMEOUT = 240
+HARVEST = ["--set", "model=pythia-70m-deduped-random", "--set", "layer=1", "--set", "context_length=16",
+           "--set", "n_tokens=12000", "--set", "eval_tokens=600", "--set", "harvest_batch_size=64"]
+"""About four 256-context shards of training text and one of held-out text."""
+
+
+def launch(command: list[str], cache: Path, *, wait: bool = True, timeout: float = LAUNCH_TIMEOUT):
+    env = {**os.environ, "SAE_PAPER_CACHE": str(cache), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "SAE_PAPER_DIST_TIMEOUT": "120"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait:
+        return process
+    out, err = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", *args]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def single(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sae_paper", *args]
+
+
+def harvested(cache: Path) -> dict[str, object]:
+    """Every activation shard's bytes and every manifest's shard list, by path under the cache."""
+    found: dict[str, object] = {}
+    for path in sorted((cache / "activations").rglob("*")):
+        name = str(path.relative_to(cache))
+        if path.suffix == ".safetensors":
+            found[name] = path.read_bytes()
+        elif path.name == "manifest.json":
+            found[name] = json.loads(path.read_text())["shards"]
+        elif path.suffix == ".json" and path.name.startswith("shard_"):
+            found[name] = "a side file left behind"
+    return found
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> dict[str, object]:
+    cache = tmp_path_factory.mktemp("one") / "cache"
+    done = launch(single("harvest", *HARVEST), cache)
+    assert done.returncode == 0, done.stderr
+    found = harvested(cache)
+    assert sum(name.endswith(".safetensors") for name in found) >= 5
+    return found
+
+
+def test_two_rank_harvest_is_byte_identical_to_one_process(one_process, tmp_path):
+    done = launch(torchrun("--standalone", "--nproc_per_node=2", "-m", "sae_paper", "harvest", *HARVEST),
+                  tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert harvested(tmp_path / "cache") == one_process
+    assert done.stdout.count("train: ") == 1  # rank 0 reports, once
+
+
+def test_two_nodes_on_one_host_with_c10d_rendezvous(one_process, tmp_path):
+    endpoint = f"127.0.0.1:{free_port()}"
+    nodes = [launch(torchrun("--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}", "--rdzv-backend=c10d",
+                             f"--rdzv-endpoint={endpoint}", "--rdzv-id=i31", "-m", "sae_paper", "harvest", *HARVEST),
+                    tmp_path / "cache", wait=False) for rank in (0, 1)]
+    results = [node.communicate(timeout=LAUNCH_TIMEOUT) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err for _, err in results]
+    assert harvested(tmp_path / "cache") == one_process
+
+
+def _rank_process(launcher: psutil.Process, rank: int) -> psutil.Process | None:
+    for child in launcher.children(recursive=True):
+        try:
+            if child.environ().get("RANK") == str(rank) and "sae_paper" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
+@pytest.mark.slow
+def test_a_rank_killed_mid_harvest_loses_nothing_on_rerun(one_process, tmp_path):
+    cache = tmp_path / "cache"
+    command = torchrun("--standalone", "--nproc_per_node=2", "-m", "sae_paper", "harvest", *HARVEST)
+    first = launch(command, cache, wait=False)
+    launcher, victim, deadline = psutil.Process(first.pid), None, time.monotonic() + LAUNCH_TIMEOUT
+    while time.monotonic() < deadline and first.poll() is None:  # kill rank 1 once a first shard is written
+        if list((cache / "activations").rglob("shard_*.safetensors")):
+            victim = _rank_process(launcher, 1)
+            if victim is not None:
+                victim.send_signal(signal.SIGKILL)
+                break
+        time.sleep(0.05)
+    _, err = first.communicate(timeout=LAUNCH_TIMEOUT)
+    assert victim is not None and first.returncode != 0, err
+    kept = {path: path.stat().st_mtime_ns for path in (cache / "activations").rglob("shard_*.safetensors")}
+    assert kept
+    again = launch(command, cache)
+    assert again.returncode == 0, again.stderr
+    assert harvested(cache) == one_process
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in kept.items())  # not harvested again
+
+
+def test_a_rank_that_fails_fails_the_launch_with_its_error_line(tmp_path):
+    done = launch(torchrun("--standalone", "--nproc_per_node=2", "-m", "sae_paper", "harvest", *HARVEST,
+                           "--set", "device=cuda:7"), tmp_path / "cache", timeout=120)
+    assert done.returncode != 0
+    assert "error: rank 0: device 'cuda:7' asked for, but torch sees no CUDA GPU here" in done.stderr \
+        or "error: rank 0: device cuda:7 asked for" in done.stderr
+
+
+def sae_files(cache: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(cache)): path.read_bytes() for path in sorted((cache / "saes").rglob("sae.*"))}
+
+
+@pytest.mark.slow
+def test_two_rank_book_training_is_byte_identical_to_one_process(tmp_path):
+    prepare = ["prepare", "--profile", "smoke", "--notebooks", "01_training"]
+    one = launch(single(*prepare), tmp_path / "one")
+    assert one.returncode == 0, one.stderr
+    two = launch(torchrun("--standalone", "--nproc_per_node=2", "-m", "sae_paper", *prepare), tmp_path / "two")
+    assert two.returncode == 0, two.stderr
+    assert "rank 0 of 2" in two.stdout and "rank 1 of 2" in two.stdout
+    reference = sae_files(tmp_path / "one")
+    assert len(reference) >= 2 * 8 and sae_files(tmp_path / "two") == reference
+    assert harvested(tmp_path / "two") == harvested(tmp_path / "one")
+
+
+def test_the_plan_is_dealt_largest_first_round_robin():
+    configs = [RunConfig(model="pythia-70m-deduped-random", n_tokens=n) for n in (100, 400, 200, 300, 500)]
+    sizes = lambda share: [c.n_tokens for c in share]  # noqa: E731
+    assert sizes(deal(configs, World(0, 2))) == [500, 300, 100]
+    assert sizes(deal(configs, World(1, 2))) == [400, 200]
+    assert sizes(deal(configs, World(0, 1))) == [500, 400, 300, 200, 100]
