@@ -78,6 +78,7 @@ def one_process(tmp_path_factory) -> dict[str, object]:
     return found
 
 
+@pytest.mark.slow
 def test_two_rank_harvest_is_byte_identical_to_one_process(one_process, tmp_path):
     done = launch(torchrun("--standalone", "--nproc_per_node=2", "-m", "sae_paper", "harvest", *HARVEST),
                   tmp_path / "cache")
@@ -86,6 +87,7 @@ def test_two_rank_harvest_is_byte_identical_to_one_process(one_process, tmp_path
     assert done.stdout.count("train: ") == 1  # rank 0 reports, once
 
 
+@pytest.mark.slow
 def test_two_nodes_on_one_host_with_c10d_rendezvous(one_process, tmp_path):
     endpoint = f"127.0.0.1:{free_port()}"
     nodes = [launch(torchrun("--nnodes=2", "--nproc_per_node=1", f"--node_rank={rank}", "--rdzv-backend=c10d",
@@ -160,3 +162,34 @@ def test_the_plan_is_dealt_largest_first_round_robin():
     assert sizes(deal(configs, World(0, 2))) == [500, 300, 100]
     assert sizes(deal(configs, World(1, 2))) == [400, 200]
     assert sizes(deal(configs, World(0, 1))) == [500, 400, 300, 200, 100]
+
+
+def test_a_rerun_keeps_shards_written_past_a_gap_and_fills_the_gap(pythia_random, scratch_cache):
+    """What a killed launch can leave: shard 0 merged, shard 1 never written (its rank died), shard 2 written by
+    another rank but not merged (a side file past the gap). One rank then finishes it as one process would."""
+    from sae_paper.data import cache
+    from sae_paper.data.activations import MANIFEST, HarvestSpec, harvest
+    from sae_paper.data.models import Site
+    from sae_paper.data.rank_harvest import _side_file, harvest_ranked
+
+    site = Site("resid_post", 1)
+    spec = HarvestSpec(model="pythia-70m-deduped-random", source="pile-openings", split="train", n_tokens=250,
+                       context_length=16, dtype="float32", seed=3)
+    folder = harvest(pythia_random, spec, [site], batch_size=4, shard_contexts=4, progress=False)[site].folder
+    reference = json.loads((folder / MANIFEST).read_text())["shards"]
+    assert len(reference) >= 4
+    rows = {shard["file"]: (folder / shard["file"]).read_bytes() for shard in reference}
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["shards"] = reference[:1]
+    cache.write_json_atomic(folder / MANIFEST, manifest)
+    cache.write_json_atomic(_side_file(folder, 2), reference[2])
+    for shard in reference[1:2] + reference[3:]:
+        (folder / shard["file"]).unlink()
+    kept = {name: (folder / name).stat().st_mtime_ns for name in (reference[0]["file"], reference[2]["file"])}
+
+    written = harvest_ranked(lambda: pythia_random, spec, {site: spec.n_tokens}, World(0, 1), batch_size=4)
+    assert f"{site}/{reference[2]['file']}" not in written and f"{site}/{reference[1]['file']}" in written
+    assert json.loads((folder / MANIFEST).read_text())["shards"] == reference
+    assert {shard["file"]: (folder / shard["file"]).read_bytes() for shard in reference} == rows
+    assert {name: (folder / name).stat().st_mtime_ns for name in kept} == kept
+    assert not list(folder.glob("shard_*.json"))

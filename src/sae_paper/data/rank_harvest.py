@@ -60,12 +60,16 @@ def _merge(folder: Path, manifest: dict, *, verify: bool = False) -> dict:
 
 
 def _written_before(folder: Path, index: int, contexts: int) -> bool:
-    """Whether a side file beyond the manifest's end already holds this shard, whole and intact (an earlier,
-    killed run wrote it after a gap)."""
+    """Whether this shard is already there, whole and intact: a side file an earlier, killed run wrote after a
+    gap, or the manifest entry that side file was merged into since."""
     side = _side_file(folder, index)
-    if not side.is_file():
-        return False
-    entry = cache.read_json(side, "activation shard record")
+    try:
+        entry = cache.read_json(side, "activation shard record")
+    except (OSError, SaePaperError):  # none, or another rank merged it just now: then the manifest lists it
+        listed = _read_manifest(folder)["shards"]
+        if index >= len(listed):
+            return False
+        entry = listed[index]
     try:
         _check_shard(folder, entry)
     except SaePaperError:
