@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tokens", type=int, default=48_000, help="rows to harvest in the harvest stage")
     parser.add_argument("--profile", default="smoke")
     parser.add_argument("--notebooks", default="01_training")
+    parser.add_argument("--stages", nargs="+", default=["harvest", "book"], choices=["harvest", "book"])
     args = parser.parse_args(argv)
 
     harvest = ["harvest", "--set", "model=pythia-70m-deduped-random", "--set", "layer=1", "--set", "context_length=64",
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     single = [sys.executable, "-m", "sae_paper"]
     ranks = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sae_paper"]
     results = {}
-    for stage, command in (("harvest", harvest), ("book", book)):
+    for stage, command in ((stage, {"harvest": harvest, "book": book}[stage]) for stage in args.stages):
         one = timed(single + command, threads=2)
         two = timed(ranks + command, threads=1)
         results[stage] = {"one_process_2_threads_s": round(one, 1), "two_ranks_1_thread_s": round(two, 1),
