@@ -158,7 +158,7 @@ def test_two_rank_book_training_is_byte_identical_to_one_process(tmp_path):
 
 def test_the_plan_is_dealt_largest_first_round_robin():
     configs = [RunConfig(model="pythia-70m-deduped-random", n_tokens=n) for n in (100, 400, 200, 300, 500)]
-    sizes = lambda share: [c.n_tokens for c in share]  # noqa: E731
+    sizes = lambda share: [c.n_tokens for c in share]
     assert sizes(deal(configs, World(0, 2))) == [500, 300, 100]
     assert sizes(deal(configs, World(1, 2))) == [400, 200]
     assert sizes(deal(configs, World(0, 1))) == [500, 400, 300, 200, 100]
@@ -193,3 +193,19 @@ def test_a_rerun_keeps_shards_written_past_a_gap_and_fills_the_gap(pythia_random
     assert {shard["file"]: (folder / shard["file"]).read_bytes() for shard in reference} == rows
     assert {name: (folder / name).stat().st_mtime_ns for name in kept} == kept
     assert not list(folder.glob("shard_*.json"))
+
+
+def test_book_nproc_builds_the_torchrun_line_and_rejects_a_bad_count():
+    from sae_paper.book.distributed import launch_prepare, torchrun_command
+    from sae_paper.cli import _prepare_args, build_parser
+    from sae_paper.errors import SaePaperError
+
+    args = build_parser().parse_args(["book", "--profile", "smoke", "--nproc", "2", "-p", "seed=1",
+                                      "--notebooks", "01_training"])
+    assert args.nproc == 2
+    command = torchrun_command(args.nproc, _prepare_args(args))
+    assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "sae_paper",
+                           "prepare", "--profile", "smoke", "--param=seed=1", "--notebooks=01_training"]
+    assert build_parser().parse_args(command[command.index("prepare"):]).notebooks == ["01_training"]
+    with pytest.raises(SaePaperError, match=r"^--nproc 0: must be a positive integer$"):
+        launch_prepare(0, [])

@@ -21,7 +21,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sae_paper.book.profiles import load_profile, parse_overrides, profile_path, resolve_parameters, study_classes
+from sae_paper.book.profiles import (
+    load_profile,
+    parse_overrides,
+    profile_path,
+    resolve_parameters,
+    study_classes,
+)
 from sae_paper.book.runner import BookLayout, harvest_for_book
 from sae_paper.core.config import RunConfig
 from sae_paper.core.pipeline import Run
@@ -107,7 +113,7 @@ def launch_prepare(nproc: int, prepare_args: Sequence[str], log=print) -> None:
     command = torchrun_command(nproc, prepare_args)
     log("prepare: " + " ".join(command[1:]))
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    done = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True, check=False)
     sys.stderr.write(done.stderr)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     if done.returncode:

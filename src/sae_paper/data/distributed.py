@@ -48,8 +48,8 @@ class World:
 def world() -> World:
     """This process's rank, world size and local rank, from torchrun's environment (rank 0 of 1 without it)."""
     try:
-        found = World(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                      int(os.environ.get("LOCAL_RANK", 0)))
+        found = World(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                      int(os.environ.get("LOCAL_RANK", "0")))
     except ValueError:
         raise SaePaperError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them)") from None
     if not 0 <= found.rank < found.size:
@@ -69,7 +69,7 @@ def process_group() -> Iterator[World]:
     if dist.is_initialized():  # an enclosing block joined already
         yield here
         return
-    seconds = float(os.environ.get(TIMEOUT_ENV, 1800))
+    seconds = float(os.environ.get(TIMEOUT_ENV, "1800"))
     dist.init_process_group("gloo", rank=here.rank, world_size=here.size, timeout=timedelta(seconds=seconds))
     try:
         yield here

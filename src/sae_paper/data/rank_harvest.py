@@ -24,8 +24,20 @@ import torch
 
 from sae_paper.data import cache
 from sae_paper.data.activations import (
-    MANIFEST, SHARD_CONTEXTS, HarvestSpec, _check_shard, _context_stream, _heal, _read_manifest,
-    _resume_point, _shards, _start_manifest, _write_shard, complete, harvest, site_rows,
+    MANIFEST,
+    SHARD_CONTEXTS,
+    HarvestSpec,
+    _check_shard,
+    _context_stream,
+    _heal,
+    _read_manifest,
+    _resume_point,
+    _shards,
+    _start_manifest,
+    _write_shard,
+    complete,
+    harvest,
+    site_rows,
 )
 from sae_paper.data.distributed import World, barrier, broadcast
 from sae_paper.data.models import Site
