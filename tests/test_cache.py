@@ -131,7 +131,7 @@ def test_a_missing_shard_is_harvested_again_with_a_line_saying_so(pythia_random,
 def tiny_run(monkeypatch, pythia_random, **changes):
     from sae_paper.core import pipeline
 
-    monkeypatch.setattr(pipeline, "load_model", lambda name: pythia_random)
+    monkeypatch.setattr(pipeline, "load_model", lambda name, device=None: pythia_random)
     fields = dict(model="pythia-70m-deduped-random", layer=1, source="webtext", n_tokens=300, eval_tokens=120,
                   context_length=24, harvest_batch_size=4, epochs=2, batch_size=64, checkpoint_every=2)
     return pipeline.Run(RunConfig(**{**fields, **changes}), progress=False)

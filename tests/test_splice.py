@@ -53,7 +53,7 @@ def test_cached_reference_ce_equals_a_fresh_computation(pythia_random, monkeypat
     from sae_paper.core.config import RunConfig
     from sae_paper.core.metrics import reference_ce
 
-    monkeypatch.setattr(pipeline, "load_model", lambda name: pythia_random)
+    monkeypatch.setattr(pipeline, "load_model", lambda name, device=None: pythia_random)
     config = RunConfig(model="pythia-70m-deduped-random", layer=1, source="webtext", n_tokens=300, eval_tokens=120,
                        context_length=24, harvest_batch_size=4, epochs=1, batch_size=64)
     run = pipeline.Run(config, progress=False)

@@ -52,8 +52,16 @@ def _cmd_fields(args) -> None:
 
 def _cmd_harvest(args) -> None:
     from sae_paper.core.pipeline import Run
+    from sae_paper.data.distributed import process_group
+    from sae_paper.data.rank_harvest import harvest_all
 
     run = Run(_config(args))
+    with process_group() as here:
+        if here.distributed:  # under torchrun: the ranks share the text's shards
+            harvest_all([(run.harvest_spec(split), run.site) for split in ("train", "eval")], lambda: run.model,
+                        batch_size=run.config.harvest_batch_size, here=here)
+        if here.rank:
+            return
     for split in ("train", "eval"):
         cache = run.activations(split)
         print(f"{split}: {cache.n_rows:,} activations × {cache.d_in} at {run.site} in {cache.folder}")
@@ -86,9 +94,28 @@ def _cmd_run(args) -> None:
     print(f"wall time {time.perf_counter() - started:.0f} s")
 
 
+def _prepare_args(args) -> list[str]:
+    return ["--profile", str(args.profile), *(f"--param={p}" for p in args.param),
+            *(f"--notebooks={n}" for n in args.notebooks)]
+
+
+def _cmd_prepare(args) -> None:
+    from sae_paper.book.distributed import book_parameters, prepare_book
+    from sae_paper.data.distributed import process_group
+
+    notebooks = [name for entry in args.notebooks for name in entry.split(",") if name]
+    parameters = book_parameters(args.profile, args.param, notebooks or None)
+    with process_group() as here:
+        prepare_book(parameters, here)
+
+
 def _cmd_book(args) -> None:
     from sae_paper.book.runner import run_book
 
+    if args.nproc is not None and not args.validate_only:
+        from sae_paper.book.distributed import launch_prepare
+
+        launch_prepare(args.nproc, _prepare_args(args))
     notebooks = [name for entry in args.notebooks for name in entry.split(",") if name]
     recompute = [kind for entry in args.recompute for kind in entry.split(",") if kind]
     result = run_book(args.profile, args.param, notebooks or None, validate_only=args.validate_only, recompute=recompute,
@@ -146,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--lanes", type=int, default=None, metavar="N",
                       help="notebooks executed side by side when they do not depend on each other, the cores shared "
                            "out (default: one per core, at most 2; 1: one after another on every core)")
+    book.add_argument("--nproc", type=int, default=None, metavar="N",
+                      help="first harvest and train every SAE the notebooks read on N torchrun ranks (sae-paper prepare; "
+                           "docs/distributed.md), then run the notebooks, which only load")
     book.add_argument("--validate-only", action="store_true",
                       help="check the profile and build every run config, execute nothing")
     book.add_argument("--rehearse", action="store_true",
@@ -157,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--plan-gpus", dest="nproc", type=int, action="append", default=[], metavar="N",
                       help="with --plan: also estimate the hours on N GPUs (repeatable)")
     book.set_defaults(function=_cmd_book)
+    prepare = commands.add_parser("prepare", help="harvest and train everything the book's notebooks read, shared "
+                                  "over torchrun's ranks (run it under torchrun; docs/distributed.md)")
+    prepare.add_argument("--profile", default="default", help="profiles/NAME.yaml or a YAML path")
+    prepare.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a notebook parameter, as for sae-paper book")
+    prepare.add_argument("--notebooks", action="append", default=[], metavar="NAME", help="as for sae-paper book")
+    prepare.set_defaults(function=_cmd_prepare)
     check = commands.add_parser("check-rounding", help="build the book, build it again on activations one rounding "
                                 "step apart, and record which verdicts moved (the scoreboard's rounding marks)")
     check.add_argument("--profile", default="default", help="profiles/NAME.yaml or a YAML path")
@@ -180,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.function(args)
     except SaePaperError as error:
-        print(f"error: {error}", file=sys.stderr)
+        from sae_paper.data.distributed import world
+
+        rank = world()
+        print(f"error: {f'rank {rank.rank}: ' if rank.distributed else ''}{error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; everything written so far is kept and a rerun resumes", file=sys.stderr)

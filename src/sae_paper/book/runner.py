@@ -312,17 +312,18 @@ def book_harvest_requests(parameters: Mapping[str, Mapping[str, Any]]) -> list[t
     return requests
 
 
-def harvest_for_book(parameters: Mapping[str, Mapping[str, Any]]) -> list[str]:
+def harvest_for_book(parameters: Mapping[str, Mapping[str, Any]], here=None) -> list[str]:
     """Harvest, before any notebook runs, every activation the selected notebooks will read
     (:func:`book_harvest_requests`).
 
     Requests for one text (model, source, split, ...) from every notebook are merged, so each
     text is read in one forward pass that writes every site any notebook needs, up to the
-    largest number of rows any asks for (:func:`sae_paper.data.activations.harvest_all`); the
+    largest number of rows any asks for (:func:`sae_paper.data.rank_harvest.harvest_all`); the
     notebooks then find their activations cached (a smaller request reads the start of the
-    cache). The model is loaded only if something is missing. One line per harvest done.
+    cache). The model is loaded only if something is missing. ``here``: this torchrun rank
+    (:class:`sae_paper.data.distributed.World`) when the ranks share the harvest. One line per harvest done.
     """
-    from sae_paper.data.activations import harvest_all
+    from sae_paper.data.rank_harvest import harvest_all
     from sae_paper.data.models import load_model
 
     requests, models = book_harvest_requests(parameters), {}
@@ -335,7 +336,7 @@ def harvest_for_book(parameters: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
         batch = next(values.get("harvest_batch_size", 32) for values in parameters.values())
         lines += harvest_all([r for r in requests if r[0].model == model_name], get_model, batch_size=batch,
-                             progress=sys.stderr.isatty())
+                             progress=sys.stderr.isatty(), here=here)
     return lines
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, cast, get_args
 
+from sae_paper.data.device import check_device
 from sae_paper.errors import SaePaperError
 
 SiteKind = Literal["resid_post", "mlp_post"]
@@ -85,6 +86,10 @@ class RunConfig:
     alive_threshold: int = 10
     """A feature is alive if it fires more than this many times over the evaluated activations (Figure 16)."""
 
+    device: str = "auto"
+    """Where to compute: auto (CUDA if available, else CPU), cpu, cuda or cuda:N; under torchrun, cuda is
+    cuda:LOCAL_RANK. Says where, never what: no cache key and no saved record holds it."""
+
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> SaePaperError:
             return SaePaperError(f"config field {name}={getattr(self, name)!r}: {why}")
@@ -108,13 +113,19 @@ class RunConfig:
             raise bad("lr", "must be positive")
         if self.checkpoint_every < 0 or self.alive_threshold < 0:
             raise SaePaperError("config fields checkpoint_every and alive_threshold must be non-negative")
+        try:
+            check_device(self.device)
+        except SaePaperError:
+            raise bad("device", "must be auto, cpu, cuda or cuda:N") from None
 
     def replace(self, **changes: Any) -> "RunConfig":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The fields as saved beside results, ``device`` left out: where a result was computed does not
+        change it, so a record written on a GPU box reads the same as one written on a laptop."""
+        return {name: value for name, value in dataclasses.asdict(self).items() if name != "device"}
 
     def key(self, *names: str) -> str:
         """A short stable hash of the named fields: cache folders are keyed by what they depend on."""

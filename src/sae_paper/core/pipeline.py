@@ -91,7 +91,7 @@ class Run:
     def model(self):
         """The language model, loaded on first use only."""
         if self._model is None:
-            self._model = load_model(self.config.model)
+            self._model = load_model(self.config.model, device=self.config.device)
         return self._model
 
     @cached_property

@@ -20,7 +20,8 @@ from typing import Any
 from sae_paper.core.config import RunConfig
 from sae_paper.core.pipeline import Run
 from sae_paper.core.train import SUMMARY_FILE
-from sae_paper.data.activations import HarvestSpec, harvest_all
+from sae_paper.data.activations import HarvestSpec
+from sae_paper.data.rank_harvest import harvest_all
 from sae_paper.data.models import Site, load_model
 from sae_paper.data.text import Split
 from sae_paper.errors import SaePaperError
@@ -66,7 +67,7 @@ class SweepRecord:
 
 
 def harvest_requests(configs: Iterable[RunConfig], splits: Sequence[Split] = ("train", "eval")) -> list[tuple[HarvestSpec, Site]]:
-    """The (harvest spec, site) pairs the configs read, for :func:`sae_paper.data.activations.harvest_all`."""
+    """The (harvest spec, site) pairs the configs read, for :func:`sae_paper.data.rank_harvest.harvest_all`."""
     requests = []
     for config in configs:
         run = Run(config, progress=False)
@@ -86,7 +87,7 @@ def prefetch(
 
     Sites reading the same text are harvested together, in one forward pass that stops at
     the deepest of them, up to the largest number of rows asked for
-    (:func:`~sae_paper.data.activations.harvest_all`). ``model``: a zero-argument callable giving
+    (:func:`~sae_paper.data.rank_harvest.harvest_all`). ``model``: a zero-argument callable giving
     the loaded model (e.g. ``lambda: run.model``, to share one load with a :class:`Run`);
     called only if something must be harvested; default :func:`~sae_paper.data.models.load_model`.
     Returns one line per harvest done (empty when everything was cached).
@@ -98,7 +99,7 @@ def prefetch(
 
     def get_model():
         if not loaded:
-            loaded.append(model() if model is not None else load_model(configs[0].model))
+            loaded.append(model() if model is not None else load_model(configs[0].model, configs[0].device))
         return loaded[0]
 
     return harvest_all(harvest_requests(configs, splits), get_model,

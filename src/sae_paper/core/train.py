@@ -50,6 +50,7 @@ from sae_paper.core.metrics import alive_dead, fvu
 from sae_paper.core.sae import CONFIG_FILE, WEIGHTS_FILE, SaeOutput, SparseAutoencoder, make_sae
 from sae_paper.data import cache
 from sae_paper.data.activations import ActivationBatches
+from sae_paper.data.device import fused_adam_runs_on, resolve_device, to_device
 from sae_paper.errors import SaePaperError
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -77,7 +78,7 @@ class TrainResult:
 def make_optimizer(sae: SparseAutoencoder, lr: float) -> torch.optim.Adam:
     """Adam(lr) over the SAE's parameters, with the single-kernel (fused) update where available."""
     params = list(sae.parameters())
-    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
+    fused = all(fused_adam_runs_on(p.device) and p.dtype in (torch.float32, torch.float64) for p in params)
     return torch.optim.Adam(params, lr=lr, fused=fused)
 
 
@@ -132,14 +133,14 @@ def train_sae(
 
     ``alpha`` is the resolved L1 coefficient (``config.alpha`` may be None). Resumes from
     ``out_dir/checkpoint.pt`` when it was written by the same run. ``device``: where to
-    train (default: CUDA if available, else CPU). ``_stop_after_steps`` is for the tests of
-    resumption: stop as if killed right after this many steps of this call (and any
+    train (a ``RunConfig.device`` setting or a torch device; None: ``config.device``). ``_stop_after_steps`` is for
+    the tests of resumption: stop as if killed right after this many steps of this call (and any
     checkpoint due at the last of them), leaving only the periodic checkpoints behind.
     """
     if _stop_after_steps is not None and (not isinstance(_stop_after_steps, int) or _stop_after_steps <= 0):
         raise SaePaperError(f"_stop_after_steps must be a positive integer or None, got {_stop_after_steps!r}")
     run = _Run.start(activations, config, alpha, Path(out_dir),
-                     torch.device(device) if device is not None else _default_device())
+                     resolve_device(config.device if device is None else device))
     with _progress_bar(run, progress) as show:
         for steps, (epoch, index, batch) in enumerate(run.remaining_batches(activations), 1):
             out = train_step(run.sae, run.optimizer, batch, run.counts_for(epoch))
@@ -168,10 +169,6 @@ def _progress_bar(run: "_Run", enabled: bool) -> Iterator[Callable[[SaeOutput, T
         yield show
     finally:
         bar.close()
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass
@@ -250,7 +247,7 @@ class _Run:
                     continue
                 if seen > per_epoch:
                     break
-                yield epoch, seen, batch.to(self.device, non_blocking=True)
+                yield epoch, seen, to_device(batch, self.device)
             if seen != per_epoch:
                 raise SaePaperError(
                     f"activation source yielded {'more than ' if seen > per_epoch else ''}"

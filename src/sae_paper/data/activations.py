@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -304,7 +304,26 @@ def _heal(folder: Path, manifest: dict) -> None:
 def _extend(model, spec: HarvestSpec, targets: dict[Site, tuple[Path, dict, int]], *, batch_size: int,
             progress: bool) -> None:
     """Harvest shards until every target site holds the kept rows it wants (the third item of its target)."""
-    model_spec = find_model_spec(spec.model)
+    per_shard, goal, done, first, kept_before = _resume_point(spec, targets)
+    stream = _context_stream(model, spec, first * per_shard)
+    bar = tqdm(total=goal, initial=min(kept_before, goal), unit="tok", unit_scale=True,
+               disable=not progress, desc=f"harvest {spec.model} {','.join(map(str, targets))}")
+    for index, (tokens, kept, kept_before_shard) in enumerate(_shards(stream, spec, per_shard, kept_before, goal), first):
+        needing = [site for site, (_, _, want) in targets.items() if done[site] <= index and kept_before_shard < want]
+        if needing:
+            rows = site_rows(model, tokens, needing, batch_size=batch_size, dtype=getattr(torch, spec.dtype))
+            for site in needing:
+                folder, manifest, _ = targets[site]
+                _append_shard(folder, manifest, rows[site], kept, len(tokens))
+                done[site] += 1
+        bar.update(min(int(kept.sum()), goal - bar.n))
+    bar.close()
+
+
+def _resume_point(spec: HarvestSpec, targets: dict[Site, tuple[Path, dict, int]]) -> tuple[int, int, dict[Site, int], int, int]:
+    """Where a harvest of ``targets`` starts: (contexts a shard, kept rows wanted, whole shards each site holds,
+    the first shard to read, kept rows before it). Drops a short tail shard from the manifests (it is
+    harvested again, longer), checks the shards kept and stamps this harvest in each manifest (in memory)."""
     per_shard = next(iter(targets.values()))[1]["shard_contexts"]
     goal = max(want for _, _, want in targets.values())
     done: dict[Site, int] = {}
@@ -320,15 +339,42 @@ def _extend(model, spec: HarvestSpec, targets: dict[Site, tuple[Path, dict, int]
     cache.notice(f"harvesting {spec.split} activations of {spec.source} ({', '.join(map(str, targets))}, up to {goal:,} rows) "
                  f"from shard {first} into {spec.folder()}")
     kept_before = sum(shard["kept"] for shard in targets[min(done, key=done.get)][1]["shards"])  # type: ignore[arg-type]  # every site is in done
+    return per_shard, goal, done, first, kept_before
+
+
+def _context_stream(model, spec: HarvestSpec, skip: int) -> Iterator[Tensor]:
+    """The text's contexts in stream order, the first ``skip`` passed over."""
     stream = iter_contexts(
-        spec.source, model.tokenizer, context_length=spec.context_length, bos_token_id=model_spec.bos_token_id,
-        split=spec.split, seed=spec.seed, max_document_tokens=spec.max_document_tokens,
+        spec.source, model.tokenizer, context_length=spec.context_length,
+        bos_token_id=find_model_spec(spec.model).bos_token_id, split=spec.split, seed=spec.seed,
+        max_document_tokens=spec.max_document_tokens,
     )
-    for _ in range(first * per_shard):
+    for _ in range(skip):
         next(stream, None)
-    dtype = getattr(torch, spec.dtype)
-    bar = tqdm(total=goal, initial=min(kept_before, goal), unit="tok", unit_scale=True,
-               disable=not progress, desc=f"harvest {spec.model} {','.join(map(str, targets))}")
+    return stream
+
+
+def _shards(stream: Iterator[Tensor], spec: HarvestSpec, per_shard: int, kept_total: int,
+            goal: int) -> Iterator[tuple[Tensor, Tensor, int]]:
+    """Cut the context stream into shards of ``per_shard`` contexts until ``goal`` kept rows: (contexts, kept mask
+    of their non-BOS positions, kept rows before the shard) each; the last shard stops at the goal."""
+    bos = find_model_spec(spec.model).bos_token_id
+    while kept_total < goal:
+        kept_before_shard, chunk = kept_total, []
+        for context in stream:
+            chunk.append(context)
+            kept_total += int(kept_positions(context[None], bos).sum())
+            if len(chunk) == per_shard or kept_total >= goal:
+                break
+        if not chunk:
+            raise SaePaperError(f"text source {spec.source} ran out after {kept_total:,} kept rows; {goal:,} were asked for")
+        tokens = torch.stack(chunk)
+        yield tokens, kept_positions(tokens, bos)[:, 1:].reshape(-1), kept_before_shard
+
+
+def site_rows(model, tokens: Tensor, sites: Sequence[Site], *, batch_size: int, dtype: torch.dtype) -> dict[Site, Tensor]:
+    """Every non-BOS position's activation at each of ``sites`` for ``tokens`` [contexts, ctx_len], in ``dtype`` on
+    the CPU; one forward pass per batch, stopping after the deepest site's block."""
     captured: dict[Site, Tensor] = {}
 
     def capture(site: Site):
@@ -337,37 +383,15 @@ def _extend(model, spec: HarvestSpec, targets: dict[Site, tuple[Path, dict, int]
             return activation
         return hook
 
-    index, kept_total = first, kept_before
+    pending: dict[Site, list[Tensor]] = {site: [] for site in sites}
+    hooks = [(site.hook_name, capture(site)) for site in sites]
     with torch.inference_mode():
-        while kept_total < goal:
-            kept_before_shard = kept_total
-            chunk = []
-            for context in stream:
-                chunk.append(context)
-                kept_total += int(kept_positions(context[None], model_spec.bos_token_id).sum())
-                if len(chunk) == per_shard or kept_total >= goal:
-                    break
-            if not chunk:
-                raise SaePaperError(f"text source {spec.source} ran out after {kept_total:,} kept rows; "
-                                    f"{goal:,} were asked for")
-            tokens = torch.stack(chunk)
-            kept = kept_positions(tokens, model_spec.bos_token_id)[:, 1:].reshape(-1)
-            needing = [site for site, (_, _, want) in targets.items() if done[site] <= index and kept_before_shard < want]
-            if needing:
-                stop_at_layer = max(site.layer for site in needing) + 1
-                pending: dict[Site, list[Tensor]] = {site: [] for site in needing}
-                hooks = [(site.hook_name, capture(site)) for site in needing]
-                for start in range(0, len(tokens), batch_size):
-                    model.run_with_hooks(tokens[start : start + batch_size], stop_at_layer=stop_at_layer, fwd_hooks=hooks)
-                    for site in needing:
-                        pending[site].append(captured[site].cpu())
-                for site in needing:
-                    folder, manifest, _ = targets[site]
-                    _append_shard(folder, manifest, torch.cat(pending[site]), kept, len(tokens))
-                    done[site] += 1
-            bar.update(min(int(kept.sum()), goal - bar.n))
-            index += 1
-    bar.close()
+        for start in range(0, len(tokens), batch_size):
+            model.run_with_hooks(tokens[start : start + batch_size], stop_at_layer=max(s.layer for s in sites) + 1,
+                                 fwd_hooks=hooks)
+            for site in sites:
+                pending[site].append(captured[site].cpu())
+    return {site: torch.cat(pending[site]) for site in sites}
 
 
 def _start_manifest(folder: Path, spec: HarvestSpec, site: Site, width: int, shard_contexts: int) -> dict:
@@ -396,36 +420,16 @@ def _check_settings(folder: Path, manifest: dict, spec: HarvestSpec, site: Site,
 
 
 def _append_shard(folder: Path, manifest: dict, rows: Tensor, kept: Tensor, contexts: int) -> None:
-    from safetensors.torch import save_file
-
-    name = f"shard_{len(manifest['shards']):05d}.safetensors"
-    cache.atomic_write(folder / name, lambda tmp: save_file({"activations": rows.contiguous(),
-                                                               "kept": kept.contiguous()}, tmp))
-    manifest["shards"].append({"file": name, "contexts": contexts, "rows": len(rows), "kept": int(kept.sum()),
-                               "sha256": cache.sha256_file(folder / name)})
+    manifest["shards"].append(_write_shard(folder, len(manifest["shards"]), rows, kept, contexts))
     cache.write_json_atomic(folder / MANIFEST, manifest)
 
 
-def harvest_all(requests: Iterable[tuple[HarvestSpec, Site]], get_model: Callable[[], Any], *, batch_size: int = 32,
-                progress: bool = False) -> list[str]:
-    """Harvest everything ``requests`` need that is not cached yet, one forward pass per text.
+def _write_shard(folder: Path, index: int, rows: Tensor, kept: Tensor, contexts: int) -> dict:
+    """Write shard ``index`` (:func:`~sae_paper.data.cache.atomic_write`); return its manifest entry, checksum included."""
+    from safetensors.torch import save_file
 
-    Requests for the same text (the same cache folder) are merged: every site asked for, up
-    to the largest ``n_tokens`` asked for, so a notebook or a sweep that later asks for fewer
-    rows or a subset of the sites reads them from this one harvest. ``get_model()`` is called
-    only if something must be harvested. Returns one line per harvest done.
-    """
-    merged: dict[Path, tuple[HarvestSpec, dict[Site, int]]] = {}
-    for spec, site in requests:
-        known = merged.setdefault(spec.folder(), (spec, {}))
-        known[1][site] = max(known[1].get(site, 0), spec.n_tokens)
-    done = []
-    for spec, wanted in merged.values():
-        short = {site: n for site, n in sorted(wanted.items()) if not complete(spec.folder() / str(site), n)}
-        if short:
-            started = time.perf_counter()
-            harvest(get_model(), spec, list(short), batch_size=batch_size, progress=progress, wanted=short)
-            done.append(f"{spec.split} text of {spec.source} ({spec.model}) in one pass: "
-                        + ", ".join(f"{site} {n:,} rows" for site, n in short.items())
-                        + f"; {time.perf_counter() - started:.0f} s")
-    return done
+    name = f"shard_{index:05d}.safetensors"
+    cache.atomic_write(folder / name, lambda tmp: save_file({"activations": rows.contiguous(),
+                                                               "kept": kept.contiguous()}, tmp))
+    return {"file": name, "contexts": contexts, "rows": len(rows), "kept": int(kept.sum()),
+            "sha256": cache.sha256_file(folder / name)}

@@ -66,7 +66,11 @@ class Computation:
 COMPUTATIONS: dict[str, Computation] = {
     "activations": Computation(1, (
         "sae_paper.data.activations.harvest", "sae_paper.data.activations._extend",
-        "sae_paper.data.activations._append_shard", "sae_paper.data.text.kept_positions",
+        "sae_paper.data.activations._append_shard", "sae_paper.data.activations._write_shard",
+        "sae_paper.data.activations._resume_point", "sae_paper.data.activations._context_stream",
+        "sae_paper.data.activations._shards", "sae_paper.data.activations.site_rows",
+        "sae_paper.data.rank_harvest.harvest_ranked", "sae_paper.data.rank_harvest._merge",
+        "sae_paper.data.rank_harvest._prepare", "sae_paper.data.text.kept_positions",
         "sae_paper.data.text.iter_contexts", "sae_paper.data.text.iter_documents")),
     "sae": Computation(2, (
         "sae_paper.core.train.train_sae", "sae_paper.core.train.train_step", "sae_paper.core.train.training_forward",

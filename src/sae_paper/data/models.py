@@ -34,6 +34,7 @@ from typing import Literal
 import torch
 
 from sae_paper.data.cache import replace_folder
+from sae_paper.data.device import resolve_device
 from sae_paper.data.paths import model_cache_dir, shared_file
 from sae_paper.errors import SaePaperError
 
@@ -119,22 +120,20 @@ class Site:
         return self
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_model(name: str, device: str | None = None):
-    """A hooked ``TransformerBridge`` for a named model, in eval mode without gradients."""
+def load_model(name: str, device: str | torch.device | None = None):
+    """A hooked ``TransformerBridge`` for a named model, in eval mode without gradients, on ``device``
+    (a ``RunConfig.device`` setting, resolved by :func:`sae_paper.data.device.resolve_device`; None: auto)."""
     spec = model_spec(name)
+    device = str(resolve_device(device))
     hf_model, tokenizer = _LOADERS[spec.weights](spec)
     from transformer_lens.model_bridge import TransformerBridge
 
     with _quiet():
         if hf_model is None:
-            bridge = TransformerBridge.boot_transformers(spec.hub_id, device=device or default_device())
+            bridge = TransformerBridge.boot_transformers(spec.hub_id, device=device)
         else:
             bridge = TransformerBridge.boot_transformers(
-                spec.hub_id, hf_model=hf_model, tokenizer=tokenizer, device=device or default_device()
+                spec.hub_id, hf_model=hf_model, tokenizer=tokenizer, device=device
             )
     bridge.eval()
     bridge.requires_grad_(False)

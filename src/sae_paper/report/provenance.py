@@ -29,6 +29,7 @@ from typing import Any
 
 from sae_paper.data import cache
 from sae_paper.data.cache import git_state
+from sae_paper.data.device import gpu_name
 from sae_paper.data.paths import book_output_dir
 
 LIBRARIES = ("sae-paper", "torch", "transformer-lens", "transformers", "numpy", "matplotlib")
@@ -80,7 +81,7 @@ def hardware() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "gpu": gpu_name(),
     }
     return info
 
