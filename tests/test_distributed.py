@@ -158,7 +158,8 @@ def test_two_rank_book_training_is_byte_identical_to_one_process(tmp_path):
 
 def test_the_plan_is_dealt_largest_first_round_robin():
     configs = [RunConfig(model="pythia-70m-deduped-random", n_tokens=n) for n in (100, 400, 200, 300, 500)]
-    sizes = lambda share: [c.n_tokens for c in share]
+    def sizes(share):
+        return [c.n_tokens for c in share]
     assert sizes(deal(configs, World(0, 2))) == [500, 300, 100]
     assert sizes(deal(configs, World(1, 2))) == [400, 200]
     assert sizes(deal(configs, World(0, 1))) == [500, 400, 300, 200, 100]

@@ -17,8 +17,8 @@ from sae_paper.chapters.training import (
     train_runtime_finding,
     untied_finding,
 )
-from sae_paper.core.metrics import SpliceMetrics
 from sae_paper.core import sweeps
+from sae_paper.core.metrics import SpliceMetrics
 from sae_paper.core.sweeps import RecordTable, SweepRecord, collect, markdown_table, select
 from sae_paper.data.paths import repo_root
 from sae_paper.errors import SaePaperError

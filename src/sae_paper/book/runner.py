@@ -323,8 +323,8 @@ def harvest_for_book(parameters: Mapping[str, Mapping[str, Any]], here=None) -> 
     cache). The model is loaded only if something is missing. ``here``: this torchrun rank
     (:class:`sae_paper.data.distributed.World`) when the ranks share the harvest. One line per harvest done.
     """
-    from sae_paper.data.rank_harvest import harvest_all
     from sae_paper.data.models import load_model
+    from sae_paper.data.rank_harvest import harvest_all
 
     requests, models = book_harvest_requests(parameters), {}
     lines = []

@@ -21,8 +21,8 @@ from sae_paper.core.config import RunConfig
 from sae_paper.core.pipeline import Run
 from sae_paper.core.train import SUMMARY_FILE
 from sae_paper.data.activations import HarvestSpec
-from sae_paper.data.rank_harvest import harvest_all
 from sae_paper.data.models import Site, load_model
+from sae_paper.data.rank_harvest import harvest_all
 from sae_paper.data.text import Split
 from sae_paper.errors import SaePaperError
 
