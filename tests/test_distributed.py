@@ -210,3 +210,18 @@ def test_book_nproc_builds_the_torchrun_line_and_rejects_a_bad_count():
     assert build_parser().parse_args(command[command.index("prepare"):]).notebooks == ["01_training"]
     with pytest.raises(SaePaperError, match=r"^--nproc 0: must be a positive integer$"):
         launch_prepare(0, [])
+    rehearsal = build_parser().parse_args(["book", "--profile", "paper", "--rehearse", "--nproc", "2"])
+    prepare = build_parser().parse_args(["prepare", *_prepare_args(rehearsal)])
+    assert prepare.rehearse and prepare.profile == "paper"  # the ranks prepare the rehearsal, not the paper's budgets
+    planned = build_parser().parse_args(["book", "--plan", "--nproc", "4", "--plan-gpus", "2", "--plan-gpus", "8"])
+    assert planned.nproc == 4 and planned.plan_gpus == [2, 8]
+
+
+def test_the_rehearsals_training_plan_is_the_rehearsal_profiles():
+    """`prepare --rehearse` trains what `book --rehearse` reads: the random-weight models at the rehearsal's sizes."""
+    from sae_paper.book.distributed import book_parameters, book_training_plan
+
+    rehearsal = book_training_plan(book_parameters("paper", rehearse=True))
+    paper = book_training_plan(book_parameters("paper"))
+    assert rehearsal and all(config.model.endswith("-random") for config in rehearsal)
+    assert max(c.n_tokens for c in rehearsal) < min(c.n_tokens for c in paper)

@@ -114,11 +114,18 @@ def test_paper_rehearsal_end_to_end(tmp_path, scratch_cache, capsys):
     """Every code path of the paper profile, cold, on CPU: the book builds and every notebook records its claims."""
     from test_book import book_copy
 
+    from sae_paper.book.distributed import launch_prepare
+
     book = book_copy(tmp_path)
     started = time.perf_counter()
+    launch_prepare(2, ["--profile", "paper", "--rehearse"])  # the distributed stage: 2 gloo ranks harvest and train
+    prepared = {path: path.stat().st_mtime_ns for path in scratch_cache.glob("saes/*/*/summary.json")}
+    assert prepared, "the ranks trained no SAE"
+    distributed = time.perf_counter() - started
     result = run_book("paper", rehearse=True, layout=BookLayout(ROOT / "notebooks", book, ROOT / "profiles"), log=print)
     seconds = time.perf_counter() - started
-    print(f"paper rehearsal: {seconds:.0f} s, {result.seconds}")
+    print(f"paper rehearsal: {seconds:.0f} s ({distributed:.0f} s on 2 ranks), {result.seconds}")
+    assert all(path.stat().st_mtime_ns == ns for path, ns in prepared.items())  # the notebooks only loaded those
     assert result.profile == "paper-rehearsal" and (result.html / "index.html").is_file()
     board = json.loads((book / "generated" / "scoreboard.json").read_text())["claims"]
     assert {row["notebook"] for row in board} >= set(PAPER)

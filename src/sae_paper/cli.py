@@ -96,7 +96,7 @@ def _cmd_run(args) -> None:
 
 def _prepare_args(args) -> list[str]:
     return ["--profile", str(args.profile), *(f"--param={p}" for p in args.param),
-            *(f"--notebooks={n}" for n in args.notebooks)]
+            *(f"--notebooks={n}" for n in args.notebooks), *(["--rehearse"] if args.rehearse else [])]
 
 
 def _cmd_prepare(args) -> None:
@@ -104,7 +104,7 @@ def _cmd_prepare(args) -> None:
     from sae_paper.data.distributed import process_group
 
     notebooks = [name for entry in args.notebooks for name in entry.split(",") if name]
-    parameters = book_parameters(args.profile, args.param, notebooks or None)
+    parameters = book_parameters(args.profile, args.param, notebooks or None, rehearse=args.rehearse)
     with process_group() as here:
         prepare_book(parameters, here)
 
@@ -112,14 +112,15 @@ def _cmd_prepare(args) -> None:
 def _cmd_book(args) -> None:
     from sae_paper.book.runner import run_book
 
-    if args.nproc is not None and not args.validate_only:
+    if args.nproc is not None and not (args.validate_only or args.plan):
         from sae_paper.book.distributed import launch_prepare
 
         launch_prepare(args.nproc, _prepare_args(args))
     notebooks = [name for entry in args.notebooks for name in entry.split(",") if name]
     recompute = [kind for entry in args.recompute for kind in entry.split(",") if kind]
     result = run_book(args.profile, args.param, notebooks or None, validate_only=args.validate_only, recompute=recompute,
-                      lanes=args.lanes, rehearse=args.rehearse, plan=args.plan, plan_nproc=args.nproc or [1, 2, 8])
+                      lanes=args.lanes, rehearse=args.rehearse, plan=args.plan,
+                      plan_nproc=args.plan_gpus or ([args.nproc] if args.nproc else [1, 2, 8]))
     if not (args.validate_only or args.plan):
         timings = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in result.seconds.items())
         reused = f"; reused, not executed: {', '.join(result.reused)}" if result.reused else ""
@@ -184,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     book.add_argument("--plan", action="store_true",
                       help="print what each notebook would harvest, train, run through the model and ask an LLM, and "
                            "the hours it would take (from a few seconds of calibration); compute nothing")
-    book.add_argument("--plan-gpus", dest="nproc", type=int, action="append", default=[], metavar="N",
-                      help="with --plan: also estimate the hours on N GPUs (repeatable)")
+    book.add_argument("--plan-gpus", type=int, action="append", default=[], metavar="N",
+                      help="with --plan: estimate the hours on N GPUs (repeatable; default 1, 2 and 8, or --nproc's N)")
     book.set_defaults(function=_cmd_book)
     prepare = commands.add_parser("prepare", help="harvest and train everything the book's notebooks read, shared "
                                   "over torchrun's ranks (run it under torchrun; docs/distributed.md)")
@@ -193,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                          help="override a notebook parameter, as for sae-paper book")
     prepare.add_argument("--notebooks", action="append", default=[], metavar="NAME", help="as for sae-paper book")
+    prepare.add_argument("--rehearse", action="store_true", help="the profile's rehearsal, as for sae-paper book")
     prepare.set_defaults(function=_cmd_prepare)
     check = commands.add_parser("check-rounding", help="build the book, build it again on activations one rounding "
                                 "step apart, and record which verdicts moved (the scoreboard's rounding marks)")

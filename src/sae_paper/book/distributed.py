@@ -28,6 +28,7 @@ from sae_paper.book.profiles import (
     resolve_parameters,
     study_classes,
 )
+from sae_paper.book.rehearsal import rehearsal_profile
 from sae_paper.book.runner import BookLayout, harvest_for_book
 from sae_paper.core.config import RunConfig
 from sae_paper.core.pipeline import Run
@@ -46,11 +47,14 @@ reads its ``all_configs()`` at every seed."""
 
 
 def book_parameters(profile: str | Path, overrides: Sequence[str] = (), notebooks: Sequence[str] | None = None,
-                    layout: BookLayout | None = None) -> dict[str, dict[str, Any]]:
-    """The notebooks' resolved parameters, as :func:`sae_paper.book.runner.run_book` resolves them."""
+                    layout: BookLayout | None = None, *, rehearse: bool = False) -> dict[str, dict[str, Any]]:
+    """The notebooks' resolved parameters, as :func:`sae_paper.book.runner.run_book` resolves them (``rehearse``:
+    the profile's rehearsal, :func:`sae_paper.book.rehearsal.rehearsal_profile`, as ``book --rehearse`` runs it)."""
     layout = layout or BookLayout.default()
     selected = list(notebooks) if notebooks else layout.notebooks()
     entries = load_profile(profile_path(profile, layout.profiles_dir))
+    if rehearse:
+        entries = rehearsal_profile(entries)
     return resolve_parameters(entries, selected, parse_overrides(overrides))
 
 

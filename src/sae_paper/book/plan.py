@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BYTES = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
-CALIBRATION_BATCH = {"cpu": 64, "cuda": 4096}
-"""Rows of a calibration SAE step on each device type (the time is scaled per row; a GPU needs a large batch to be
+CALIBRATION_ROWS_CPU, CALIBRATION_ROWS_GPU = 64, 4096
+"""Rows of a calibration SAE step on the CPU and on a GPU (the time is scaled per row; a GPU needs a large batch to be
 busy)."""
 VOCAB = 50_304
 """The unembedding's width in the calibration (Pythia's padded vocabulary; SmolLM2's is 49,152)."""
@@ -164,16 +164,17 @@ def calibrate(plans: Sequence[NotebookPlan], device: str | None = None) -> Calib
 
     from sae_paper.core.sae import make_sae
     from sae_paper.core.train import make_optimizer, train_step
-    from sae_paper.data.models import Site, default_device
+    from sae_paper.data.device import device_type, resolve_device
+    from sae_paper.data.models import Site
 
-    device = device or default_device()
+    device = device or str(resolve_device("auto"))
     started = time.perf_counter()
     shapes = {}
     for config in (c for plan in plans for c in plan.saes):
         d_in = _width(config.model, Site(config.site, config.layer))
         shapes.setdefault(d_in, config.sae)
     generator = torch.Generator().manual_seed(0)
-    rows = CALIBRATION_BATCH.get(device.split(":")[0], 64)
+    rows = CALIBRATION_ROWS_CPU if device_type(device) == "cpu" else CALIBRATION_ROWS_GPU
     steps = {}
     for d_in, kind in shapes.items():
         sae = make_sae(kind, d_in, d_in, alpha=1e-3).to(device)  # R = 1; the time is scaled by d_sae
@@ -187,10 +188,9 @@ def calibrate(plans: Sequence[NotebookPlan], device: str | None = None) -> Calib
 
 
 def _sync(device: str) -> None:
-    import torch
+    from sae_paper.data.device import synchronize
 
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    synchronize(device)
 
 
 def _forward_seconds(model: str, device: str) -> tuple[float, float]:

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from sae_paper.data.device import device_type
 from sae_paper.errors import SaePaperError
 
 TrainPath = Literal["auto", "dense", "sparse"]
@@ -80,7 +81,7 @@ def choose_path(device: str | torch.device, codes: Tensor) -> Literal["dense", "
     CPU-tuned kernel never runs on CUDA unless asked for (``path="sparse"``). A crossover
     measured on a GPU joins :data:`SPARSE_CROSSOVER` under ``"cuda"``.
     """
-    crossover = SPARSE_CROSSOVER.get(torch.device(device).type)
+    crossover = SPARSE_CROSSOVER.get(device_type(device))
     if crossover is None:
         return "dense"
     return "sparse" if int(torch.count_nonzero(codes > 0)) <= crossover * codes.numel() else "dense"

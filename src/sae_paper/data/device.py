@@ -60,6 +60,18 @@ def to_device(batch: Tensor, device: torch.device) -> Tensor:
     return batch.pin_memory().to(device, non_blocking=True)
 
 
+def device_type(device: str | torch.device) -> str:
+    """``cpu``, ``cuda``, ...: the kind of device a setting or a torch device names (what a choice made per kind of
+    device, such as the training step's kernel, keys on); no GPU is needed to ask."""
+    return torch.device(device).type
+
+
+def synchronize(device: str | torch.device) -> None:
+    """Wait for the device's queued work (a GPU runs asynchronously), so a timing around it is true; nothing on the CPU."""
+    if device_type(device) == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def fused_adam_runs_on(device: torch.device) -> bool:
     """Whether torch's single-kernel (fused) Adam runs on this device type (the CPU and CUDA)."""
     return device.type in ("cpu", "cuda")
