@@ -15,7 +15,7 @@ import torch
 
 import sae_paper
 from sae_paper.core.config import TRAIN_FIELDS, RunConfig, load_config
-from sae_paper.data.device import check_device, resolve_device, to_device
+from sae_paper.data.device import check_device, harvest_dtype, resolve_device, to_device
 from sae_paper.errors import SaePaperError
 
 PACKAGE_DIR = Path(sae_paper.__file__).parent
@@ -96,3 +96,27 @@ def test_the_device_enters_no_key_and_no_record():
     assert cpu.key(*TRAIN_FIELDS) == auto.key(*TRAIN_FIELDS)
     assert cpu.to_dict() == auto.to_dict() and "device" not in auto.to_dict()
     assert RunConfig(**cpu.to_dict()) == auto
+
+
+def test_a_harvest_runs_the_model_in_the_stored_dtype_on_a_gpu_and_in_float32_on_the_cpu():
+    assert harvest_dtype(torch.device("cuda", 0), "float16") == "float16"
+    assert harvest_dtype(torch.device("cuda", 0), "float32") == "float32"
+    assert harvest_dtype("cpu", "float16") is None  # the CPU book's cache was computed in float32, then stored
+
+
+def test_load_model_runs_in_the_dtype_it_is_given(scratch_cache):
+    """What a GPU harvest does (float16 weights and activations), checked on the CPU with the random Pythia."""
+    from sae_paper.data.models import load_model
+
+    half = load_model("pythia-70m-deduped-random", "cpu", dtype="float16")
+    assert {p.dtype for p in half.parameters()} == {torch.float16}
+    tokens = torch.tensor([[0, 100, 200, 300]])
+    _, cache = half.run_with_cache(tokens, names_filter=lambda name: name == "blocks.1.hook_resid_post",
+                                   stop_at_layer=2)
+    resid = cache["blocks.1.hook_resid_post"]
+    assert resid.dtype == torch.float16 and bool(torch.isfinite(resid).all())
+    full = load_model("pythia-70m-deduped-random", "cpu")
+    assert {p.dtype for p in full.parameters()} == {torch.float32}
+    _, reference = full.run_with_cache(tokens, names_filter=lambda name: name == "blocks.1.hook_resid_post",
+                                       stop_at_layer=2)
+    torch.testing.assert_close(resid.float(), reference["blocks.1.hook_resid_post"], rtol=0.05, atol=0.05)

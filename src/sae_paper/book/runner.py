@@ -323,15 +323,19 @@ def harvest_for_book(parameters: Mapping[str, Mapping[str, Any]], here=None) -> 
     cache). The model is loaded only if something is missing. ``here``: this torchrun rank
     (:class:`sae_paper.data.distributed.World`) when the ranks share the harvest. One line per harvest done.
     """
+    from sae_paper.data.device import harvest_dtype
     from sae_paper.data.models import load_model
     from sae_paper.data.rank_harvest import harvest_all
 
     requests, models = book_harvest_requests(parameters), {}
     lines = []
     for model_name in dict.fromkeys(spec.model for spec, _ in requests):
-        def get_model(model_name=model_name):
-            if model_name not in models:
-                models[model_name] = load_model(model_name)
+        stored = {spec.dtype for spec, _ in requests if spec.model == model_name}
+
+        def get_model(model_name=model_name, stored=stored):
+            if model_name not in models:  # one precision for every request of this model, else float32
+                dtype = harvest_dtype("auto", next(iter(stored))) if len(stored) == 1 else None
+                models[model_name] = load_model(model_name, dtype=dtype)
             return models[model_name]
 
         batch = next(values.get("harvest_batch_size", 32) for values in parameters.values())

@@ -21,6 +21,7 @@ from sae_paper.core.config import RunConfig
 from sae_paper.core.pipeline import Run
 from sae_paper.core.train import SUMMARY_FILE
 from sae_paper.data.activations import HarvestSpec
+from sae_paper.data.device import harvest_dtype
 from sae_paper.data.models import Site, load_model
 from sae_paper.data.rank_harvest import harvest_all
 from sae_paper.data.text import Split
@@ -99,7 +100,9 @@ def prefetch(
 
     def get_model():
         if not loaded:
-            loaded.append(model() if model is not None else load_model(configs[0].model, configs[0].device))
+            first = configs[0]
+            loaded.append(model() if model is not None else
+                          load_model(first.model, first.device, dtype=harvest_dtype(first.device, first.dtype)))
         return loaded[0]
 
     return harvest_all(harvest_requests(configs, splits), get_model,

@@ -66,6 +66,13 @@ def device_type(device: str | torch.device) -> str:
     return torch.device(device).type
 
 
+def harvest_dtype(device: str | torch.device | None, stored: str) -> str | None:
+    """The precision a harvest runs the model in: the dtype its cache stores on a GPU (half-precision matmuls are
+    fast there, and the rows are kept in that dtype anyway), None (float32) on the CPU, where half precision is slow
+    and the CPU book's cached activations were computed in float32 and then stored."""
+    return stored if device_type(resolve_device(device)) == "cuda" else None
+
+
 def synchronize(device: str | torch.device) -> None:
     """Wait for the device's queued work (a GPU runs asynchronously), so a timing around it is true; nothing on the CPU."""
     if device_type(device) == "cuda":

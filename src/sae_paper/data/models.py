@@ -120,9 +120,13 @@ class Site:
         return self
 
 
-def load_model(name: str, device: str | torch.device | None = None):
+def load_model(name: str, device: str | torch.device | None = None, *, dtype: str | None = None):
     """A hooked ``TransformerBridge`` for a named model, in eval mode without gradients, on ``device``
-    (a ``RunConfig.device`` setting, resolved by :func:`sae_paper.data.device.resolve_device`; None: auto)."""
+    (a ``RunConfig.device`` setting, resolved by :func:`sae_paper.data.device.resolve_device`; None: auto).
+
+    ``dtype`` (``float16``, ``bfloat16``; None: the weights' float32) runs the model in that precision: a
+    harvest on a GPU runs it in the dtype its cache stores (:func:`sae_paper.data.device.harvest_dtype`), as
+    the paper's float16 harvest did, and on the CPU keeps float32, whose results the CPU book's cache holds."""
     spec = model_spec(name)
     device = str(resolve_device(device))
     hf_model, tokenizer = _LOADERS[spec.weights](spec)
@@ -135,6 +139,9 @@ def load_model(name: str, device: str | torch.device | None = None):
             bridge = TransformerBridge.boot_transformers(
                 spec.hub_id, hf_model=hf_model, tokenizer=tokenizer, device=device
             )
+    if dtype not in (None, "float32"):
+        with _quiet():
+            bridge.to(getattr(torch, dtype))
     bridge.eval()
     bridge.requires_grad_(False)
     return bridge
