@@ -129,6 +129,8 @@ from sae_paper.chapters.autointerp import (
     make_backends,
     mark_weakened,
     prefetch_train,
+    score_all,
+    scorer,
 )
 from sae_paper.chapters.autointerp_plots import scores_by_layer, scores_by_ratio
 from sae_paper.chapters.autointerp_verdicts import (
@@ -198,14 +200,14 @@ print(f"{fragments.n_fragments} fragments of {fragments.length} tokens; e.g. "
 # random directions, PCA and ICA are set to 0, as the paper did.
 
 # %%
-score = autointerp_budget.scorer(explain_with, simulate_with, study.scoring(), study.n_features)
+score = scorer(explain_with, simulate_with, study.scoring(), study.n_features)
 with prov.section("fit baselines (PCA, ICA)"):
     ks = study.topk_ks(site_acts)
     scored = study.decompositions(ks=ks)
 baseline_fits, weakened = fit_report(scored)
 print(baseline_fits)
 with prov.section("autointerp: Figures 2, 8, 9, 18"):
-    results = autointerp_budget.score_all(scored, score, fragments, site_acts)
+    results = score_all(scored, score, fragments, site_acts)
 summaries = [result.summary() for result in results.values()]
 main_site = Site("resid_post", study.main_layer)
 by_ratio = {r: results[(str(main_site), study.ratio_method(r))].summary() for r in study.fig8_ratios}
@@ -233,8 +235,8 @@ decide = functools.partial(decisions, study=study, backend=study.explainer, n_la
 with prov.section("autointerp at other seeds"):
     per_seed = {study.seed: summaries}
     for other in study.seeds()[1:]:
-        score_at = autointerp_budget.scorer(explain_with, simulate_with, study.reseeded(other).scoring(), study.n_features)
-        per_seed[other] = [r.summary() for r in autointerp_budget.score_all(study.decompositions(other), score_at,
+        score_at = scorer(explain_with, simulate_with, study.reseeded(other).scoring(), study.n_features)
+        per_seed[other] = [r.summary() for r in score_all(study.decompositions(other), score_at,
                                                                              fragments, site_acts).values()]
     seeded = decide_at_seeds(decide, per_seed, what=WHAT)
 Markdown(seed_table(seeded))
@@ -365,7 +367,7 @@ board.record("table2-moments", *moments_finding(correlations, len(sae_results), 
 if study.mlp_layer is not None:
     mlp_site = Site("mlp_post", study.mlp_layer)
     with prov.section("autointerp: MLP"):
-        results.update(autointerp_budget.score_all(
+        results.update(score_all(
             {(mlp_site, "mlp-sae"): SaeDecomposition(saes[study.mlp_config()]),
              (mlp_site, "mlp-neurons"): neuron_basis(mlp_site.width(model_spec(study.model)))}, score, fragments, site_acts))
         mlp_sae, mlp_neurons = (results[(str(mlp_site), m)].summary() for m in ("mlp-sae", "mlp-neurons"))

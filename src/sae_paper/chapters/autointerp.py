@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from sae_paper.analysis.autointerp.scoring import ScoringConfig
+from sae_paper.analysis.autointerp.fragments import Fragments
+from sae_paper.analysis.autointerp.scoring import ScoringConfig, score_decomposition
 from sae_paper.chapters.study import SaeRunFields, check_n_seeds
 from sae_paper.core.config import RunConfig
 from sae_paper.core.decompositions import (
@@ -381,3 +382,20 @@ def make_backends(study: AutointerpStudy, cache=None):
 def describe_backends(explainer, simulator) -> str:
     e, s = explainer.backend.label(), simulator.backend.label()
     return f"explainer {e}; simulator {s}" if e != s else f"explainer and simulator {e}"
+
+
+def scorer(explainer, simulator, config, n_features: int) -> Callable[..., Any]:
+    """``score(decomposition, activations, fragments, method=, site=, features=None)`` with the notebook's settings
+    (``features``: score these features instead of a sample)."""
+    def score(decomposition, activations, fragments, *, method: str, site: str, features=None):
+        return score_decomposition(decomposition, activations, fragments, explainer, simulator, method=method, site=site,
+                                   n_features=n_features, features=features, config=config)
+    return score
+
+
+def score_all(decompositions: Mapping[tuple[Site, str], Any], score: Callable[..., Any], fragments: Fragments,
+              activations: Mapping[Site, Any]) -> dict[tuple[str, str], Any]:
+    """Each decomposition scored by ``score`` (:func:`scorer`) on its site's fragment ``activations``, by
+    (site name, method), in ``decompositions``' order."""
+    return {(str(site), method): score(decomposition, activations[site], fragments, method=method, site=str(site))
+            for (site, method), decomposition in decompositions.items()}

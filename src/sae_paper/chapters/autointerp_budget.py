@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from sae_paper.analysis.autointerp.fragments import Fragments, FragmentSpec, fragment_activations
-from sae_paper.analysis.autointerp.scoring import MethodSummary, score_decomposition
+from sae_paper.analysis.autointerp.scoring import MethodSummary
 from sae_paper.chapters.autointerp import BASELINES
 from sae_paper.chapters.autointerp_verdicts import CENTRAL, WHAT
 from sae_paper.data.models import Site
@@ -112,20 +112,3 @@ def fragment_sweep(budgets: Sequence[int], pool: Callable[[int], tuple[Fragments
 def trends(points: Mapping[str, Sequence[BudgetPoint]]) -> dict[str, BudgetTrend | None]:
     """Each claim's trend (None when fewer than 3 budgets could be measured)."""
     return budget_trends(points, what=WHAT, unit="fragments", tolerance=TOLERANCE)
-
-
-def scorer(explainer, simulator, config, n_features: int) -> Callable[..., Any]:
-    """``score(decomposition, activations, fragments, method=, site=, features=None)`` with the notebook's settings
-    (``features``: score these features instead of a sample)."""
-    def score(decomposition, activations, fragments, *, method: str, site: str, features=None):
-        return score_decomposition(decomposition, activations, fragments, explainer, simulator, method=method, site=site,
-                                   n_features=n_features, features=features, config=config)
-    return score
-
-
-def score_all(decompositions: Mapping[tuple[Site, str], Any], score: Callable[..., Any], fragments: Fragments,
-              activations: Mapping[Site, Any]) -> dict[tuple[str, str], Any]:
-    """Each decomposition scored by ``score`` (:func:`scorer`) on its site's fragment ``activations``, by
-    (site name, method), in ``decompositions``' order."""
-    return {(str(site), method): score(decomposition, activations[site], fragments, method=method, site=str(site))
-            for (site, method), decomposition in decompositions.items()}
