@@ -112,12 +112,7 @@ from sae_paper.chapters.ioi import (
     token_sweep,
     token_trends,
 )
-from sae_paper.chapters.ioi_verdicts import (
-    FIG3_WHAT,
-    alpha_floor_finding,
-    fig3_decisions,
-    layers_finding,
-)
+from sae_paper.chapters.ioi_verdicts import FIG3_WHAT, alpha_floor_finding, fig3_decisions, layers_finding
 from sae_paper.core import sweeps
 from sae_paper.data.models import Site, load_model
 from sae_paper.report import plots, provenance

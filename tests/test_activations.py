@@ -8,13 +8,7 @@ import pytest
 import torch
 
 from sae_paper.data import activations as activations_module
-from sae_paper.data.activations import (
-    ActivationCache,
-    HarvestSpec,
-    InMemoryActivations,
-    harvest,
-    kept_rows,
-)
+from sae_paper.data.activations import ActivationCache, HarvestSpec, InMemoryActivations, harvest, kept_rows
 from sae_paper.data.models import Site
 from sae_paper.data.rank_harvest import harvest_all
 from sae_paper.data.text import kept_positions, load_contexts

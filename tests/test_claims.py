@@ -8,15 +8,7 @@ import re
 import pytest
 
 from sae_paper.errors import SaePaperError
-from sae_paper.report.claims import (
-    NOT_YET_RUN,
-    Claim,
-    Scoreboard,
-    load_claims,
-    read_records,
-    record,
-    render_table,
-)
+from sae_paper.report.claims import NOT_YET_RUN, Claim, Scoreboard, load_claims, read_records, record, render_table
 from sae_paper.report.scoreboard import load_rounding_check, render_scoreboard, scoreboard_rows
 
 CLAIMS = {

@@ -21,13 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sae_paper.book.profiles import (
-    load_profile,
-    parse_overrides,
-    profile_path,
-    resolve_parameters,
-    study_classes,
-)
+from sae_paper.book.profiles import load_profile, parse_overrides, profile_path, resolve_parameters, study_classes
 from sae_paper.book.rehearsal import rehearsal_profile
 from sae_paper.book.runner import BookLayout, harvest_for_book
 from sae_paper.core.config import RunConfig
