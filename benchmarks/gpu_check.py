@@ -30,24 +30,21 @@ from pathlib import Path
 
 import torch
 
+from sae_paper.data.device import synchronize
+
 SHAPE = (4096, 512, 4096)
 DRY_SHAPE = (64, 16, 64)
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def timed(fn: Callable[[], object], device: str, repeats: int) -> float:
     """Median seconds of one call, after one warm-up call."""
     fn()
-    _sync(device)
+    synchronize(device)
     seconds = []
     for _ in range(repeats):
         started = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         seconds.append(time.perf_counter() - started)
     return sorted(seconds)[len(seconds) // 2]
 
@@ -95,7 +92,7 @@ def harvest_rate(device: str, tokens: int, context_length: int, batch_size: int)
     spec = HarvestSpec(name, "enwiki2015", "train", tokens, context_length, "float16", seed=0)
     started = time.perf_counter()
     cache = harvest(model, spec, [site], batch_size=batch_size, progress=False)
-    _sync(device)
+    synchronize(device)
     harvest_seconds = time.perf_counter() - started
     ids = load_contexts(spec.source, model.tokenizer, n_contexts=cache[site].n_contexts, context_length=context_length,
                         bos_token_id=model_spec(name).bos_token_id).to(device)

@@ -164,7 +164,7 @@ def calibrate(plans: Sequence[NotebookPlan], device: str | None = None) -> Calib
 
     from sae_paper.core.sae import make_sae
     from sae_paper.core.train import make_optimizer, train_step
-    from sae_paper.data.device import device_type, resolve_device
+    from sae_paper.data.device import device_type, resolve_device, synchronize
     from sae_paper.data.models import Site
 
     device = device or str(resolve_device("auto"))
@@ -180,17 +180,11 @@ def calibrate(plans: Sequence[NotebookPlan], device: str | None = None) -> Calib
         sae = make_sae(kind, d_in, d_in, alpha=1e-3).to(device)  # R = 1; the time is scaled by d_sae
         optimizer = make_optimizer(sae, 1e-3)
         batch = torch.randn(rows, d_in, generator=generator).to(device)
-        steps[d_in] = _timed(lambda sae=sae, optimizer=optimizer, batch=batch: (train_step(sae, optimizer, batch), _sync(device))) / (rows * d_in)
+        steps[d_in] = _timed(lambda sae=sae, optimizer=optimizer, batch=batch: (train_step(sae, optimizer, batch), synchronize(device))) / (rows * d_in)
     layers = {}
     for model in dict.fromkeys(m for plan in plans for m in plan.forward_tokens):
         layers[model] = _forward_seconds(model, device)
     return Calibration(device, steps, layers, time.perf_counter() - started)
-
-
-def _sync(device: str) -> None:
-    from sae_paper.data.device import synchronize
-
-    synchronize(device)
 
 
 def _forward_seconds(model: str, device: str) -> tuple[float, float]:
@@ -200,6 +194,7 @@ def _forward_seconds(model: str, device: str) -> tuple[float, float]:
     outside the layers, the unembedding's matmul onto the vocabulary."""
     import torch
 
+    from sae_paper.data.device import synchronize
     from sae_paper.data.models import model_spec
 
     spec = model_spec(model)
@@ -211,12 +206,12 @@ def _forward_seconds(model: str, device: str) -> tuple[float, float]:
                                                  activation="gelu", batch_first=True)
         net = torch.nn.TransformerEncoder(block, n_layers, enable_nested_tensor=False).to(device).eval()
         with torch.no_grad():
-            times.append(_timed(lambda net=net: (net(x, mask=mask, is_causal=True), _sync(device))) / (4 * 64))
+            times.append(_timed(lambda net=net: (net(x, mask=mask, is_causal=True), synchronize(device))) / (4 * 64))
     per_layer = max(times[1] - times[0], times[0] / 2)
     unembed = torch.randn(spec.d_model, VOCAB, device=device)
     rows = x.reshape(-1, spec.d_model)
     with torch.no_grad():
-        rest = _timed(lambda: (rows @ unembed, _sync(device))) / rows.shape[0]
+        rest = _timed(lambda: (rows @ unembed, synchronize(device))) / rows.shape[0]
     return per_layer, rest
 
 
