@@ -93,7 +93,8 @@ def test_a_dense_feature_gets_its_weakest_half_as_negatives():
 
 def test_fuzzing_marks_the_active_tokens_or_as_many_quiet_ones():
     scaled = _scaled()
-    chosen = select_examples("fuzzing", scaled, exclude=[], config=ClassifyConfig(n_activating=8), seed=1)
+    chosen = select_examples("fuzzing", scaled, exclude=[], config=ClassifyConfig(n_activating=4, n_non_activating=4),
+                             seed=1)
     assert len(chosen.fragments) == 8 and sum(chosen.positive) == 4
     for i, positive, marks in zip(chosen.fragments, chosen.positive, chosen.marked):
         active = (scaled[i] > 0).tolist()

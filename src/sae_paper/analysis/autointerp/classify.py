@@ -114,9 +114,9 @@ class ClassifyConfig:
     """How many examples detection and fuzzing show per feature, and per prompt."""
 
     n_activating: int = 10
-    """Activating fragments per feature (detection: the positives; fuzzing: half marked right, half wrong)."""
+    """Positives per feature: detection's activating fragments; fuzzing's activating fragments highlighted right."""
     n_non_activating: int = 10
-    """Non-activating fragments per feature (detection only)."""
+    """Negatives per feature: detection's lower-half fragments; fuzzing's activating fragments highlighted wrong."""
     n_quantiles: int = 5
     """Activating fragments are drawn evenly from this many quantiles of their maximum activation."""
     examples_per_prompt: int = 5
@@ -165,13 +165,16 @@ def select_examples(task: str, scaled: Tensor, exclude: Sequence[int], config: C
         negatives = silent[torch.randperm(len(silent), generator=generator)[: config.n_non_activating]].tolist()
         chosen = [(i, True, ()) for i in positives] + [(i, False, ()) for i in negatives]
     else:
-        if len(activating) < config.n_activating:
-            raise NotEnoughFragments(f"{len(activating)} activating fragments; fuzzing needs {config.n_activating}")
-        drawn = _quantile_draw(activating, maxima, config.n_activating, config.n_quantiles, generator)
+        n = config.n_activating + config.n_non_activating
+        if len(activating) < n:
+            raise NotEnoughFragments(f"{len(activating)} activating fragments; fuzzing needs {n}")
+        drawn = _quantile_draw(activating, maxima, n, config.n_quantiles, generator)
+        wrong_every = n / max(1, config.n_non_activating)
+        wrong_at = {int(k * wrong_every) for k in range(config.n_non_activating)}  # spread over the quantiles
         chosen = []
-        for k, i in enumerate(drawn):  # alternate, so both halves span the quantiles
+        for k, i in enumerate(drawn):
             active = scaled[i] > 0
-            if k % 2 == 0 or bool(active.all()):
+            if k not in wrong_at or bool(active.all()):
                 chosen.append((i, True, tuple(active.tolist())))
                 continue
             quiet = torch.nonzero(~active).flatten()

@@ -1,0 +1,140 @@
+"""A real language model as scorer: detection and fuzzing with the ``local`` backend, beside the stand-in.
+
+The default book decides Section 3 with the ``token-list`` stand-in. This measurement asks whether a
+real LLM (Qwen2.5-Coder-1.5B-Instruct through llama.cpp, the ``local-llm`` profile's model) separates
+the SAE from the baselines when it explains the features and then *classifies* fragments from the
+explanations (detection, fuzzing: :mod:`sae_paper.analysis.autointerp.classify`). The same features
+are scored by the stand-in under the same scoring and under simulation, and the per-feature rank
+correlation says how far the stand-in's verdicts can stand for a real model's.
+
+:func:`measure` writes one JSON record (scores with 95 % CIs per site, method and scoring, Spearman's
+rank correlations, seconds per feature, llama.cpp's prompt tokens per second and the machine);
+:func:`budget_section` turns a record into the budget page's section. ``benchmarks/local_llm_scorers.py``
+runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from sae_paper.analysis.autointerp.backends import Cached, CallCache, TokenListBackend
+from sae_paper.analysis.autointerp.classify import TASKS, ClassifyConfig
+from sae_paper.analysis.autointerp.fragments import FragmentSpec, fragment_activations
+from sae_paper.analysis.autointerp.scoring import MethodResult, ScoringConfig, score_decomposition
+from sae_paper.chapters.autointerp import LABELS, AutointerpStudy
+from sae_paper.data.models import load_model
+
+
+def _spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
+    from scipy.stats import spearmanr
+
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    return float(spearmanr(a, b).statistic)
+
+
+def _scores(result: MethodResult) -> dict[int, float]:
+    return {f.feature: f.score for f in result.features if f.score is not None}
+
+
+def measure(study: AutointerpStudy, llm, out: Path, *, classify: ClassifyConfig, tasks: Sequence[str] = TASKS,
+            progress=print) -> dict[str, Any]:
+    """Score every (layer, method) of ``study`` with ``llm`` (a :class:`Cached` backend, explainer and classifier)
+    under each of ``tasks``, and the same features with the token-list stand-in; write the record to ``out``."""
+    fragments, acts = fragment_activations(None, FragmentSpec(study.model, study.n_fragments, study.fragment_length,
+                                                              study.fragment_sources, study.text_order),
+                                           study.sites(), get_model=lambda: load_model(study.model))
+    stand_in = Cached(TokenListBackend(), CallCache(llm.cache.path.with_name("stand-in-calls.sqlite")))
+    decompositions = {key: d for key, d in study.decompositions().items() if key[1] in study.methods}
+    rows: list[dict[str, Any]] = []
+    for (site, method), decomposition in decompositions.items():
+        reference = None
+        for task in tasks:
+            config = replace(study.scoring(), scoring=task, classify=classify)
+            evaluated, began = getattr(llm.backend, "tokens_evaluated", 0), time.perf_counter()
+            result = score_decomposition(decomposition, acts[site], fragments, llm, llm, method=method, site=str(site),
+                                         n_features=study.n_features, config=config)
+            seconds = time.perf_counter() - began
+            features = [f.feature for f in result.features]
+            reference = reference or score_decomposition(decomposition, acts[site], fragments, stand_in, stand_in,
+                                                         method=method, site=str(site), n_features=len(features),
+                                                         features=features, config=study.scoring())
+            same = score_decomposition(decomposition, acts[site], fragments, stand_in, stand_in, method=method,
+                                       site=str(site), n_features=len(features), features=features, config=config)
+            ours, theirs, simulated = _scores(result), _scores(same), _scores(reference)
+            both = [f for f in ours if f in theirs]
+            with_simulation = [f for f in ours if f in simulated]
+            summary = result.summary()
+            rows.append({
+                "site": str(site), "layer": site.layer, "method": method, "task": task, **asdict(summary),
+                "stand_in": asdict(same.summary()),
+                "spearman_same_task": _spearman([ours[f] for f in both], [theirs[f] for f in both]),
+                "spearman_simulation": _spearman([ours[f] for f in with_simulation],
+                                                 [simulated[f] for f in with_simulation]),
+                "seconds": seconds, "seconds_per_feature": seconds / max(1, len(result.features)),
+                "tokens_evaluated": getattr(llm.backend, "tokens_evaluated", 0) - evaluated,
+                "calls_cached": llm.cache.hits,
+            })
+            progress(f"{site} {method:8s} {task:9s}: AUROC {summary.mean:.3f} ± {summary.ci:.3f} over "
+                     f"{summary.n_scored} features ({summary.n_failed} failed, {summary.n_skipped} skipped), "
+                     f"stand-in {rows[-1]['stand_in']['mean']:.3f}; {seconds:.0f} s")
+    record = {"model": llm.backend.label(), "study": study.parameters(), "classify": asdict(classify),
+              "rows": rows, "machine": _machine()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1, allow_nan=True) + "\n")
+    return record
+
+
+def _machine() -> dict[str, Any]:
+    from sae_paper.report.provenance import hardware
+
+    return hardware()
+
+
+def separates(rows: Sequence[Mapping[str, Any]], task: str) -> dict[str, bool]:
+    """Per layer: whether the SAE's 95 % interval lies above every baseline's (the book's ``_clearly_above`` rule:
+    the SAE's lower bound above each baseline's upper bound) under ``task``."""
+    out = {}
+    for site in dict.fromkeys(r["site"] for r in rows):
+        here = {r["method"]: r for r in rows if r["site"] == site and r["task"] == task}
+        if "sae" not in here or len(here) < 2:
+            continue
+        sae = here["sae"]
+        out[site] = all(sae["mean"] - sae["ci"] > r["mean"] + r["ci"] for m, r in here.items() if m != "sae")
+    return out
+
+
+def budget_section(record: Mapping[str, Any]) -> str:
+    """The budget page's section on a real LLM scorer, from one :func:`measure` record."""
+    rows = record["rows"]
+    lines = [f"Scorer: {record['model']}, explaining each feature from {record['study']['n_explain']} top fragments "
+             f"of {record['study']['fragment_length']} tokens, then classifying "
+             f"{record['classify']['n_activating']} activating and {record['classify']['n_non_activating']} other "
+             f"fragments per feature (detection) or {record['classify']['n_activating']} activating fragments, half "
+             f"highlighted right (fuzzing). Measured on {record['machine'].get('cpu_model', '?')}.", "",
+             "| layer | method | scoring | AUROC (95 % CI) | balanced accuracy | scored / failed / skipped | stand-in AUROC "
+             "| rank corr. with stand-in (same scoring / simulation) | s per feature |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    def number(v):
+        return "–" if v is None else f"{v:+.2f}"
+    for r in rows:
+        lines.append(f"| {r['layer']} | {LABELS.get(r['method'], r['method'])} | {r['task']} | {r['mean']:.3f} ± "
+                     f"{r['ci']:.3f} | {r['balanced_mean']:.3f} | {r['n_scored']} / {r['n_failed']} / {r['n_skipped']} "
+                     f"| {r['stand_in']['mean']:.3f} | {number(r['spearman_same_task'])} / "
+                     f"{number(r['spearman_simulation'])} | {r['seconds_per_feature']:.1f} |")
+    for task in dict.fromkeys(r["task"] for r in rows):
+        verdicts = separates(rows, task)
+        lines += ["", f"Under {task}, the SAE's interval lies above every baseline's at "
+                      f"{sum(verdicts.values())} of {len(verdicts)} layers ("
+                  + ", ".join(f"{site}: {'yes' if v else 'no'}" for site, v in verdicts.items()) + ")."]
+    return "\n".join(lines) + "\n"
+
+
+def study_for(profile: Mapping[str, Any], *, methods: Sequence[str], n_features: int) -> AutointerpStudy:
+    """The ``local-llm`` profile's notebook-02 study with these methods and features per method, at one seed."""
+    return AutointerpStudy.from_params({**profile, "methods": list(methods), "n_features": n_features, "n_seeds": 1})
