@@ -25,7 +25,7 @@ from typing import Any
 from sae_paper.analysis.autointerp.backends import Cached, CallCache, TokenListBackend
 from sae_paper.analysis.autointerp.classify import TASKS, ClassifyConfig
 from sae_paper.analysis.autointerp.fragments import FragmentSpec, fragment_activations
-from sae_paper.analysis.autointerp.scoring import MethodResult, ScoringConfig, score_decomposition
+from sae_paper.analysis.autointerp.scoring import MethodResult, score_decomposition
 from sae_paper.chapters.autointerp import LABELS, AutointerpStudy
 from sae_paper.data.models import load_model
 
