@@ -96,3 +96,25 @@ def write_costs_page(generated: Path, notebooks: Sequence[str], steps: Mapping[s
     path = generated / COSTS_PAGE
     path.write_text(costs_markdown(generated, notebooks, steps, profile, reused))
     return path
+
+
+LLM_SCORER_PAGE = "local-llm-scorers.md"
+"""Under ``book/generated``; ``book/budget.md`` includes it."""
+LLM_SCORER_RECORD = Path("docs") / "measurements" / "local-llm-scorers.json"
+"""The record ``benchmarks/local_llm_scorers.py`` wrote (committed with the measurement), relative to the profiles'
+parent folder (the checkout)."""
+
+
+def write_llm_scorer_page(generated: Path, record: Path) -> Path:
+    """The budget page's section on a real LLM scorer (:func:`sae_paper.chapters.autointerp_llm.budget_section`),
+    from ``record`` when it exists; a one-line note when it does not."""
+    from sae_paper.chapters.autointerp_llm import budget_section
+
+    path = generated / LLM_SCORER_PAGE
+    if record.is_file():
+        text = budget_section(json.loads(record.read_text()))
+    else:
+        text = (f"No measurement in this checkout ({LLM_SCORER_RECORD} is absent): run "
+                "`python benchmarks/local_llm_scorers.py` after `scripts/setup.sh --with-local-llm`.\n")
+    path.write_text(text)
+    return path

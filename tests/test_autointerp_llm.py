@@ -1,0 +1,38 @@
+"""The real-LLM scorer measurement's page: which layers the SAE is ahead at, and the section written from a record
+(or the note when there is none)."""
+
+from __future__ import annotations
+
+import json
+
+from sae_paper.book.costs_page import write_llm_scorer_page
+from sae_paper.chapters.autointerp_llm import budget_section, separates
+
+
+def _row(site, method, task, mean, ci):
+    return {"site": site, "layer": int(site.split(".")[1]), "method": method, "task": task, "mean": mean, "ci": ci,
+            "balanced_mean": mean, "n_scored": 30, "n_failed": 0, "n_skipped": 0, "stand_in": {"mean": 0.6},
+            "spearman_same_task": 0.25, "spearman_simulation": None, "seconds_per_feature": 7.5}
+
+
+RECORD = {"model": "local:qwen", "study": {"n_explain": 3, "fragment_length": 32},
+          "classify": {"n_activating": 3, "n_non_activating": 3}, "machine": {"cpu_model": "AMD EPYC"},
+          "rows": [_row("resid_post.3", "sae", "detection", 0.80, 0.05), _row("resid_post.3", "pca", "detection", 0.70, 0.04),
+                   _row("resid_post.9", "sae", "detection", 0.75, 0.05), _row("resid_post.9", "pca", "detection", 0.72, 0.05),
+                   _row("resid_post.3", "sae", "fuzzing", 0.60, 0.05)]}
+
+
+def test_the_sae_is_ahead_only_where_its_interval_clears_every_baseline():
+    # layer 3: 0.75 > 0.74; layer 9: 0.70 < 0.77; fuzzing has no baseline, so no layer is decided
+    assert separates(RECORD["rows"], "detection") == {"resid_post.3": True, "resid_post.9": False}
+    assert separates(RECORD["rows"], "fuzzing") == {}
+
+
+def test_the_section_shows_every_row_and_the_layers_the_sae_is_ahead_at(tmp_path):
+    text = budget_section(RECORD)
+    assert "| 3 | SAE | detection | 0.800 ± 0.050 | 0.800 | 30 / 0 / 0 | 0.600 | +0.25 / – | 7.5 |" in text
+    assert "at 1 of 2 layers (resid_post.3: yes, resid_post.9: no)" in text
+    record = tmp_path / "record.json"
+    assert "No measurement in this checkout" in write_llm_scorer_page(tmp_path, record).read_text()
+    record.write_text(json.dumps(RECORD))
+    assert write_llm_scorer_page(tmp_path, record).read_text() == text
