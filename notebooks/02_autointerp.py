@@ -125,6 +125,7 @@ from sae_paper.chapters.autointerp import (
     NOTEBOOK,
     AutointerpStudy,
     describe_backends,
+    first_failure,
     fit_report,
     make_backends,
     mark_weakened,
@@ -208,6 +209,7 @@ baseline_fits, weakened = fit_report(scored)
 print(baseline_fits)
 with prov.section("autointerp: Figures 2, 8, 9, 18"):
     results = score_all(scored, score, fragments, site_acts)
+failure = first_failure(results.values())  # quoted by a verdict whose measurement failed
 summaries = [result.summary() for result in results.values()]
 main_site = Site("resid_post", study.main_layer)
 by_ratio = {r: results[(str(main_site), study.ratio_method(r))].summary() for r in study.fig8_ratios}
@@ -231,7 +233,7 @@ Markdown(summary_table(summaries))
 
 # %%
 decide = functools.partial(decisions, study=study, backend=study.explainer, n_layers=model_spec(study.model).n_layers,
-                           weakened=weakened)
+                           weakened=weakened, failure=failure)
 with prov.section("autointerp at other seeds"):
     per_seed = {study.seed: summaries}
     for other in study.seeds()[1:]:
@@ -291,7 +293,8 @@ if study.uses_topk:
     fig18_methods = [m for m in ("sae", *BASELINES, "topk-pca", "topk-ica") if m in study.methods]
     display(scores_by_layer(summaries, study.layers, fig18_methods, title="Figure 18 analogue: with top-K PCA and ICA",
                             layer_label=study.layer_label, backend=BACKEND))
-    board.record("fig18-topk", *mark_weakened(topk_finding(summaries, study.layers, ks, backend=study.explainer),
+    board.record("fig18-topk", *mark_weakened(topk_finding(summaries, study.layers, ks, backend=study.explainer,
+                                                           failure=failure),
                                               weakened))
 else:
     print("top-K PCA and ICA are not among this profile's methods")
@@ -325,7 +328,7 @@ t1 = score(SaeDecomposition(saes[study.sae_config(study.table1_layer)]), site_ac
            method="sae-first", site=str(t1_site), features=list(range(study.table1_features)))
 results[(str(t1_site), "sae-first")] = t1
 by_feature = {f.feature: f for f in t1.features}
-rows = [(i, by_feature[i].explanation if i in by_feature else None, by_feature[i].score if i in by_feature else None)
+rows = [(i, (by_feature[i].explanation or "") if i in by_feature else None, by_feature[i].score if i in by_feature else None)
         for i in range(study.table1_features)]
 lines = ["| feature | our explanation | our score | paper (Pythia-70M layer 1): explanation | paper score |", "|---|---|---:|---|---:|"]
 for i, explanation, value in rows:
@@ -348,13 +351,15 @@ board.record("table1-first-five", *table1_finding(rows, str(t1_site), backend=st
 # kurtosis 0.15: the score is not explained by how often or how strongly a feature fires.
 
 # %%
-sae_results = [f for (site, method), r in results.items() if method == "sae" or method.startswith("sae-R") for f in r.features]
+sae_scored = [r for (site, method), r in results.items() if method == "sae" or method.startswith("sae-R")]
+sae_results = [f for r in sae_scored for f in r.features]
 correlations = moments_correlations(sae_results)
 Markdown("| moment | ours | paper |\n|---|---:|---:|\n" + "\n".join(
     f"| {k} | {v:+.2f} | {PAPER_TABLE2[k]:+.2f} |" for k, v in correlations.items()))
 
 # %%
-board.record("table2-moments", *moments_finding(correlations, len(sae_results), backend=study.explainer))
+board.record("table2-moments", *moments_finding(correlations, len(sae_results), backend=study.explainer,
+                                                summaries=[r.summary() for r in sae_scored], failure=failure))
 
 # %% [markdown]
 # ## 10. MLP features against MLP neurons (Appendix C.3)
@@ -371,7 +376,8 @@ if study.mlp_layer is not None:
             {(mlp_site, "mlp-sae"): SaeDecomposition(saes[study.mlp_config()]),
              (mlp_site, "mlp-neurons"): neuron_basis(mlp_site.width(model_spec(study.model)))}, score, fragments, site_acts))
         mlp_sae, mlp_neurons = (results[(str(mlp_site), m)].summary() for m in ("mlp-sae", "mlp-neurons"))
-    board.record("c3-mlp-interp", *mlp_finding(mlp_sae, mlp_neurons, backend=study.explainer))
+    board.record("c3-mlp-interp", *mlp_finding(mlp_sae, mlp_neurons, backend=study.explainer,
+                                               failure=first_failure(results.values())))
     display(Markdown(summary_table([mlp_sae, mlp_neurons])))
 
 # %% [markdown]

@@ -139,6 +139,9 @@ class AutointerpStudy(SaeRunFields):
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown or "sae" not in self.methods:
             raise SaePaperError(f"{NOTEBOOK} parameter methods: must include sae; unknown {unknown} (known: {', '.join(METHODS)})")
+        if not set(self.methods) & set(BASELINES):  # every verdict compares the SAE with a baseline
+            raise SaePaperError(f"{NOTEBOOK} parameter methods={list(self.methods)}: no verdict without a baseline; "
+                                f"add at least one of {', '.join(BASELINES)}")
         spec = model_spec(self.model)
         for layer in (*self.layers, self.main_layer, self.table1_layer):
             Site("resid_post", layer).check(spec)
@@ -149,6 +152,8 @@ class AutointerpStudy(SaeRunFields):
         check_n_seeds(self)
         if self.n_explain + self.n_simulate_top > self.n_top:
             raise SaePaperError(f"{NOTEBOOK}: n_explain + n_simulate_top must not exceed n_top")
+        if not self.fig8_ratios:  # Figure 8's rule would find every ratio of none above the baselines
+            raise SaePaperError(f"{NOTEBOOK} parameter fig8_ratios=[]: Figure 8 needs at least one ratio")
         if any(not r > 0 for r in (*self.fig8_ratios, self.ratio, self.topk_ratio)):
             raise SaePaperError(f"{NOTEBOOK}: ratios must be positive")
         from sae_paper.analysis.autointerp.registry import BACKENDS
@@ -399,3 +404,9 @@ def score_all(decompositions: Mapping[tuple[Site, str], Any], score: Callable[..
     (site name, method), in ``decompositions``' order."""
     return {(str(site), method): score(decomposition, activations[site], fragments, method=method, site=str(site))
             for (site, method), decomposition in decompositions.items()}
+
+
+def first_failure(results: Iterable[Any]) -> str:
+    """The first failed call's message among ``results`` (:func:`score_all`'s values, in order), empty when none
+    failed: what a verdict whose measurement failed quotes."""
+    return next((f.failure for result in results for f in result.features if f.failure), "")
