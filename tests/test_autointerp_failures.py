@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 
 import pytest
 from matplotlib.figure import Figure
@@ -176,8 +177,5 @@ def test_notebook_02_with_every_call_failing_finishes_and_the_scoreboard_says_wh
                   "c3-mlp-interp"):
         assert records[claim]["verdict"] == "not comparable" and "measurement-failed" in records[claim]["marks"], claim
         assert records[claim]["ours"].startswith("measurement failed: 0 of "), records[claim]["ours"]
-        assert "failed a call: explain: " in records[claim]["ours"]
-    notebook = json.loads((book / "generated" / "02_autointerp.ipynb").read_text())
-    shown = json.dumps(notebook)
-    assert shown.count("no scores") >= 5  # Figures 2, 9, 18, 8 and the budget curves
+        assert re.search(r"failed a call(, \d+ skipped)?: explain: .*Connection refused", records[claim]["ours"])
     assert "measurement failed" in (book / "generated" / "scoreboard.md").read_text()
