@@ -125,7 +125,6 @@ from sae_paper.chapters.autointerp import (
     NOTEBOOK,
     AutointerpStudy,
     describe_backends,
-    first_failure,
     fit_report,
     make_backends,
     mark_weakened,
@@ -209,7 +208,6 @@ baseline_fits, weakened = fit_report(scored)
 print(baseline_fits)
 with prov.section("autointerp: Figures 2, 8, 9, 18"):
     results = score_all(scored, score, fragments, site_acts)
-failure = first_failure(results.values())  # quoted by a verdict whose measurement failed
 summaries = [result.summary() for result in results.values()]
 main_site = Site("resid_post", study.main_layer)
 by_ratio = {r: results[(str(main_site), study.ratio_method(r))].summary() for r in study.fig8_ratios}
@@ -233,7 +231,7 @@ Markdown(summary_table(summaries))
 
 # %%
 decide = functools.partial(decisions, study=study, backend=study.explainer, n_layers=model_spec(study.model).n_layers,
-                           weakened=weakened, failure=failure)
+                           weakened=weakened)
 with prov.section("autointerp at other seeds"):
     per_seed = {study.seed: summaries}
     for other in study.seeds()[1:]:
@@ -293,8 +291,7 @@ if study.uses_topk:
     fig18_methods = [m for m in ("sae", *BASELINES, "topk-pca", "topk-ica") if m in study.methods]
     display(scores_by_layer(summaries, study.layers, fig18_methods, title="Figure 18 analogue: with top-K PCA and ICA",
                             layer_label=study.layer_label, backend=BACKEND))
-    board.record("fig18-topk", *mark_weakened(topk_finding(summaries, study.layers, ks, backend=study.explainer,
-                                                           failure=failure),
+    board.record("fig18-topk", *mark_weakened(topk_finding(summaries, study.layers, ks, backend=study.explainer),
                                               weakened))
 else:
     print("top-K PCA and ICA are not among this profile's methods")
@@ -359,7 +356,7 @@ Markdown("| moment | ours | paper |\n|---|---:|---:|\n" + "\n".join(
 
 # %%
 board.record("table2-moments", *moments_finding(correlations, len(sae_results), backend=study.explainer,
-                                                summaries=[r.summary() for r in sae_scored], failure=failure))
+                                                summaries=[r.summary() for r in sae_scored]))
 
 # %% [markdown]
 # ## 10. MLP features against MLP neurons (Appendix C.3)
@@ -376,8 +373,7 @@ if study.mlp_layer is not None:
             {(mlp_site, "mlp-sae"): SaeDecomposition(saes[study.mlp_config()]),
              (mlp_site, "mlp-neurons"): neuron_basis(mlp_site.width(model_spec(study.model)))}, score, fragments, site_acts))
         mlp_sae, mlp_neurons = (results[(str(mlp_site), m)].summary() for m in ("mlp-sae", "mlp-neurons"))
-    board.record("c3-mlp-interp", *mlp_finding(mlp_sae, mlp_neurons, backend=study.explainer,
-                                               failure=first_failure(results.values())))
+    board.record("c3-mlp-interp", *mlp_finding(mlp_sae, mlp_neurons, backend=study.explainer))
     display(Markdown(summary_table([mlp_sae, mlp_neurons])))
 
 # %% [markdown]

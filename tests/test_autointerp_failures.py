@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from sae_paper.analysis.autointerp import Cached, MethodSummary, load_fragments, make_backend, score_decomposition
 from sae_paper.chapters import autointerp_verdicts as V
-from sae_paper.chapters.autointerp import AutointerpStudy, first_failure
+from sae_paper.chapters.autointerp import AutointerpStudy
 from sae_paper.chapters.autointerp_plots import scores_by_layer, scores_by_ratio
 from sae_paper.core.decompositions import neuron_basis
 from sae_paper.errors import SaePaperError
@@ -37,7 +37,8 @@ STUDY = AutointerpStudy(model="pythia-70m-deduped-random", layers=(1, 2, 4), mai
 
 def failed(site: str, method: str, n_failed: int = 6, n_scored: int = 0, mean: float = math.nan) -> MethodSummary:
     ci = math.nan if n_scored < 2 else 0.05
-    return MethodSummary(method, site, n_scored, n_failed, 0, 0, mean, ci, mean - 0.1, ci)
+    return MethodSummary(method, site, n_scored, n_failed, 0, 0, mean, ci, mean - 0.1, ci,
+                         first_failure=FAILURE if n_failed else None)
 
 
 def all_failed(methods=("sae", "neurons", "random", "pca", "ica")) -> list[MethodSummary]:
@@ -63,11 +64,10 @@ def test_a_refusing_server_fails_every_feature_and_the_first_failure_is_quoted(p
                                  n_features=1, features=[0])
     summary = result.summary()
     assert (summary.n_scored, summary.n_failed) == (0, 1) and math.isnan(summary.mean)
-    assert first_failure([result]).startswith("explain: ")
-    finding = V.mlp_finding(summary, failed("resid_post.1", "neurons"), backend="openai-compatible:m",
-                            failure=first_failure([result]))
+    assert summary.first_failure.startswith("explain: ") and "Connection refused" in summary.first_failure
+    finding = V.mlp_finding(summary, failed("resid_post.1", "neurons"), backend="openai-compatible:m")
     assert finding.verdict == "not comparable" and V.MEASUREMENT_FAILED in finding.marks
-    assert finding.ours.startswith("measurement failed: 0 of 7 features scored, 7 failed a call: explain: ")
+    assert finding.ours.startswith(f"measurement failed: 0 of 7 features scored, 7 failed a call: {summary.first_failure}")
 
 
 # --------------------------------------------------------------------------------------
@@ -76,8 +76,7 @@ def test_a_refusing_server_fails_every_feature_and_the_first_failure_is_quoted(p
 
 
 def test_every_feature_failing_makes_every_verdict_a_failed_measurement_at_every_seed(tmp_path):
-    decide = lambda summaries: V.decisions(summaries, STUDY, backend="openai-compatible:m", n_layers=6,  # noqa: E731
-                                           failure=FAILURE)
+    decide = lambda summaries: V.decisions(summaries, STUDY, backend="openai-compatible:m", n_layers=6)  # noqa: E731
     seeded = decide_at_seeds(decide, {0: all_failed(), 1: all_failed()}, what=V.WHAT)
     for claim, (finding, seeds) in seeded.items():
         assert finding.verdict == "not comparable" and seeds.verdicts == ("not comparable",) * 2, claim
@@ -97,9 +96,9 @@ def test_every_feature_failing_makes_every_verdict_a_failed_measurement_at_every
 
 def test_other_verdicts_say_the_measurement_failed_too():
     rows = all_failed(("sae", "neurons", "random", "pca", "ica", "topk-pca", "topk-ica"))
-    topk = V.topk_finding(rows, STUDY.layers, {1: 3, 2: 3, 4: 3}, backend="b", failure=FAILURE)
+    topk = V.topk_finding(rows, STUDY.layers, {1: 3, 2: 3, 4: 3}, backend="b")
     nan = dict.fromkeys(V.PAPER_TABLE2, math.nan)
-    moments = V.moments_finding(nan, 18, backend="b", summaries=[r for r in rows if r.method == "sae"], failure=FAILURE)
+    moments = V.moments_finding(nan, 18, backend="b", summaries=[r for r in rows if r.method == "sae"])
     assert moments.ours.startswith("measurement failed: 0 of 18 features scored, 18 failed a call: explain: ")
     assert "fewer than 2 SAE features scored" in moments.ours
     table1 = V.table1_finding([(0, None, None), (1, None, None)], "resid_post.1", backend="b")
@@ -111,11 +110,11 @@ def test_other_verdicts_say_the_measurement_failed_too():
 def test_partial_failure_is_judged_on_the_features_that_scored_and_counts_the_rest():
     rows = [failed("resid_post.1", "sae", n_failed=2, n_scored=4, mean=0.6),
             *(failed("resid_post.1", m, n_failed=1, n_scored=5, mean=0.2) for m in ("neurons", "pca"))]
-    decision = V.early_layers_finding(rows, [1], backend="b", failure=FAILURE)
+    decision = V.early_layers_finding(rows, [1], backend="b")
     assert decision.finding.verdict == "reproduced" and decision.deciding > 0
     assert "4 failed call(s) excluded" in decision.finding.note and V.MEASUREMENT_FAILED not in decision.finding.marks
     one_empty = [*rows[:2], failed("resid_post.1", "pca")]  # one baseline with no score: the rule cannot compare it
-    finding = V.early_layers_finding(one_empty, [1], backend="b", failure=FAILURE).finding
+    finding = V.early_layers_finding(one_empty, [1], backend="b").finding
     assert finding.verdict == "not comparable"
     assert finding.ours.startswith("measurement failed: 9 of 18 features scored, 9 failed a call: ")
     assert finding.ours.endswith("; no score for PCA at resid_post.1")

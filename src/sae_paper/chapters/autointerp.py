@@ -404,9 +404,3 @@ def score_all(decompositions: Mapping[tuple[Site, str], Any], score: Callable[..
     (site name, method), in ``decompositions``' order."""
     return {(str(site), method): score(decomposition, activations[site], fragments, method=method, site=str(site))
             for (site, method), decomposition in decompositions.items()}
-
-
-def first_failure(results: Iterable[Any]) -> str:
-    """The first failed call's message among ``results`` (:func:`score_all`'s values, in order), empty when none
-    failed: what a verdict whose measurement failed quotes."""
-    return next((f.failure for result in results for f in result.features if f.failure), "")

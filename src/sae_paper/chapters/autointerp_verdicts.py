@@ -88,10 +88,10 @@ MEASUREMENT_FAILED = "measurement-failed"
 was skipped). Its verdict is *not comparable*: no number was measured to be judged."""
 
 
-def unmeasured(rule: Rule, needed: Iterable[MethodSummary], *, backend: str, failure: str = "") -> Finding | None:
+def unmeasured(rule: Rule, needed: Iterable[MethodSummary], *, backend: str) -> Finding | None:
     """The finding of ``rule``'s claim when a summary in ``needed`` scored no feature (None when each scored one): the
     rule cannot compare a missing score, so the verdict is *not comparable*, marked :data:`MEASUREMENT_FAILED`, and it
-    says how often the calls failed and the first failure (``failure``). A method that scored some of its features is
+    says how often the calls failed and the first failure. A method that scored some of its features is
     judged on those, its failed count in the note (:func:`_failures`)."""
     needed = list(needed)
     empty = [s for s in needed if s.n_scored == 0]
@@ -99,13 +99,13 @@ def unmeasured(rule: Rule, needed: Iterable[MethodSummary], *, backend: str, fai
         return None
     missing = ("no method it compares scored a feature" if len(empty) == len(needed) else
                "no score for " + ", ".join(f"{LABELS.get(s.method, s.method)} at {s.site}" for s in empty))
-    return measurement_failed(rule, needed, missing, backend=backend, failure=failure)
+    return measurement_failed(rule, needed, missing, backend=backend)
 
 
-def measurement_failed(rule: Rule, summaries: Sequence[MethodSummary], missing: str, *, backend: str,
-                       failure: str = "") -> Finding:
+def measurement_failed(rule: Rule, summaries: Sequence[MethodSummary], missing: str, *, backend: str) -> Finding:
     """*not comparable*, marked :data:`MEASUREMENT_FAILED`: how many of ``summaries``' features were scored, how many
-    failed a call (the first failure: ``failure``) and what the rule lacks (``missing``)."""
+    failed a call (quoting the first failure) and what the rule lacks (``missing``)."""
+    failure = next((s.first_failure for s in summaries if s.first_failure), "")
     scored, failed, skipped = (sum(getattr(s, n) for s in summaries) for n in ("n_scored", "n_failed", "n_skipped"))
     ours = (f"measurement failed: {scored} of {scored + failed} features scored, {failed} failed a call"
             + (f", {skipped} skipped" if skipped else "") + (f": {failure}" if failure and failed else "")
@@ -125,15 +125,14 @@ EARLY_LAYERS_RULE = Rule(
     deciding=("the SAE against every baseline at the earliest layer",))
 
 
-def early_layers_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str,
-                         failure: str = "") -> Decision:
+def early_layers_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str) -> Decision:
     """Figure 2, early layers (:data:`EARLY_LAYERS_RULE`); deciding number: the smallest gap between the SAE's lower
     95 % bound and a baseline's upper one at the first layer."""
     by = _by(summaries)
     site = str(Site("resid_post", layers[0]))
     sae = by[(site, "sae")]
     bases = [by[(site, m)] for m in BASELINES if (site, m) in by]
-    failed = unmeasured(EARLY_LAYERS_RULE, [sae, *bases], backend=backend, failure=failure)
+    failed = unmeasured(EARLY_LAYERS_RULE, [sae, *bases], backend=backend)
     if failed:
         return Decision(failed, math.nan)
     above = all(sae.mean > b.mean for b in bases)
@@ -158,15 +157,14 @@ DEPTH_RULE = Rule(
     deciding=("the SAE's margin over the best baseline at the first layer", "that margin at the deepest layer scored"))
 
 
-def depth_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str, n_layers: int,
-                  failure: str = "") -> Decision:
+def depth_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str, n_layers: int) -> Decision:
     """Figure 2, depth (:data:`DEPTH_RULE`); deciding number: the smaller of the first layer's gap between the SAE's
     lower 95 % bound and the best baseline's upper one and how far the last layer's margin is below
     ``shrink_to`` × the first's (both positive: reproduced)."""
     by = _by(summaries)
     sites = [str(Site("resid_post", layer)) for layer in layers]
     failed = unmeasured(DEPTH_RULE, [by[(site, m)] for site in sites for m in ("sae", *BASELINES) if (site, m) in by],
-                        backend=backend, failure=failure)
+                        backend=backend)
     if failed:
         return Decision(failed, math.nan)
     pairs, lines = [], []  # (SAE, best baseline) per layer
@@ -207,7 +205,7 @@ RANDOM_ONLY_RULE = Rule(
 
 
 def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str,
-                        failure: str = "", scoring: str = "simulation") -> Decision:
+                        scoring: str = "simulation") -> Decision:
     """Figure 9 (:data:`RANDOM_ONLY_RULE`): decided by the SAE against the baselines on random-only scores; 'lower than
     top-and-random' holds for every method, so it can only keep a verdict from *reproduced*. Deciding number: the
     smallest random-only gap between the SAE's lower 95 % bound and a baseline's upper one at the first layer, or the
@@ -221,7 +219,7 @@ def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int
     saes = {layer: by[(str(Site("resid_post", layer)), "sae")] for layer in layers}
     site = str(Site("resid_post", layers[0]))
     failed = unmeasured(RANDOM_ONLY_RULE, [*saes.values(), *(by[(site, m)] for m in BASELINES if (site, m) in by)],
-                        backend=backend, failure=failure)
+                        backend=backend)
     if failed:
         return Decision(failed, math.nan)
     lower_by = [(s.mean - s.random_mean, 0.0) for s in saes.values()]
@@ -250,10 +248,10 @@ RATIO_RULE = Rule(
 
 
 def ratio_finding(by_ratio: Mapping[float, MethodSummary], baseline_summaries: Sequence[MethodSummary], *,
-                  backend: str, failure: str = "") -> Decision:
+                  backend: str) -> Decision:
     """Figure 8 (:data:`RATIO_RULE`); deciding number: the smallest gap of any ratio's SAE (its lower 95 % bound) over
     the best baseline's upper bound."""
-    failed = unmeasured(RATIO_RULE, [*by_ratio.values(), *baseline_summaries], backend=backend, failure=failure)
+    failed = unmeasured(RATIO_RULE, [*by_ratio.values(), *baseline_summaries], backend=backend)
     if failed:
         return Decision(failed, math.nan)
     best = max(baseline_summaries, key=lambda b: b.mean)
@@ -283,14 +281,14 @@ TOPK_RULE = Rule(
     deciding=("the SAE above top-K PCA and ICA", "the share of the gap top-K closes"))
 
 
-def topk_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], ks: Mapping[int, int], *, backend: str,
-                 failure: str = "") -> Finding:
+def topk_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], ks: Mapping[int, int], *,
+                 backend: str) -> Finding:
     """Figure 18 (:data:`TOPK_RULE`)."""
     rule = TOPK_RULE.thresholds
     by = _by(summaries)
     sites = [str(Site("resid_post", layer)) for layer in layers]
     failed = unmeasured(TOPK_RULE, [by[(site, m)] for site in sites for m in ("sae", "pca", "ica", "topk-pca", "topk-ica")
-                                    if (site, m) in by], backend=backend, failure=failure)
+                                    if (site, m) in by], backend=backend)
     if failed:
         return failed
     shares, above, parts = [], True, []
@@ -364,13 +362,13 @@ def moments_correlations(results) -> dict[str, float]:
 
 
 def moments_finding(correlations: Mapping[str, float], n: int, *, backend: str,
-                    summaries: Sequence[MethodSummary] = (), failure: str = "") -> Finding:
+                    summaries: Sequence[MethodSummary] = ()) -> Finding:
     """Table 2 (:data:`MOMENTS_RULE`); ``summaries``: those of the SAE features correlated, which say how many failed
     when no correlation could be measured."""
     rule = MOMENTS_RULE.thresholds
     if summaries and not any(math.isfinite(v) for v in correlations.values()):
         return measurement_failed(MOMENTS_RULE, summaries, "no correlation: fewer than 2 SAE features scored",
-                                  backend=backend, failure=failure)
+                                  backend=backend)
     close = [k for k, v in correlations.items() if abs(v - PAPER_TABLE2[k]) <= rule["tolerance"]]
     verdict = ("reproduced" if len(close) == len(PAPER_TABLE2) else "partly" if len(close) >= rule["partly_count"]
                else "not")
@@ -390,9 +388,9 @@ MLP_INTERP_RULE = Rule(
     deciding=("the MLP SAE against the MLP neurons",))
 
 
-def mlp_finding(sae: MethodSummary, neurons: MethodSummary, *, backend: str, failure: str = "") -> Finding:
+def mlp_finding(sae: MethodSummary, neurons: MethodSummary, *, backend: str) -> Finding:
     """Appendix C.3 (:data:`MLP_INTERP_RULE`)."""
-    failed = unmeasured(MLP_INTERP_RULE, [sae, neurons], backend=backend, failure=failure)
+    failed = unmeasured(MLP_INTERP_RULE, [sae, neurons], backend=backend)
     if failed:
         return failed
     above = sae.mean > neurons.mean
@@ -418,18 +416,17 @@ WHAT = {"fig2-early-layers": "smallest gap, SAE's lower 95% bound − a baseline
 
 
 def decisions(summaries: Sequence[MethodSummary], study: AutointerpStudy, *, backend: str, n_layers: int,
-              weakened: str = "", failure: str = "") -> dict[str, Decision]:
+              weakened: str = "") -> dict[str, Decision]:
     """The four central claims' decisions from one seed's (or one fragment pool's) summaries, each by its rule;
     ``weakened``: the ICA fits that stopped short of convergence (:func:`~sae_paper.chapters.autointerp.fit_report`),
-    which marks every claim, since ICA is among the baselines each compares with; ``failure``: the first failed
-    call's message (:func:`~sae_paper.chapters.autointerp.first_failure`), quoted where a measurement failed."""
+    which marks every claim, since ICA is among the baselines each compares with."""
     main_site = str(Site("resid_post", study.main_layer))
     by = _by(summaries)
     by_ratio = {r: by[(main_site, study.ratio_method(r))] for r in study.fig8_ratios
                 if (main_site, study.ratio_method(r)) in by}
     main_baselines = [s for s in summaries if s.site == main_site and s.method in BASELINES]
-    found = {"fig2-early-layers": early_layers_finding(summaries, study.layers, backend=backend, failure=failure),
-             "fig2-depth": depth_finding(summaries, study.layers, backend=backend, n_layers=n_layers, failure=failure),
-             "fig9-random-only": random_only_finding(summaries, study.layers, backend=backend, failure=failure),
-             "fig8-ratio": ratio_finding(by_ratio, main_baselines, backend=backend, failure=failure)}
+    found = {"fig2-early-layers": early_layers_finding(summaries, study.layers, backend=backend),
+             "fig2-depth": depth_finding(summaries, study.layers, backend=backend, n_layers=n_layers),
+             "fig9-random-only": random_only_finding(summaries, study.layers, backend=backend),
+             "fig8-ratio": ratio_finding(by_ratio, main_baselines, backend=backend)}
     return {claim: d._replace(finding=mark_weakened(d.finding, weakened)) for claim, d in found.items()}
