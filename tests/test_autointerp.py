@@ -31,8 +31,9 @@ from sae_paper.analysis.autointerp import (
     score_decomposition,
     summarize,
 )
-from sae_paper.analysis.autointerp.backends import _placeholder_offsets, expected_value, simulate_body, simulate_prefix
+from sae_paper.analysis.autointerp.backends import expected_value, simulate_body, simulate_prefix
 from sae_paper.analysis.autointerp.fragments import choose_features, moments, select_fragments
+from sae_paper.analysis.autointerp.openai_compatible import _placeholder_offsets
 from sae_paper.analysis.autointerp.testserver import OpenAITestServer
 from sae_paper.core.decompositions import neuron_basis, random_directions
 from sae_paper.data.models import Site

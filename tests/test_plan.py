@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from sae_paper.analysis.autointerp.backends import OpenAICompatibleBackend
+from sae_paper.analysis.autointerp.openai_compatible import OpenAICompatibleBackend
 from sae_paper.book.plan import plan_book
 from sae_paper.book.profiles import BookError, load_profile, resolve_parameters, study_classes
 from sae_paper.book.rehearsal import FLOORS, REHEARSAL_SCALE, rehearsal_profile, rehearsal_server

@@ -116,7 +116,7 @@ COMPUTATIONS: dict[str, Computation] = {
         "sae_paper.analysis.autointerp.backends.token_list_weights",
         "sae_paper.analysis.autointerp.backends.explain_prompt", "sae_paper.analysis.autointerp.backends.simulate_prefix",
         "sae_paper.analysis.autointerp.backends.simulate_body", "sae_paper.analysis.autointerp.backends.expected_value",
-        "sae_paper.analysis.autointerp.backends.OpenAICompatibleBackend",
+        "sae_paper.analysis.autointerp.openai_compatible.OpenAICompatibleBackend",
         "sae_paper.analysis.autointerp.local.LocalBackend",
         "sae_paper.analysis.autointerp.token_list.TokenListScorer")),
 }

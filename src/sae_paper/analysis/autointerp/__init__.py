@@ -4,9 +4,10 @@ Explain → simulate → score for the features of any :class:`~sae_paper.core.d
 
 - :mod:`.fragments`: 64-token fragments, each feature's activation on every token, rescaling to
   0..10, top/random fragment selection, skipped-feature counting, activation moments (Table 2);
-- :mod:`.backends`: the explainer/simulator interface, the ``token-list`` stand-in (not an LLM),
-  the ``openai-compatible`` HTTP client and the ``local`` llama-cpp backend, chosen by name, with
-  every model call cached on disk and failures counted, never scored as 0;
+- :mod:`.backends`: the explainer/simulator interface and the ``token-list`` stand-in (not an LLM),
+  with every model call cached on disk and failures counted, never scored as 0;
+- :mod:`.openai_compatible`: the ``openai-compatible`` HTTP client; :mod:`.local`: the in-process
+  llama-cpp backend;
 - :mod:`.scoring`: top-and-random and random-only correlation scores, 95 % CIs over features; each
   method's scores stored beside the calls, keyed by :mod:`.fingerprints` (content hashes);
 - :mod:`.token_list`: the ``token-list`` stand-in's rules over all fragments at once (the scorer's fast path);
@@ -23,7 +24,6 @@ from sae_paper.analysis.autointerp.backends import (
     BackendFailure,
     Cached,
     CallCache,
-    OpenAICompatibleBackend,
     TokenListBackend,
 )
 from sae_paper.analysis.autointerp.fragments import (
@@ -33,6 +33,7 @@ from sae_paper.analysis.autointerp.fragments import (
     load_fragments,
     rescale,
 )
+from sae_paper.analysis.autointerp.openai_compatible import OpenAICompatibleBackend
 from sae_paper.analysis.autointerp.registry import BACKENDS, make_backend
 from sae_paper.analysis.autointerp.scoring import (
     FeatureResult,

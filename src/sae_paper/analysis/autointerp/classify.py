@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sae_paper.errors import SaePaperError
+from sae_paper.errors import BackendFailure, SaePaperError
 
 TASKS = ("detection", "fuzzing")
 SCORINGS = ("simulation", *TASKS)
@@ -88,8 +88,6 @@ def classify_prompt(task: str, explanation: str, examples: Sequence[Example]) ->
 
 def parse_answers(text: str, n: int) -> list[float]:
     """The first ``[...]`` list of ``n`` answers (0 or 1; probabilities in [0, 1] are kept) in a reply."""
-    from sae_paper.analysis.autointerp.backends import BackendFailure
-
     match = re.search(r"\[([^\[\]]*)\]", text or "")
     if match is None:
         raise BackendFailure(f"classifier reply has no [..] list of answers: {(text or '')[:60]!r}")

@@ -1,14 +1,15 @@
 """Backends by name: ``make_backend("token-list" | "openai-compatible" | "local", **options)``.
 
-The registry sits above both :mod:`.backends` and :mod:`.local` (which builds on the
-interface in :mod:`.backends`), so neither imports the other's dependents.
+The registry sits above :mod:`.backends` and the modules that build on its interface
+(:mod:`.openai_compatible`, :mod:`.local`), so none imports the others' dependents.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from sae_paper.analysis.autointerp.backends import Backend, OpenAICompatibleBackend, TokenListBackend
+from sae_paper.analysis.autointerp.backends import Backend, TokenListBackend
+from sae_paper.analysis.autointerp.openai_compatible import OpenAICompatibleBackend
 from sae_paper.errors import SaePaperError
 
 # --------------------------------------------------------------------------------------
