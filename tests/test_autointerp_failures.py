@@ -178,3 +178,46 @@ def test_notebook_02_with_every_call_failing_finishes_and_the_scoreboard_says_wh
         assert records[claim]["ours"].startswith("measurement failed: 0 of "), records[claim]["ours"]
         assert re.search(r"failed a call(, \d+ skipped)?: explain: .*Connection refused", records[claim]["ours"])
     assert "measurement failed" in (book / "generated" / "scoreboard.md").read_text()
+
+
+# --------------------------------------------------------------------------------------
+# The scoring parameter: detection and fuzzing score an AUROC (0.5 = chance), with no random-only score
+# --------------------------------------------------------------------------------------
+
+
+def scored_by(scoring: str, site: str, method: str, mean: float) -> MethodSummary:
+    return MethodSummary(method, site, 20, 0, 0, 0, mean, 0.03, math.nan, math.nan, scoring=scoring)
+
+
+def test_the_scoring_parameter_reaches_the_scorer_and_an_unknown_one_is_refused():
+    from sae_paper.analysis.autointerp.classify import SCORINGS
+    from sae_paper.chapters.autointerp import SCORING_WORDS
+
+    assert AutointerpStudy().scoring_config().scoring == "simulation"
+    assert AutointerpStudy(scoring="fuzzing").reseeded(1).scoring_config().scoring == "fuzzing"
+    assert set(SCORING_WORDS) == set(SCORINGS)
+    with pytest.raises(SaePaperError, match="parameter scoring='guessing': must be one of simulation, detection"):
+        AutointerpStudy(scoring="guessing")
+
+
+@pytest.mark.parametrize("scoring", ["detection", "fuzzing"])
+def test_under_detection_or_fuzzing_figure_9_is_not_comparable_and_the_rest_judge_the_auroc(scoring):
+    rows = [scored_by(scoring, f"resid_post.{layer}", m, mean) for layer in STUDY.layers
+            for m, mean in (("sae", 0.8), ("neurons", 0.6), ("random", 0.55), ("pca", 0.6), ("ica", 0.62))]
+    rows += [scored_by(scoring, "resid_post.2", "sae-R1", 0.75)]
+    found = V.decisions(rows, STUDY, backend="token-list", n_layers=6)
+    random_only = found["fig9-random-only"].finding
+    assert random_only.verdict == "not comparable" and math.isnan(found["fig9-random-only"].deciding)
+    assert random_only.ours == f"no random-only score under {scoring} scoring"
+    assert V.MEASUREMENT_FAILED not in random_only.marks  # not comparable by the scoring, not by a failure
+    early = found["fig2-early-layers"].finding
+    assert early.verdict == "reproduced" and f"scored by {scoring}: AUROC, 0.5 = chance" in early.note
+    assert found["fig8-ratio"].finding.verdict == "reproduced"
+
+    figure = scores_by_layer(rows, STUDY.layers, ["sae", "neurons"], title="Figure 9", random_only=True, scoring=scoring)
+    assert text_of(figure) == [f"no random-only score under {scoring} scoring"]
+    figure = scores_by_layer(rows, STUDY.layers, ["sae", "neurons"], title="Figure 2", scoring=scoring)
+    assert text_of(figure) == [] and "mean AUROC, chance 0.5" in figure.axes[0].get_ylabel()
+    chance = [line.get_ydata() for line in figure.axes[0].get_lines() if len(set(line.get_ydata())) == 1
+              and len(line.get_ydata()) == 2]
+    assert [list(y) for y in chance] == [[0.5, 0.5]]  # the chance line is AUROC's 0.5, not the correlation's 0

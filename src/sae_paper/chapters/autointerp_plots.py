@@ -22,9 +22,16 @@ COLOURS = {"sae": "tab:red", "neurons": "tab:blue", "random": "tab:gray", "pca":
            "topk-pca": "tab:olive", "topk-ica": "tab:pink"}
 
 
-def score_unit(scoring: str) -> str:
+def score_name(scoring: str) -> str:
+    """The score's name in a figure's title: the paper's top-and-random correlation, or the classification task."""
+    return "top-and-random" if scoring == "simulation" else scoring
+
+
+def score_label(scoring: str, random_only: bool = False) -> str:
     """What a score is under ``scoring``, for an axis label."""
-    return "mean r" if scoring == "simulation" else "mean AUROC, 0.5 = chance"
+    if scoring == "simulation":
+        return ("random-only" if random_only else "top-and-random") + " autointerp score (mean r)"
+    return f"{scoring} score (mean AUROC, chance 0.5)"
 
 
 def chance(scoring: str) -> float:
@@ -58,12 +65,13 @@ def scores_by_layer(summaries: Sequence[MethodSummary], layers: Sequence[int], m
         ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3, color=COLOURS.get(method), label=LABELS.get(method, method))
     ax.set_xticks(range(len(layers)), [layer_label(layer) for layer in layers])
     ax.set_xlabel("residual stream layer")
-    ax.set_ylabel(("random-only" if random_only else "top-and-random") + f" autointerp score ({score_unit(scoring)})")
-    ax.axhline(chance(scoring), color="black", linewidth=0.5)
     ax.set_title(title + (f"\n{backend}" if backend else ""), fontsize=10)
     if random_only and scoring != "simulation":
         no_scores(ax, f"no random-only score under {scoring} scoring")
-    elif not drawn:
+        return fig
+    ax.set_ylabel(score_label(scoring, random_only))
+    ax.axhline(chance(scoring), color="black", linewidth=0.5)
+    if not drawn:
         no_scores(ax)
     else:
         ax.legend(fontsize=9, ncols=2)
@@ -78,7 +86,7 @@ def scores_by_ratio(by_ratio: Mapping[float, MethodSummary], baselines: Sequence
     ratios = sorted(by_ratio)
     scored = [b for b in baselines if _scored(b, b.mean)]
     ax.set_xlabel("dictionary ratio R = d_hid / d_in")
-    ax.set_ylabel(f"top-and-random score ({score_unit(scoring)})")
+    ax.set_ylabel("top-and-random score (mean r)" if scoring == "simulation" else score_label(scoring))
     ax.set_title(title + (f"\n{backend}" if backend else ""), fontsize=10)
     if not scored and not any(_scored(by_ratio[r], by_ratio[r].mean) for r in ratios):
         no_scores(ax)  # nothing positive to log-scale: the axis stays linear, with the ratios as ticks

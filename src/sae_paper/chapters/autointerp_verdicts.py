@@ -30,8 +30,16 @@ from sae_paper.report.rules import Rule
 STAND_IN = ("token-list stand-in for GPT-4/GPT-3.5 (explanations are token lists, simulation is a lookup)")
 
 
-def _backend_note(backend: str) -> str:
-    return STAND_IN if backend == "token-list" else f"{backend} explainer/simulator"
+def _backend_note(backend: str, scoring: str = "simulation") -> str:
+    """Who scored and how: under detection or fuzzing the score is an AUROC (0.5 = chance), not the paper's
+    correlation, which every number of the verdict then is."""
+    who = STAND_IN if backend == "token-list" else f"{backend} explainer/simulator"
+    return who if scoring == "simulation" else f"{who}; scored by {scoring}: AUROC, 0.5 = chance (the paper's correlation: 0)"
+
+
+def _scoring(summaries: Iterable[MethodSummary]) -> str:
+    """The scoring the summaries were scored by (each carries it)."""
+    return next((s.scoring for s in summaries), "simulation")
 
 
 def _marks(backend: str) -> tuple[str, ...]:
@@ -110,7 +118,7 @@ def measurement_failed(rule: Rule, summaries: Sequence[MethodSummary], missing: 
     ours = (f"measurement failed: {scored} of {scored + failed} features scored, {failed} failed a call"
             + (f", {skipped} skipped" if skipped else "") + (f": {failure}" if failure and failed else "")
             + f"; {missing}")
-    note = rule.note(f"no verdict: {missing}", _backend_note(backend))
+    note = rule.note(f"no verdict: {missing}", _backend_note(backend, _scoring(summaries)))
     return Finding(ours, "not comparable", note, (*_marks(backend), MEASUREMENT_FAILED))
 
 
@@ -139,7 +147,7 @@ def early_layers_finding(summaries: Sequence[MethodSummary], layers: Sequence[in
     gap, ci = _smallest_gap(sae, bases)
     verdict = "reproduced" if above and gap > 0 else "partly" if above else "not"
     ours = f"{site}: " + ", ".join(_fmt(s) for s in [sae, *bases])
-    note = EARLY_LAYERS_RULE.note(f"{sae.n_scored} features per method", _backend_note(backend),
+    note = EARLY_LAYERS_RULE.note(f"{sae.n_scored} features per method", _backend_note(backend, sae.scoring),
                                   _failures([sae, *bases]))
     return Decision(Finding(ours, verdict, note, _marks(backend)), gap, ci)
 
@@ -185,7 +193,7 @@ def depth_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, 
     ours = ("; ".join(lines) + f"; margin {margins[0]:+.2f} → {margins[-1]:+.2f}"
             + ("" if first_clear else " (first layer: SAE not above the best baseline beyond the 95% CIs)"))
     note = DEPTH_RULE.note(f"our deepest layer is {layers[-1]} of {n_layers} (the paper went to the last layer)",
-                           _backend_note(backend))
+                           _backend_note(backend, _scoring(summaries)))
     deciding = _smallest([(first_gap, _half_width(*pairs[0])), (below, math.hypot(_half_width(*pairs[0]),
                                                                                   _half_width(*pairs[-1])))])
     return Decision(Finding(ours, verdict, note, _marks(backend)), *deciding)
@@ -204,17 +212,19 @@ RANDOM_ONLY_RULE = Rule(
     deciding=("the SAE against every baseline on random-only scores at the earliest layer",))
 
 
-def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str,
-                        scoring: str = "simulation") -> Decision:
+def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, backend: str) -> Decision:
     """Figure 9 (:data:`RANDOM_ONLY_RULE`): decided by the SAE against the baselines on random-only scores; 'lower than
     top-and-random' holds for every method, so it can only keep a verdict from *reproduced*. Deciding number: the
     smallest random-only gap between the SAE's lower 95 % bound and a baseline's upper one at the first layer, or the
-    smallest (top-and-random − random-only) of the SAE over the layers where that is smaller."""
+    smallest (top-and-random − random-only) of the SAE over the layers where that is smaller. Detection and fuzzing
+    score activating and non-activating fragments together, with no random-only score: *not comparable*."""
     by = _by(summaries)
+    scoring = _scoring(summaries)
     if scoring != "simulation":
         ours = f"no random-only score under {scoring} scoring"
         note = RANDOM_ONLY_RULE.note(f"{scoring} scores activating against non-activating fragments together (AUROC): "
-                                     "there is no score on random fragments alone to compare", _backend_note(backend))
+                                     "there is no score on random fragments alone to compare",
+                                     _backend_note(backend, scoring))
         return Decision(Finding(ours, "not comparable", note, _marks(backend)), math.nan)
     saes = {layer: by[(str(Site("resid_post", layer)), "sae")] for layer in layers}
     site = str(Site("resid_post", layers[0]))
@@ -264,7 +274,8 @@ def ratio_finding(by_ratio: Mapping[float, MethodSummary], baseline_summaries: S
     ours = (", ".join(f"R={r:g}: {s.mean:.2f}±{s.ci:.2f}" for r, s in sorted(by_ratio.items()))
             + f"; best baseline {LABELS[best.method]} {best.mean:.2f}")
     note = RATIO_RULE.note(f"{by_ratio and next(iter(by_ratio.values())).site}",
-                           "our SAEs saw ~5e4 activations (the paper's 20M)", _backend_note(backend))
+                           "our SAEs saw ~5e4 activations (the paper's 20M)",
+                           _backend_note(backend, _scoring(baseline_summaries)))
     return Decision(Finding(ours, verdict, note, _marks(backend)), *_smallest(list(gaps.values())))
 
 
@@ -306,7 +317,7 @@ def topk_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], ks: 
     mean_share = sum(shares) / len(shares) if shares else float("nan")
     verdict = ("reproduced" if above and mean_share < rule["small_part"] else "partly" if above else "not")
     ours = "; ".join(parts) + f"; SAE above every top-K: {above}; mean share of the gap closed {mean_share:.2f}"
-    note = TOPK_RULE.note("K = mean L0 of our R=1 SAE on the fragments", _backend_note(backend))
+    note = TOPK_RULE.note("K = mean L0 of our R=1 SAE on the fragments", _backend_note(backend, _scoring(summaries)))
     return Finding(ours, verdict, note, _marks(backend))
 
 
@@ -339,7 +350,8 @@ TABLE1_RULE = Rule(
     not_comparable=True)
 
 
-def table1_finding(rows: Sequence[tuple[int, str | None, float | None]], site: str, *, backend: str) -> Finding:
+def table1_finding(rows: Sequence[tuple[int, str | None, float | None]], site: str, *, backend: str,
+                   scoring: str = "simulation") -> Finding:
     """Table 1: not comparable by construction (:data:`TABLE1_RULE`); we report our first features."""
     ours = f"{site}: " + "; ".join(f"#{f} {'skipped' if s is None and e is None else (e or 'failed')[:60]} "
                                    f"{'' if s is None else f'{s:.2f}'}".strip() for f, e, s in rows)
@@ -347,7 +359,7 @@ def table1_finding(rows: Sequence[tuple[int, str | None, float | None]], site: s
     mean = (f"mean of our scored first features {sum(scored) / len(scored):.2f} vs the paper's 0.31" if scored
             else "none of our first features scored")
     note = TABLE1_RULE.note("not comparable by construction: feature indices are arbitrary, and this is another "
-                            "model's dictionary", mean, _backend_note(backend))
+                            "model's dictionary", mean, _backend_note(backend, scoring))
     return Finding(ours, "not comparable", note, _marks(backend))
 
 
@@ -374,7 +386,7 @@ def moments_finding(correlations: Mapping[str, float], n: int, *, backend: str,
                else "not")
     ours = ", ".join(f"{k} {v:+.2f} (paper {PAPER_TABLE2[k]:+.2f})" for k, v in correlations.items()) + f" over {n} SAE features"
     note = MOMENTS_RULE.note("kurtosis is excess kurtosis", "SAE features of every layer and ratio scored here",
-                             _backend_note(backend))
+                             _backend_note(backend, _scoring(summaries)))
     return Finding(ours, verdict, note, _marks(backend))
 
 
@@ -398,7 +410,7 @@ def mlp_finding(sae: MethodSummary, neurons: MethodSummary, *, backend: str) -> 
     verdict = "reproduced" if above and separated else "partly" if above else "not"
     ours = f"{sae.site}: SAE {sae.mean:.2f}±{sae.ci:.2f} vs neurons {neurons.mean:.2f}±{neurons.ci:.2f} " \
            f"({sae.n_scored} vs {neurons.n_scored} features; {sae.n_skipped} SAE features skipped while drawing)"
-    return Finding(ours, verdict, MLP_INTERP_RULE.note(_backend_note(backend)), _marks(backend))
+    return Finding(ours, verdict, MLP_INTERP_RULE.note(_backend_note(backend, sae.scoring)), _marks(backend))
 
 
 RULES = (EARLY_LAYERS_RULE, DEPTH_RULE, RANDOM_ONLY_RULE, RATIO_RULE, TOPK_RULE, TABLE1_RULE, MOMENTS_RULE,
