@@ -105,6 +105,7 @@ simulator = "token-list"
 explainer_model = None
 simulator_model = None
 base_url = None
+scoring = "simulation"
 
 # %%
 # %matplotlib inline
@@ -123,6 +124,7 @@ from sae_paper.chapters import autointerp_budget
 from sae_paper.chapters.autointerp import (
     BASELINES,
     NOTEBOOK,
+    SCORING_WORDS,
     AutointerpStudy,
     describe_backends,
     fit_report,
@@ -132,7 +134,7 @@ from sae_paper.chapters.autointerp import (
     score_all,
     scorer,
 )
-from sae_paper.chapters.autointerp_plots import scores_by_layer, scores_by_ratio
+from sae_paper.chapters.autointerp_plots import score_name, scores_by_layer, scores_by_ratio
 from sae_paper.chapters.autointerp_verdicts import (
     PAPER_TABLE1,
     PAPER_TABLE2,
@@ -198,9 +200,15 @@ print(f"{fragments.n_fragments} fragments of {fragments.length} tokens; e.g. "
 # Every method at every layer, the same number of features each, drawn at random (seeded)
 # among the features that are not skipped. Negative activations of the residual basis,
 # random directions, PCA and ICA are set to 0, as the paper did.
+#
+# The `scoring` parameter chooses how an explanation is scored: `simulation` (the paper's,
+# described above), or `detection` and `fuzzing` (Paulo et al. 2024), which ask the simulator
+# a yes or no per fragment and score the AUROC of its answers, 0.5 at chance rather than
+# the correlation's 0. Every figure and verdict below uses the scoring this build ran:
 
 # %%
-score = scorer(explain_with, simulate_with, study.scoring(), study.n_features)
+display(Markdown(f"This build scores by {SCORING_WORDS[study.scoring]}."))
+score = scorer(explain_with, simulate_with, study.scoring_config(), study.n_features)
 with prov.section("fit baselines (PCA, ICA)"):
     ks = study.topk_ks(site_acts)
     scored = study.decompositions(ks=ks)
@@ -235,7 +243,7 @@ decide = functools.partial(decisions, study=study, backend=study.explainer, n_la
 with prov.section("autointerp at other seeds"):
     per_seed = {study.seed: summaries}
     for other in study.seeds()[1:]:
-        score_at = scorer(explain_with, simulate_with, study.reseeded(other).scoring(), study.n_features)
+        score_at = scorer(explain_with, simulate_with, study.reseeded(other).scoring_config(), study.n_features)
         per_seed[other] = [r.summary() for r in score_all(study.decompositions(other), score_at,
                                                                              fragments, site_acts).values()]
     seeded = decide_at_seeds(decide, per_seed, what=WHAT)
@@ -257,8 +265,8 @@ Markdown(seed_table(seeded))
 
 # %%
 fig2_methods = [m for m in ("sae", *BASELINES) if m in study.methods]
-scores_by_layer(summaries, study.layers, fig2_methods, title="Figure 2 analogue: top-and-random autointerp score",
-                layer_label=study.layer_label, backend=BACKEND)
+scores_by_layer(summaries, study.layers, fig2_methods, title=f"Figure 2 analogue: {score_name(study.scoring)} autointerp score",
+                layer_label=study.layer_label, backend=BACKEND, scoring=study.scoring)
 
 # %%
 board.record("fig2-early-layers", *seeded["fig2-early-layers"][0], seeds=seeded["fig2-early-layers"][1])
@@ -274,7 +282,7 @@ board.record("fig2-depth", *seeded["fig2-depth"][0], seeds=seeded["fig2-depth"][
 
 # %%
 scores_by_layer(summaries, study.layers, fig2_methods, title="Figure 9 analogue: random-only autointerp score",
-                random_only=True, layer_label=study.layer_label, backend=BACKEND)
+                random_only=True, layer_label=study.layer_label, backend=BACKEND, scoring=study.scoring)
 
 # %%
 board.record("fig9-random-only", *seeded["fig9-random-only"][0], seeds=seeded["fig9-random-only"][1])
@@ -290,7 +298,7 @@ board.record("fig9-random-only", *seeded["fig9-random-only"][0], seeds=seeded["f
 if study.uses_topk:
     fig18_methods = [m for m in ("sae", *BASELINES, "topk-pca", "topk-ica") if m in study.methods]
     display(scores_by_layer(summaries, study.layers, fig18_methods, title="Figure 18 analogue: with top-K PCA and ICA",
-                            layer_label=study.layer_label, backend=BACKEND))
+                            layer_label=study.layer_label, backend=BACKEND, scoring=study.scoring))
     board.record("fig18-topk", *mark_weakened(topk_finding(summaries, study.layers, ks, backend=study.explainer),
                                               weakened))
 else:
@@ -306,7 +314,8 @@ else:
 Markdown(summary_table([by_ratio[r] for r in sorted(by_ratio)]))
 
 # %%
-scores_by_ratio(by_ratio, main_baselines, title=f"Figure 8 analogue: layer {study.layer_label(study.main_layer)}", backend=BACKEND)
+scores_by_ratio(by_ratio, main_baselines, title=f"Figure 8 analogue: layer {study.layer_label(study.main_layer)}", backend=BACKEND,
+                scoring=study.scoring)
 
 # %%
 board.record("fig8-ratio", *seeded["fig8-ratio"][0], seeds=seeded["fig8-ratio"][1])
@@ -325,7 +334,7 @@ t1 = score(SaeDecomposition(saes[study.sae_config(study.table1_layer)]), site_ac
            method="sae-first", site=str(t1_site), features=list(range(study.table1_features)))
 results[(str(t1_site), "sae-first")] = t1
 by_feature = {f.feature: f for f in t1.features}
-rows = [(i, by_feature[i].explanation if i in by_feature else None, by_feature[i].score if i in by_feature else None)
+rows = [(i, (by_feature[i].explanation or "") if i in by_feature else None, by_feature[i].score if i in by_feature else None)
         for i in range(study.table1_features)]
 lines = ["| feature | our explanation | our score | paper (Pythia-70M layer 1): explanation | paper score |", "|---|---|---:|---|---:|"]
 for i, explanation, value in rows:
@@ -337,7 +346,7 @@ for i, explanation, value in rows:
 Markdown("\n".join(lines))
 
 # %%
-board.record("table1-first-five", *table1_finding(rows, str(t1_site), backend=study.explainer))
+board.record("table1-first-five", *table1_finding(rows, str(t1_site), backend=study.explainer, scoring=study.scoring))
 
 # %% [markdown]
 # ## 9. Table 2: score against the feature's activation moments (Appendix C.4)
@@ -348,13 +357,15 @@ board.record("table1-first-five", *table1_finding(rows, str(t1_site), backend=st
 # kurtosis 0.15: the score is not explained by how often or how strongly a feature fires.
 
 # %%
-sae_results = [f for (site, method), r in results.items() if method == "sae" or method.startswith("sae-R") for f in r.features]
+sae_scored = [r for (site, method), r in results.items() if method == "sae" or method.startswith("sae-R")]
+sae_results = [f for r in sae_scored for f in r.features]
 correlations = moments_correlations(sae_results)
 Markdown("| moment | ours | paper |\n|---|---:|---:|\n" + "\n".join(
     f"| {k} | {v:+.2f} | {PAPER_TABLE2[k]:+.2f} |" for k, v in correlations.items()))
 
 # %%
-board.record("table2-moments", *moments_finding(correlations, len(sae_results), backend=study.explainer))
+board.record("table2-moments", *moments_finding(correlations, len(sae_results), backend=study.explainer,
+                                                summaries=[r.summary() for r in sae_scored]))
 
 # %% [markdown]
 # ## 10. MLP features against MLP neurons (Appendix C.3)

@@ -71,7 +71,7 @@ def test_a_reseeded_study_keeps_its_text_and_changes_its_samples():
         assert moved.seed == 2 and base.seed == 0
         assert moved.text_seed == base.text_seed == 0  # the same harvested text
         assert moved.replace(seed=0) == base  # nothing else changes
-    assert other.scoring().seed == 2 and study.scoring().seed == 0  # features and fragments drawn anew
+    assert other.scoring_config().seed == 2 and study.scoring_config().seed == 0  # features and fragments drawn anew
     ioi = IoiStudy(seed=5, n_seeds=2)
     assert ioi.seeds() == (5, 6) and ioi.reseeded(6).config(ioi.layer, 0.01).text_seed == 5
     case = CaseStudy(n_seeds=1)

@@ -268,7 +268,7 @@ def score_picked(sae: BrowsedSae, decomposition, parameters: Mapping | None, poo
     explainer, simulator = make_backends(study)
     fragments, acts = pool or _fragment_pool(sae.fragments, sae.site)
     result = score_decomposition(decomposition, acts[sae.site], fragments, explainer, simulator, method="sae",
-                                 site=str(sae.site), n_features=len(missing), features=missing, config=study.scoring())
+                                 site=str(sae.site), n_features=len(missing), features=missing, config=study.scoring_config())
     for r in result.features:
         sae.scored[r.feature] = {"feature": r.feature, "explanation": r.explanation, "score": r.score,
                                  "random_score": r.random_score, "failure": r.failure, "by": "runner"}

@@ -50,6 +50,19 @@ from sae_paper.report.finding import Finding
 NOTEBOOK = "02_autointerp"
 METHODS = ("sae", "neurons", "random", "pca", "ica", "topk-pca", "topk-ica")
 BASELINES = ("neurons", "random", "pca", "ica")
+SCORING_WORDS = {
+    "simulation": "**simulation**, as the paper: the simulator predicts the activation on every token from the "
+                  "explanation, and the score is the correlation with the true activations (0 = chance), over top and "
+                  "random fragments, and over the random ones alone (Figure 9)",
+    "detection": "**detection** (Paulo et al. 2024): the simulator is shown activating and non-activating fragments "
+                 "and says which fit the explanation; the score is the AUROC of its answers (0.5 = chance), beside the "
+                 "balanced accuracy; there is no random-only score, so Figure 9 is not comparable",
+    "fuzzing": "**fuzzing** (Paulo et al. 2024): the simulator is shown fragments with tokens highlighted and says "
+               "whether the highlighted tokens are those the explanation describes; the score is the AUROC of its "
+               "answers (0.5 = chance), beside the balanced accuracy; there is no random-only score, so Figure 9 is "
+               "not comparable",
+}
+"""Each ``scoring`` in words, for the notebook to say which one ran."""
 LABELS = {"sae": "SAE", "neurons": "residual basis", "random": "random directions", "pca": "PCA", "ica": "ICA",
           "topk-pca": "top-K PCA", "topk-ica": "top-K ICA", "mlp-sae": "MLP SAE", "mlp-neurons": "MLP neurons"}
 
@@ -126,6 +139,11 @@ class AutointerpStudy(SaeRunFields):
     simulator_model: str | None = None
     base_url: str | None = None
     """openai-compatible: the server's base URL (…/v1)."""
+    scoring: str = "simulation"
+    """How an explanation is scored: ``simulation`` (the paper's: the correlation of simulated with true activations,
+    0 = chance, with a random-only score), ``detection`` or ``fuzzing`` (Paulo et al. 2024: the AUROC of the
+    simulator's yes/no answers over activating and non-activating fragments, 0.5 = chance; no random-only score, so
+    Figure 9 is not comparable)."""
 
     def __post_init__(self) -> None:
         for name in ("layers", "fig8_ratios", "fragment_sources", "methods", "fragment_budgets"):
@@ -139,6 +157,9 @@ class AutointerpStudy(SaeRunFields):
         unknown = sorted(set(self.methods) - set(METHODS))
         if unknown or "sae" not in self.methods:
             raise SaePaperError(f"{NOTEBOOK} parameter methods: must include sae; unknown {unknown} (known: {', '.join(METHODS)})")
+        if not set(self.methods) & set(BASELINES):  # every verdict compares the SAE with a baseline
+            raise SaePaperError(f"{NOTEBOOK} parameter methods={list(self.methods)}: no verdict without a baseline; "
+                                f"add at least one of {', '.join(BASELINES)}")
         spec = model_spec(self.model)
         for layer in (*self.layers, self.main_layer, self.table1_layer):
             Site("resid_post", layer).check(spec)
@@ -149,18 +170,25 @@ class AutointerpStudy(SaeRunFields):
         check_n_seeds(self)
         if self.n_explain + self.n_simulate_top > self.n_top:
             raise SaePaperError(f"{NOTEBOOK}: n_explain + n_simulate_top must not exceed n_top")
+        if not self.fig8_ratios:  # Figure 8's rule would find every ratio of none above the baselines
+            raise SaePaperError(f"{NOTEBOOK} parameter fig8_ratios=[]: Figure 8 needs at least one ratio")
         if any(not r > 0 for r in (*self.fig8_ratios, self.ratio, self.topk_ratio)):
             raise SaePaperError(f"{NOTEBOOK}: ratios must be positive")
+        from sae_paper.analysis.autointerp.classify import SCORINGS
         from sae_paper.analysis.autointerp.registry import BACKENDS
 
+        if self.scoring not in SCORINGS:
+            raise SaePaperError(f"{NOTEBOOK} parameter scoring={self.scoring!r}: must be one of {', '.join(SCORINGS)}")
         for name in (self.explainer, self.simulator):
             if name not in BACKENDS:
                 raise SaePaperError(f"{NOTEBOOK}: unknown backend {name!r} (known: {', '.join(BACKENDS)})")
 
     # --- derived settings ---------------------------------------------------------------
 
-    def scoring(self) -> ScoringConfig:
-        return ScoringConfig(self.n_top, self.n_explain, self.n_simulate_top, self.n_random, self.min_fragments, self.seed)
+    def scoring_config(self) -> ScoringConfig:
+        """How each feature is scored (the fragments drawn at the study's ``seed``, by its ``scoring``)."""
+        return ScoringConfig(self.n_top, self.n_explain, self.n_simulate_top, self.n_random, self.min_fragments, self.seed,
+                             scoring=self.scoring)
 
     # --- the SAEs ----------------------------------------------------------------------
 

@@ -30,8 +30,16 @@ from sae_paper.report.rules import Rule
 STAND_IN = ("token-list stand-in for GPT-4/GPT-3.5 (explanations are token lists, simulation is a lookup)")
 
 
-def _backend_note(backend: str) -> str:
-    return STAND_IN if backend == "token-list" else f"{backend} explainer/simulator"
+def _backend_note(backend: str, scoring: str = "simulation") -> str:
+    """Who scored and how: under detection or fuzzing the score is an AUROC (0.5 = chance), not the paper's
+    correlation, which every number of the verdict then is."""
+    who = STAND_IN if backend == "token-list" else f"{backend} explainer/simulator"
+    return who if scoring == "simulation" else f"{who}; scored by {scoring}: AUROC, 0.5 = chance (the paper's correlation: 0)"
+
+
+def _scoring(summaries: Iterable[MethodSummary]) -> str:
+    """The scoring the summaries were scored by (each carries it)."""
+    return next((s.scoring for s in summaries), "simulation")
 
 
 def _marks(backend: str) -> tuple[str, ...]:
@@ -83,6 +91,37 @@ def _failures(summaries: Sequence[MethodSummary]) -> str:
     return f"{failed} failed call(s) excluded" if failed else "no failed calls"
 
 
+MEASUREMENT_FAILED = "measurement-failed"
+"""The mark of a verdict that no rule decided: a method the rule compares has no score (every feature failed a call or
+was skipped). Its verdict is *not comparable*: no number was measured to be judged."""
+
+
+def unmeasured(rule: Rule, needed: Iterable[MethodSummary], *, backend: str) -> Finding | None:
+    """The finding of ``rule``'s claim when a summary in ``needed`` scored no feature (None when each scored one): the
+    rule cannot compare a missing score, so the verdict is *not comparable*, marked :data:`MEASUREMENT_FAILED`, and it
+    says how often the calls failed and the first failure. A method that scored some of its features is
+    judged on those, its failed count in the note (:func:`_failures`)."""
+    needed = list(needed)
+    empty = [s for s in needed if s.n_scored == 0]
+    if not empty:
+        return None
+    missing = ("no method it compares scored a feature" if len(empty) == len(needed) else
+               "no score for " + ", ".join(f"{LABELS.get(s.method, s.method)} at {s.site}" for s in empty))
+    return measurement_failed(rule, needed, missing, backend=backend)
+
+
+def measurement_failed(rule: Rule, summaries: Sequence[MethodSummary], missing: str, *, backend: str) -> Finding:
+    """*not comparable*, marked :data:`MEASUREMENT_FAILED`: how many of ``summaries``' features were scored, how many
+    failed a call (quoting the first failure) and what the rule lacks (``missing``)."""
+    failure = next((s.first_failure for s in summaries if s.first_failure), "")
+    scored, failed, skipped = (sum(getattr(s, n) for s in summaries) for n in ("n_scored", "n_failed", "n_skipped"))
+    ours = (f"measurement failed: {scored} of {scored + failed} features scored, {failed} failed a call"
+            + (f", {skipped} skipped" if skipped else "") + (f": {failure}" if failure and failed else "")
+            + f"; {missing}")
+    note = rule.note(f"no verdict: {missing}", _backend_note(backend, _scoring(summaries)))
+    return Finding(ours, "not comparable", note, (*_marks(backend), MEASUREMENT_FAILED))
+
+
 EARLY_LAYERS_RULE = Rule(
     "fig2-early-layers",
     paper="SAE features are far more interpretable than every baseline in early layers",
@@ -101,11 +140,14 @@ def early_layers_finding(summaries: Sequence[MethodSummary], layers: Sequence[in
     site = str(Site("resid_post", layers[0]))
     sae = by[(site, "sae")]
     bases = [by[(site, m)] for m in BASELINES if (site, m) in by]
+    failed = unmeasured(EARLY_LAYERS_RULE, [sae, *bases], backend=backend)
+    if failed:
+        return Decision(failed, math.nan)
     above = all(sae.mean > b.mean for b in bases)
     gap, ci = _smallest_gap(sae, bases)
     verdict = "reproduced" if above and gap > 0 else "partly" if above else "not"
     ours = f"{site}: " + ", ".join(_fmt(s) for s in [sae, *bases])
-    note = EARLY_LAYERS_RULE.note(f"{sae.n_scored} features per method", _backend_note(backend),
+    note = EARLY_LAYERS_RULE.note(f"{sae.n_scored} features per method", _backend_note(backend, sae.scoring),
                                   _failures([sae, *bases]))
     return Decision(Finding(ours, verdict, note, _marks(backend)), gap, ci)
 
@@ -128,6 +170,11 @@ def depth_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, 
     lower 95 % bound and the best baseline's upper one and how far the last layer's margin is below
     ``shrink_to`` × the first's (both positive: reproduced)."""
     by = _by(summaries)
+    sites = [str(Site("resid_post", layer)) for layer in layers]
+    failed = unmeasured(DEPTH_RULE, [by[(site, m)] for site in sites for m in ("sae", *BASELINES) if (site, m) in by],
+                        backend=backend)
+    if failed:
+        return Decision(failed, math.nan)
     pairs, lines = [], []  # (SAE, best baseline) per layer
     for layer in layers:
         site = str(Site("resid_post", layer))
@@ -146,7 +193,7 @@ def depth_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], *, 
     ours = ("; ".join(lines) + f"; margin {margins[0]:+.2f} → {margins[-1]:+.2f}"
             + ("" if first_clear else " (first layer: SAE not above the best baseline beyond the 95% CIs)"))
     note = DEPTH_RULE.note(f"our deepest layer is {layers[-1]} of {n_layers} (the paper went to the last layer)",
-                           _backend_note(backend))
+                           _backend_note(backend, _scoring(summaries)))
     deciding = _smallest([(first_gap, _half_width(*pairs[0])), (below, math.hypot(_half_width(*pairs[0]),
                                                                                   _half_width(*pairs[-1])))])
     return Decision(Finding(ours, verdict, note, _marks(backend)), *deciding)
@@ -169,12 +216,24 @@ def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int
     """Figure 9 (:data:`RANDOM_ONLY_RULE`): decided by the SAE against the baselines on random-only scores; 'lower than
     top-and-random' holds for every method, so it can only keep a verdict from *reproduced*. Deciding number: the
     smallest random-only gap between the SAE's lower 95 % bound and a baseline's upper one at the first layer, or the
-    smallest (top-and-random − random-only) of the SAE over the layers where that is smaller."""
+    smallest (top-and-random − random-only) of the SAE over the layers where that is smaller. Detection and fuzzing
+    score activating and non-activating fragments together, with no random-only score: *not comparable*."""
     by = _by(summaries)
+    scoring = _scoring(summaries)
+    if scoring != "simulation":
+        ours = f"no random-only score under {scoring} scoring"
+        note = RANDOM_ONLY_RULE.note(f"{scoring} scores activating against non-activating fragments together (AUROC): "
+                                     "there is no score on random fragments alone to compare",
+                                     _backend_note(backend, scoring))
+        return Decision(Finding(ours, "not comparable", note, _marks(backend)), math.nan)
     saes = {layer: by[(str(Site("resid_post", layer)), "sae")] for layer in layers}
+    site = str(Site("resid_post", layers[0]))
+    failed = unmeasured(RANDOM_ONLY_RULE, [*saes.values(), *(by[(site, m)] for m in BASELINES if (site, m) in by)],
+                        backend=backend)
+    if failed:
+        return Decision(failed, math.nan)
     lower_by = [(s.mean - s.random_mean, 0.0) for s in saes.values()]
     lower = all(s.random_mean < s.mean for s in saes.values())
-    site = str(Site("resid_post", layers[0]))
     sae = saes[layers[0]]
     bases = [by[(site, m)] for m in BASELINES if (site, m) in by]
     ahead = all(sae.random_mean > b.random_mean for b in bases)
@@ -202,6 +261,9 @@ def ratio_finding(by_ratio: Mapping[float, MethodSummary], baseline_summaries: S
                   backend: str) -> Decision:
     """Figure 8 (:data:`RATIO_RULE`); deciding number: the smallest gap of any ratio's SAE (its lower 95 % bound) over
     the best baseline's upper bound."""
+    failed = unmeasured(RATIO_RULE, [*by_ratio.values(), *baseline_summaries], backend=backend)
+    if failed:
+        return Decision(failed, math.nan)
     best = max(baseline_summaries, key=lambda b: b.mean)
     full = RATIO_RULE.thresholds["full_ratio"]
     above = {r: s.mean > best.mean for r, s in by_ratio.items()}
@@ -212,7 +274,8 @@ def ratio_finding(by_ratio: Mapping[float, MethodSummary], baseline_summaries: S
     ours = (", ".join(f"R={r:g}: {s.mean:.2f}±{s.ci:.2f}" for r, s in sorted(by_ratio.items()))
             + f"; best baseline {LABELS[best.method]} {best.mean:.2f}")
     note = RATIO_RULE.note(f"{by_ratio and next(iter(by_ratio.values())).site}",
-                           "our SAEs saw ~5e4 activations (the paper's 20M)", _backend_note(backend))
+                           "our SAEs saw ~5e4 activations (the paper's 20M)",
+                           _backend_note(backend, _scoring(baseline_summaries)))
     return Decision(Finding(ours, verdict, note, _marks(backend)), *_smallest(list(gaps.values())))
 
 
@@ -229,10 +292,16 @@ TOPK_RULE = Rule(
     deciding=("the SAE above top-K PCA and ICA", "the share of the gap top-K closes"))
 
 
-def topk_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], ks: Mapping[int, int], *, backend: str) -> Finding:
+def topk_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], ks: Mapping[int, int], *,
+                 backend: str) -> Finding:
     """Figure 18 (:data:`TOPK_RULE`)."""
     rule = TOPK_RULE.thresholds
     by = _by(summaries)
+    sites = [str(Site("resid_post", layer)) for layer in layers]
+    failed = unmeasured(TOPK_RULE, [by[(site, m)] for site in sites for m in ("sae", "pca", "ica", "topk-pca", "topk-ica")
+                                    if (site, m) in by], backend=backend)
+    if failed:
+        return failed
     shares, above, parts = [], True, []
     for layer in layers:
         site = str(Site("resid_post", layer))
@@ -248,7 +317,7 @@ def topk_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], ks: 
     mean_share = sum(shares) / len(shares) if shares else float("nan")
     verdict = ("reproduced" if above and mean_share < rule["small_part"] else "partly" if above else "not")
     ours = "; ".join(parts) + f"; SAE above every top-K: {above}; mean share of the gap closed {mean_share:.2f}"
-    note = TOPK_RULE.note("K = mean L0 of our R=1 SAE on the fragments", _backend_note(backend))
+    note = TOPK_RULE.note("K = mean L0 of our R=1 SAE on the fragments", _backend_note(backend, _scoring(summaries)))
     return Finding(ours, verdict, note, _marks(backend))
 
 
@@ -281,15 +350,16 @@ TABLE1_RULE = Rule(
     not_comparable=True)
 
 
-def table1_finding(rows: Sequence[tuple[int, str | None, float | None]], site: str, *, backend: str) -> Finding:
+def table1_finding(rows: Sequence[tuple[int, str | None, float | None]], site: str, *, backend: str,
+                   scoring: str = "simulation") -> Finding:
     """Table 1: not comparable by construction (:data:`TABLE1_RULE`); we report our first features."""
     ours = f"{site}: " + "; ".join(f"#{f} {'skipped' if s is None and e is None else (e or 'failed')[:60]} "
                                    f"{'' if s is None else f'{s:.2f}'}".strip() for f, e, s in rows)
     scored = [s for _, _, s in rows if s is not None]
-    mean = sum(scored) / len(scored) if scored else float("nan")
+    mean = (f"mean of our scored first features {sum(scored) / len(scored):.2f} vs the paper's 0.31" if scored
+            else "none of our first features scored")
     note = TABLE1_RULE.note("not comparable by construction: feature indices are arbitrary, and this is another "
-                            "model's dictionary", f"mean of our scored first features {mean:.2f} vs the paper's 0.31",
-                            _backend_note(backend))
+                            "model's dictionary", mean, _backend_note(backend, scoring))
     return Finding(ours, "not comparable", note, _marks(backend))
 
 
@@ -303,15 +373,20 @@ def moments_correlations(results) -> dict[str, float]:
     return {k: (correlation(scores, [getattr(r.moments, k) for r in scored]) or float("nan")) for k in PAPER_TABLE2}
 
 
-def moments_finding(correlations: Mapping[str, float], n: int, *, backend: str) -> Finding:
-    """Table 2 (:data:`MOMENTS_RULE`)."""
+def moments_finding(correlations: Mapping[str, float], n: int, *, backend: str,
+                    summaries: Sequence[MethodSummary] = ()) -> Finding:
+    """Table 2 (:data:`MOMENTS_RULE`); ``summaries``: those of the SAE features correlated, which say how many failed
+    when no correlation could be measured."""
     rule = MOMENTS_RULE.thresholds
+    if summaries and not any(math.isfinite(v) for v in correlations.values()):
+        return measurement_failed(MOMENTS_RULE, summaries, "no correlation: fewer than 2 SAE features scored",
+                                  backend=backend)
     close = [k for k, v in correlations.items() if abs(v - PAPER_TABLE2[k]) <= rule["tolerance"]]
     verdict = ("reproduced" if len(close) == len(PAPER_TABLE2) else "partly" if len(close) >= rule["partly_count"]
                else "not")
     ours = ", ".join(f"{k} {v:+.2f} (paper {PAPER_TABLE2[k]:+.2f})" for k, v in correlations.items()) + f" over {n} SAE features"
     note = MOMENTS_RULE.note("kurtosis is excess kurtosis", "SAE features of every layer and ratio scored here",
-                             _backend_note(backend))
+                             _backend_note(backend, _scoring(summaries)))
     return Finding(ours, verdict, note, _marks(backend))
 
 
@@ -327,12 +402,15 @@ MLP_INTERP_RULE = Rule(
 
 def mlp_finding(sae: MethodSummary, neurons: MethodSummary, *, backend: str) -> Finding:
     """Appendix C.3 (:data:`MLP_INTERP_RULE`)."""
+    failed = unmeasured(MLP_INTERP_RULE, [sae, neurons], backend=backend)
+    if failed:
+        return failed
     above = sae.mean > neurons.mean
     separated = _gap(sae, neurons) > 0
     verdict = "reproduced" if above and separated else "partly" if above else "not"
     ours = f"{sae.site}: SAE {sae.mean:.2f}±{sae.ci:.2f} vs neurons {neurons.mean:.2f}±{neurons.ci:.2f} " \
            f"({sae.n_scored} vs {neurons.n_scored} features; {sae.n_skipped} SAE features skipped while drawing)"
-    return Finding(ours, verdict, MLP_INTERP_RULE.note(_backend_note(backend)), _marks(backend))
+    return Finding(ours, verdict, MLP_INTERP_RULE.note(_backend_note(backend, sae.scoring)), _marks(backend))
 
 
 RULES = (EARLY_LAYERS_RULE, DEPTH_RULE, RANDOM_ONLY_RULE, RATIO_RULE, TOPK_RULE, TABLE1_RULE, MOMENTS_RULE,

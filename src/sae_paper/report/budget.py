@@ -64,6 +64,7 @@ def budget_trend(points: Sequence[BudgetPoint], *, what: str, unit: str, toleran
 def budget_trends(points: Mapping[str, Sequence[BudgetPoint]], *, what: Mapping[str, str] | str, unit: str,
                   tolerance: float) -> dict[str, BudgetTrend | None]:
     """:func:`budget_trend` for each claim of a sweep (``what``: per claim, or one text for all); None where
-    fewer than 3 budgets could be measured."""
+    fewer than 3 budgets could be measured (a NaN value: that budget's measurement failed, so it is left out)."""
+    measured = {claim: [q for q in p if not math.isnan(q.value)] for claim, p in points.items()}
     return {claim: budget_trend(p, what=what if isinstance(what, str) else what[claim], unit=unit, tolerance=tolerance)
-            if len(p) >= 3 else None for claim, p in points.items()}
+            if len(p) >= 3 else None for claim, p in measured.items()}

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from sae_paper.report.markdown import readable
 
 MARK_LABELS = {"stand-in": "stand-in scorer", "rounding-noise": "within rounding noise",
-               "weakened-baseline": "weakened baseline"}
+               "weakened-baseline": "weakened baseline", "measurement-failed": "measurement failed"}
 """How each mark of :data:`sae_paper.report.claims.MARKS` is labelled on a page (its explanation is the tooltip)."""
 
 

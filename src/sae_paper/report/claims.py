@@ -97,6 +97,9 @@ MARKS = {
                       "seed verdict or trend (sae-paper check-rounding; the recorded check is on the budget page)",
     "weakened-baseline": "a baseline it compares against was fitted short of convergence (ICA stopped at its iteration "
                          "limit): a stronger baseline could narrow the SAE's margin; the note gives the fit",
+    "measurement-failed": "the measurement failed: a method the rule compares has no score (its calls to the explainer "
+                          "or simulator failed, or every feature was skipped), so no rule decided it; the verdict is "
+                          "not comparable, and ours says how many features were scored and the first failure",
 }
 """Marks a record may carry, with what each says to the reader."""
 

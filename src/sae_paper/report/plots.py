@@ -20,6 +20,13 @@ from sae_paper.core.sweeps import SweepRecord
 COLOURS = {"resid_post": "tab:blue", "mlp_post": "tab:orange", "untied": "tab:green"}
 
 
+def no_scores(ax, text: str = "no scores") -> None:
+    """Write ``text`` across ``ax`` in place of data: a figure whose every point failed (or was never measured) says
+    so, instead of raising (a log axis with no positive value) or showing empty axes a reader takes for a result."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=11, color="tab:gray", wrap=True,
+            bbox={"facecolor": "white", "edgecolor": "none"}, zorder=5)
+
+
 def _site_colour(site: str) -> str:
     return COLOURS.get(site.split(".")[0], "tab:gray")
 
@@ -234,6 +241,10 @@ def budget_sensitivity(points: Mapping[str, Sequence[Any]], *, unit: str, title:
     axes = fig.subplots(1, max(1, len(claims)), squeeze=False)[0]
     for ax, claim in zip(axes, claims):
         ordered = sorted(points[claim], key=lambda p: p.budget)
+        if not any(math.isfinite(p.value) for p in ordered):  # every budget's measurement failed
+            no_scores(ax)
+            ax.set_title(claim, fontsize=9)
+            continue
         ax.errorbar([p.budget for p in ordered], [p.value for p in ordered], yerr=[p.ci for p in ordered], fmt="o-",
                     capsize=3, color="tab:red")
         ax.axhline(0, color="black", linewidth=0.5)

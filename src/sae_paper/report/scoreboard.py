@@ -144,7 +144,9 @@ def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = N
         f"Marks: *{MARK_LABELS['stand-in']}* on {marked['stand-in']} verdict(s), {MARKS['stand-in']}; "
         f"*{MARK_LABELS['rounding-noise']}* on {marked['rounding-noise']}, where a recorded check of builds "
         "that differed only in float rounding (`sae-paper check-rounding`) saw the verdict, a seed's verdict or the trend change; "
-        f"*{MARK_LABELS['weakened-baseline']}* on {marked['weakened-baseline']}, {MARKS['weakened-baseline']}.",
+        f"*{MARK_LABELS['weakened-baseline']}* on {marked['weakened-baseline']}, {MARKS['weakened-baseline']}."
+        + (f" *{MARK_LABELS['measurement-failed'].capitalize()}* on {marked['measurement-failed']}: "
+           f"{MARKS['measurement-failed']}." if marked["measurement-failed"] else ""),
         "",
         "The central claims (the budget plan names them) are decided at several seeds: each seed retrains the SAEs and "
         "redraws every sample on the same text. The verdict shown is the seeds' majority (a tie goes to the less "

@@ -18,6 +18,7 @@ turns the seeds into the headline:
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -65,8 +66,12 @@ class SeedSummary:
     @property
     def spread(self) -> str:
         """The deciding number's mean and range over seeds, e.g. ``+0.21 (+0.18 to +0.25 over 3 seeds)``."""
-        mean = statistics.fmean(self.values)
-        return f"{mean:+.3g} ({min(self.values):+.3g} to {max(self.values):+.3g} over {len(self.values)} seeds)"
+        measured = [v for v in self.values if not math.isnan(v)]  # NaN: that seed's measurement failed
+        if not measured:
+            return f"not measured at any of {len(self.values)} seeds"
+        over = f"{len(measured)} seeds" if len(measured) == len(self.values) else \
+            f"the {len(measured)} of {len(self.values)} seeds measured"
+        return f"{statistics.fmean(measured):+.3g} ({min(measured):+.3g} to {max(measured):+.3g} over {over})"
 
 
 class SeedRun(NamedTuple):
@@ -119,7 +124,7 @@ def seed_table(seeded: Mapping[str, tuple[Finding, SeedSummary]]) -> str:
     lines = ["| claim | deciding number | " + " | ".join(f"seed {s}" for s in seeds) + " | headline |",
              "|---|---|" + "---|" * len(seeds) + "---|"]
     for claim, (finding, summary) in seeded.items():
-        cells = [f"{v} ({x:+.3f})" for v, x in zip(summary.verdicts, summary.values)]
+        cells = [v if math.isnan(x) else f"{v} ({x:+.3f})" for v, x in zip(summary.verdicts, summary.values)]
         lines.append("| " + " | ".join(table_cell(c) for c in [claim, summary.what, *cells,
                                                                  f"**{finding.verdict}**: {summary.agreement}"]) + " |")
     return "\n".join(lines) + "\n"
