@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from sae_paper.core.sae import normalize_rows
@@ -42,17 +42,17 @@ DEFAULT_BIN_EDGES = tuple(np.linspace(-1.0, 1.0, 41).tolist())
 class Stability(NamedTuple):
     """One dictionary's features matched in another's."""
 
-    best: Float[Tensor, "n_a"]
+    best: Float[Tensor, " n_a"]
     """Each feature's best-match cosine in the other dictionary."""
     threshold: float
     fraction_shared: float
     """The fraction of ``best`` at or above ``threshold``."""
-    counts: Float[Tensor, "n_bins"]
+    counts: Int[Tensor, " n_bins"]
     """How many of ``best`` fall in each bin (``[e_k, e_k+1)``, the last bin closed, as numpy's histogram)."""
-    bin_edges: Float[Tensor, "n_bins_plus_1"]
+    bin_edges: Float[Tensor, " n_edges"]
 
 
-def best_match_cosines(a: Float[Tensor, "n_a d"], b: Float[Tensor, "n_b d"], *, chunk: int = 1024) -> Float[Tensor, "n_a"]:
+def best_match_cosines(a: Float[Tensor, "n_a d"], b: Float[Tensor, "n_b d"], *, chunk: int = 1024) -> Float[Tensor, " n_a"]:
     """``max_j cos(a_i, b_j)`` for each row ``a_i`` (plain cosine, float32), ``chunk`` rows of ``a`` at a time."""
     for name, matrix in (("a", a), ("b", b)):
         if matrix.ndim != 2 or min(matrix.shape) == 0:
