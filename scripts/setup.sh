@@ -13,7 +13,7 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch==2.13.0 is pinned in pyproject.toml: here it resolves to the CPU build on local disk.
 # --no-compile: no bytecode for the ~20,000 installed modules up front; Python compiles (and caches) the
 # few thousand a build imports on first use instead.
-"${pip[@]}" install --no-compile -e ".[book,test]"
+"${pip[@]}" install --no-compile -e ".[book,test,bench]"
 # llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`), which the tests start with
 # SmolLM2's GGUF to run the openai-compatible backend against a real server: the prebuilt wheel in the
 # shared folder with its [server] extra, whose pure-Python dependencies come from PyPI (it adds ~2.5 s to

