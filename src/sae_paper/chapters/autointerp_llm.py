@@ -55,7 +55,7 @@ def measure(study: AutointerpStudy, llm, out: Path, *, classify: ClassifyConfig,
     for (site, method), decomposition in decompositions.items():
         reference = None
         for task in tasks:
-            config = replace(study.scoring(), scoring=task, classify=classify)
+            config = replace(study.scoring_config(), scoring=task, classify=classify)
             evaluated, began = getattr(llm.backend, "tokens_evaluated", 0), time.perf_counter()
             result = score_decomposition(decomposition, acts[site], fragments, llm, llm, method=method, site=str(site),
                                          n_features=study.n_features, config=config)
@@ -63,7 +63,7 @@ def measure(study: AutointerpStudy, llm, out: Path, *, classify: ClassifyConfig,
             features = [f.feature for f in result.features]
             reference = reference or score_decomposition(decomposition, acts[site], fragments, stand_in, stand_in,
                                                          method=method, site=str(site), n_features=len(features),
-                                                         features=features, config=study.scoring())
+                                                         features=features, config=study.scoring_config())
             same = score_decomposition(decomposition, acts[site], fragments, stand_in, stand_in, method=method,
                                        site=str(site), n_features=len(features), features=features, config=config)
             ours, theirs, simulated = _scores(result), _scores(same), _scores(reference)
