@@ -179,7 +179,7 @@ class OpenAICompatibleBackend(Backend):
                 self._checked[key] = ("refused", f"{self.base_url} (model {self.model}): {reason}")
         self.convention, refusal = self._checked[key]
         if refusal is not None:
-            raise BackendFailure(refusal)
+            raise Refused(refusal)
         return self.convention
 
     def _complete(self, prompt: str) -> dict:
