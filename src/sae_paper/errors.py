@@ -12,3 +12,9 @@ class SaePaperError(Exception):
     The CLI prints these as ``error: <message>`` and exits with status 2;
     anything else is a bug and keeps its traceback.
     """
+
+
+class BackendFailure(SaePaperError):
+    """An explainer's, simulator's or classifier's call failed or returned output that cannot be used (counted
+    by the autointerp scorers, never scored as 0). Here, not in ``analysis.autointerp.backends``, so that the
+    modules those backends build on can raise it too."""

@@ -40,12 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from sae_paper.analysis.autointerp.classify import Example, classify_prompt
 from sae_paper.data.paths import cache_dir
-from sae_paper.errors import SaePaperError
-
-
-class BackendFailure(SaePaperError):
-    """A model call failed or returned output that cannot be used (counted, never scored as 0)."""
+from sae_paper.errors import BackendFailure
 
 
 @dataclass(frozen=True)
@@ -180,6 +177,15 @@ class Backend(ABC):
     def simulate(self, prompt: str, n_tokens: int) -> list[float]:
         """Call the model; one prediction in [0, 10] per token. Raises :class:`BackendFailure`."""
 
+    def classify_request(self, task: str, explanation: str, examples: Sequence[Example]) -> str:
+        """The detection or fuzzing prompt for one batch of examples (the cache key); default: a chat prompt asking
+        for a list of 0/1 answers (:func:`~sae_paper.analysis.autointerp.classify.classify_prompt`)."""
+        return classify_prompt(task, explanation, examples)
+
+    def classify(self, prompt: str, n_examples: int) -> list[float]:
+        """Call the model; a probability in [0, 1] per example that it is positive. Raises :class:`BackendFailure`."""
+        raise BackendFailure(f"the {self.name} backend cannot classify (detection, fuzzing)")
+
     def settings(self) -> dict[str, object]:
         """What decides its answers: its name, model and public plain settings (a cached score's key)."""
         plain = {k: v for k, v in vars(self).items() if not k.startswith("_") and isinstance(v, (str, int, float, bool))}
@@ -266,10 +272,18 @@ class Cached:
         return self.cache.call(self.backend, "simulate", prompt, compute)
 
 
-def _checked(predictions: Sequence[float], n_tokens: int) -> list[float]:
+    def classify(self, task: str, explanation: str, examples: Sequence[Example]) -> list[float]:
+        prompt = self.backend.classify_request(task, explanation, examples)
+        compute = lambda: _checked(self.backend.classify(prompt, len(examples)), len(examples), top=1)  # noqa: E731
+        if self.cache is None:
+            return compute()
+        return self.cache.call(self.backend, task, prompt, compute)
+
+
+def _checked(predictions: Sequence[float], n: int, top: float = 10) -> list[float]:
     values = [float(p) for p in predictions]
-    if len(values) != n_tokens or any(not 0 <= v <= 10 for v in values):
-        raise BackendFailure(f"simulator returned {len(values)} predictions for {n_tokens} tokens or values outside [0, 10]")
+    if len(values) != n or any(not 0 <= v <= top for v in values):
+        raise BackendFailure(f"backend returned {len(values)} answers for {n} or values outside [0, {top:g}]")
     return values
 
 
@@ -346,3 +360,21 @@ class TokenListBackend(Backend):
             return max((w for symbol, w in symbols.items() if symbol in key), default=0.0)
 
         return [min(10.0, max(0.0, predict(t))) for t in request["tokens"]]
+
+    def classify_request(self, task: str, explanation: str, examples: Sequence[Example]) -> str:
+        return json.dumps({"task": task, "explanation": explanation,
+                           "examples": [[list(e.tokens), list(e.marked)] for e in examples]}, ensure_ascii=False)
+
+    def classify(self, prompt: str, n_examples: int) -> list[float]:
+        """Detection: 0 with no listed token in the example, else 0.5 + 0.05 × the largest listed weight. Fuzzing:
+        the share of highlighted tokens that are listed (called correct from one half)."""
+        request = json.loads(prompt)
+        answers = []
+        for tokens, marked in request["examples"]:
+            predicted = self.simulate(json.dumps({"explanation": request["explanation"], "tokens": tokens}), len(tokens))
+            if request["task"] == "detection":
+                answers.append(0.0 if max(predicted, default=0) <= 0 else 0.5 + 0.05 * max(predicted))
+            else:
+                hits = [p > 0 for p, m in zip(predicted, marked) if m]
+                answers.append(sum(hits) / len(hits) if hits else 0.0)
+        return answers

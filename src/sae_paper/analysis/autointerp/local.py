@@ -146,6 +146,59 @@ class LocalBackend(Backend):
             raise BackendFailure("empty explanation")
         return text.split("\n")[0]
 
+    def classify_request(self, task: str, explanation: str, examples) -> str:
+        """The chat prompt of :func:`~sae_paper.analysis.autointerp.classify.classify_prompt` in the model's own chat
+        template, up to the assistant's turn (its answer is read token by token in :meth:`classify`)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        from sae_paper.analysis.autointerp.classify import classify_prompt
+
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise BackendFailure(f"{self.model} has no chat template; the local backend cannot classify with it")
+        eos = self.llm.detokenize([self.llm.token_eos()]).decode(errors="replace")
+        formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token="")
+        messages = [{"role": "system", "content": "You check explanations of neurons in language models. Answer with a "
+                                                  "list of 0s and 1s only."},
+                    {"role": "user", "content": classify_prompt(task, explanation, examples)}]
+        return formatter(messages=messages).prompt
+
+    def classify(self, prompt: str, n_examples: int) -> list[float]:
+        """The answer list ``[a, b, …]`` read one entry at a time: after ``[`` and after each ``, `` the probability of
+        "1" against "0" (renormalised over the two) is the example's score, and the likelier digit is appended, as
+        greedy decoding would. One forward pass over the prompt (its prefix shared with the previous prompt reused),
+        then two or three tokens per example."""
+        import numpy as np
+
+        ids = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        if len(ids) + 3 * n_examples > self.llm.n_ctx():
+            raise BackendFailure(f"classification prompt of {len(ids)} tokens exceeds the context of {self.llm.n_ctx()}")
+        self._evaluate(ids + self._tokens("["), reusable=len(ids))
+        zero, one = self._values[0], self._values[1]
+        answers = []
+        for k in range(n_examples):
+            logits = np.asarray(self.llm.scores[self.llm.n_tokens - 1], dtype=np.float64)[[zero, one]]
+            if not np.all(np.isfinite(logits)):
+                raise BackendFailure("non-finite logits")
+            p_one = float(1 / (1 + np.exp(logits[0] - logits[1])))
+            answers.append(p_one)
+            if k + 1 < n_examples:
+                self._evaluate([one if p_one >= 0.5 else zero] + self._tokens(", "))
+        return answers
+
+    def _evaluate(self, ids: list[int], *, reusable: int | None = None) -> None:
+        """Evaluate ``ids``: with ``reusable`` (a prompt), from scratch except the key/value cache of the longest
+        prefix shared with what was evaluated before (at most ``reusable`` tokens); without it, after what is there."""
+        if reusable is None:
+            self.llm.eval(ids)
+            self.tokens_evaluated += len(ids)
+            return
+        evaluated = self.llm.input_ids[: self.llm.n_tokens].tolist()
+        reused = min(len(os.path.commonprefix([evaluated, ids])), reusable) if self.prefix_reuse else 0
+        self.llm.n_tokens = reused
+        self.llm.eval(ids[reused:])
+        self.tokens_evaluated += len(ids) - reused
+
     def simulate_request(self, explanation: str, tokens) -> str:
         return simulate_prefix(explanation, top=SCALE_TOP) + simulate_body(tokens)[0]
 
@@ -170,14 +223,8 @@ class LocalBackend(Backend):
             raise BackendFailure(f"prompt has {len(positions)} placeholders for {n_tokens} tokens")
         if len(prefix_ids) + len(body) > self.llm.n_ctx():
             raise BackendFailure(f"prompt of {len(prefix_ids) + len(body)} tokens exceeds the context of {self.llm.n_ctx()}")
-        ids = prefix_ids + body
-        evaluated = self.llm.input_ids[: self.llm.n_tokens].tolist()
-        # reuse the key/value cache of the prefix shared with the previous prompt (at most this prompt's prefix,
-        # so the fragment is always evaluated afresh); eval() drops the cache beyond n_tokens
-        reused = min(len(os.path.commonprefix([evaluated, ids])), len(prefix_ids)) if self.prefix_reuse else 0
-        self.llm.n_tokens = reused
-        self.llm.eval(ids[reused:])
-        self.tokens_evaluated += len(ids) - reused
+        # the fragment is always evaluated afresh; eval() drops the cache beyond n_tokens
+        self._evaluate(prefix_ids + body, reusable=len(prefix_ids))
         scores = np.asarray(self.llm.scores[positions], dtype=np.float64)  # logits for the token after each tab
         values = scores[:, self._values]
         logz = np.logaddexp.reduce(values, axis=1, keepdims=True)

@@ -15,6 +15,10 @@ When the simulator's predictions are constant over the scored tokens (e.g. an ex
 that predicts nothing on the random fragments) the correlation is undefined: we score it 0
 (no information) and count it as ``constant``. A failed call is different: the feature gets no
 score, and the failure is counted and reported (:class:`MethodSummary`).
+
+With ``ScoringConfig.scoring`` = ``detection`` or ``fuzzing`` the same explanation (same top
+fragments, same explainer) is scored instead by classification (:mod:`.classify`): the score is the
+AUROC, 0.5 being chance, beside the balanced accuracy; there is no random-only score.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ import torch
 from torch import Tensor
 
 from sae_paper.analysis.autointerp.backends import ActivationRecord, BackendFailure, Cached, TokenListBackend
+from sae_paper.analysis.autointerp.classify import (
+    SCORINGS,
+    ClassifyConfig,
+    NotEnoughFragments,
+    classify_feature,
+    select_examples,
+)
 from sae_paper.analysis.autointerp.fingerprints import fingerprint, fragments_digest, tensor_digest
 from sae_paper.analysis.autointerp.fragments import (
     FeatureChoice,
@@ -43,6 +54,7 @@ from sae_paper.analysis.autointerp.fragments import (
 from sae_paper.analysis.autointerp.token_list import TokenListScorer
 from sae_paper.core.decompositions import Decomposition
 from sae_paper.data import cache
+from sae_paper.errors import SaePaperError
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,22 @@ class ScoringConfig:
     min_fragments: int = 20
     """Features with fewer fragments of non-zero variance are skipped (and counted)."""
     seed: int = 0
+    scoring: str = "simulation"
+    """``simulation`` (the paper's correlation), ``detection`` or ``fuzzing`` (:mod:`.classify`; the explanation is the
+    same, from the same top fragments)."""
+    classify: ClassifyConfig = ClassifyConfig()
+    """How many examples detection and fuzzing show (unused by simulation)."""
+
+    def __post_init__(self) -> None:
+        if self.scoring not in SCORINGS:
+            raise SaePaperError(f"unknown scoring {self.scoring!r}; known: {', '.join(SCORINGS)}")
+
+    def key(self) -> dict:
+        """What decides the scores (a stored score's key): the classification settings only when they are used."""
+        settings = asdict(self)
+        if self.scoring == "simulation":
+            del settings["scoring"], settings["classify"]
+        return settings
 
 
 @dataclass(frozen=True)
@@ -78,6 +106,11 @@ class FeatureResult:
     constant: bool = False
     """The simulator's predictions were constant on the scored tokens (score 0, counted)."""
     moments: Moments | None = None
+    balanced_accuracy: float | None = None
+    """Detection and fuzzing: the balanced accuracy (``score`` is their AUROC; None for simulation)."""
+    skipped: str | None = None
+    """Why the feature cannot be scored by the task (detection: too few non-activating fragments; counted as
+    skipped, not as a failure)."""
 
 
 def correlation(x: Sequence[float] | Tensor, y: Sequence[float] | Tensor) -> float | None:
@@ -108,15 +141,31 @@ def score_feature(codes: Tensor, fragments: Fragments, explainer: Cached, simula
     scaled = rescale(codes, float(codes.max()))
     stats = moments(codes)
     base = dict(method=method, site=site, feature=feature, moments=stats)
-    if token_list is not None:
+    if token_list is not None and config.scoring == "simulation":
         explanation = token_list.explain(selection.explain, scaled[list(selection.explain)])
         scored = [*selection.top, *selection.random]
         simulated = dict(zip(scored, token_list.simulate(explanation, scored)))
         return _scored(codes, simulated, selection.top, selection.random, explanation, base)
+    examples = None
+    if config.scoring != "simulation":
+        try:
+            examples = select_examples(config.scoring, scaled, selection.explain, config.classify,
+                                       seed=config.seed * 100_003 + feature)
+        except NotEnoughFragments as reason:
+            return FeatureResult(explanation=None, score=None, random_score=None, skipped=f"{config.scoring}: {reason}",
+                                 **base)
     try:
         explanation = explainer.explain([_record(fragments, i, scaled[i]) for i in selection.explain])
     except BackendFailure as failure:
         return FeatureResult(explanation=None, score=None, random_score=None, failure=f"explain: {failure}", **base)
+    if examples is not None:
+        try:
+            area, balanced = classify_feature(config.scoring, explanation, examples, fragments.token_strings, simulator,
+                                              config.classify)
+        except BackendFailure as failure:
+            return FeatureResult(explanation=explanation, score=None, random_score=None,
+                                 failure=f"{config.scoring}: {failure}", **base)
+        return FeatureResult(explanation=explanation, score=area, random_score=None, balanced_accuracy=balanced, **base)
     try:
         simulated = {i: simulator.simulate(explanation, fragments.token_strings[i])
                      for i in (*selection.top, *selection.random)}
@@ -147,9 +196,10 @@ class MethodResult:
     site: str
     choice: FeatureChoice
     features: list[FeatureResult] = field(default_factory=list)
+    scoring: str = "simulation"
 
     def summary(self) -> "MethodSummary":
-        return summarize(self.method, self.site, self.features, skipped=self.choice.skipped)
+        return summarize(self.method, self.site, self.features, skipped=self.choice.skipped, scoring=self.scoring)
 
 
 def score_decomposition(decomposition: Decomposition, activations: Tensor, fragments: Fragments, explainer: Cached,
@@ -173,7 +223,7 @@ def score_decomposition(decomposition: Decomposition, activations: Tensor, fragm
                        "activations": tensor_digest(activations), "fragments": fragments_digest(fragments),
                        "explainer": explainer.backend.settings(), "simulator": simulator.backend.settings(),
                        "method": method, "site": site, "n_features": n_features, "features": features,
-                       "config": asdict(config)})
+                       "config": config.key()})
     where = f"{store.path}#scores-{key[:16]}"
     stored = store.stored_scores(key)
     if stored is not None and cache.reusable("scores", where, stored["computed"]):
@@ -189,7 +239,7 @@ def _result_from_json(payload: dict) -> MethodResult:
     choice = FeatureChoice(**{**payload["choice"], "features": tuple(payload["choice"]["features"])})
     features = [FeatureResult(**{**f, "moments": Moments(**f["moments"]) if f["moments"] else None})
                 for f in payload["features"]]
-    return MethodResult(payload["method"], payload["site"], choice, features)
+    return MethodResult(payload["method"], payload["site"], choice, features, payload.get("scoring", "simulation"))
 
 
 def _score_decomposition(decomposition: Decomposition, activations: Tensor, fragments: Fragments, explainer: Cached,
@@ -210,7 +260,7 @@ def _score_decomposition(decomposition: Decomposition, activations: Tensor, frag
     else:
         kept = tuple(f for f in features if counts[f] >= config.min_fragments)
         choice = FeatureChoice(kept, len(features) - len(kept), int((counts < config.min_fragments).sum()), len(counts))
-    result = MethodResult(method, site, choice)
+    result = MethodResult(method, site, choice, scoring=config.scoring)
     if not choice.features:
         return result
     column = {feature: i for i, feature in enumerate(candidates)}
@@ -247,9 +297,17 @@ class MethodSummary:
     """Half-width of the 95 % CI of the mean top-and-random score (Student t over features)."""
     random_mean: float
     random_ci: float
+    scoring: str = "simulation"
+    """Simulation: ``mean`` is the top-and-random correlation. Detection, fuzzing: ``mean`` is the AUROC, there is no
+    random-only score, and ``balanced_mean`` is the balanced accuracy."""
+    balanced_mean: float = float("nan")
+    balanced_ci: float = float("nan")
+    first_failure: str | None = None
+    """The first failed call's message (None when nothing failed), to say why next to a failed measurement."""
 
     def row(self) -> str:
-        return (f"| {self.site} | {self.method} | {self.mean:.3f} ± {self.ci:.3f} | {self.random_mean:.3f} ± {self.random_ci:.3f} "
+        second = (self.random_mean, self.random_ci) if self.scoring == "simulation" else (self.balanced_mean, self.balanced_ci)
+        return (f"| {self.site} | {self.method} | {self.mean:.3f} ± {self.ci:.3f} | {second[0]:.3f} ± {second[1]:.3f} "
                 f"| {self.n_scored} | {self.n_skipped} | {self.n_failed} | {self.n_constant} |")
 
 
@@ -267,16 +325,24 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]
     return mean, float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
 
 
-def summarize(method: str, site: str, results: Sequence[FeatureResult], *, skipped: int = 0) -> MethodSummary:
+def summarize(method: str, site: str, results: Sequence[FeatureResult], *, skipped: int = 0,
+              scoring: str = "simulation") -> MethodSummary:
+    """``skipped``: features skipped before scoring; those the task could not score (:attr:`FeatureResult.skipped`)
+    are added to them."""
     scored = [r for r in results if r.score is not None]
+    failed = [r for r in results if r.failure is not None]
     mean, ci = mean_ci([r.score for r in scored])
-    random_mean, random_ci = mean_ci([r.random_score for r in scored])
-    return MethodSummary(method, site, len(scored), len(results) - len(scored), skipped,
-                         sum(r.constant for r in scored), mean, ci, random_mean, random_ci)
+    random_mean, random_ci = mean_ci([r.random_score for r in scored if r.random_score is not None])
+    balanced_mean, balanced_ci = mean_ci([r.balanced_accuracy for r in scored if r.balanced_accuracy is not None])
+    return MethodSummary(method, site, len(scored), len(failed), skipped + sum(r.skipped is not None for r in results),
+                         sum(r.constant for r in scored), mean, ci, random_mean, random_ci, scoring, balanced_mean,
+                         balanced_ci, failed[0].failure if failed else None)
 
 
 def summary_table(summaries: Sequence[MethodSummary]) -> str:
     """Markdown table of summaries (what the notebook shows next to each figure)."""
-    head = ("| site | method | top-and-random (95 % CI) | random-only (95 % CI) | scored | skipped | failed | constant |\n"
+    simulation = all(s.scoring == "simulation" for s in summaries)
+    scores = "top-and-random (95 % CI) | random-only (95 % CI)" if simulation else "AUROC (95 % CI) | balanced accuracy (95 % CI)"
+    head = (f"| site | method | {scores} | scored | skipped | failed | constant |\n"
             "|---|---|---:|---:|---:|---:|---:|---:|\n")
     return head + "\n".join(s.row() for s in summaries) + "\n"
