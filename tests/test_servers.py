@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from sae_paper.analysis.autointerp import ActivationRecord, BackendFailure, OpenAICompatibleBackend
+from sae_paper.analysis.autointerp import ActivationRecord, BackendFailure, Cached, CallCache, OpenAICompatibleBackend
 from sae_paper.analysis.autointerp.backends import expected_value, simulate_body, simulate_prefix
+from sae_paper.analysis.autointerp.classify import Example
 from sae_paper.analysis.autointerp.openai_compatible import (
     CHAT_ONLY,
     PROBE,
@@ -176,3 +177,34 @@ def test_real_server_explains_and_simulates_at_the_placeholders(llama_server):
         top = reply["choices"][0]["logprobs"]["top_logprobs"][0]
         assert prediction == pytest.approx(expected_value(top), abs=0.05)
     assert all(math.isfinite(p) for p in predictions)
+
+
+# --------------------------------------------------------------------------------------
+# Detection and fuzzing through /chat/completions
+# --------------------------------------------------------------------------------------
+
+EXAMPLES = (Example(("I", " don", "'t", " know")), Example(("The", " cat", " sat")), Example(("it", "'s"), (False, True)),
+            Example(("it", "'s"), (True, False)))
+
+
+def test_classify_through_the_test_server_even_a_chat_only_one():
+    for convention in ("openai", "chat-only"):  # detection and fuzzing need no logprobs
+        with OpenAITestServer(convention) as server:
+            backend = Cached(OpenAICompatibleBackend("test-model", server.url), None)
+            assert backend.classify("detection", 'the tokens "\'t", "\'s"', EXAMPLES) == [1, 0, 1, 1]
+            assert backend.classify("fuzzing", 'the tokens "\'t", "\'s"', EXAMPLES) == [0, 0, 1, 0]
+            server.malformed = 2  # a reply that is not JSON: a failure, not answers
+            with pytest.raises(BackendFailure, match="not JSON"):
+                backend.classify("detection", "anything", EXAMPLES)
+
+
+def test_classify_through_the_real_server_gives_n_answers_or_a_counted_failure(llama_server, tmp_path):
+    """SmolLM2-135M is weak: what is asserted is the shape of what comes back, not its quality."""
+    backend = Cached(OpenAICompatibleBackend("smollm2", llama_server), CallCache(tmp_path / "calls.sqlite"))
+    for task in ("detection", "fuzzing"):
+        try:
+            answers = backend.classify(task, 'apostrophes, like "\'t" and "\'s"', EXAMPLES)
+        except BackendFailure as failure:
+            assert "\n" not in str(failure) and ("answers" in str(failure) or "list" in str(failure)), failure
+        else:
+            assert len(answers) == len(EXAMPLES) and all(0 <= a <= 1 for a in answers)

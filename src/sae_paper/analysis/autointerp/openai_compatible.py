@@ -31,6 +31,7 @@ from sae_paper.analysis.autointerp.backends import (
     BackendFailure,
     expected_value,
 )
+from sae_paper.analysis.autointerp.classify import parse_answers
 
 PROBE = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12"
 """The convention check's prompt: after the first few numbers even a 135M model predicts each next token."""
@@ -141,18 +142,26 @@ class OpenAICompatibleBackend(Backend):
         except json.JSONDecodeError:
             raise BackendFailure(f"{self.base_url}{path}: reply is not JSON ({body[:60]!r})") from None
 
-    def explain(self, prompt: str) -> str:
-        reply = self._post("/chat/completions", {
-            "model": self.model, "temperature": 0, "max_tokens": 60,
-            "messages": [{"role": "system", "content": EXPLAIN_INSTRUCTIONS}, {"role": "user", "content": prompt}],
-        })
+    def _chat(self, messages: list[dict[str, str]], max_tokens: int) -> str:
+        reply = self._post("/chat/completions", {"model": self.model, "temperature": 0, "max_tokens": max_tokens,
+                                                 "messages": messages})
         try:
             text = reply["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
             raise BackendFailure("chat reply has no choices[0].message.content") from None
         if not isinstance(text, str) or not text.strip():
-            raise BackendFailure("empty explanation")
-        return text.strip().split("\n")[0]
+            raise BackendFailure("empty chat reply")
+        return text.strip()
+
+    def explain(self, prompt: str) -> str:
+        messages = [{"role": "system", "content": EXPLAIN_INSTRUCTIONS}, {"role": "user", "content": prompt}]
+        return self._chat(messages, max_tokens=60).split("\n")[0]
+
+    def classify(self, prompt: str, n_examples: int) -> list[float]:
+        """Detection or fuzzing through ``/chat/completions`` (any chat server will do, no logprobs): the reply's
+        list of 0/1 answers (:func:`~sae_paper.analysis.autointerp.classify.parse_answers`)."""
+        # "[1, 0, 1]": three tokens an answer at most, and room for a lead-in the parser skips
+        return parse_answers(self._chat([{"role": "user", "content": prompt}], max_tokens=4 * n_examples + 24), n_examples)
 
     def settings(self) -> dict[str, object]:
         """Its settings with the server's :attr:`convention` (probed here if not yet, a refusal not raised):

@@ -4,7 +4,10 @@ Not a language model: a real ``http.server`` in a thread, so the client's HTTP, 
 logprob parsing are exercised end to end (tests, and trying the backend without a server).
 
 - ``POST /v1/chat/completions``: the explanation is the tokens with the highest activation in
-  the prompt's non-zero lines, quoted (``the tokens "'s", "'t"``).
+  the prompt's non-zero lines, quoted (``the tokens "'s", "'t"``); a detection or fuzzing prompt
+  (:func:`~sae_paper.analysis.autointerp.classify.classify_prompt`) is answered with a list: 1 for
+  an example that contains one of the explanation's quoted strings (detection), or whose every
+  marked token contains one (fuzzing), else 0.
 - ``POST /v1/completions`` with ``echo`` and ``logprobs``: the prompt is split into simple
   tokens (words, digits, single characters; tab and newline on their own) with
   ``text_offset``; the "model" puts all its mass on each next token of the prompt, except at a
@@ -28,10 +31,12 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from sae_paper.analysis.autointerp.classify import MARK_CLOSE, MARK_OPEN
 from sae_paper.errors import SaePaperError
 
 TOKEN = re.compile(r"\t|\n|[A-Za-z]+|\d|[ ]+|[^\sA-Za-z\d]")
 CONVENTIONS = ("openai", "shifted-by-one", "chat-only")
+CLASSIFY_ASKS = "Answer with only a list of"
 EXPLANATION = re.compile(r"Explanation of neuron \d+ behavior: the main thing this neuron does is find (.*)\n")
 
 
@@ -73,7 +78,9 @@ class OpenAITestServer:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 model = body.get("model", "test-model")
                 if self.path.endswith("/chat/completions"):
-                    message = {"role": "assistant", "content": explain(body["messages"][-1]["content"])}
+                    prompt = body["messages"][-1]["content"]
+                    answer = classify(prompt) if CLASSIFY_ASKS in prompt else explain(prompt)
+                    message = {"role": "assistant", "content": answer}
                     reply = {"object": "chat.completion", "model": model,
                              "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}]}
                 elif self.path.endswith("/completions") and owner.convention != "chat-only":
@@ -106,6 +113,21 @@ def explain(prompt: str) -> str:
     best = max(int(a) for _, a in pairs)
     tokens = sorted({t.strip() for t, a in pairs if int(a) == best and t.strip()})
     return "the tokens " + ", ".join(f'"{t}"' for t in tokens)
+
+
+def classify(prompt: str) -> str:
+    """The answers to a detection or fuzzing prompt, by the explanation's quoted strings."""
+    explanation = re.search(r"^Explanation: (.*)$", prompt, flags=re.M)
+    quoted = re.findall(r'"([^"]+)"', explanation.group(1)) if explanation else []
+    answers = []
+    body = prompt[prompt.find("Example 1: ") : prompt.rfind("\n\n" + CLASSIFY_ASKS)]
+    for text in re.split(r"(?:^|\n)Example \d+: ", body)[1:]:  # a fragment's text may span lines
+        marked = re.findall(re.escape(MARK_OPEN) + "(.*?)" + re.escape(MARK_CLOSE), text)
+        if "[[double brackets]]" in prompt:
+            answers.append(int(bool(marked) and all(any(q in m for q in quoted) for m in marked)))
+        else:
+            answers.append(int(any(q in text for q in quoted)))
+    return json.dumps(answers)
 
 
 def complete(prompt: str, k: int, convention: str = "openai") -> dict:
