@@ -208,3 +208,36 @@ def test_classify_through_the_real_server_gives_n_answers_or_a_counted_failure(l
             assert "\n" not in str(failure) and ("answers" in str(failure) or "list" in str(failure)), failure
         else:
             assert len(answers) == len(EXAMPLES) and all(0 <= a <= 1 for a in answers)
+
+
+# --------------------------------------------------------------------------------------
+# Notebook 02 end to end through the real server
+# --------------------------------------------------------------------------------------
+
+REAL_SERVER_OVERRIDES = (  # the smoke profile cut to what a 135M model on 2 cores answers in minutes
+    "02_autointerp.methods=[sae, neurons]", "02_autointerp.layers=[2]", "02_autointerp.main_layer=2",
+    "02_autointerp.table1_layer=2", "02_autointerp.table1_features=1", "02_autointerp.fig8_ratios=[2.0]",
+    "02_autointerp.mlp_layer=null", "02_autointerp.n_features=1", "02_autointerp.n_seeds=1",
+    "02_autointerp.fragment_budgets=[60]", "02_autointerp.n_explain=2", "02_autointerp.n_simulate_top=1",
+    "02_autointerp.n_random=1", "02_autointerp.explainer=openai-compatible", "02_autointerp.simulator=openai-compatible",
+    "02_autointerp.explainer_model=smollm2", "02_autointerp.simulator_model=smollm2",
+)
+
+
+@pytest.mark.slow  # measured: see docs/servers.md (minutes: every simulation prompt is ~330-570 tokens)
+def test_notebook_02_on_the_smoke_profile_through_the_real_server(llama_server, tmp_path):
+    from test_book import book_copy
+
+    from sae_paper.book.runner import BookLayout, run_book
+    from sae_paper.data.paths import repo_root
+
+    root = repo_root()
+    book = book_copy(tmp_path)
+    result = run_book("smoke", [*REAL_SERVER_OVERRIDES, f"02_autointerp.base_url={llama_server}"], ["02_autointerp"],
+                      layout=BookLayout(root / "notebooks", book, root / "profiles"), build=False, reuse=False,
+                      log=print)
+    print(f"notebook 02 through the real server: {result.seconds}")
+    assert result.notebooks == ["02_autointerp"] and not result.reused
+    assert json.loads((book / "generated" / "claims" / "02_autointerp.json").read_text())["records"]
+    scored = json.loads((book / "generated" / "feature_records" / "02_autointerp.json").read_text())
+    assert "openai-compatible" in json.dumps(scored)  # scored by the server, not the stand-in

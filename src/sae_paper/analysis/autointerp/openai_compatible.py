@@ -134,7 +134,7 @@ class OpenAICompatibleBackend(Backend):
                 body = response.read()
         except urllib.error.HTTPError as error:
             kind = Refused if error.code in REFUSED_STATUSES else BackendFailure
-            raise kind(f"{self.base_url}{path}: HTTP {error.code} {error.reason}") from None
+            raise kind(f"{self.base_url}{path}: HTTP {error.code} {error.reason}{_said(error)}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             raise BackendFailure(f"{self.base_url}{path}: {error}") from None
         try:
@@ -206,6 +206,17 @@ class OpenAICompatibleBackend(Backend):
             # the placeholder's distribution: its own entry (OpenAI, vLLM), the one before it (llama-cpp-python)
             predictions.append(expected_value(echo.tops[position[offset] - shift] or {}))
         return predictions
+
+
+def _said(error: urllib.error.HTTPError) -> str:
+    """What the server said with an error status, on one line (llama.cpp: e.g. that the prompt exceeds n_ctx)."""
+    try:
+        body = json.loads(error.read() or b"null")
+    except (OSError, ValueError):
+        return ""
+    said = body.get("error", body) if isinstance(body, dict) else body
+    said = said.get("message", said) if isinstance(said, dict) else said
+    return f" ({' '.join(str(said).split())[:200]})" if said else ""
 
 
 def _placeholder_offsets(prompt: str) -> list[int]:
