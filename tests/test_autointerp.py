@@ -223,7 +223,7 @@ def test_openai_compatible_client_against_local_server_with_a_malformed_reply(we
         (good,) = result.features
         assert good.failure is None and good.explanation.startswith("the tokens") and good.score > 0.8, good
         served = server.requests
-        assert served == 11  # one explanation, ten simulated fragments
+        assert served == 12  # the convention probe, one explanation, ten simulated fragments
 
         # The same feature again: every call comes from the disk cache.
         score_decomposition(neuron_basis(1), acts, webtext_fragments, backend, backend, method="planted",
