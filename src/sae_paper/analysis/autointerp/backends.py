@@ -177,6 +177,11 @@ class Backend(ABC):
     def simulate(self, prompt: str, n_tokens: int) -> list[float]:
         """Call the model; one prediction in [0, 10] per token. Raises :class:`BackendFailure`."""
 
+    def simulation_kind(self) -> str:
+        """The call cache's kind for a simulation. A backend whose reading of a reply depends on more than the prompt
+        (a server's position convention) names that here, so a cached answer is never reused across it."""
+        return "simulate"
+
     def classify_request(self, task: str, explanation: str, examples: Sequence[Example]) -> str:
         """The detection or fuzzing prompt for one batch of examples (the cache key); default: a chat prompt asking
         for a list of 0/1 answers (:func:`~sae_paper.analysis.autointerp.classify.classify_prompt`)."""
@@ -269,7 +274,7 @@ class Cached:
         compute = lambda: _checked(self.backend.simulate(prompt, len(tokens)), len(tokens))  # noqa: E731
         if self.cache is None:
             return compute()
-        return self.cache.call(self.backend, "simulate", prompt, compute)
+        return self.cache.call(self.backend, self.backend.simulation_kind(), prompt, compute)
 
 
     def classify(self, task: str, explanation: str, examples: Sequence[Example]) -> list[float]:

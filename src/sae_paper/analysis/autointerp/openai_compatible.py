@@ -172,6 +172,10 @@ class OpenAICompatibleBackend(Backend):
             pass
         return super().settings()
 
+    def simulation_kind(self) -> str:
+        """``simulate@<convention>``: an answer read at one convention is not reused for another."""
+        return f"simulate@{self.settings()['convention']}"
+
     def check_convention(self) -> str:
         """The server's convention (:data:`SHIFTS`), probed once per (base_url, model) with :data:`PROBE`.
 
