@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_autointerp import apostrophe_activations  # the planted feature, on the same fragments
 
 from sae_paper.analysis.autointerp import Cached, CallCache, TokenListBackend, load_fragments, score_decomposition
 from sae_paper.analysis.autointerp.backends import BackendFailure
@@ -115,24 +116,18 @@ def webtext_fragments(pythia_random):
     return load_fragments(pythia_random.tokenizer, n_fragments=300, length=32, sources=("webtext",))
 
 
-def _apostrophes(fragments, noise_dims: int = 0) -> torch.Tensor:
-    marks = torch.tensor([[float("'" in t or "\u2019" in t) for t in row] for row in fragments.token_strings])
-    noise = torch.randn(*marks.shape, noise_dims, generator=torch.Generator().manual_seed(1))
-    return torch.cat([marks[..., None], noise], dim=-1)
-
-
 @pytest.mark.parametrize("task", ["detection", "fuzzing"])
 def test_planted_feature_is_classified_perfectly_and_noise_near_chance(task, webtext_fragments, tmp_path):
     backend = Cached(TokenListBackend(), CallCache(tmp_path / "calls.sqlite"))
     config = ScoringConfig(scoring=task, classify=ClassifyConfig(n_activating=10, n_non_activating=10))
-    planted = score_decomposition(neuron_basis(1), _apostrophes(webtext_fragments), webtext_fragments, backend, backend,
+    planted = score_decomposition(neuron_basis(1), apostrophe_activations(webtext_fragments), webtext_fragments, backend, backend,
                                   method="planted", site="synthetic", n_features=1, config=config)
     (feature,) = planted.features
     assert feature.failure is None and feature.skipped is None
     assert feature.score == 1.0 and feature.balanced_accuracy == 1.0 and feature.random_score is None
     assert backend.cache.misses > 0  # every classification went through the call cache
 
-    noise = _apostrophes(webtext_fragments, noise_dims=16)[..., 1:]
+    noise = apostrophe_activations(webtext_fragments, noise_dims=16)[..., 1:]
     result = score_decomposition(random_directions(16, seed=3), noise, webtext_fragments, backend, backend,
                                  method="random", site="synthetic", n_features=8, config=config)
     summary = result.summary()
@@ -154,7 +149,7 @@ def test_a_backend_that_cannot_classify_is_a_counted_failure_not_a_zero(webtext_
             raise BackendFailure("no")
 
     mute = Cached(Mute(), CallCache(tmp_path / "calls.sqlite"))
-    result = score_decomposition(neuron_basis(1), _apostrophes(webtext_fragments), webtext_fragments, mute, mute,
+    result = score_decomposition(neuron_basis(1), apostrophe_activations(webtext_fragments), webtext_fragments, mute, mute,
                                  method="planted", site="synthetic", n_features=1,
                                  config=ScoringConfig(scoring="detection"))
     summary = result.summary()
