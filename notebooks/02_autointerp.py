@@ -41,7 +41,8 @@
 # | explainer / simulator | GPT-4 / GPT-3.5 (logprobs) | **`token-list`: a deterministic stand-in, not a language model.** The "explanation" is the list of tokens that carry the activation in the 5 top fragments, with their mean activation; the "simulation" predicts that weight on those tokens and 0 elsewhere. It can only express token-level features, so it is a lower bound for features that are about a token, and blind to anything contextual. The `local-llm` profile uses a real LLM instead, Qwen2.5-Coder-1.5B-Instruct (4-bit, llama.cpp, about a thousandth of GPT-4's size), on SAE, residual basis and PCA at layers 3 and 9, 20 features each, showing it 3 explained and 2 top + 2 random simulated fragments of 32 tokens (CPU time). The budget page also scores SAE, random directions, PCA and the residual basis with that model by detection and fuzzing (Paulo et al. 2024), which need no logprobs: see its section *A real language model as scorer* |
 # | model | Pythia-70M-deduped, 6 layers | SmolLM2-135M-Instruct, 30 layers |
 # | layers | residual layers 0–5 | residual layers 3, 9, 14: 13 %, 33 % and 50 % of the blocks done ((L+1)/30), as Pythia-70M's layers 0, 1 and 2 are 17 %, 33 % and 50 % of its 6; deeper layers cost a longer forward pass on 2 CPU cores |
-# | fragments | 64 tokens from the first 50,000 lines of OpenWebText | 64 tokens from the start of 2,000 WebText documents (the GPT-2 corpus, OpenWebText's original); section 11 shows how the verdicts move with this number |
+# | fragments | a random 64-token window of each OpenWebText document, 50,000 fragments, no BOS, windows with a token that decodes to U+FFFD dropped (the paper's code) | the same windows (seeded) of 2,000 WebText documents (the GPT-2 corpus, OpenWebText's original), U+FFFD windows dropped likewise; section 11 shows how the verdicts move with this number. **Run after a BOS**, where the paper's code has none: every SAE and baseline here was fitted on contexts that start with BOS, with the first two positions left out (`sae_paper.data.text`: from about layer 10 on, SmolLM2's residual at those attention-sink positions is 40–170× the median norm), so without BOS the fragment's first token would sit at the sink, a row no decomposition saw |
+# | scoring conventions | OpenAI's `neuron_explainer` (Bills et al. 2023) | the same, read at openai/automated-interpretability e4aa21b (`sae_paper.core.reference`): the top 20 fragments split by fixed interleaved ranks (explain 0, 4, 8, 12, 16; simulate 2, 6, 10, 14, 18; the random fragments 1, 4, 7, 10, 13 of a random sample of 15); the explainer's 0–10 scale `floor(10·a/max)`, max over its own fragments; a correlation with a constant side is undefined, left out of the mean and counted (the table's *undefined* column says how many, and the note below it why). A seed redraws only what the reference draws at random: the random sample of fragments (and the features scored, the SAEs' training, ICA's start, the random directions) |
 # | features per method | 150 | 100 (fewer when not enough features fire on 20 fragments) |
 # | SAE training | 20M activations, 10 epochs, α = 8.6e-4 | 49,152 activations at every layer and ratio (equal budgets, so layers and ratios compare fairly; layer 3's are notebook 01's SAEs), 4 epochs in steps of 128, SmolLM2's default α (1e-2, see notebook 01); each verdict of Figures 2, 8 and 9 decided at 3 seeds |
 # | ICA | FastICA on ~4M activations | FastICA on 4,096 activations, at most 40 iterations: not converged (its last iteration still moves the unmixing by ~0.2, against FastICA's tolerance of 1e-4; 200 iterations leave 0.05), so a weaker ICA than the paper's. Section 3 prints each fit, and the scoreboard marks every verdict that compares with it *weakened baseline*. PCA is fitted on all 49,152 training activations of its layer |
@@ -179,12 +180,15 @@ with prov.section("train SAEs"):
 # %% [markdown]
 # ## 2. Fragments and feature activations
 #
-# Each fragment is `[BOS] + 64 tokens` from the start of a WebText document; every site's
-# activations on the 64 tokens come from one forward pass, cached. For each feature the
-# activations are rescaled to integers 0–10 by the feature's maximum; the 20 fragments with
-# the highest maximum are its top fragments (5 shown to the explainer, 5 others simulated),
-# and 5 random fragments with non-zero variance are simulated too. A feature with fewer than
-# 20 fragments of non-zero variance is skipped and counted.
+# Each fragment is `[BOS] + 64 tokens`, a random window (seeded) of a WebText document; a
+# window with a token that decodes to U+FFFD (part of a UTF-8 character) is dropped, as the
+# paper's code drops it. Every site's activations on the 64 tokens come from one forward
+# pass, cached. The 20 fragments with the highest maximum are a feature's top fragments, split
+# as the reference splits them: ranks 0, 4, 8, 12, 16 are shown to the explainer, 2, 6, 10, 14,
+# 18 simulated; 5 random fragments with non-zero variance (1, 4, 7, 10, 13 of a random sample
+# of 15) are simulated too. The explainer sees the activations as integers 0–10,
+# `floor(10·a/max)` with the largest activation over its own 5 fragments (the top one among
+# them). A feature with fewer than 20 fragments of non-zero variance is skipped and counted.
 
 # %%
 with prov.section("fragment activations"):
@@ -231,7 +235,8 @@ Markdown(summary_table(summaries))
 # Figures 2, 8 and 9 are decided by margins of a few hundredths to a few tenths over 100
 # sampled features, and a seed decides much of that: each SAE's initialisation and the order
 # it sees its activations, ICA's start, the random directions, which features are drawn and
-# which fragments are explained and simulated. So the SAEs of Figures 2 and 8 are trained
+# which random fragments are simulated (which top fragments are explained and simulated is
+# the reference's fixed split, the same at every seed). So the SAEs of Figures 2 and 8 are trained
 # again at each further seed, on the same cached activations, and every method is scored
 # again on a new sample of the same fragment pool. Each of the four claims gets a verdict per
 # seed; the headline is the majority (a tie goes to the less favourable verdict), and the
@@ -278,7 +283,10 @@ board.record("fig2-depth", *seeded["fig2-depth"][0], seeds=seeded["fig2-depth"][
 # Scoring on the 5 random fragments only removes the easy contrast between a top fragment
 # and the rest of the text. The paper: lower scores, the SAE still ahead, especially early.
 # With the token-list stand-in, an explanation whose tokens do not occur in the random
-# fragments predicts a constant 0 there, which scores 0 (counted as "constant" in the table).
+# fragments predicts a constant 0 there: the correlation is then undefined, as in the
+# reference scorer, so it is left out of the random-only mean rather than scored 0, and
+# counted in the table's *undefined* column (the note below the table says why; the
+# verdict's note gives the count per method).
 
 # %%
 scores_by_layer(summaries, study.layers, fig2_methods, title="Figure 9 analogue: random-only autointerp score",

@@ -37,26 +37,45 @@ from sae_paper.analysis.autointerp.openai_compatible import _placeholder_offsets
 from sae_paper.analysis.autointerp.testserver import OpenAITestServer
 from sae_paper.core.decompositions import neuron_basis, random_directions
 from sae_paper.data.models import Site
+from sae_paper.errors import SaePaperError
 
 # --------------------------------------------------------------------------------------
 # Unit: rescaling, selection, skipping, correlation, moments
 # --------------------------------------------------------------------------------------
 
 
-def test_rescale_is_round_ten_times_fraction_of_max():
+def test_rescale_is_the_references_floor_of_ten_times_fraction_of_max():
     assert rescale(torch.tensor([0.0, 0.04, 0.05, 0.5, 1.0, 2.0, -1.0]), 1.0).tolist() == [0, 0, 0, 5, 10, 10, 0]
+    # 0.96 → 9 and 0.15 → 1 (a round would give 10 and 2)
+    assert rescale(torch.tensor([0.096, 0.015]), 0.1).tolist() == [9, 1]
     assert rescale(torch.tensor([0.0, 0.0]), 0.0).tolist() == [0, 0]
+
+
+def test_rescale_is_floor_scale_over_a_tensor():
+    """The scorer's fast path against core/reference.py's plain one, on values where floor and round part."""
+    from sae_paper.core.reference import floor_scale
+
+    values = torch.cat([torch.rand(500, generator=torch.Generator().manual_seed(0)) * 3 - 0.5,
+                        torch.tensor([2.4, 0.24, 0.25, 2.5, 1.25])])
+    for peak in (2.5, 1.0, 0.3):
+        assert tuple(rescale(values, peak).tolist()) == floor_scale(values.tolist(), peak)
 
 
 def test_selection_takes_top_fragments_and_random_ones_with_variance():
     codes = torch.zeros(40, 4)
-    for i in range(30):  # fragments 0..29 vary; max grows with the index
+    for i in range(30):  # fragments 0..29 vary; max grows with the index, so rank r is fragment 29 - r
         codes[i, 1] = i + 1
     selection = select_fragments(codes, n_top=20, n_explain=5, n_simulate_top=5, n_random=5, seed=0)
-    top = set(range(10, 30))
-    assert set(selection.explain) <= top and set(selection.top) <= top
-    assert not set(selection.explain) & set(selection.top)
-    assert set(selection.random) <= set(range(10)) and len(selection.random) == 5  # varying, outside the top 20
+    assert selection.explain == (29, 25, 21, 17, 13)  # ranks 0, 4, 8, 12, 16
+    assert selection.top == (27, 23, 19, 15, 11)  # ranks 2, 6, 10, 14, 18
+    # the random sample: all 10 varying fragments outside the top 20 (fewer than the reference's 15), its valid
+    # split's 1, 4, 7 first, then its others in order
+    sample = torch.randperm(10, generator=torch.Generator().manual_seed(0)).tolist()
+    assert selection.random == tuple(sample[i] for i in (1, 4, 7, 0, 2))
+    again = select_fragments(codes, n_top=20, n_explain=3, n_simulate_top=2, n_random=2, seed=5)
+    assert (again.explain, again.top) == ((29, 25, 21), (27, 23))  # the seed draws the random sample only
+    with pytest.raises(SaePaperError, match="must not exceed n_top // 4"):
+        select_fragments(codes, n_top=20, n_explain=6, n_simulate_top=5, n_random=5)
 
 
 def test_features_with_too_few_varying_fragments_are_skipped_and_counted():
@@ -127,7 +146,7 @@ def test_planted_apostrophe_feature_scores_at_least_0_9_with_token_list(webtext_
     (feature,) = result.features
     assert "'" in feature.explanation
     assert feature.score >= 0.9, feature
-    assert feature.failure is None and not feature.constant
+    assert feature.failure is None and feature.undefined is None
 
 
 def test_random_direction_on_token_independent_activations_scores_near_zero(webtext_fragments, tmp_path):
@@ -159,8 +178,10 @@ def test_vectorised_token_list_scoring_agrees_with_one_call_per_fragment(webtext
                                         n_features=12, vectorised=False)
         assert fast.choice == reference.choice and len(fast.features) == 12
         for a, b in zip(fast.features, reference.features):
-            assert (a.feature, a.explanation, a.constant, a.moments) == (b.feature, b.explanation, b.constant, b.moments)
-            assert a.score == pytest.approx(b.score, abs=1e-12) and a.random_score == pytest.approx(b.random_score, abs=1e-12)
+            assert (a.feature, a.explanation, a.undefined, a.random_undefined, a.moments) == (
+                b.feature, b.explanation, b.undefined, b.random_undefined, b.moments)
+            for x, y in ((a.score, b.score), (a.random_score, b.random_score)):
+                assert (x is None) == (y is None) and (x is None or x == pytest.approx(y, abs=1e-12))
     assert calls.cache.misses > 0  # the reference made one call per fragment
 
     # the symbol rule over many tokens: an entry of symbols only predicts its weight on every token containing it
@@ -298,6 +319,8 @@ def test_study_rejects_unknown_methods_and_layers_outside_the_model():
         AutointerpStudy(methods=["sae", "nmf"])
     with pytest.raises(Exception, match="layers 0..29"):
         AutointerpStudy(layers=[3, 30])
+    with pytest.raises(Exception, match="must not exceed n_top // 4"):
+        AutointerpStudy(n_explain=6)  # the reference splits the top 20 into 4 of 5
 
 
 def summary(site, method, mean, ci=0.05, random_mean=0.1):

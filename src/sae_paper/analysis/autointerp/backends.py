@@ -47,7 +47,8 @@ from sae_paper.errors import BackendFailure
 
 @dataclass(frozen=True)
 class ActivationRecord:
-    """One fragment as a backend sees it: token texts and (for the explainer) activations 0..10."""
+    """One fragment as a backend sees it: token texts and (for the explainer) activations 0..10, on the reference's
+    floor scale of the explainer's own maximum (:func:`~sae_paper.analysis.autointerp.fragments.rescale`)."""
 
     tokens: tuple[str, ...]
     activations: tuple[int, ...] = ()
@@ -305,8 +306,10 @@ def normal_token(token: str) -> str:
 
 
 def token_list_explanation(means: Mapping[str, float], max_tokens: int) -> str:
-    """The token-list explanation from each normalised token's mean activation (0..10): those of
-    at least 1, the largest ``max_tokens`` first (ties by token), each weight rounded to 0.1."""
+    """The token-list explanation from each normalised token's mean activation on the explainer's 0..10 floor scale:
+    those of at least 1 (a token whose mean is under the scale's first step is not listed, and a feature with none
+    predicts a constant 0, an undefined correlation), the largest ``max_tokens`` first (ties by token), each weight
+    rounded to 0.1."""
     top = sorted(((t, w) for t, w in means.items() if w >= 1), key=lambda item: (-item[1], item[0]))[:max_tokens]
     return TOKEN_LIST_LEAD + json.dumps({t: round(w, 1) for t, w in top}, ensure_ascii=False)
 
