@@ -349,7 +349,9 @@ for i, explanation, value in rows:
     ours = ("skipped (< 20 fragments with variance)" if i not in by_feature
             else explanation or f"failed: {by_feature[i].failure}")
     paper_text, paper_score = PAPER_TABLE1[i] if i < len(PAPER_TABLE1) else ("", "")
-    lines.append(f"| {study.table1_layer}-{i:04d} | {code_span(ours[:120])} | {'' if value is None else f'{value:.2f}'} "
+    undefined = by_feature[i].undefined if i in by_feature else None  # a constant side: no score, says why
+    shown = f"undefined ({undefined})" if undefined else "" if value is None else f"{value:.2f}"
+    lines.append(f"| {study.table1_layer}-{i:04d} | {code_span(ours[:120])} | {shown} "
                  f"| {paper_text} | {paper_score} |")
 Markdown("\n".join(lines))
 

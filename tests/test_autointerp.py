@@ -1,8 +1,8 @@
 """Automated interpretability (Section 3): fragments, rescaling, selection, scores and backends.
 
 Unit tests use hand-set tensors; the known-answer tests plant a feature that fires exactly on
-apostrophes in real WebText fragments (GPT-NeoX tokenizer, via ``pythia_random``) and score it
-with the ``token-list`` stand-in and with the ``openai-compatible`` client against a real HTTP
+one token (``'s``) or on apostrophes in real WebText fragments (GPT-NeoX tokenizer, via
+``pythia_random``) and score it with the ``token-list`` stand-in and with the ``openai-compatible`` client against a real HTTP
 server on localhost (:mod:`sae_paper.analysis.autointerp.testserver`). The ``local`` backend's test
 needs llama-cpp-python and the Qwen2.5-Coder GGUF and is skipped, saying why, without them.
 """
@@ -31,7 +31,7 @@ from sae_paper.analysis.autointerp import (
     score_decomposition,
     summarize,
 )
-from sae_paper.analysis.autointerp.backends import expected_value, simulate_body, simulate_prefix
+from sae_paper.analysis.autointerp.backends import expected_value, normal_token, simulate_body, simulate_prefix
 from sae_paper.analysis.autointerp.fragments import choose_features, moments, select_fragments
 from sae_paper.analysis.autointerp.openai_compatible import _placeholder_offsets
 from sae_paper.analysis.autointerp.testserver import OpenAITestServer
@@ -138,15 +138,34 @@ def apostrophe_activations(fragments, noise_dims: int = 0) -> torch.Tensor:
     return torch.cat([marks[..., None], noise], dim=-1)
 
 
-def test_planted_apostrophe_feature_scores_at_least_0_9_with_token_list(webtext_fragments, tmp_path):
-    acts = apostrophe_activations(webtext_fragments)
+def possessive_activations(fragments) -> torch.Tensor:
+    """[n, pos, 1]: 1 exactly on the tokens ``'s`` (as the token list compares them), 0 elsewhere."""
+    return torch.tensor([[float(normal_token(t) == "'s") for t in row] for row in fragments.token_strings])[..., None]
+
+
+def test_a_feature_of_one_token_scores_exactly_1_with_token_list(webtext_fragments, tmp_path):
+    # explained from its top fragments as that token alone, it is simulated as 10 × the truth on every fragment:
+    # a correlation of 1, top-and-random and random-only
+    acts = possessive_activations(webtext_fragments)
     backend = Cached(TokenListBackend(), CallCache(tmp_path / "calls.sqlite"))
     result = score_decomposition(neuron_basis(1), acts, webtext_fragments, backend, backend, method="planted",
                                  site="synthetic", n_features=1)
     (feature,) = result.features
-    assert "'" in feature.explanation
-    assert feature.score >= 0.9, feature
+    assert feature.explanation == 'tokens (weight 0-10): {"\'s": 10.0}'
+    assert feature.score == pytest.approx(1.0, abs=1e-12) and feature.random_score == pytest.approx(1.0, abs=1e-12)
     assert feature.failure is None and feature.undefined is None
+
+
+def test_the_apostrophe_feature_scores_what_its_listed_tokens_cover(webtext_fragments, tmp_path):
+    # fires on every token with an apostrophe, but the token list names only those its 5 explained fragments hold
+    # ('d, 's, 't): the others ('re, 'll, ’) are predicted 0, so the score is high but short of 1
+    acts = apostrophe_activations(webtext_fragments)
+    backend = Cached(TokenListBackend(), CallCache(tmp_path / "calls.sqlite"))
+    (feature,) = score_decomposition(neuron_basis(1), acts, webtext_fragments, backend, backend, method="planted",
+                                     site="synthetic", n_features=1).features
+    listed = json.loads(feature.explanation.split(": ", 1)[1])
+    assert listed and all("'" in token for token in listed)
+    assert 0.5 < feature.score < 1.0, feature
 
 
 def test_random_direction_on_token_independent_activations_scores_near_zero(webtext_fragments, tmp_path):
@@ -234,7 +253,7 @@ def test_fragment_activations_are_cached_per_site(pythia_random):
 
 
 def test_openai_compatible_client_against_local_server_with_a_malformed_reply(webtext_fragments, tmp_path):
-    acts = apostrophe_activations(webtext_fragments)
+    acts = possessive_activations(webtext_fragments)
     with OpenAITestServer() as server:
         client = OpenAICompatibleBackend("test-model", server.url)
         cache = CallCache(tmp_path / "calls.sqlite")
@@ -242,7 +261,8 @@ def test_openai_compatible_client_against_local_server_with_a_malformed_reply(we
         result = score_decomposition(neuron_basis(1), acts, webtext_fragments, backend, backend, method="planted",
                                      site="synthetic", n_features=1)
         (good,) = result.features
-        assert good.failure is None and good.explanation.startswith("the tokens") and good.score > 0.8, good
+        assert good.failure is None and good.explanation == 'the tokens "\'s"', good
+        assert good.score == pytest.approx(1.0, abs=1e-12), good  # one value on 's, another elsewhere: r = 1
         served = server.requests
         assert served == 12  # the convention probe, one explanation, ten simulated fragments
 
