@@ -149,7 +149,7 @@ def early_layers_finding(summaries: Sequence[MethodSummary], layers: Sequence[in
     gap, ci = _smallest_gap(sae, bases)
     verdict = "reproduced" if above and gap > 0 else "partly" if above else "not"
     ours = f"{site}: " + ", ".join(_fmt(s) for s in [sae, *bases])
-    note = EARLY_LAYERS_RULE.note(f"{sae.n_scored} features per method", _backend_note(backend, sae.scoring),
+    note = EARLY_LAYERS_RULE.note(f"{sae.n_scored + sae.n_undefined} features per method", _backend_note(backend, sae.scoring),
                                   _failures([sae, *bases]))
     return Decision(Finding(ours, verdict, note, _marks(backend)), gap, ci)
 
