@@ -129,6 +129,8 @@ def budget_section(record: Mapping[str, Any]) -> str:
                      f"{number(r['spearman_simulation'])} |")
     for task in dict.fromkeys(r["task"] for r in rows):
         verdicts = separates(rows, task)
+        if not verdicts:
+            continue
         lines += ["", f"Under {task}, the SAE's interval lies above every baseline's at "
                       f"{sum(verdicts.values())} of {len(verdicts)} layers ("
                   + ", ".join(f"{site}: {'yes' if v else 'no'}" for site, v in verdicts.items()) + ")."]
@@ -138,17 +140,20 @@ def budget_section(record: Mapping[str, Any]) -> str:
 
 def cost_sentence(timings: Mapping[str, Mapping[str, float]]) -> str:
     """What a feature and the whole measurement cost, from the calls' own timings (:meth:`CallCache.timings`):
-    the timed calls' mean seconds per kind, times every stored call of that kind."""
+    the timed calls' mean seconds per kind, times every stored call of that kind (kinds with no timed call
+    are named, and left out of the sums)."""
     timed = {kind: t for kind, t in timings.items() if t["timed"]}
     if not timed:
         return ""
     per_call = ", ".join(f"{kind} {t['mean_seconds']:.1f} s ({t['timed']} of {t['calls']} calls timed)"
                          for kind, t in timed.items())
+    untimed = [kind for kind in timings if kind not in timed]
     per_feature = sum(t["mean_seconds"] for t in timed.values())
-    total = sum(t["mean_seconds"] * timings[kind]["calls"] for kind, t in timed.items())
-    return (f"\nCost, from the timed calls' means: {per_call}. A feature explained and scored by "
-            f"{' and '.join(k for k in timed if k != 'explain')} costs {per_feature:.0f} s; all "
-            f"{sum(t['calls'] for t in timings.values())} calls of this measurement, {total / 60:.0f} min.")
+    total = sum(t["mean_seconds"] * t["calls"] for t in timed.values())
+    return (f"\nCost, from the timed calls' means: {per_call}"
+            + (f"; no {' or '.join(untimed)} call was timed" if untimed else "") + ". A feature explained and scored "
+            f"by {' and '.join(k for k in timed if k != 'explain')} costs {per_feature:.0f} s; the "
+            f"{sum(t['calls'] for t in timed.values())} calls of these kinds, {total / 60:.0f} min.")
 
 
 def study_for(profile: Mapping[str, Any], *, methods: Sequence[str], n_features: int) -> AutointerpStudy:
