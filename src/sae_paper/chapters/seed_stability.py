@@ -32,7 +32,7 @@ from sae_paper.chapters.ioi import IoiStudy
 from sae_paper.chapters.ioi_verdicts import dictionary_name
 from sae_paper.core.config import RunConfig
 from sae_paper.core.pipeline import Run
-from sae_paper.core.stability import SHARED_COSINE, feature_stability, random_unit_directions
+from sae_paper.core.stability import SHARED_COSINE, Stability, feature_stability, random_unit_directions
 from sae_paper.errors import SaePaperError
 from sae_paper.report.finding import Decision, Finding
 from sae_paper.report.markdown import table_cell
@@ -103,7 +103,8 @@ def autointerp_saes(at: AutointerpStudy) -> list[tuple[str, RunConfig]]:
 def ioi_saes(at: IoiStudy) -> list[tuple[str, RunConfig]]:
     """Notebook 03's SAEs at ``at``'s seed, by name: Figure 3's main-layer dictionaries, one per α, which
     :func:`~sae_paper.chapters.ioi.reseeded_curves` retrains at every seed."""
-    return [(f"layer {at.layer}, {dictionary_name(alpha)}", at.config(at.layer, alpha)) for alpha in at.layer_alphas(at.layer)]
+    return [(f"layer {at.layer}, {dictionary_name(alpha)}", at.config(at.layer, alpha))
+            for alpha in at.layer_alphas(at.layer)]
 
 
 def seeded_saes(study, saes: Callable[[Any], list[tuple[str, RunConfig]]]) -> dict[str, dict[int, Tensor]]:
@@ -117,14 +118,15 @@ def seeded_saes(study, saes: Callable[[Any], list[tuple[str, RunConfig]]]) -> di
 
 
 def stability_pairs(directions: Mapping[str, Mapping[int, Tensor]]) -> list[PairStability]:
-    """For each SAE and each ordered pair of its seeds (s, o), seed s's features matched in seed o's, and the same for
-    random-direction sets of that shape (drawn once per shape and seed)."""
-    randoms: dict[tuple[int, int, int], Tensor] = {}
+    """For each SAE and each ordered pair of its seeds (s, o), seed s's features matched in seed o's, beside the random
+    set at s matched in the random set at o (computed once per shape and pair of seeds)."""
+    chance: dict[tuple[int, int, int, int], Stability] = {}
 
-    def random_set(n: int, d: int, seed: int) -> Tensor:
-        if (n, d, seed) not in randoms:
-            randoms[(n, d, seed)] = random_unit_directions(n, d, RANDOM_SEED_OFFSET + seed)
-        return randoms[(n, d, seed)]
+    def random_figure(n: int, d: int, seed: int, other: int) -> Stability:
+        if (n, d, seed, other) not in chance:
+            chance[(n, d, seed, other)] = feature_stability(random_unit_directions(n, d, RANDOM_SEED_OFFSET + seed),
+                                                            random_unit_directions(n, d, RANDOM_SEED_OFFSET + other))
+        return chance[(n, d, seed, other)]
 
     pairs = []
     for name, by_seed in directions.items():
@@ -137,12 +139,10 @@ def stability_pairs(directions: Mapping[str, Mapping[int, Tensor]]) -> list[Pair
                 if mine.shape != theirs.shape:
                     raise SaePaperError(f"{name}: seeds {seed} and {other} have dictionaries of shapes "
                                         f"{tuple(mine.shape)} and {tuple(theirs.shape)}")
-                found = feature_stability(mine, theirs, threshold=SHARED_COSINE)
-                chance = feature_stability(random_set(*mine.shape, seed), random_set(*mine.shape, other),
-                                           threshold=SHARED_COSINE)
+                found, random = feature_stability(mine, theirs), random_figure(*mine.shape, seed, other)
                 pairs.append(PairStability(name, seed, other, mine.shape[0], found.fraction_shared,
-                                           float(found.best.mean()), chance.fraction_shared, float(chance.best.mean()),
-                                           found.counts, chance.counts, found.bin_edges))
+                                           float(found.best.mean()), random.fraction_shared, float(random.best.mean()),
+                                           found.counts, random.counts, found.bin_edges))
     return pairs
 
 
@@ -192,7 +192,8 @@ def stability_figure(pairs: Sequence[PairStability], *, title: str) -> Figure:
             share = (counts.double() / counts.sum()).numpy()
             ax.stairs(share, edges, fill=fill, alpha=0.6 if fill else 1.0, color=colour, label=label, linewidth=1.5)
         ax.axvline(SHARED_COSINE, color="black", linestyle="--", linewidth=1)
-        ax.set_xlim(min(0.0, float(edges[:-1][(sum(p.counts + p.random_counts for p in mine) > 0).numpy()].min())), 1.0)
+        drawn = torch.nonzero(sum(p.counts + p.random_counts for p in mine))  # bins holding a cosine
+        ax.set_xlim(min(0.0, float(edges[int(drawn[0])])), 1.0)  # from 0, or lower where a cosine is
         ax.set_title(f"{name} ({mine[0].n_features:,} features)", fontsize=10)
         ax.set_xlabel("best-match cosine in another seed's SAE")
     for ax in axes[:, 0]:
@@ -211,20 +212,23 @@ def stability_figure(pairs: Sequence[PairStability], *, title: str) -> Figure:
 
 STABILITY_RULE = Rule(
     CLAIM,
-    paper="the SAE's features recur across seeds more than random directions do",
+    paper="SAEs that differ only in their seed share only part of their features (a feature is shared when its best "
+          "match in the other SAE has decoder cosine of at least 0.7), ReLU + L1 SAEs more than TopK ones; here the "
+          "SAE's features should recur across seeds more than random directions do",
     rule="for each seed, each SAE and each other seed: the share of the seed's features whose best match in the other "
          "seed's SAE has decoder cosine ≥ {cosine:g} (Paulo & Belrose 2025, arXiv 2501.16615), against the same share "
          "for two random-direction sets of the same shape, whose 95% upper bound (Wilson, z = {z:g}) is the margin; "
          "above that bound for every SAE and other seed → reproduced; above it for none → not; otherwise partly; "
          "decided at each seed, the seeds' majority is the verdict",
     thresholds={"cosine": SHARED_COSINE, "z": 1.96},
-    why="Paulo & Belrose's threshold, 0.7, is theirs: a feature is shared when its best match has cosine ≥ 0.7. The "
-        "margin comes from the random figure alone, never from the SAEs': random directions in the residual stream's "
-        "width almost never reach 0.7 (the fraction measured is 0), so what chance could share is only known up to "
-        "the upper bound of that fraction over the features matched; one bound serves both sides, so a share is "
-        "either above chance or not. Random directions are isotropic, a lenient floor: an SAE's directions lie in the "
-        "data's subspace, where chance matches are likelier. Dead features keep their initial, seed-specific "
-        "direction and count as not shared, as in Paulo & Belrose",
+    why="the threshold 0.7 is Paulo & Belrose's definition of a shared feature. The margin comes from the random "
+        "figure alone, never from the SAEs': random directions in a residual stream this wide almost never reach 0.7 "
+        "(the share measured is 0), so chance is only known to lie below the upper bound of that share over the "
+        "features matched; the one bound decides both sides, so a share is either above chance or not. Isotropic "
+        "random directions are a lenient floor: an SAE's directions lie in the data's subspace, where chance matches "
+        "are likelier, so a share just above the bound says little. Dead features keep their initial, seed-specific "
+        "direction and count as not shared, as in Paulo & Belrose. Each seed is judged by its own features found at "
+        "the other seeds, so both directions of every pair are counted, each at the seed whose features it matches",
     deciding=("every SAE's shared fraction at every other seed against the random-direction figure's 95% upper bound",))
 
 RULES = (STABILITY_RULE,)
@@ -237,7 +241,8 @@ def seed_stability_finding(pairs: Iterable[PairStability]) -> Decision:
     smallest :attr:`PairStability.gap`, positive exactly when *reproduced*."""
     pairs = list(pairs)
     if not pairs or len({p.seed for p in pairs}) != 1:
-        raise SaePaperError(f"a seed's stability verdict needs that one seed's pairs, got seeds {sorted({p.seed for p in pairs})}")
+        raise SaePaperError("a seed's stability verdict needs that one seed's pairs, got seeds "
+                            f"{sorted({p.seed for p in pairs})}")
     above = [p for p in pairs if p.gap > 0]
     verdict = "reproduced" if len(above) == len(pairs) else "not" if not above else "partly"
     low, high = min(pairs, key=lambda p: p.shared), max(pairs, key=lambda p: p.shared)
