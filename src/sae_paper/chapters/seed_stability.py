@@ -32,7 +32,7 @@ from sae_paper.chapters.ioi import IoiStudy
 from sae_paper.chapters.ioi_verdicts import dictionary_name
 from sae_paper.core.config import RunConfig
 from sae_paper.core.pipeline import Run
-from sae_paper.core.stability import SHARED_COSINE, Stability, feature_stability, random_unit_directions
+from sae_paper.core.stability import SHARED_COSINE, Stability, random_unit_directions, stability_both_ways
 from sae_paper.errors import SaePaperError
 from sae_paper.report.finding import Decision, Finding
 from sae_paper.report.markdown import table_cell
@@ -119,30 +119,38 @@ def seeded_saes(study, saes: Callable[[Any], list[tuple[str, RunConfig]]]) -> di
 
 def stability_pairs(directions: Mapping[str, Mapping[int, Tensor]]) -> list[PairStability]:
     """For each SAE and each ordered pair of its seeds (s, o), seed s's features matched in seed o's, beside the random
-    set at s matched in the random set at o (computed once per shape and pair of seeds)."""
-    chance: dict[tuple[int, int, int, int], Stability] = {}
+    set at s matched in the random set at o. Both directions of a pair come from one pass over its cosines
+    (:func:`~sae_paper.core.stability.stability_both_ways`), the random figure once per shape and pair of seeds."""
+    chance: dict[tuple[int, int, int, int], tuple[Stability, Stability]] = {}
 
-    def random_figure(n: int, d: int, seed: int, other: int) -> Stability:
+    def random_figure(n: int, d: int, seed: int, other: int) -> tuple[Stability, Stability]:
         if (n, d, seed, other) not in chance:
-            chance[(n, d, seed, other)] = feature_stability(random_unit_directions(n, d, RANDOM_SEED_OFFSET + seed),
-                                                            random_unit_directions(n, d, RANDOM_SEED_OFFSET + other))
+            chance[(n, d, seed, other)] = stability_both_ways(random_unit_directions(n, d, RANDOM_SEED_OFFSET + seed),
+                                                              random_unit_directions(n, d, RANDOM_SEED_OFFSET + other))
         return chance[(n, d, seed, other)]
 
     pairs = []
     for name, by_seed in directions.items():
-        if len(by_seed) < 2:
+        seeds = list(by_seed)
+        if len(seeds) < 2:
             raise SaePaperError(f"feature stability of {name} needs at least two seeds, got {sorted(by_seed)}")
-        for seed, mine in by_seed.items():
-            for other, theirs in by_seed.items():
-                if other == seed:
-                    continue
+        matched: dict[tuple[int, int], tuple[Stability, Stability]] = {}
+        for i, seed in enumerate(seeds):
+            for other in seeds[i + 1 :]:
+                mine, theirs = by_seed[seed], by_seed[other]
                 if mine.shape != theirs.shape:
                     raise SaePaperError(f"{name}: seeds {seed} and {other} have dictionaries of shapes "
                                         f"{tuple(mine.shape)} and {tuple(theirs.shape)}")
-                found, random = feature_stability(mine, theirs), random_figure(*mine.shape, seed, other)
-                pairs.append(PairStability(name, seed, other, mine.shape[0], found.fraction_shared,
-                                           float(found.best.mean()), random.fraction_shared, float(random.best.mean()),
-                                           found.counts, random.counts, found.bin_edges))
+                found, random = stability_both_ways(mine, theirs), random_figure(*mine.shape, seed, other)
+                for k, key in enumerate(((seed, other), (other, seed))):  # k = 0: seed's features; 1: other's
+                    matched[key] = (found[k], random[k])
+        for seed in seeds:
+            for other in seeds:
+                if other != seed:
+                    found, random = matched[(seed, other)]
+                    pairs.append(PairStability(name, seed, other, len(found.best), found.fraction_shared,
+                                               float(found.best.mean()), random.fraction_shared,
+                                               float(random.best.mean()), found.counts, random.counts, found.bin_edges))
     return pairs
 
 
@@ -246,8 +254,10 @@ def seed_stability_finding(pairs: Iterable[PairStability]) -> Decision:
     above = [p for p in pairs if p.gap > 0]
     verdict = "reproduced" if len(above) == len(pairs) else "not" if not above else "partly"
     low, high = min(pairs, key=lambda p: p.shared), max(pairs, key=lambda p: p.shared)
-    ours = (f"seed {pairs[0].seed}'s features shared at cos ≥ {SHARED_COSINE:g}: {_percent(low.shared)} ({low.sae} at "
-            f"seed {low.other}) to {_percent(high.shared)} ({high.sae} at seed {high.other}); random directions "
+    spread = (f"{_percent(low.shared)} for every SAE at every other seed" if low.shared == high.shared else
+              f"{_percent(low.shared)} ({low.sae} at seed {low.other}) to {_percent(high.shared)} ({high.sae} at seed "
+              f"{high.other})")
+    ours = (f"seed {pairs[0].seed}'s features shared at cos ≥ {SHARED_COSINE:g}: {spread}; random directions "
             f"{_percent(max(p.random_shared for p in pairs))}, 95% bound ≤ {_percent(max(p.chance_bound for p in pairs))}")
     note = STABILITY_RULE.note(f"{len(above)} of {len(pairs)} (SAE, other seed) above chance",
                                "isotropic random directions: a lenient floor")
