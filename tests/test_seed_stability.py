@@ -96,7 +96,7 @@ def test_table_has_one_row_per_pair_of_seeds_both_ways():
              pair(0.5, seed=2, other=0)]
     rows = S.stability_table(pairs).splitlines()[2:]
     assert len(rows) == 2
-    assert rows[0].startswith("| layer 3 | 0, 1 | 1,000 | 25.0 % | 75.0 % | 0.500 | 0.0 % | 0.140 |")
+    assert rows[0].startswith("| layer 3 | 0, 1 | 1,000 | 25.0% | 75.0% | 0.500 | 0.0% | 0.140 |")
 
 
 def test_figure_has_a_labelled_panel_per_sae():
@@ -104,8 +104,8 @@ def test_figure_has_a_labelled_panel_per_sae():
     pairs = S.stability_pairs({f"layer {i}": {0: trained, 1: trained.flip(0)} for i in range(5)})
     fig = S.stability_figure(pairs, title="t")
     visible = [ax for ax in fig.axes if ax.get_visible()]
-    assert len(visible) == 5 and len(fig.axes) == 8  # a 2 × 4 grid, three panels hidden
-    assert all(ax.get_xlabel() == "best-match cosine in another seed's SAE" for ax in visible)
+    assert len(visible) == 5 and len(fig.axes) == 6  # a 2 × 3 grid, one panel hidden
+    assert all(ax.get_xlabel() == "best-match cosine, other seed" for ax in visible)
     assert visible[0].get_ylabel() == "share of features" and visible[0].get_legend() is not None
     with pytest.raises(SaePaperError, match="no SAE"):
         S.stability_figure([], title="t")

@@ -160,7 +160,7 @@ def stability_pairs(directions: Mapping[str, Mapping[int, Tensor]]) -> list[Pair
 
 
 def _percent(x: float) -> str:
-    return f"{100 * x:.1f} %"
+    return f"{100 * x:.1f}%"  # no space: a narrow table column would break "0.0 %" over two lines
 
 
 def stability_table(pairs: Sequence[PairStability]) -> str:
@@ -168,7 +168,7 @@ def stability_table(pairs: Sequence[PairStability]) -> str:
     of b's in a, the mean best-match cosine over both, and the same for random directions of the same shape."""
     by = {(p.sae, p.seed, p.other): p for p in pairs}
     lines = [f"| SAE | seeds a, b | features | shared (cos ≥ {SHARED_COSINE:g}): a's in b | b's in a | mean best-match "
-             "cosine | random directions: shared | random directions: mean best-match cosine | chance bound (95 %) |",
+             "cosine | random directions: shared | random: mean best-match cosine | chance bound (95%) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for p in pairs:
         back = by.get((p.sae, p.other, p.seed))
@@ -188,9 +188,9 @@ def stability_figure(pairs: Sequence[PairStability], *, title: str) -> Figure:
     names = list(dict.fromkeys(p.sae for p in pairs))
     if not names:
         raise SaePaperError("no SAE to draw: feature stability needs at least one SAE at two seeds")
-    ncols = min(4, len(names))
+    ncols = min(3, len(names))  # three panels fill the page's width and keep their labels readable
     nrows = math.ceil(len(names) / ncols)
-    fig = Figure(figsize=(3.4 * ncols + 0.6, 2.9 * nrows + 0.8), layout="constrained")
+    fig = Figure(figsize=(3.1 * ncols + 0.4, 2.6 * nrows + 0.6), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     for ax, name in zip(axes.flat, names):
         mine = [p for p in pairs if p.sae == name]
@@ -203,12 +203,12 @@ def stability_figure(pairs: Sequence[PairStability], *, title: str) -> Figure:
         drawn = torch.nonzero(sum(p.counts + p.random_counts for p in mine))  # bins holding a cosine
         ax.set_xlim(min(0.0, float(edges[int(drawn[0])])), 1.0)  # from 0, or lower where a cosine is
         ax.set_title(f"{name} ({mine[0].n_features:,} features)", fontsize=10)
-        ax.set_xlabel("best-match cosine in another seed's SAE")
+        ax.set_xlabel("best-match cosine, other seed")
     for ax in axes[:, 0]:
         ax.set_ylabel("share of features")
     for ax in list(axes.flat)[len(names):]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=8, loc="upper left")
+    axes.flat[0].legend(fontsize=8, loc="upper right")  # the bulk of the cosines is at the left
     fig.suptitle(title)
     return fig
 
