@@ -135,6 +135,11 @@ def budget_section(record: Mapping[str, Any]) -> str:
                       f"{sum(verdicts.values())} of {len(verdicts)} layers ("
                   + ", ".join(f"{site}: {'yes' if v else 'no'}" for site, v in verdicts.items()) + ")."]
     cost = cost_sentence(record.get("call_timings", {}))
+    if cost and record.get("prompt_tokens_per_second") and record.get("model_gflop_per_token"):
+        ceiling = record["matmul_gflops_fp32"] / record["model_gflop_per_token"]
+        cost += (f" llama.cpp evaluates {record['prompt_tokens_per_second']:.0f} prompt tokens/s here (best of 3 runs "
+                 f"of 384 tokens); torch's fp32 matrix multiply reaches {record['matmul_gflops_fp32']:.0f} GFLOP/s, "
+                 f"a dense ceiling of {ceiling:.0f} tokens/s at {record['model_gflop_per_token']:.1f} GFLOP a token.")
     return "\n".join(lines + ([cost] if cost else [])) + "\n"
 
 
