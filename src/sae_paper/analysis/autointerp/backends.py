@@ -39,7 +39,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sae_paper.analysis.autointerp.classify import Example, classify_prompt
 from sae_paper.data.paths import cache_dir
@@ -280,24 +280,21 @@ class Cached:
 
     def explain(self, records: Sequence[ActivationRecord]) -> str:
         prompt = self.backend.explain_request(records)
-        if self.cache is None:
-            return self.backend.explain(prompt)
-        return self.cache.call(self.backend, "explain", prompt, lambda: self.backend.explain(prompt))
+        return self._through_cache("explain", prompt, lambda: self.backend.explain(prompt))
 
     def simulate(self, explanation: str, tokens: Sequence[str]) -> list[float]:
         prompt = self.backend.simulate_request(explanation, tokens)
-        compute = lambda: _checked(self.backend.simulate(prompt, len(tokens)), len(tokens))  # noqa: E731
-        if self.cache is None:
-            return compute()
-        return self.cache.call(self.backend, self.backend.simulation_kind(), prompt, compute)
-
+        return self._through_cache(self.backend.simulation_kind(), prompt,
+                                   lambda: _checked(self.backend.simulate(prompt, len(tokens)), len(tokens)))
 
     def classify(self, task: str, explanation: str, examples: Sequence[Example]) -> list[float]:
         prompt = self.backend.classify_request(task, explanation, examples)
-        compute = lambda: _checked(self.backend.classify(prompt, len(examples)), len(examples), top=1)  # noqa: E731
-        if self.cache is None:
-            return compute()
-        return self.cache.call(self.backend, task, prompt, compute)
+        return self._through_cache(task, prompt,
+                                   lambda: _checked(self.backend.classify(prompt, len(examples)), len(examples), top=1))
+
+    def _through_cache(self, kind: str, prompt: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``'s answer to ``prompt``, from the cache when it holds one (a kind of call is its key's part)."""
+        return compute() if self.cache is None else self.cache.call(self.backend, kind, prompt, compute)
 
 
 def _checked(predictions: Sequence[float], n: int, top: float = 10) -> list[float]:
