@@ -19,13 +19,13 @@ from sae_paper.analysis.autointerp.scoring import MethodSummary
 from sae_paper.analysis.causal_tree import TreeNode
 from sae_paper.analysis.feature_stats import ClassStats, token_histogram
 from sae_paper.analysis.patching_curves import CurvePoint, PatchingCurve
-from sae_paper.chapters import appendices, autointerp_verdicts, case_verdicts, ioi_verdicts, training
+from sae_paper.chapters import appendices, autointerp_verdicts, case_verdicts, ioi_verdicts, seed_stability, training
 from sae_paper.chapters.rulebook import all_rules
 from sae_paper.core.metrics import SpliceMetrics
 from sae_paper.core.sweeps import SweepRecord
 from sae_paper.data.paths import shared_file
 from sae_paper.errors import SaePaperError
-from sae_paper.report.claims import Claim, load_claims
+from sae_paper.report.claims import Claim, load_claims, paper_claims
 from sae_paper.report.finding import Decision
 from sae_paper.report.rules import Rule, rule_anchor, rule_registry
 
@@ -123,6 +123,14 @@ def polysemantic(share, dimension_precision):
     hist = token_histogram(torch.tensor([1.0, 2.0, 3.0, 4.0, 9.0, 10.0]), torch.tensor([1, 2, 3, 3, 0, 0]), n_bins=4,
                            label=lambda t: f"t{t}")
     return appendices.residual_polysemantic_finding("−dim 7", hist, torch.tensor(share), dimension_precision, 3, 0.4)
+
+
+def stable(shared: float, *, other: int) -> seed_stability.PairStability:
+    """Seed 0's 1,000 features of one SAE, ``shared`` of them found again at seed ``other``; random directions share
+    none (chance bound 0.4 %)."""
+    counts = torch.zeros(40, dtype=torch.int64)
+    return seed_stability.PairStability("layer 3", 0, other, 1000, shared, 0.5, 0.0, 0.14, counts, counts,
+                                        torch.linspace(-1, 1, 41))
 
 
 A = autointerp_verdicts
@@ -256,6 +264,9 @@ EXAMPLES = {
              "Dis (Figure 13)": (0, stats_for(0.8, recall=0.1))}, code_share=0.9),
         "not": lambda: appendices.appendix_d_finding(
             {name: (0, stats_for(0.1)) for name in appendices.APPENDIX_D_CLASSES}, code_share=0.9)},
+    "control-seed-stability": {v: (lambda shares=shares: seed_stability.seed_stability_finding(
+        [stable(share, other=o) for o, share in enumerate(shares, start=1)]))
+        for v, shares in (("reproduced", (0.4, 0.3)), ("partly", (0.4, 0.0)), ("not", (0.001, 0.0)))},
 }
 
 
@@ -270,15 +281,18 @@ def plain_words(text: str) -> str:
 
 
 def test_the_registry_has_one_rule_for_each_claim_of_claims_yaml():
-    rules = all_rules()
-    assert list(rules) == list(load_claims()) and len(rules) == 26
+    rules, paper = all_rules(), paper_claims(load_claims())
+    assert [claim_id for claim_id in rules if claim_id in paper] == list(paper) and len(paper) == 26
     assert all(rule.claim_id == claim_id for claim_id, rule in rules.items())
 
 
 def test_every_rule_quotes_the_paper_verbatim():
-    paper = plain_words(shared_file("paper", "PAPER.md").read_text())
-    missing = [claim_id for claim_id, rule in all_rules().items() if plain_words(rule.paper) not in paper]
-    assert not missing, f"rules whose quote is not in PAPER.md: {missing}"
+    """A paper claim's rule quotes PAPER.md; a control's quotes what controls.yaml says its source reports."""
+    paper, claims = plain_words(shared_file("paper", "PAPER.md").read_text()), load_claims()
+    missing = [claim_id for claim_id, rule in all_rules().items()
+               if plain_words(rule.paper) not in (paper if claims[claim_id].source == "paper"
+                                                  else plain_words(claims[claim_id].paper))]
+    assert not missing, f"rules whose quote is not in PAPER.md (or controls.yaml, for a control): {missing}"
 
 
 def test_only_table1_is_not_comparable_by_construction():
@@ -429,7 +443,7 @@ def test_the_rules_page_renders_every_claim(tmp_path):
     assert (tmp_path / "generated" / RULES_MARKDOWN).is_file()
     claims = load_claims()
     sections = re.findall(r"^\((rule-[^)]+)\)=\n## (\S+)$", page, re.M)
-    assert [claim_id for _, claim_id in sections] == list(claims)
+    assert [claim_id for _, claim_id in sections] == list(all_rules()) == [c for c in claims if c in all_rules()]
     assert all(anchor == rule_anchor(claim_id) for anchor, claim_id in sections)
     for claim_id, rule in all_rules().items():
         section = page.split(f"## {claim_id}\n", 1)[1].split("\n## ", 1)[0]
@@ -438,6 +452,8 @@ def test_the_rules_page_renders_every_claim(tmp_path):
         assert rule.words in section and rule.why in section
         assert all(part in section for part in rule.deciding)
         assert all(f"| `{name}` |" in section for name in rule.thresholds)
-    assert page.startswith("26 rules, one per claim; not comparable by construction: "
-                           "{ref}`table1-first-five <rule-table1-first-five>`.")
+    controls = sum(claims[claim_id].source == "control" for claim_id in all_rules())
+    assert controls >= 1  # control-seed-stability's rule, notebook 02's
+    assert page.startswith(f"26 rules, one per claim, and {controls} for the controls beyond the paper; not comparable "
+                           "by construction: {ref}`table1-first-five <rule-table1-first-five>`.")
     assert "| `band` | 1.25 |" in page and "| `largest_run` | 150,000,000 |" in page

@@ -185,6 +185,11 @@ class AutointerpStudy(SaeRunFields):
         for name in (self.explainer, self.simulator):
             if name not in BACKENDS:
                 raise SaePaperError(f"{NOTEBOOK}: unknown backend {name!r} (known: {', '.join(BACKENDS)})")
+        for role, name, model in (("explainer", self.explainer, self.explainer_model),
+                                  ("simulator", self.simulator, self.simulator_model)):
+            if name == "openai-compatible" and not model:
+                raise SaePaperError(f"{NOTEBOOK}: the openai-compatible {role} needs {role}_model (the model name the "
+                                    "server knows, e.g. gpt-4)")
 
     # --- derived settings ---------------------------------------------------------------
 
