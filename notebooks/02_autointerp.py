@@ -238,8 +238,8 @@ Markdown(summary_table(summaries))
 # sampled features, and a seed decides much of that: each SAE's initialisation and the order
 # it sees its activations, ICA's start, the random directions, which features are drawn and
 # which random fragments are simulated (which top fragments are explained and simulated is
-# the reference's fixed split, the same at every seed). So the SAEs of Figures 2 and 8 are trained
-# again at each further seed, on the same cached activations, and every method is scored
+# the reference's fixed split, the same at every seed). So the SAEs of Figures 2 and 8 are
+# trained again at each further seed, on the same cached activations, and every method is scored
 # again on a new sample of the same fragment pool. Each of the four claims gets a verdict per
 # seed; the headline is the majority (a tie goes to the less favourable verdict), and the
 # scoreboard shows whether the seeds agree and how the deciding number spreads.
