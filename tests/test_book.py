@@ -561,9 +561,9 @@ def test_the_ica_section_prices_a_converged_fit_at_the_builds_sizes(tmp_path):
                                 "ica_max_iter": 40})
     assert "| 3 | 4,096 | FastICA | 200 (200) | 4.90e-02 | no | 65 |" in text
     assert "(avx512f)" in text
-    # the dearest converged fit a row: 163.84 s / 16,384 rows = 10 ms; 49,152 rows → 491.5 s ≈ 8.2 min; 9 fits → 74 min
-    assert "up to 10.0 ms a row (Picard-O at layer 3: 20 s on 4,096 rows, the cheapest a row)" in text
-    assert "about 8.2 min a fit, and 74 min for this build's 9 fits" in text
+    # the cheapest converged fit a row: 20.48 s / 4,096 rows = 5 ms; 49,152 rows → 245.8 s ≈ 4.1 min; 9 fits → 37 min
+    assert "cheapest fit that met the tolerance cost 5.0 ms a row (Picard-O at layer 3: 20 s on 4,096 rows;" in text
+    assert "at least 4.1 min a fit, and 37 min for this build's 9 fits" in text
     assert "40 FastICA iterations on 4,096 rows today" in text
     assert "No fit measured here met the tolerance" in ica_section({**record, "rows": [row]})
     missing = write_ica_page(tmp_path, tmp_path / "absent.json", None).read_text()
