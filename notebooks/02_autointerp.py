@@ -460,7 +460,7 @@ seed_stability.stability_figure(stability, title=f"Best-match cosines across see
                                                        f"{model_spec(study.model).d_model}-wide residual stream)")
 
 # %%
-board.record(seed_stability.CLAIM, *stability_seeded[seed_stability.CLAIM][0],
+board.record("control-seed-stability", *stability_seeded[seed_stability.CLAIM][0],
              seeds=stability_seeded[seed_stability.CLAIM][1])
 Markdown(seed_table(stability_seeded))
 

@@ -27,6 +27,7 @@ from sae_paper.book.profiles import BookError, load_profile, parse_overrides, re
 from sae_paper.book.progress import NotebookProgress, load_timings, save_timings
 from sae_paper.book.runner import BookLayout, run_book
 from sae_paper.data.paths import repo_root
+from sae_paper.report.claims import load_claims, paper_claims
 
 ROOT = repo_root()
 CHROMIUM = Path("/usr/bin/chromium")
@@ -380,7 +381,8 @@ def test_smoke_book_in_a_browser(tmp_path, monkeypatch, capsys):
         driver.get((html / "generated" / "scoreboard.html").as_uri())
         assert driver.find_elements(By.CSS_SELECTOR, ".sb-counts .sb-badge")
         claims_shown = driver.find_elements(By.CSS_SELECTOR, "details.sb-claim")
-        assert len(claims_shown) == len(board) == 26
+        claims = load_claims()  # the paper's 26, then the controls beyond it in their own table
+        assert len(claims_shown) == len(board) == len(claims) and len(paper_claims(claims)) == 26
         text = driver.find_element(By.CSS_SELECTOR, ".sb-board").text
         for claim_id in recorded:
             assert claim_id in text

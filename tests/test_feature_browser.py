@@ -222,6 +222,17 @@ def test_every_recorded_claim_anchors_the_section_above_it():
     assert cells[0].source == "# Title\n\nintro" and len(cells) == 7  # no cell added: error cell numbers hold
 
 
+def test_every_notebook_records_its_claims_by_literal_id():
+    """The scoreboard links each claim to the section that recorded it, found by :data:`RECORD_CALL`: an id passed as
+    a name (``board.record(module.CLAIM, ...)``) gets no anchor and a dead link, which only the browser test saw."""
+    from sae_paper.book.pages import RECORD_CALL
+    from sae_paper.data.paths import repo_root
+
+    for notebook in sorted((repo_root() / "notebooks").glob("*.py")):
+        source = notebook.read_text()
+        calls = re.findall(r"\bboard\.record\(", source)
+        assert calls and len(RECORD_CALL.findall(source)) == len(calls), f"{notebook.name}: a claim id not literal"
+
 def test_many_missing_histograms_are_drawn_by_a_pool_of_processes_into_the_same_images(tmp_path, monkeypatch):
     """Spawned workers draw the same bytes as this process; a job asked for again is copied, not drawn."""
     from sae_paper.analysis.feature_stats import TokenHistogram

@@ -39,6 +39,7 @@ from sae_paper.report.markdown import table_cell
 from sae_paper.report.rules import Rule
 
 CLAIM = "control-seed-stability"
+ONE_SEED = "n_seeds = 1"
 RANDOM_SEED_OFFSET = 10_000
 """The random-direction set that stands beside seed ``s``'s SAE is drawn at ``RANDOM_SEED_OFFSET + s``."""
 
@@ -120,7 +121,8 @@ def seeded_saes(study, saes: Callable[[Any], list[tuple[str, RunConfig]]]) -> di
 def stability_pairs(directions: Mapping[str, Mapping[int, Tensor]]) -> list[PairStability]:
     """For each SAE and each ordered pair of its seeds (s, o), seed s's features matched in seed o's, beside the random
     set at s matched in the random set at o. Both directions of a pair come from one pass over its cosines
-    (:func:`~sae_paper.core.stability.stability_both_ways`), the random figure once per shape and pair of seeds."""
+    (:func:`~sae_paper.core.stability.stability_both_ways`), the random figure once per shape and pair of seeds.
+    Empty when every SAE is at one seed (a study run at one seed); refused when only some are."""
     chance: dict[tuple[int, int, int, int], tuple[Stability, Stability]] = {}
 
     def random_figure(n: int, d: int, seed: int, other: int) -> tuple[Stability, Stability]:
@@ -129,11 +131,15 @@ def stability_pairs(directions: Mapping[str, Mapping[int, Tensor]]) -> list[Pair
                                                               random_unit_directions(n, d, RANDOM_SEED_OFFSET + other))
         return chance[(n, d, seed, other)]
 
+    seed_counts = {len(by_seed) for by_seed in directions.values()}
+    if seed_counts == {1}:
+        return []  # a study at one seed (the local-llm profile's): no pair to match, the control is not comparable
     pairs = []
     for name, by_seed in directions.items():
         seeds = list(by_seed)
         if len(seeds) < 2:
-            raise SaePaperError(f"feature stability of {name} needs at least two seeds, got {sorted(by_seed)}")
+            raise SaePaperError(f"feature stability of {name} needs at least two seeds, got {sorted(by_seed)}, "
+                                "while other SAEs have more")
         matched: dict[tuple[int, int], tuple[Stability, Stability]] = {}
         for i, seed in enumerate(seeds):
             for other in seeds[i + 1 :]:
@@ -167,6 +173,8 @@ def stability_table(pairs: Sequence[PairStability]) -> str:
     """A Markdown table, one row per SAE and unordered pair of seeds (a, b): the shares of a's features found in b and
     of b's in a, the mean best-match cosine over both, and the same for random directions of the same shape."""
     by = {(p.sae, p.seed, p.other): p for p in pairs}
+    if not pairs:
+        return f"*No pair of seeds to compare: this run trained its SAEs at one seed ({ONE_SEED}).*\n"
     lines = [f"| SAE | seeds a, b | features | shared (cos ≥ {SHARED_COSINE:g}): a's in b | b's in a | mean best-match "
              "cosine | random directions: shared | random: mean best-match cosine | chance bound (95%) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -182,12 +190,13 @@ def stability_table(pairs: Sequence[PairStability]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stability_figure(pairs: Sequence[PairStability], *, title: str) -> Figure:
+def stability_figure(pairs: Sequence[PairStability], *, title: str) -> Figure | None:
     """One panel per SAE: the histogram of best-match cosines over every ordered pair of seeds, the trained SAE's
-    against the random directions', as shares of the features matched, with the threshold drawn."""
+    against the random directions', as shares of the features matched, with the threshold drawn. None (nothing
+    drawn) without pairs: a run at one seed, which :func:`stability_table` says in words."""
     names = list(dict.fromkeys(p.sae for p in pairs))
     if not names:
-        raise SaePaperError("no SAE to draw: feature stability needs at least one SAE at two seeds")
+        return None
     ncols = min(3, len(names))  # three panels fill the page's width and keep their labels readable
     nrows = math.ceil(len(names) / ncols)
     fig = Figure(figsize=(3.1 * ncols + 0.4, 2.6 * nrows + 0.6), layout="constrained")
@@ -248,7 +257,11 @@ def seed_stability_finding(pairs: Iterable[PairStability]) -> Decision:
     """One seed's verdict (:data:`STABILITY_RULE`) from the pairs whose features are that seed's; deciding number: the
     smallest :attr:`PairStability.gap`, positive exactly when *reproduced*."""
     pairs = list(pairs)
-    if not pairs or len({p.seed for p in pairs}) != 1:
+    if not pairs:
+        note = STABILITY_RULE.note("no other seed's SAEs to match in", f"{ONE_SEED}: rerun with n_seeds ≥ 2")
+        return Decision(Finding("no pair of seeds: the SAEs were trained at one seed", "not comparable", note),
+                        math.nan)
+    if len({p.seed for p in pairs}) != 1:
         raise SaePaperError("a seed's stability verdict needs that one seed's pairs, got seeds "
                             f"{sorted({p.seed for p in pairs})}")
     above = [p for p in pairs if p.gap > 0]
