@@ -12,11 +12,14 @@ from sae_paper.chapters.autointerp_llm import budget_section, separates
 def _row(site, method, task, mean, ci):
     return {"site": site, "layer": int(site.split(".")[1]), "method": method, "task": task, "mean": mean, "ci": ci,
             "balanced_mean": mean, "n_scored": 30, "n_failed": 0, "n_skipped": 0, "stand_in": {"mean": 0.6},
-            "spearman_same_task": 0.25, "spearman_simulation": None, "seconds_per_feature": 7.5}
+            "spearman_same_task": 0.25, "spearman_simulation": None}
 
 
 RECORD = {"model": "local:qwen", "study": {"n_explain": 3, "fragment_length": 32},
           "classify": {"n_activating": 3, "n_non_activating": 3}, "machine": {"cpu_model": "AMD EPYC"},
+          "call_timings": {"explain": {"calls": 10, "timed": 4, "mean_seconds": 4.0, "seconds": 16.0},
+                           "detection": {"calls": 10, "timed": 10, "mean_seconds": 6.0, "seconds": 60.0},
+                           "fuzzing": {"calls": 6, "timed": 0, "mean_seconds": None, "seconds": 0.0}},
           "rows": [_row("resid_post.3", "sae", "detection", 0.80, 0.05), _row("resid_post.3", "pca", "detection", 0.70, 0.04),
                    _row("resid_post.9", "sae", "detection", 0.75, 0.05), _row("resid_post.9", "pca", "detection", 0.72, 0.05),
                    _row("resid_post.3", "sae", "fuzzing", 0.60, 0.05)]}
@@ -30,8 +33,12 @@ def test_the_sae_is_ahead_only_where_its_interval_clears_every_baseline():
 
 def test_the_section_shows_every_row_and_the_layers_the_sae_is_ahead_at(tmp_path):
     text = budget_section(RECORD)
-    assert "| 3 | SAE | detection | 0.800 ± 0.050 | 0.800 | 30 / 0 / 0 | 0.600 | +0.25 / – | 7.5 |" in text
+    assert "| 3 | SAE | detection | 0.800 ± 0.050 | 0.800 | 30 / 0 / 0 | 0.600 | +0.25 / – |" in text
     assert "at 1 of 2 layers (resid_post.3: yes, resid_post.9: no)" in text
+    assert "Under fuzzing" not in text  # no baseline was scored under fuzzing: nothing to say
+    # cost from the timed calls alone (fuzzing has none): 4 + 6 s a feature; 10 × 4 + 10 × 6 s in all
+    assert ("explain 4.0 s (4 of 10 calls timed), detection 6.0 s (10 of 10 calls timed); no fuzzing call was timed. "
+            "A feature explained and scored by detection costs 10 s; the 20 calls of these kinds, 2 min.") in text
     record = tmp_path / "record.json"
     assert "No measurement in this checkout" in write_llm_scorer_page(tmp_path, record).read_text()
     record.write_text(json.dumps(RECORD))

@@ -8,7 +8,17 @@ import re
 import pytest
 
 from sae_paper.errors import SaePaperError
-from sae_paper.report.claims import NOT_YET_RUN, Claim, Scoreboard, load_claims, read_records, record, render_table
+from sae_paper.report.claims import (
+    NOT_YET_RUN,
+    Claim,
+    Scoreboard,
+    control_claims,
+    load_claims,
+    paper_claims,
+    read_records,
+    record,
+    render_table,
+)
 from sae_paper.report.scoreboard import load_rounding_check, render_scoreboard, scoreboard_rows
 
 CLAIMS = {
@@ -19,7 +29,7 @@ CLAIMS = {
 
 
 def test_the_shared_claims_file_has_the_ids_notebook_01_records():
-    claims = load_claims()
+    claims = paper_claims(load_claims())
     assert len(claims) == 26
     for claim_id in ("train-runtime", "splice-perplexity", "fig6-tradeoff", "fig7-epochs", "fig16-resid-alive",
                      "fig16-mlp-dead", "c3-untied-alive"):
@@ -76,6 +86,23 @@ def test_scoreboard_page_counts_verdicts_and_rejects_unknown_ids(tmp_path):
         {"claim_id": "zzz", "ours": "1", "verdict": "not", "note": "", "notebook": "nb2"}]}))
     with pytest.raises(SaePaperError, match="notebook nb2 has unknown claim id 'zzz'"):
         render_scoreboard(tmp_path, CLAIMS)
+
+
+def test_controls_load_with_the_paper_claims_and_are_counted_apart(tmp_path):
+    claims = load_claims()
+    controls = control_claims(claims)
+    assert list(controls) == ["control-random-model", "control-seed-stability"]
+    assert list(claims)[-2:] == list(controls) and len(paper_claims(claims)) == 26
+    mixed = {**CLAIMS, "z-control": Claim("z-control", "Someone 2025", "a control holds", "control", source="control")}
+    board = Scoreboard("nb1", folder=tmp_path, claims=mixed)
+    board.record("a-number", "42", "reproduced")
+    board.record("z-control", "it holds", "not")
+    page = render_scoreboard(tmp_path, mixed)
+    head, controls_part = page.split("## Controls beyond the paper", 1)
+    assert "**1 reproduced, 2 not yet run.**" in head and "The paper's 3 checkable claims" in head
+    assert 'id="sb-z-control"' in controls_part and 'id="sb-z-control"' not in head
+    assert 'aria-label="1 not"' in controls_part and '<span class="sb-who">source</span>' in controls_part
+    assert "## Controls beyond the paper" not in render_scoreboard(tmp_path / "none", CLAIMS)
 
 
 def test_scoreboard_page_has_one_compact_row_per_claim_linking_to_its_section(tmp_path):

@@ -26,7 +26,8 @@ def rule_section(rule: Rule, claim: Claim, notebook: str) -> str:
     """One claim's rule: the paper's words, our rule and its thresholds, why, and what decides it."""
     lines = [f"({rule_anchor(rule.claim_id)})=", f"## {rule.claim_id}", "",
              f"*{readable(claim.where)}*, recorded by notebook `{notebook}`. The claim: {readable(claim.paper)}. "
-             "The paper's words, as `PAPER.md` (its digest) gives them:", "",
+             + ("The paper's words, as `PAPER.md` (its digest) gives them:" if claim.source == "paper" else
+                "A control beyond the paper; what its source reports, as the book's `controls.yaml` gives it:"), "",
              f"> {readable(' '.join(rule.paper.split()))}", ""]
     if rule.not_comparable:
         lines += ["**Not comparable by construction**: this setting cannot measure the quantity.", ""]
@@ -43,7 +44,10 @@ def rules_markdown(rules: Mapping[str, Rule], claims: Mapping[str, Claim], noteb
     """Every rule's section, in ``claims.yaml``'s order, after one line that counts them and names the claims that are
     not comparable by construction. ``notebooks``: claim id → the notebook that records it."""
     fixed = [claim_id for claim_id, rule in rules.items() if rule.not_comparable]
-    head = (f"{len(rules)} rules, one per claim; not comparable by construction: "
+    controls = sum(claims[claim_id].source == "control" for claim_id in rules)
+    head = (f"{len(rules) - controls} rules, one per claim"
+            + (f", and {controls} for the controls beyond the paper" if controls else "")
+            + "; not comparable by construction: "
             + (", ".join(f"{{ref}}`{claim_id} <{rule_anchor(claim_id)}>`" for claim_id in fixed) or "none") + ".")
     return "\n".join([head, "", *(rule_section(rule, claims[claim_id], notebooks[claim_id])
                                   for claim_id, rule in rules.items())])

@@ -76,7 +76,7 @@ def measure(study: AutointerpStudy, llm, out: Path, *, classify: ClassifyConfig,
                 "spearman_same_task": _spearman([ours[f] for f in both], [theirs[f] for f in both]),
                 "spearman_simulation": _spearman([ours[f] for f in with_simulation],
                                                  [simulated[f] for f in with_simulation]),
-                "seconds": seconds, "seconds_per_feature": seconds / max(1, len(result.features)),
+                "seconds": seconds,
                 "tokens_evaluated": getattr(llm.backend, "tokens_evaluated", 0) - evaluated,
                 "calls_cached": llm.cache.hits,
             })
@@ -84,7 +84,7 @@ def measure(study: AutointerpStudy, llm, out: Path, *, classify: ClassifyConfig,
                      f"{summary.n_scored} features ({summary.n_failed} failed, {summary.n_skipped} skipped), "
                      f"stand-in {rows[-1]['stand_in']['mean']:.3f}; {seconds:.0f} s")
     record = {"model": llm.backend.label(), "study": study.parameters(), "classify": asdict(classify),
-              "rows": rows, "machine": _machine()}
+              "rows": rows, "call_timings": llm.cache.timings(llm.backend), "machine": _machine()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1, allow_nan=True) + "\n")
     return record
@@ -118,21 +118,42 @@ def budget_section(record: Mapping[str, Any]) -> str:
              f"fragments per feature (detection) or {record['classify']['n_activating']} activating fragments, half "
              f"highlighted right (fuzzing). Measured on {record['machine'].get('cpu_model', '?')}.", "",
              "| layer | method | scoring | AUROC (95 % CI) | balanced accuracy | scored / failed / skipped | stand-in AUROC "
-             "| rank corr. with stand-in (same scoring / simulation) | s per feature |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| rank corr. with stand-in (same scoring / simulation) |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     def number(v):
         return "–" if v is None else f"{v:+.2f}"
     for r in rows:
         lines.append(f"| {r['layer']} | {LABELS.get(r['method'], r['method'])} | {r['task']} | {r['mean']:.3f} ± "
                      f"{r['ci']:.3f} | {r['balanced_mean']:.3f} | {r['n_scored']} / {r['n_failed']} / {r['n_skipped']} "
                      f"| {r['stand_in']['mean']:.3f} | {number(r['spearman_same_task'])} / "
-                     f"{number(r['spearman_simulation'])} | {r['seconds_per_feature']:.1f} |")
+                     f"{number(r['spearman_simulation'])} |")
     for task in dict.fromkeys(r["task"] for r in rows):
         verdicts = separates(rows, task)
+        if not verdicts:
+            continue
         lines += ["", f"Under {task}, the SAE's interval lies above every baseline's at "
                       f"{sum(verdicts.values())} of {len(verdicts)} layers ("
                   + ", ".join(f"{site}: {'yes' if v else 'no'}" for site, v in verdicts.items()) + ")."]
-    return "\n".join(lines) + "\n"
+    cost = cost_sentence(record.get("call_timings", {}))
+    return "\n".join(lines + ([cost] if cost else [])) + "\n"
+
+
+def cost_sentence(timings: Mapping[str, Mapping[str, float]]) -> str:
+    """What a feature and the whole measurement cost, from the calls' own timings (:meth:`CallCache.timings`):
+    the timed calls' mean seconds per kind, times every stored call of that kind (kinds with no timed call
+    are named, and left out of the sums)."""
+    timed = {kind: t for kind, t in timings.items() if t["timed"]}
+    if not timed:
+        return ""
+    per_call = ", ".join(f"{kind} {t['mean_seconds']:.1f} s ({t['timed']} of {t['calls']} calls timed)"
+                         for kind, t in timed.items())
+    untimed = [kind for kind in timings if kind not in timed]
+    per_feature = sum(t["mean_seconds"] for t in timed.values())
+    total = sum(t["mean_seconds"] * t["calls"] for t in timed.values())
+    return (f"\nCost, from the timed calls' means: {per_call}"
+            + (f"; no {' or '.join(untimed)} call was timed" if untimed else "") + ". A feature explained and scored "
+            f"by {' and '.join(k for k in timed if k != 'explain')} costs {per_feature:.0f} s; the "
+            f"{sum(t['calls'] for t in timed.values())} calls of these kinds, {total / 60:.0f} min.")
 
 
 def study_for(profile: Mapping[str, Any], *, methods: Sequence[str], n_features: int) -> AutointerpStudy:

@@ -50,6 +50,23 @@ class Claim:
     where: str
     paper: str
     kind: str
+    source: str = "paper"
+    """``paper`` (one of the paper's 26, from the shared ``claims.yaml``) or ``control`` (a control beyond the paper
+    that the field now asks for, from :data:`CONTROLS_FILE`): the scoreboard counts and lists the two apart."""
+
+
+CONTROLS_FILE = Path(__file__).with_name("controls.yaml")
+"""The controls beyond the paper (random-model SAEs, feature stability across seeds), in ``claims.yaml``'s format."""
+
+
+def paper_claims(claims: Mapping[str, Claim]) -> dict[str, Claim]:
+    """The paper's own claims among ``claims``, in order: what the scoreboard's counts are over."""
+    return {claim_id: claim for claim_id, claim in claims.items() if claim.source == "paper"}
+
+
+def control_claims(claims: Mapping[str, Claim]) -> dict[str, Claim]:
+    """The controls beyond the paper among ``claims``, in order."""
+    return {claim_id: claim for claim_id, claim in claims.items() if claim.source == "control"}
 
 
 @dataclass(frozen=True)
@@ -105,8 +122,16 @@ MARKS = {
 
 
 def load_claims(path: str | Path | None = None) -> dict[str, Claim]:
-    """The paper's claims by id, from ``claims.yaml`` in the shared folder (or ``path``)."""
-    return dict(_load_claims(str(path or shared_file("paper", "claims.yaml"))))
+    """The claims by id: the paper's, from ``claims.yaml`` in the shared folder, then the controls beyond the paper
+    (:data:`CONTROLS_FILE`, ``source="control"``); with ``path``, that file's alone."""
+    if path is not None:
+        return dict(_load_claims(str(path)))
+    paper = dict(_load_claims(str(shared_file("paper", "claims.yaml"))))
+    controls = {claim_id: replace(claim, source="control") for claim_id, claim in _load_claims(str(CONTROLS_FILE))}
+    clash = sorted(set(paper) & set(controls))
+    if clash:
+        raise SaePaperError(f"control id(s) {', '.join(clash)} clash with the paper's claims in claims.yaml")
+    return {**paper, **controls}
 
 
 @lru_cache(maxsize=4)
@@ -268,7 +293,8 @@ def render_table(records: Iterable[ClaimRecord], claims: Mapping[str, Claim], *,
 
 
 def verdict_counts(records: Iterable[ClaimRecord], claims: Mapping[str, Claim]) -> dict[str, int]:
-    """How many claims have each verdict (and how many are not yet run)."""
+    """How many claims have each verdict (and how many are not yet run), over the claims of ``claims``; the
+    scoreboard counts the paper's claims (:func:`paper_claims`) and the controls apart."""
     counts = {verdict: 0 for verdict in (*VERDICTS, NOT_YET_RUN)}
     recorded = {entry.claim_id: entry.verdict for entry in records}
     for claim_id in claims:

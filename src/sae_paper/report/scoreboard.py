@@ -24,7 +24,9 @@ from sae_paper.report.claims import (
     Claim,
     ClaimRecord,
     claim_anchor,
+    control_claims,
     load_claims,
+    paper_claims,
     read_records,
     verdict_counts,
 )
@@ -70,7 +72,8 @@ def scoreboard_rows(records: Iterable[ClaimRecord], claims: Mapping[str, Claim],
         ours = asdict(entry)
         ours.pop("claim_id")
         marks = list(entry.marks) + (["rounding-noise"] if claim.id in rounding and by_id.get(claim.id) else [])
-        rows.append({"id": claim.id, "where": claim.where, "paper": claim.paper, "kind": claim.kind, **ours,
+        rows.append({"id": claim.id, "where": claim.where, "paper": claim.paper, "kind": claim.kind,
+                     "source": claim.source, **ours,
                      "marks": marks, "rounding_note": rounding.get(claim.id, "")})
     return rows
 
@@ -90,11 +93,12 @@ def _claim_html(row: Mapping) -> str:
                  f"{text}{span}</span>")
     else:
         trend = '<span class="sb-trend" title="with more budget: not measured">—</span>'
-    summary = (f"<summary>{link}<span class=\"sb-text\"><span class=\"sb-line\"><span class=\"sb-who\">paper</span> "
+    who = "paper" if row.get("source", "paper") == "paper" else "source"
+    summary = (f"<summary>{link}<span class=\"sb-text\"><span class=\"sb-line\"><span class=\"sb-who\">{who}</span> "
                f"{inline(row['paper'])}</span><span class=\"sb-line\"><span class=\"sb-who\">ours</span> "
                f"{inline(row['ours'] or '—')}</span></span><span class=\"sb-verdict\">{verdict_pill(row['verdict'])}"
                f"{mark_tags(row['marks'], MARKS)}{seed_tag(record)}</span>{trend}</summary>")
-    details = [f"<p><b>Where in the paper:</b> {inline(row['where'])}. <b>The paper:</b> {inline(row['paper'])}</p>"]
+    details = [f"<p><b>Where in the paper:</b> {inline(row['where'])}. <b>The {who}:</b> {inline(row['paper'])}</p>"]
     if notebook:
         trend_text = f"<i>{html.escape(row['trend'])}</i>: {inline(row['trend_note'])}" if row["trend"] else "not measured"
         details += [f"<p><b>Ours:</b> {inline(row['ours'])}</p>",
@@ -121,15 +125,15 @@ def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = N
     """
     claims = load_claims() if claims is None else claims
     records = read_records(folder)
-    counts = verdict_counts(records, claims)
+    paper, controls = paper_claims(claims), control_claims(claims)
+    counts = verdict_counts(records, paper)
     rows = scoreboard_rows(records, claims, rounding)
-    summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items() if n)
-    badges = "".join(f'<span class="sb-badge sb-v-{v.replace(" ", "-")}">{n} {v}</span>' for v, n in counts.items() if n)
+    summary, badges = _counted(counts)
     marked = {mark: sum(mark in row["marks"] for row in rows) for mark in MARKS}
     lines = [
         "# Claims scoreboard",
         "",
-        f"The paper's {len(claims)} checkable claims (from `claims.yaml` in the shared folder) and what the notebooks "
+        f"The paper's {len(paper)} checkable claims (from `claims.yaml` in the shared folder) and what the notebooks "
         "of this book found for each. Each notebook computes its verdicts from its own numbers, by a rule written "
         "beside it: *reproduced*, *partly*, *not*, *not comparable* (our setting cannot test it), or *not yet run*. "
         "*With more budget* says how the number that decides a verdict moves when its deciding input (fragments, "
@@ -152,10 +156,35 @@ def render_scoreboard(folder: str | Path, claims: Mapping[str, Claim] | None = N
         "redraws every sample on the same text. The verdict shown is the seeds' majority (a tie goes to the less "
         "favourable one); under it, whether the seeds agree, and in its tooltip the spread of the deciding number.",
         "",
-        '<div class="sb-board"><div class="sb-head"><span>claim</span><span>the paper, and ours</span>'
-        "<span>verdict</span><span>with more budget</span></div>",
-        *(_claim_html(row) for row in rows),
-        "</div>",
+        _board("claim", "the paper, and ours", [row for row in rows if row["id"] in paper]),
         "",
     ]
+    if controls:
+        control_summary, control_badges = _counted(verdict_counts(records, controls))
+        lines += [
+            "## Controls beyond the paper",
+            "",
+            f"{len(controls)} controls that reviewers now ask of an SAE study and the paper did not run, each from the "
+            "work that asks for it (*where* names it). They are decided like the claims, by a rule on the rules page, "
+            "and counted here apart: the counts above are the paper's claims alone.",
+            "",
+            f'<div class="sb-counts" aria-label="{control_summary}">{control_badges}</div>',
+            "",
+            _board("control", "the source, and ours", [row for row in rows if row["id"] in controls]),
+            "",
+        ]
     return "\n".join(lines)
+
+
+def _counted(counts: Mapping[str, int]) -> tuple[str, str]:
+    """Verdict counts as a sentence and as coloured badges (the zero counts left out)."""
+    summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items() if n)
+    badges = "".join(f'<span class="sb-badge sb-v-{v.replace(" ", "-")}">{n} {v}</span>' for v, n in counts.items() if n)
+    return summary, badges
+
+
+def _board(what: str, texts: str, rows: Iterable[Mapping]) -> str:
+    """The table of claims (or controls): a head row, then one unfolding row each (:func:`_claim_html`)."""
+    return "\n".join([f'<div class="sb-board"><div class="sb-head"><span>{what}</span><span>{texts}</span>'
+                      "<span>verdict</span><span>with more budget</span></div>", *(_claim_html(row) for row in rows),
+                      "</div>"])

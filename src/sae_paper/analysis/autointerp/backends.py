@@ -34,6 +34,7 @@ import hashlib
 import json
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -215,7 +216,9 @@ class CallCache:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, backend TEXT, model TEXT, kind TEXT, "
-                         "prompt TEXT, response TEXT)")
+                         "prompt TEXT, response TEXT, seconds REAL)")
+        if "seconds" not in {row[1] for row in self._db.execute("PRAGMA table_info(calls)")}:
+            self._db.execute("ALTER TABLE calls ADD COLUMN seconds REAL")  # a file from before calls were timed
         self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, result TEXT)")
         self.hits = self.misses = 0
         self.scores_reused = self.scores_missing = 0
@@ -233,13 +236,25 @@ class CallCache:
             self.hits += 1
             return json.loads(row[0])
         self.misses += 1
+        began = time.perf_counter()
         response = compute()  # a BackendFailure propagates and is not stored
+        seconds = time.perf_counter() - began
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?)",
-                             (key, backend.name, backend.model, kind, prompt, json.dumps(response)))
+            self._db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (key, backend.name, backend.model, kind, prompt, json.dumps(response), seconds))
             self._db.commit()
         return response
 
+
+    def timings(self, backend: Backend) -> dict[str, dict[str, float]]:
+        """Per kind of call to ``backend``'s model: how many are stored, how many of those were timed (calls
+        stored before calls were timed were not), and the timed ones' mean and total seconds. What a
+        measurement reports as cost, since a resumed run reads most of its calls back rather than making them."""
+        with self._lock:
+            rows = self._db.execute("SELECT kind, COUNT(*), COUNT(seconds), AVG(seconds), TOTAL(seconds) FROM calls "
+                                    "WHERE backend = ? AND model = ? GROUP BY kind", (backend.name, backend.model))
+            return {kind: {"calls": n, "timed": timed, "mean_seconds": mean, "seconds": total}
+                    for kind, n, timed, mean, total in rows.fetchall()}
 
     def stored_scores(self, key: str) -> dict | None:
         """The scores stored under ``key`` (JSON as :meth:`store_scores` got it), or None."""
