@@ -67,7 +67,18 @@ def test_short_training_on_real_rows_lands_within_tolerance_of_a_target_l0(one_t
     assert abs(short_l0(rows, config, found.alpha, epochs=2) - target) <= 0.1 * target  # seeded: the same again
 
 
-def test_matched_alpha_is_cached_and_a_warm_call_trains_nothing(monkeypatch, pythia_random, one_thread):
+def test_a_short_training_is_the_training_loops_weights(one_thread, tmp_path):
+    from sae_paper.core.alpha_search import short_trained
+    from sae_paper.core.train import train_sae
+
+    rows = InMemoryActivations(_sparse_rows(n=300))
+    config = RunConfig(model="pythia-70m-deduped-random", n_tokens=300, ratio=2.0, batch_size=64, seed=3, epochs=2)
+    loop = train_sae(rows, config, alpha=0.05, out_dir=tmp_path, progress=False).sae
+    short = short_trained(rows, config, 0.05, epochs=2)
+    assert all(torch.equal(a, b) for a, b in zip(loop.state_dict().values(), short.state_dict().values()))
+
+
+def test_matched_alpha_is_cached_and_a_warm_call_trains_nothing(monkeypatch, one_thread):
     from sae_paper.core import alpha_search
 
     reference = RunConfig(model="pythia-70m-deduped-random", layer=1, n_tokens=600, context_length=32, batch_size=64,

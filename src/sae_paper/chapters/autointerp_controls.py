@@ -235,7 +235,7 @@ def figure(summaries: Sequence[MethodSummary], study, *, title: str, backend: st
 CONTROL_RULE = Rule(
     "control-random-model",
     paper="SAEs trained on randomly initialised transformers reach autointerpretability scores similar to those of "
-          "SAEs on trained ones; every such study needs a randomised baseline (Heap et al. 2025, arXiv 2501.17727)",
+          "SAEs on trained transformers, so a study should compare its SAE with the same SAE on a randomised model",
     rule="at every layer scored, the trained model's SAE against each control model's SAE (top-and-random score): the "
          "trained SAE's 95% CI above every control SAE's at every layer → reproduced; a control SAE's 95% CI above the "
          "trained SAE's at some layer → not; otherwise (the intervals overlap somewhere) partly",

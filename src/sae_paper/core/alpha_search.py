@@ -8,9 +8,10 @@ training activations, never a score:
 
 - **Like for like.** The target is the mean L0 that a *short training* reaches on the reference
   (trained) model's training activations at the reference SAE's α; each trial is the same short
-  training on the control's activations. A short training is :func:`~sae_paper.core.train.train_sae`
-  itself (the one training loop), ``epochs`` over the first ``rows`` training activations with the
-  SAE's own ratio, batch size, learning rate and seed; L0 is measured on those rows. A short
+  training on the control's activations. A short training (:func:`short_trained`) is the training
+  loop's own step, initialisation and batch order (the same weights as
+  :func:`~sae_paper.core.train.train_sae`), ``epochs`` over the first ``rows`` training activations
+  with the SAE's own ratio, batch size, learning rate and seed; L0 is measured on those rows. A short
   training's L0 is not the full training's, but both sides are measured alike; the chapter reports
   the full SAEs' held-out L0 beside each other.
 - **Bisection in log α** (:func:`search_alpha`). Start at the reference α; until a trial lies on each
@@ -28,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -36,10 +36,11 @@ import torch
 
 from sae_paper.core.config import TRAIN_FIELDS, RunConfig
 from sae_paper.core.pipeline import Run
-from sae_paper.core.train import train_sae
+from sae_paper.core.sae import make_sae
+from sae_paper.core.train import make_optimizer, train_step
 from sae_paper.data import cache
 from sae_paper.data.activations import ActivationBatches, ActivationCache
-from sae_paper.data.device import to_device
+from sae_paper.data.device import resolve_device, to_device
 from sae_paper.data.paths import cache_dir
 from sae_paper.errors import SaePaperError
 
@@ -121,13 +122,23 @@ def _mean_l0(sae, activations: ActivationBatches) -> float:
     return float(torch.cat(counts).mean())
 
 
+def short_trained(activations: ActivationBatches, config: RunConfig, alpha: float, *, epochs: int = 1):
+    """``config``'s SAE after ``epochs`` over ``activations`` at ``alpha``: the training loop's own initialisation,
+    batch order and step (:func:`~sae_paper.core.train.train_step`), with no checkpoint and no file (a trial is not
+    an SAE of the cache). The same weights as :func:`~sae_paper.core.train.train_sae` for that many epochs."""
+    device = resolve_device(config.device)
+    d_sae = max(1, round(config.ratio * activations.d_in))
+    sae = make_sae(config.sae, activations.d_in, d_sae, alpha=alpha, seed=config.seed).to(device)
+    optimizer = make_optimizer(sae, config.lr)
+    for epoch in range(epochs):
+        for batch in activations.batches(config.batch_size, seed=config.seed, epoch=epoch):
+            train_step(sae, optimizer, to_device(batch, device))
+    return sae
+
+
 def short_l0(activations: ActivationBatches, config: RunConfig, alpha: float, *, epochs: int = 1) -> float:
-    """The mean L0 on ``activations`` of ``config``'s SAE trained ``epochs`` over them at ``alpha`` (in a folder
-    that is thrown away: a trial is not an SAE of the cache)."""
-    short = config.replace(epochs=epochs, checkpoint_every=0, n_tokens=activations.n_rows)
-    with tempfile.TemporaryDirectory(prefix="alpha-search-") as folder:
-        sae = train_sae(activations, short, alpha=alpha, out_dir=folder, progress=False).sae
-    return _mean_l0(sae, activations)
+    """The mean L0 on ``activations`` of :func:`short_trained`'s SAE."""
+    return _mean_l0(short_trained(activations, config, alpha, epochs=epochs), activations)
 
 
 def _first_rows(config: RunConfig, rows: int) -> ActivationCache:

@@ -97,6 +97,7 @@ COMPUTATIONS: dict[str, Computation] = {
         "sae_paper.chapters.autointerp.baselines")),
     "alpha-search": Computation(1, (
         "sae_paper.core.alpha_search.search_alpha", "sae_paper.core.alpha_search.short_l0",
+        "sae_paper.core.alpha_search.short_trained",
         "sae_paper.core.alpha_search._mean_l0", "sae_paper.core.alpha_search._first_rows",
         "sae_paper.core.alpha_search.matched_alpha", "sae_paper.core.alpha_search.SearchSettings")),
     "ioi-curve": Computation(1, (
