@@ -122,7 +122,7 @@ from IPython.display import Markdown, display
 from sae_paper.analysis.autointerp import FragmentSpec, fragment_activations, summary_table
 from sae_paper.analysis.token_activations import tokens_display
 from sae_paper.book import feature_browser
-from sae_paper.chapters import autointerp_budget, autointerp_controls
+from sae_paper.chapters import autointerp_budget, autointerp_control_verdicts, autointerp_controls
 from sae_paper.chapters.autointerp import (
     BASELINES,
     NOTEBOOK,
@@ -136,7 +136,7 @@ from sae_paper.chapters.autointerp import (
     score_all,
     scorer,
 )
-from sae_paper.chapters.autointerp_plots import score_name, scores_by_layer, scores_by_ratio
+from sae_paper.chapters.autointerp_plots import score_name, scores_by_layer, scores_by_ratio, scores_with_controls
 from sae_paper.chapters.autointerp_verdicts import (
     PAPER_TABLE1,
     PAPER_TABLE2,
@@ -462,14 +462,14 @@ if study.controls:
             control_decs[s], score if s == study.seed else scorer(explain_with, simulate_with,
                                                                   study.reseeded(s).scoring_config(), study.n_features),
             control_frags) for s in study.seeds()}
-    decide_controls = functools.partial(autointerp_controls.control_decisions, study=study, backend=study.explainer)
+    decide_controls = functools.partial(autointerp_control_verdicts.control_decisions, study=study, backend=study.explainer)
     seeded_controls = decide_at_seeds(decide_controls, {s: [*per_seed[s], *control_scores[s]] for s in study.seeds()},
-                                      what=autointerp_controls.CONTROL_WHAT)
+                                      what=autointerp_control_verdicts.CONTROL_WHAT)
     display(Markdown("Fragments: " + "; ".join(
         f"`{c}`: " + ("the trained model's tokens" if autointerp_controls.same_tokens(fragments, f.fragments)
                       else "the same documents in its own tokenizer") for c, f in control_frags.items()) + "."))
-    display(autointerp_controls.figure([*summaries, *control_scores[study.seed]], study, backend=BACKEND,
-                                       title=f"Figure 2 with random-model controls: {score_name(study.scoring)} score"))
+    display(scores_with_controls([*summaries, *control_scores[study.seed]], study, backend=BACKEND,
+                                 title=f"Figure 2 with random-model controls: {score_name(study.scoring)} score"))
     display(Markdown(autointerp_controls.evaluation_table(study, searches)))
     display(Markdown(summary_table(control_scores[study.seed])))
     display(Markdown(seed_table(seeded_controls)))

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from sae_paper.analysis.autointerp.scoring import MethodSummary
+from sae_paper.chapters import autointerp_control_verdicts as V
 from sae_paper.chapters import autointerp_controls as C
 from sae_paper.chapters.autointerp import AutointerpStudy
 from sae_paper.errors import SaePaperError
@@ -69,7 +70,7 @@ def scores(trained, random_model, reinit) -> list[MethodSummary]:
     ((0.3, 0.3), (0.6, 0.6), (0.6, 0.6), "not"),
 ])
 def test_the_verdict_is_symmetric_and_its_deciding_number_is_the_smallest_gap(trained, random_model, reinit, verdict):
-    decision = C.random_model_finding(scores(trained, random_model, reinit), [3, 9], [RANDOM, REINIT],
+    decision = V.random_model_finding(scores(trained, random_model, reinit), [3, 9], [RANDOM, REINIT],
                                       backend="token-list")
     assert decision.finding.verdict == verdict
     gaps = [(t - 0.05) - (c + 0.05) for t, r, i in zip(trained, random_model, reinit) for c in (r, i)]
@@ -81,10 +82,10 @@ def test_the_verdict_is_symmetric_and_its_deciding_number_is_the_smallest_gap(tr
 def test_a_control_with_no_scored_feature_is_not_comparable_and_a_missing_one_is_an_error():
     found = scores((0.6, 0.5), (0.3, 0.3), (0.4, 0.35))
     found[1] = summary(L3, C.control_method(RANDOM, "sae"), float("nan"), n_scored=0)
-    decision = C.random_model_finding(found, [3, 9], [RANDOM, REINIT], backend="token-list")
+    decision = V.random_model_finding(found, [3, 9], [RANDOM, REINIT], backend="token-list")
     assert decision.finding.verdict == "not comparable" and "measurement-failed" in decision.finding.marks
     with pytest.raises(SaePaperError, match="control-random-model: no scores for smollm2-135m-random at layer 3"):
-        C.random_model_finding(found[2:], [3, 9], [RANDOM, REINIT], backend="token-list")
+        V.random_model_finding(found[2:], [3, 9], [RANDOM, REINIT], backend="token-list")
 
 
 def test_the_verdict_at_seeds_takes_the_majority():
@@ -93,8 +94,8 @@ def test_the_verdict_at_seeds_takes_the_majority():
     study = AutointerpStudy(layers=(3, 9), main_layer=3, table1_layer=3, controls=[RANDOM, REINIT])
     per_seed = {0: scores((0.6, 0.5), (0.3, 0.3), (0.4, 0.35)), 1: scores((0.6, 0.5), (0.3, 0.3), (0.4, 0.47)),
                 2: scores((0.6, 0.5), (0.3, 0.3), (0.4, 0.3))}
-    decide = lambda s: C.control_decisions(s, study=study, backend="token-list")  # noqa: E731
-    finding, seeds = decide_at_seeds(decide, per_seed, what=C.CONTROL_WHAT)["control-random-model"]
+    decide = lambda s: V.control_decisions(s, study=study, backend="token-list")  # noqa: E731
+    finding, seeds = decide_at_seeds(decide, per_seed, what=V.CONTROL_WHAT)["control-random-model"]
     assert finding.verdict == "reproduced" and seeds.verdicts == ("reproduced", "partly", "reproduced")
 
 
@@ -113,6 +114,7 @@ def test_control_saes_are_l0_matched_trained_and_scored_on_the_same_fragments(on
     import functools
 
     from sae_paper.chapters.autointerp import make_backends, score_all, scorer
+    from sae_paper.chapters.autointerp_plots import scores_with_controls
     from sae_paper.core.alpha_search import SearchSettings
     from sae_paper.core.pipeline import Run
     from sae_paper.data.models import load_model
@@ -144,11 +146,11 @@ def test_control_saes_are_l0_matched_trained_and_scored_on_the_same_fragments(on
     assert {s.method for s in control_scores} == {f"{control}/sae", f"{control}/neurons", f"{control}/random"}
     trained = [r.summary() for r in score_all({k: v for k, v in study.decompositions().items() if k[1] == "sae"}, score,
                                              trained_frags, trained_acts).values()]
-    decision = C.control_decisions([*trained, *control_scores], study=study, backend="token-list")["control-random-model"]
+    decision = V.control_decisions([*trained, *control_scores], study=study, backend="token-list")["control-random-model"]
     assert decision.finding.verdict in ("reproduced", "partly", "not", "not comparable")
     table = C.evaluation_table(study, searches)
     assert table.count(f"| {control} (") == 2 and "trials" in table
-    assert len(C.figure([*trained, *control_scores], study, title="t").axes) == 2
+    assert len(scores_with_controls([*trained, *control_scores], study, title="t").axes) == 2
 
 
 # --- the smoke notebook with both SmolLM2 controls (slow: trains the smoke SAEs in a scratch cache) ---

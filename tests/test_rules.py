@@ -19,7 +19,15 @@ from sae_paper.analysis.autointerp.scoring import MethodSummary
 from sae_paper.analysis.causal_tree import TreeNode
 from sae_paper.analysis.feature_stats import ClassStats, token_histogram
 from sae_paper.analysis.patching_curves import CurvePoint, PatchingCurve
-from sae_paper.chapters import appendices, autointerp_controls, autointerp_verdicts, case_verdicts, ioi_verdicts, training
+from sae_paper.chapters import (
+    appendices,
+    autointerp_control_verdicts,
+    autointerp_controls,
+    autointerp_verdicts,
+    case_verdicts,
+    ioi_verdicts,
+    training,
+)
 from sae_paper.chapters.rulebook import all_rules
 from sae_paper.core.metrics import SpliceMetrics
 from sae_paper.core.sweeps import SweepRecord
@@ -135,7 +143,7 @@ def control(trained: list[float], random_model: list[float]) -> Decision:
     name = autointerp_controls.control_method("smollm2-135m-random", "sae")
     summaries = [summary(site, method, mean) for site, t, c in zip((L3, L9), trained, random_model)
                  for method, mean in (("sae", t), (name, c))]
-    return autointerp_controls.random_model_finding(summaries, [3, 9], ["smollm2-135m-random"], backend=TOKEN)
+    return autointerp_control_verdicts.random_model_finding(summaries, [3, 9], ["smollm2-135m-random"], backend=TOKEN)
 SINGLE = ("apostrophes", "periods", '" the"', "newlines")
 GOOD_SWEEP = [rec(1e-4, fvu=0.1, l0=50), rec(3e-4, fvu=0.2, l0=20), rec(1e-3, fvu=0.4, l0=5)]
 ONE_EPOCH = [rec(1e-4, epochs=1, fvu=0.3, l0=40), rec(3e-4, epochs=1, fvu=0.5, l0=20)]
@@ -453,6 +461,8 @@ def test_the_rules_page_renders_every_claim(tmp_path):
         assert rule.words in section and rule.why in section
         assert all(part in section for part in rule.deciding)
         assert all(f"| `{name}` |" in section for name in rule.thresholds)
-    assert page.startswith("26 rules, one per claim; not comparable by construction: "
-                           "{ref}`table1-first-five <rule-table1-first-five>`.")
+    controls = sum(claims[claim_id].source == "control" for claim_id in all_rules())
+    assert controls >= 1  # control-random-model's (notebook 02)
+    assert page.startswith(f"26 rules, one per claim, and {controls} for the controls beyond the paper; not comparable "
+                           "by construction: {ref}`table1-first-five <rule-table1-first-five>`.")
     assert "| `band` | 1.25 |" in page and "| `largest_run` | 150,000,000 |" in page

@@ -22,39 +22,27 @@ its trained embedding and random blocks). For each control, at every layer Figur
 
 The model's own seed stays 0 (``smollm2-135m-random`` is one fixed random model, as the trained
 model is one fixed model); the study's seeds retrain the SAEs and redraw the scored sample, as for
-the trained SAEs. The verdict ``control-random-model`` (:data:`CONTROL_RULE`) is decided at those
-seeds by :func:`control_decisions`.
+the trained SAEs. The verdict ``control-random-model`` is decided at those seeds by
+:mod:`sae_paper.chapters.autointerp_control_verdicts`; the figure is
+:func:`sae_paper.chapters.autointerp_plots.scores_with_controls`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from matplotlib.figure import Figure
 
 from sae_paper.analysis.autointerp.fragments import Fragments, FragmentSpec, fragment_activations
 from sae_paper.analysis.autointerp.scoring import MethodSummary
-from sae_paper.chapters.autointerp_verdicts import (
-    _backend_note,
-    _failures,
-    _gap,
-    _half_width,
-    _marks,
-    _smallest,
-    unmeasured,
-)
 from sae_paper.core.alpha_search import AlphaSearch, SearchSettings, matched_alpha
 from sae_paper.core.config import RunConfig
 from sae_paper.core.decompositions import SaeDecomposition, neuron_basis, random_directions
 from sae_paper.core.pipeline import Run
 from sae_paper.data.models import SEEDED_WEIGHTS, MODELS, Site, model_spec
 from sae_paper.errors import SaePaperError
-from sae_paper.report.finding import Decision, Finding
-from sae_paper.report.rules import Rule
 
 CONTROL_METHODS = ("sae", "neurons", "random")
 """What is scored on a control model: its SAE and the two baselines that cost no fit."""
@@ -181,11 +169,6 @@ def score_controls(decomposed: Mapping[tuple[str, Site, str], Any], score: Calla
     return out
 
 
-# --------------------------------------------------------------------------------------
-# What the notebook shows
-# --------------------------------------------------------------------------------------
-
-
 def evaluation_table(study, searches: Mapping[tuple[str, int], AlphaSearch]) -> str:
     """A Markdown table: per layer, the trained SAE's and each control SAE's α, FVU and L0 on their own model's
     held-out tokens (the study's seed), and how the α search ended."""
@@ -203,86 +186,3 @@ def evaluation_table(study, searches: Mapping[tuple[str, int], AlphaSearch]) -> 
             lines.append(f"| {layer} | {control} ({label(control)}) | {found.alpha:.3g} | {ev.fvu:.3f} | {ev.mean_l0:.1f} "
                          f"| {found.l0:.1f} / {found.target_l0:.1f}, {len(found.trials)} trials, {state} |")
     return "\n".join(lines) + "\n"
-
-
-def figure(summaries: Sequence[MethodSummary], study, *, title: str, backend: str = "") -> Figure:
-    """Figure 2 with its controls: one panel per model (the trained one first), the SAE and the baselines scored on
-    that model at every layer, on one shared score axis."""
-    from sae_paper.chapters.autointerp import BASELINES
-    from sae_paper.chapters.autointerp_plots import draw_by_layer, score_label
-
-    models = [study.model, *study.controls]
-    fig = Figure(figsize=(3.4 * len(models) + 0.6, 4.0), layout="constrained")
-    axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
-    for ax, model in zip(axes, models):
-        methods = [m for m in ("sae", *BASELINES) if m in study.methods and (model == study.model or m in CONTROL_METHODS)]
-        named = [m if model == study.model else control_method(model, m) for m in methods]
-        drawn = draw_by_layer(ax, summaries, study.layers, named, colour_of=dict(zip(named, methods)),
-                              layer_label=study.layer_label, scoring=study.scoring)
-        ax.set_title(f"{model}" + ("" if model == study.model else f"\n({label(model)})"), fontsize=9)
-        if drawn:
-            ax.legend(fontsize=8)
-    axes[0].set_ylabel(score_label(study.scoring))
-    fig.suptitle(title + (f"\n{backend}" if backend else ""), fontsize=10)
-    return fig
-
-
-# --------------------------------------------------------------------------------------
-# The verdict: control-random-model
-# --------------------------------------------------------------------------------------
-
-
-CONTROL_RULE = Rule(
-    "control-random-model",
-    paper="SAEs trained on randomly initialised transformers reach autointerpretability scores similar to those of "
-          "SAEs on trained transformers, so a study should compare its SAE with the same SAE on a randomised model",
-    rule="at every layer scored, the trained model's SAE against each control model's SAE (top-and-random score): the "
-         "trained SAE's 95% CI above every control SAE's at every layer → reproduced; a control SAE's 95% CI above the "
-         "trained SAE's at some layer → not; otherwise (the intervals overlap somewhere) partly",
-    why="the same test the book's Figure 2 rules use for 'far more interpretable' (non-overlapping 95% intervals over "
-        "the scored features), applied both ways, so a control that wins clearly counts as much as a trained SAE "
-        "that wins clearly; every layer and both controls must agree for reproduced, since a lead that a random model "
-        "matches anywhere is not shown to come from training; the controls' α matches the trained SAE's L0 by a "
-        "search on training activations, so sparsity does not decide it",
-    deciding=("the trained SAE against each control SAE at every layer scored",))
-
-CONTROL_WHAT = {"control-random-model": "smallest gap, trained SAE's lower 95% bound − a control SAE's upper, any layer"}
-"""What the control row's deciding number is, in words (the scoreboard's *deciding number*)."""
-
-
-def random_model_finding(summaries: Sequence[MethodSummary], layers: Sequence[int], controls: Sequence[str], *,
-                         backend: str) -> Decision:
-    """``control-random-model`` (:data:`CONTROL_RULE`) from one seed's summaries, the trained model's and the
-    controls' (:func:`score_controls`) together; deciding number: the smallest gap between the trained SAE's lower
-    95 % bound and a control SAE's upper one over every layer and control, positive exactly when *reproduced*."""
-    by = {(s.site, s.method): s for s in summaries}
-    pairs = [(by.get((str(Site("resid_post", layer)), "sae")),
-              by.get((str(Site("resid_post", layer)), control_method(control, "sae"))), layer, control)
-             for layer in layers for control in controls]
-    missing = [f"{control} at layer {layer}" for trained, other, layer, control in pairs if trained is None or other is None]
-    if not pairs or missing:
-        raise SaePaperError(f"control-random-model: no scores for {', '.join(missing) or 'any control'}")
-    failed = unmeasured(CONTROL_RULE, [s for pair in pairs for s in pair[:2]], backend=backend)
-    if failed:
-        return Decision(failed, math.nan)
-    gaps = [(_gap(trained, other), _half_width(trained, other)) for trained, other, _, _ in pairs]
-    gap, ci = _smallest(gaps)
-    behind = any(_gap(other, trained) > 0 for trained, other, _, _ in pairs)
-    verdict = "reproduced" if gap > 0 else "not" if behind else "partly"
-    ours = "; ".join(f"layer {layer}: trained {trained.mean:.2f}±{trained.ci:.2f}, {label(control)} "
-                     f"{other.mean:.2f}±{other.ci:.2f}" for trained, other, layer, control in pairs)
-    note = CONTROL_RULE.note(f"{pairs[0][0].n_scored} features per method",
-                             "controls: " + ", ".join(f"{c} ({label(c)})" for c in controls),
-                             "each control SAE's α matches the trained SAE's L0 (a short search on training activations)",
-                             _backend_note(backend, pairs[0][0].scoring), _failures([s for p in pairs for s in p[:2]]))
-    return Decision(Finding(ours, verdict, note, _marks(backend)), gap, ci)
-
-
-def control_decisions(summaries: Sequence[MethodSummary], *, study, backend: str) -> dict[str, Decision]:
-    """The control row's decision from one seed's summaries (what :func:`~sae_paper.report.seeds.decide_at_seeds`
-    calls at each seed)."""
-    return {"control-random-model": random_model_finding(summaries, study.layers, study.controls, backend=backend)}
-
-
-RULES = (CONTROL_RULE,)
-"""The control rows this module decides, one rule each."""

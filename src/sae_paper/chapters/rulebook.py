@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from sae_paper.chapters import (
     appendices,
     autointerp,
-    autointerp_controls,
+    autointerp_control_verdicts,
     autointerp_verdicts,
     case_studies,
     case_verdicts,
@@ -27,7 +27,7 @@ from sae_paper.report.rules import Rule, rule_registry
 
 CHAPTER_RULES: dict[str, tuple[Rule, ...]] = {
     training.NOTEBOOK: training.RULES,
-    autointerp.NOTEBOOK: autointerp_verdicts.RULES + autointerp_controls.RULES,
+    autointerp.NOTEBOOK: autointerp_verdicts.RULES + autointerp_control_verdicts.RULES,
     ioi.NOTEBOOK: ioi_verdicts.RULES,
     case_studies.NOTEBOOK: case_verdicts.RULES,
     appendices.NOTEBOOK: appendices.RULES,
