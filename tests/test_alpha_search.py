@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from sae_paper.core.alpha_search import SearchSettings, matched_alpha, search_alpha, short_l0
+from sae_paper.core.alpha_search import SearchSettings, _mean_l0, matched_alpha, search_alpha, short_l0
 from sae_paper.core.config import RunConfig
 from sae_paper.data.activations import InMemoryActivations
 from sae_paper.errors import SaePaperError
@@ -41,7 +41,8 @@ def test_a_bad_target_is_refused_in_one_line(target):
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("bad", [dict(rows=1), dict(steps=0), dict(tolerance=0.0), dict(tolerance=1.5), dict(factor=1.0)])
+@pytest.mark.parametrize("bad", [dict(rows=1), dict(steps=0), dict(epochs=0), dict(tolerance=0.0), dict(tolerance=1.5),
+                                 dict(factor=1.0)])
 def test_bad_search_settings_are_refused_in_one_line(bad):
     with pytest.raises(SaePaperError, match="alpha search"):
         SearchSettings(**bad)
@@ -81,11 +82,22 @@ def test_a_short_training_is_the_training_loops_weights(one_thread, tmp_path):
 def test_matched_alpha_is_cached_and_a_warm_call_trains_nothing(monkeypatch, one_thread):
     from sae_paper.core import alpha_search
 
-    reference = RunConfig(model="pythia-70m-deduped-random", layer=1, n_tokens=600, context_length=32, batch_size=64,
-                          eval_tokens=62, harvest_batch_size=8)
-    control = reference.replace(model="pythia-70m-deduped-random-seed1")
+    control = RunConfig(model="pythia-70m-deduped-random-seed1", layer=1, n_tokens=600, context_length=32, batch_size=64,
+                        eval_tokens=62, harvest_batch_size=8, epochs=2)
     settings = SearchSettings(rows=600, steps=6, tolerance=0.1)
-    first = matched_alpha(control, reference, reference_alpha=1e-2, settings=settings)
-    assert first.trials[0][0] == 1e-2 and len(first.trials) <= 6
+    first = matched_alpha(control, 200.0, start=1e-2, settings=settings)
+    assert first.trials[0][0] == 1e-2 and len(first.trials) <= 6 and first.target_l0 == 200.0
     monkeypatch.setattr(alpha_search, "short_l0", lambda *a, **k: pytest.fail("a warm search trained again"))
-    assert matched_alpha(control, reference, reference_alpha=1e-2, settings=settings) == first
+    assert matched_alpha(control, 200.0, start=1e-2, settings=settings) == first
+    assert matched_alpha(control.replace(alpha=5.0), 200.0, start=1e-2, settings=settings) == first  # α is not a key
+
+
+def test_with_every_row_the_trial_is_the_full_training(one_thread):
+    from sae_paper.core.pipeline import Run
+
+    control = RunConfig(model="pythia-70m-deduped-random-seed1", layer=1, n_tokens=600, context_length=32, batch_size=64,
+                        eval_tokens=62, harvest_batch_size=8, epochs=2)
+    found = matched_alpha(control, 150.0, start=1e-2, settings=SearchSettings(rows=600, steps=10, tolerance=0.1))
+    run = Run(control.replace(alpha=found.alpha), progress=False)
+    rows = run.activations("train")
+    assert _mean_l0(run.sae(), rows) == pytest.approx(found.l0)  # the trial's L0 is the SAE's own on its rows

@@ -66,11 +66,15 @@ def random_model_finding(summaries: Sequence[MethodSummary], layers: Sequence[in
     gap, ci = _smallest(gaps)
     behind = any(_gap(other, trained) > 0 for trained, other, _, _ in pairs)
     verdict = "reproduced" if gap > 0 else "not" if behind else "partly"
-    ours = "; ".join(f"layer {layer}: trained {trained.mean:.2f}±{trained.ci:.2f}, {label(control)} "
-                     f"{other.mean:.2f}±{other.ci:.2f}" for trained, other, layer, control in pairs)
+    by_layer: dict[int, list[str]] = {}
+    for trained, other, layer, control in pairs:
+        by_layer.setdefault(layer, [f"trained {trained.mean:.2f}±{trained.ci:.2f}"]).append(
+            f"{label(control)} {other.mean:.2f}±{other.ci:.2f}")
+    ours = "; ".join(f"layer {layer}: " + ", ".join(parts) for layer, parts in by_layer.items())
     note = CONTROL_RULE.note(f"{pairs[0][0].n_scored} features per method",
                              "controls: " + ", ".join(f"{c} ({label(c)})" for c in controls),
-                             "each control SAE's α matches the trained SAE's L0 (a short search on training activations)",
+                             "each control SAE's α matches the trained SAE's held-out L0 (a search by short trainings "
+                             "on the control's training activations)",
                              _backend_note(backend, pairs[0][0].scoring), _failures([s for p in pairs for s in p[:2]]))
     return Decision(Finding(ours, verdict, note, _marks(backend)), gap, ci)
 

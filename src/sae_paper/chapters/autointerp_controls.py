@@ -11,7 +11,8 @@ its trained embedding and random blocks). For each control, at every layer Figur
 - **Its SAE**, trained exactly as the trained model's (the same ``n_tokens`` of the same text, the
   same ratio, epochs, batch size, learning rate and seed), except α: the random model's residual
   stream has another scale, so α is chosen by :func:`~sae_paper.core.alpha_search.matched_alpha`,
-  a short search on training activations (never on scores) that matches the trained SAE's L0.
+  a search by short trainings on the control's training activations (never on scores) for the
+  trained SAE's held-out L0 at that layer.
   Its FVU and L0 on the control's held-out tokens are :func:`evaluation_table`'s.
 - **Its baselines** on the control's activations: the residual basis and random directions
   (cheap; PCA and ICA are the trained model's question).
@@ -97,13 +98,15 @@ def prefetch_controls(study, get_model: Callable[[str], Any]) -> list[str]:
 
 
 def alpha_searches(study) -> dict[tuple[str, int], AlphaSearch]:
-    """(control, layer) → the α search matching the trained SAE's L0 at that layer (cached)."""
+    """(control, layer) → the α search matching the trained SAE's held-out L0 at that layer, from the trained SAE's α
+    (cached; the trained SAE's evaluation, without the splice, is cached beside it)."""
     out = {}
-    for control in study.controls:
-        for layer in study.layers:
-            trained = study.sae_config(layer)
-            out[(control, layer)] = matched_alpha(trained.replace(model=control), trained,
-                                                  reference_alpha=Run(trained, progress=False).alpha, settings=SEARCH)
+    for layer in study.layers:
+        trained = Run(study.sae_config(layer), progress=False)
+        target = trained.evaluate(splice=False).mean_l0
+        for control in study.controls:
+            out[(control, layer)] = matched_alpha(trained.config.replace(model=control), target, start=trained.alpha,
+                                                  settings=SEARCH)
     return out
 
 
@@ -172,12 +175,12 @@ def score_controls(decomposed: Mapping[tuple[str, Site, str], Any], score: Calla
 def evaluation_table(study, searches: Mapping[tuple[str, int], AlphaSearch]) -> str:
     """A Markdown table: per layer, the trained SAE's and each control SAE's α, FVU and L0 on their own model's
     held-out tokens (the study's seed), and how the α search ended."""
-    lines = ["| layer | model | α | FVU (held-out) | mean L0 (held-out) | α search: short-training L0 / target, trials |",
+    lines = ["| layer | model | α | FVU (held-out) | mean L0 (held-out) | α search: short-training L0 / target L0, trials |",
              "|---|---|---:|---:|---:|---|"]
     for layer in study.layers:
         trained = Run(study.sae_config(layer), progress=False)
         ev = trained.evaluate(splice=False)
-        lines.append(f"| {layer} | {study.model} (trained) | {trained.alpha:.3g} | {ev.fvu:.3f} | {ev.mean_l0:.1f} | |")
+        lines.append(f"| {layer} | {study.model} (Figure 2's model) | {trained.alpha:.3g} | {ev.fvu:.3f} | {ev.mean_l0:.1f} | |")
         for control in study.controls:
             found = searches[(control, layer)]
             run = Run(control_config(study, control, layer, found.alpha), progress=False)

@@ -6,22 +6,22 @@ model's, so the trained SAE's α would give the control SAE another sparsity, an
 compare sparsities as much as features. So the control's α is chosen by a rule that reads only
 training activations, never a score:
 
-- **Like for like.** The target is the mean L0 that a *short training* reaches on the reference
-  (trained) model's training activations at the reference SAE's α; each trial is the same short
-  training on the control's activations. A short training (:func:`short_trained`) is the training
-  loop's own step, initialisation and batch order (the same weights as
-  :func:`~sae_paper.core.train.train_sae`), ``epochs`` over the first ``rows`` training activations
-  with the SAE's own ratio, batch size, learning rate and seed; L0 is measured on those rows. A short
-  training's L0 is not the full training's, but both sides are measured alike; the chapter reports
-  the full SAEs' held-out L0 beside each other.
+- **The target** is the reference (trained) SAE's mean L0 on its held-out tokens, the number the
+  book reports beside each SAE. Each trial is a *short training* (:func:`short_trained`: the training
+  loop's own initialisation, batch order and step, the same weights as
+  :func:`~sae_paper.core.train.train_sae`) of the control's SAE on the first ``rows`` of its training
+  activations, for the SAE's own epochs (``epochs`` None) with its ratio, batch size, learning rate and
+  seed; its L0 is measured on those rows. With ``rows`` at least the SAE's training activations the
+  trial is the full training itself; with fewer it has fewer steps, so the chapter reports the full
+  SAE's held-out L0 beside the target.
 - **Bisection in log α** (:func:`search_alpha`). Start at the reference α; until a trial lies on each
   side of the target, multiply α by ``factor`` (L0 too high) or divide it (too low); then try the
   geometric mean of the closest trials either side. Stop when a trial's L0 is within ``tolerance``
   (relative) of the target or after ``steps`` trials; the answer is the trial closest to the target,
   ``converged`` saying whether it is within tolerance.
 
-:func:`matched_alpha` caches a search as JSON under ``alpha-search/<model>/``, keyed by both runs'
-training fields and the search's settings, so a warm build never repeats it.
+:func:`matched_alpha` caches a search as JSON under ``alpha-search/<model>/``, keyed by the control's
+training fields, the target, the start and the search's settings, so a warm build never repeats it.
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ from sae_paper.errors import SaePaperError
 class SearchSettings:
     """How long and how precisely :func:`search_alpha` searches (part of the cache key)."""
 
-    rows: int = 8_192
+    rows: int = 4_096
     """Training activations of each short training (the first ones; fewer when fewer were harvested)."""
-    epochs: int = 1
-    """Epochs of each short training."""
+    epochs: int | None = None
+    """Epochs of each short training (None: the SAE's own)."""
     steps: int = 12
     """Trials at most (each one short training)."""
     tolerance: float = 0.05
@@ -61,8 +61,9 @@ class SearchSettings:
     """α's step while the target is not yet bracketed."""
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.rows, int) and self.rows >= 2 and isinstance(self.epochs, int) and self.epochs >= 1
-                and isinstance(self.steps, int) and self.steps >= 1):
+        epochs_ok = self.epochs is None or (isinstance(self.epochs, int) and self.epochs >= 1)
+        if not (isinstance(self.rows, int) and self.rows >= 2 and epochs_ok and isinstance(self.steps, int)
+                and self.steps >= 1):
             raise SaePaperError(f"alpha search: rows >= 2, epochs >= 1 and steps >= 1 must be integers, got {self}")
         if not 0 < self.tolerance < 1 or not self.factor > 1:
             raise SaePaperError(f"alpha search: tolerance must be in (0, 1) and factor > 1, got {self}")
@@ -156,14 +157,13 @@ def _cached(path) -> AlphaSearch | None:
     return AlphaSearch(**{**found, "trials": tuple(tuple(t) for t in found["trials"])})
 
 
-def matched_alpha(control: RunConfig, reference: RunConfig, *, reference_alpha: float,
+def matched_alpha(control: RunConfig, target_l0: float, *, start: float,
                   settings: SearchSettings = SearchSettings()) -> AlphaSearch:
-    """The α of ``control``'s SAE (its ``alpha`` ignored) whose short-training L0 on ``control``'s training
-    activations matches that of ``reference``'s SAE at ``reference_alpha`` on ``reference``'s (the rule of the
-    module docstring); cached, so a warm build reads it."""
-    depends = {"control": {n: getattr(control, n) for n in TRAIN_FIELDS if n != "alpha"},
-               "reference": {n: getattr(reference, n) for n in TRAIN_FIELDS}, "reference_alpha": float(reference_alpha),
-               "settings": asdict(settings), "computation": cache.version("alpha-search")}
+    """The α of ``control``'s SAE (its ``alpha`` ignored) at which a short training on ``control``'s training
+    activations reaches ``target_l0`` (the rule of the module docstring), searched from ``start``; cached, so a warm
+    build reads it."""
+    depends = {"control": {n: getattr(control, n) for n in TRAIN_FIELDS if n != "alpha"}, "target_l0": float(target_l0),
+               "start": float(start), "settings": asdict(settings), "computation": cache.version("alpha-search")}
     digest = hashlib.sha256(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir("alpha-search", control.model) / f"{control.site}.{control.layer}-{digest}.json"
     if (found := _cached(path)) is not None:
@@ -171,11 +171,9 @@ def matched_alpha(control: RunConfig, reference: RunConfig, *, reference_alpha: 
     with cache.locked(path.parent, f"the alpha search {path.name}"):
         if (found := _cached(path)) is not None:  # another process searched while this one waited
             return found
-        reference_rows = _first_rows(reference, settings.rows)
-        target = short_l0(reference_rows, reference, reference_alpha, epochs=settings.epochs)
-        control_rows = _first_rows(control, settings.rows)
-        found = search_alpha(lambda a: short_l0(control_rows, control, a, epochs=settings.epochs), target,
-                             start=reference_alpha, max_l0=max(1, round(control.ratio * control_rows.d_in)),
-                             settings=settings)
+        rows = _first_rows(control, settings.rows)
+        epochs = control.epochs if settings.epochs is None else settings.epochs
+        found = search_alpha(lambda a: short_l0(rows, control, a, epochs=epochs), target_l0, start=start,
+                             max_l0=max(1, round(control.ratio * rows.d_in)), settings=settings)
         cache.write_json_atomic(path, {"search": asdict(found), "computed": cache.stamp("alpha-search", path)})
     return found
