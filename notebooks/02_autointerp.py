@@ -441,10 +441,10 @@ feature_browser.save_scored(
 # batch size, learning rate), and its residual basis and random directions, all scored by
 # the same scorer on the same fragments with the control's activations. Only α differs: a
 # random model's residual stream has another scale, so each control SAE's α is the one at
-# which a short training on the control's *training activations* reaches the L0 that the
-# same short training reaches on the trained model's at its α (a bisection in log α; scores
-# are never read). The table gives each SAE's α and its FVU and L0 on its own model's
-# held-out tokens.
+# which a short training on the control's *training activations* (the SAE's own epochs over
+# at most 4,096 of them) reaches the trained SAE's mean L0 on held-out tokens, found by
+# bisection in log α; scores are never read. The table gives each SAE's α and its FVU and L0
+# on its own model's held-out tokens, and how the search ended.
 
 # %%
 if study.controls:

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from sae_paper.core.alpha_search import SearchSettings, _mean_l0, matched_alpha, search_alpha, short_l0
+from sae_paper.core.alpha_search import SearchSettings, matched_alpha, search_alpha, short_l0
 from sae_paper.core.config import RunConfig
 from sae_paper.data.activations import InMemoryActivations
 from sae_paper.errors import SaePaperError
@@ -99,5 +99,4 @@ def test_with_every_row_the_trial_is_the_full_training(one_thread):
                         eval_tokens=62, harvest_batch_size=8, epochs=2)
     found = matched_alpha(control, 150.0, start=1e-2, settings=SearchSettings(rows=600, steps=10, tolerance=0.1))
     run = Run(control.replace(alpha=found.alpha), progress=False)
-    rows = run.activations("train")
-    assert _mean_l0(run.sae(), rows) == pytest.approx(found.l0)  # the trial's L0 is the SAE's own on its rows
+    assert run.evaluate(splice=False).mean_l0 == pytest.approx(found.l0)  # the trial's L0 is the SAE's held-out L0

@@ -11,9 +11,9 @@ training activations, never a score:
   loop's own initialisation, batch order and step, the same weights as
   :func:`~sae_paper.core.train.train_sae`) of the control's SAE on the first ``rows`` of its training
   activations, for the SAE's own epochs (``epochs`` None) with its ratio, batch size, learning rate and
-  seed; its L0 is measured on those rows. With ``rows`` at least the SAE's training activations the
-  trial is the full training itself; with fewer it has fewer steps, so the chapter reports the full
-  SAE's held-out L0 beside the target.
+  seed; its L0 is measured, as the target's, on the control's held-out tokens. With ``rows`` at least
+  the SAE's training activations the trial is the full training itself, so the match is exact; with
+  fewer it has fewer steps, so the chapter reports the full SAE's held-out L0 beside the target.
 - **Bisection in log α** (:func:`search_alpha`). Start at the reference α; until a trial lies on each
   side of the target, multiply α by ``factor`` (L0 too high) or divide it (too low); then try the
   geometric mean of the closest trials either side. Stop when a trial's L0 is within ``tolerance``
@@ -137,9 +137,10 @@ def short_trained(activations: ActivationBatches, config: RunConfig, alpha: floa
     return sae
 
 
-def short_l0(activations: ActivationBatches, config: RunConfig, alpha: float, *, epochs: int = 1) -> float:
-    """The mean L0 on ``activations`` of :func:`short_trained`'s SAE."""
-    return _mean_l0(short_trained(activations, config, alpha, epochs=epochs), activations)
+def short_l0(activations: ActivationBatches, config: RunConfig, alpha: float, *, epochs: int = 1,
+             on: ActivationBatches | None = None) -> float:
+    """The mean L0 of :func:`short_trained`'s SAE on ``on`` (None: on ``activations``, its training rows)."""
+    return _mean_l0(short_trained(activations, config, alpha, epochs=epochs), activations if on is None else on)
 
 
 def _first_rows(config: RunConfig, rows: int) -> ActivationCache:
@@ -172,8 +173,9 @@ def matched_alpha(control: RunConfig, target_l0: float, *, start: float,
         if (found := _cached(path)) is not None:  # another process searched while this one waited
             return found
         rows = _first_rows(control, settings.rows)
+        held_out = Run(control, progress=False).activations("eval")
         epochs = control.epochs if settings.epochs is None else settings.epochs
-        found = search_alpha(lambda a: short_l0(rows, control, a, epochs=epochs), target_l0, start=start,
+        found = search_alpha(lambda a: short_l0(rows, control, a, epochs=epochs, on=held_out), target_l0, start=start,
                              max_l0=max(1, round(control.ratio * rows.d_in)), settings=settings)
         cache.write_json_atomic(path, {"search": asdict(found), "computed": cache.stamp("alpha-search", path)})
     return found
