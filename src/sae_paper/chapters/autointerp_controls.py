@@ -30,7 +30,7 @@ the trained SAEs. The verdict ``control-random-model`` is decided at those seeds
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ from sae_paper.core.alpha_search import AlphaSearch, SearchSettings, matched_alp
 from sae_paper.core.config import RunConfig
 from sae_paper.core.decompositions import SaeDecomposition, neuron_basis, random_directions
 from sae_paper.core.pipeline import Run
-from sae_paper.data.models import SEEDED_WEIGHTS, MODELS, Site, model_spec
+from sae_paper.data.models import MODELS, SEEDED_WEIGHTS, Site, model_spec
 from sae_paper.errors import SaePaperError
 
 CONTROL_METHODS = ("sae", "neurons", "random")
