@@ -119,16 +119,17 @@ def scores_with_controls(summaries: Sequence[MethodSummary], study, *, title: st
     """Figure 2 with its random-model controls (:mod:`~sae_paper.chapters.autointerp_controls`): one panel per model
     (the trained one first), the SAE and the baselines scored on that model at every layer, one shared score axis."""
     models = [study.model, *study.controls]
-    fig = Figure(figsize=(3.4 * len(models) + 0.6, 4.0), layout="constrained")
+    fig = Figure(figsize=(3.6 * len(models) + 0.6, 4.6), layout="constrained")
     axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
     for ax, model in zip(axes, models):
         methods = [m for m in ("sae", *BASELINES) if m in study.methods and (model == study.model or m in controls.CONTROL_METHODS)]
         named = [m if model == study.model else controls.control_method(model, m) for m in methods]
         drawn = draw_by_layer(ax, summaries, study.layers, named, colour_of=dict(zip(named, methods)),
-                              layer_label=study.layer_label, scoring=study.scoring)
-        ax.set_title(f"{model}" + ("" if model == study.model else f"\n({controls.label(model)})"), fontsize=9)
+                              layer_label=lambda layer: study.layer_label(layer).replace(" (", "\n("),  # narrow panels
+                              scoring=study.scoring)
+        ax.set_title(f"{model}\n({'Figure 2' if model == study.model else controls.label(model)})", fontsize=9)
         if drawn:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7)
     axes[0].set_ylabel(score_label(study.scoring))
     fig.suptitle(title + (f"\n{backend}" if backend else ""), fontsize=10)
     return fig
