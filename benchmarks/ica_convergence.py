@@ -1,7 +1,8 @@
 """ICA at convergence, measured: FastICA at several iteration budgets and Picard, on SmolLM2's residual stream.
 
     python benchmarks/ica_convergence.py [--layers 3 9] [--rows 4096 16384] [--budgets 40 200 1000]
-                                         [--picard-max-iter 500] [--check]
+                                         [--picard-rows 4096 16384] [--picard-max-iter 500] [--check]
+                                         [--out docs/measurements/ica-convergence.json]
 
 Issue 30 §4: the book's ICA baseline (``core/decompositions.py:fit_ica``, sklearn's parallel
 logcosh FastICA) runs 40 iterations on 4,096 rows and does not converge. This measures what
@@ -22,14 +23,20 @@ pass over a Run's cached train activations, as ``chapters/autointerp.py:baseline
 
 BLAS runs on one thread, as the book fits ICA (two OpenBLAS threads spin on a busy 2-core machine).
 Needs the ``bench`` extra: ``pip install -e .[bench]``.
+
+``--out`` keeps every row in a JSON record (rows of an earlier run with other layers or row counts are kept, a
+row measured again replaces its old one), which the budget page's section on ICA shows
+(:func:`sae_paper.book.costs_page.ica_section`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import time
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -99,6 +106,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[4096, 16384])
     parser.add_argument("--budgets", type=int, nargs="+", default=[40, 200, 1000], help="FastICA iteration budgets")
     parser.add_argument("--picard-max-iter", type=int, nargs="+", default=[500], help="one Picard run per limit")
+    parser.add_argument("--picard-rows", type=int, nargs="+", default=None, help="Picard's row counts (default: --rows)")
+    parser.add_argument("--out", type=Path, default=None, help="JSON record to add the rows to")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--check", action="store_true", help="also run fit_ica straight at the second budget")
     args = parser.parse_args()
@@ -112,7 +121,10 @@ def main() -> None:
     from sae_paper.core.pipeline import Run
     from sae_paper.data.activations import harvest
 
-    runs = [Run(RunConfig(model=args.model, source=args.source, layer=layer, n_tokens=max(args.rows), context_length=128),
+    picard_rows = args.picard_rows or args.rows
+    record = Record(args.out, model=args.model, source=args.source, seed=args.seed)
+    runs = [Run(RunConfig(model=args.model, source=args.source, layer=layer, n_tokens=max(*args.rows, *picard_rows),
+                          context_length=128),
                 progress=False) for layer in args.layers]
     harvest(runs[0].model if not all(_cached(r) for r in runs) else None, runs[0].harvest_spec("train"),
             [run.site for run in runs], progress=False)
@@ -122,11 +134,13 @@ def main() -> None:
     with threadpool_limits(1):
         for run in runs:
             activations = run.activations()
-            for rows in args.rows:
+            for rows in sorted({*args.rows, *picard_rows}):
                 data = ica_rows(activations, rows, args.seed)
                 changes = {}
-                for budget, done, change, converged, seconds in fastica_stages(data, args.budgets, seed=args.seed):
+                for budget, done, change, converged, seconds in (fastica_stages(data, args.budgets, seed=args.seed)
+                                                                 if rows in args.rows else ()):
                     changes[budget] = change
+                    record.add(run.site.layer, rows, "FastICA", budget, done, change, converged, seconds)
                     print(f"{run.site.layer:>5} {rows:>6} {'FastICA ' + str(budget):<14} {done:>6} {change:>9.2e} "
                           f"{str(converged):>9} {seconds:>8.1f}", flush=True)
                 if args.check and len(args.budgets) > 1 and rows == args.rows[0]:
@@ -137,11 +151,40 @@ def main() -> None:
                           f"{time.perf_counter() - started:>8.1f}  the book's fit_ica run straight; change differs from "
                           f"the continued run's by {abs(straight['final_change'] - changes.get(args.budgets[1], np.nan)):.1e}",
                           flush=True)
-                for max_iter in args.picard_max_iter:
+                for max_iter in args.picard_max_iter if rows in picard_rows else ():
                     n_iter, gradient, change, seconds = picard_fit(data, seed=args.seed, max_iter=max_iter)
+                    record.add(run.site.layer, rows, "Picard-O", max_iter, n_iter, change, change < 1e-4, seconds)
                     note = "its gradient < 1e-7" if gradient is None else f"stopped at max_iter, gradient norm {gradient:.2e}"
                     print(f"{run.site.layer:>5} {rows:>6} {'Picard-O ' + str(max_iter):<14} {n_iter:>6} {change:>9.2e} "
                           f"{str(gradient is None):>9} {seconds:>8.1f}  {note}", flush=True)
+
+
+class Record:
+    """The rows measured, by (layer, rows, method, budget), written to ``path`` (a JSON record) after each row."""
+
+    def __init__(self, path: Path | None, **about):
+        self.path, self.rows = path, {}
+        if path is not None and path.is_file():
+            self.rows = {_row_key(row): row for row in json.loads(path.read_text())["rows"]}
+        self.about = about
+
+    def add(self, layer, rows, method, budget, iterations, change, converged, seconds) -> None:
+        if self.path is None:
+            return
+        from sae_paper.data.cache import atomic_write
+        from sae_paper.report.provenance import hardware
+
+        row = {"layer": layer, "rows": rows, "method": method, "budget": budget, "iterations": int(iterations),
+               "change": float(change), "converged": bool(converged), "seconds": round(float(seconds), 1),
+               "measured": time.strftime("%Y-%m-%d")}
+        self.rows[_row_key(row)] = row
+        payload = {**self.about, "tol": 1e-4, "machine": hardware(), "rows": sorted(self.rows.values(), key=_row_key)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path, lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
+
+
+def _row_key(row) -> tuple:
+    return row["layer"], row["rows"], row["method"], row["budget"]
 
 
 def _cached(run) -> bool:

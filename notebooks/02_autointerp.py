@@ -33,6 +33,8 @@
 # 5. **Table 1**: explanations and scores of the first five features of a dictionary;
 # 6. **Table 2** (Appendix C.4): correlation of a feature's score with its activation moments;
 # 7. **Appendix C.3**: MLP dictionary features against MLP neurons.
+# 8. **Feature stability across seeds**, a control beyond the paper (Paulo & Belrose 2025): how
+#    many of an SAE's features another seed's SAE finds again, against random directions.
 #
 # ## Where our setting differs from the paper's
 #
@@ -41,10 +43,11 @@
 # | explainer / simulator | GPT-4 / GPT-3.5 (logprobs) | **`token-list`: a deterministic stand-in, not a language model.** The "explanation" is the list of tokens that carry the activation in the 5 top fragments, with their mean activation; the "simulation" predicts that weight on those tokens and 0 elsewhere. It can only express token-level features, so it is a lower bound for features that are about a token, and blind to anything contextual. The `local-llm` profile uses a real LLM instead, Qwen2.5-Coder-1.5B-Instruct (4-bit, llama.cpp, about a thousandth of GPT-4's size), on SAE, residual basis and PCA at layers 3 and 9, 20 features each, showing it 3 explained and 2 top + 2 random simulated fragments of 32 tokens (CPU time). The budget page also scores SAE, random directions, PCA and the residual basis with that model by detection and fuzzing (Paulo et al. 2024), which need no logprobs: see its section *A real language model as scorer* |
 # | model | Pythia-70M-deduped, 6 layers | SmolLM2-135M-Instruct, 30 layers |
 # | layers | residual layers 0–5 | residual layers 3, 9, 14: 13 %, 33 % and 50 % of the blocks done ((L+1)/30), as Pythia-70M's layers 0, 1 and 2 are 17 %, 33 % and 50 % of its 6; deeper layers cost a longer forward pass on 2 CPU cores |
-# | fragments | 64 tokens from the first 50,000 lines of OpenWebText | 64 tokens from the start of 2,000 WebText documents (the GPT-2 corpus, OpenWebText's original); section 11 shows how the verdicts move with this number |
+# | fragments | a random 64-token window of each OpenWebText document, 50,000 fragments, no BOS, windows with a token that decodes to U+FFFD dropped (the paper's code) | the same windows (seeded) of 2,000 WebText documents (the GPT-2 corpus, OpenWebText's original), U+FFFD windows dropped likewise; section 11 shows how the verdicts move with this number. **Run after a BOS**, where the paper's code has none: every SAE and baseline here was fitted on contexts that start with BOS, with the first two positions left out, since the model's attention sink sits there (`sae_paper.data.text`); without BOS the fragment's first token would become the sink, with a residual many times the usual norm on every fragment, a row no decomposition saw |
+# | scoring conventions | OpenAI's `neuron_explainer` (Bills et al. 2023) | the same, read at openai/automated-interpretability e4aa21b (`sae_paper.core.reference`): the top 20 fragments split by fixed interleaved ranks (explain 0, 4, 8, 12, 16; simulate 2, 6, 10, 14, 18; the random fragments 1, 4, 7, 10, 13 of a random sample of 15); the explainer's 0–10 scale `floor(10·a/max)`, max over its own fragments; a correlation with a constant side is undefined, left out of the mean and counted (the table's *undefined* column says how many, and the note below it why). A seed redraws only what the reference draws at random: the random sample of fragments (and the features scored, the SAEs' training, ICA's start, the random directions) |
 # | features per method | 150 | 100 (fewer when not enough features fire on 20 fragments) |
 # | SAE training | 20M activations, 10 epochs, α = 8.6e-4 | 49,152 activations at every layer and ratio (equal budgets, so layers and ratios compare fairly; layer 3's are notebook 01's SAEs), 4 epochs in steps of 128, SmolLM2's default α (1e-2, see notebook 01); each verdict of Figures 2, 8 and 9 decided at 3 seeds |
-# | random-model controls | none | Figure 2's SAEs and two baselines trained and scored again on two SmolLM2s that learned nothing (random weights; random blocks under the trained embedding), as Heap et al. (2025) ask of every such study, each control SAE's α matched to the trained SAE's L0: section 12 |
+# | random-model controls | none | Figure 2's SAEs and two baselines trained and scored again on two SmolLM2s that learned nothing (random weights; random blocks under the trained embedding), as Heap et al. (2025) ask of every such study, each control SAE's α matched to the trained SAE's L0: section 13 |
 # | ICA | FastICA on ~4M activations | FastICA on 4,096 activations, at most 40 iterations: not converged (its last iteration still moves the unmixing by ~0.2, against FastICA's tolerance of 1e-4; 200 iterations leave 0.05), so a weaker ICA than the paper's. Section 3 prints each fit, and the scoreboard marks every verdict that compares with it *weakened baseline*. PCA is fitted on all 49,152 training activations of its layer |
 #
 # The `paper` profile runs the paper's model, layers and sizes with an
@@ -122,7 +125,7 @@ from IPython.display import Markdown, display
 from sae_paper.analysis.autointerp import FragmentSpec, fragment_activations, summary_table
 from sae_paper.analysis.token_activations import tokens_display
 from sae_paper.book import feature_browser
-from sae_paper.chapters import autointerp_budget, autointerp_control_verdicts, autointerp_controls
+from sae_paper.chapters import autointerp_budget, autointerp_control_verdicts, autointerp_controls, seed_stability
 from sae_paper.chapters.autointerp import (
     BASELINES,
     NOTEBOOK,
@@ -181,12 +184,15 @@ with prov.section("train SAEs"):
 # %% [markdown]
 # ## 2. Fragments and feature activations
 #
-# Each fragment is `[BOS] + 64 tokens` from the start of a WebText document; every site's
-# activations on the 64 tokens come from one forward pass, cached. For each feature the
-# activations are rescaled to integers 0–10 by the feature's maximum; the 20 fragments with
-# the highest maximum are its top fragments (5 shown to the explainer, 5 others simulated),
-# and 5 random fragments with non-zero variance are simulated too. A feature with fewer than
-# 20 fragments of non-zero variance is skipped and counted.
+# Each fragment is `[BOS] + 64 tokens`, a random window (seeded) of a WebText document; a
+# window with a token that decodes to U+FFFD (part of a UTF-8 character) is dropped, as the
+# paper's code drops it. Every site's activations on the 64 tokens come from one forward
+# pass, cached. The 20 fragments with the highest maximum are a feature's top fragments, split
+# as the reference splits them: ranks 0, 4, 8, 12, 16 are shown to the explainer, 2, 6, 10, 14,
+# 18 simulated; 5 random fragments with non-zero variance (1, 4, 7, 10, 13 of a random sample
+# of 15) are simulated too. The explainer sees the activations as integers 0–10,
+# `floor(10·a/max)` with the largest activation over its own 5 fragments (the top one among
+# them). A feature with fewer than 20 fragments of non-zero variance is skipped and counted.
 
 # %%
 with prov.section("fragment activations"):
@@ -233,8 +239,9 @@ Markdown(summary_table(summaries))
 # Figures 2, 8 and 9 are decided by margins of a few hundredths to a few tenths over 100
 # sampled features, and a seed decides much of that: each SAE's initialisation and the order
 # it sees its activations, ICA's start, the random directions, which features are drawn and
-# which fragments are explained and simulated. So the SAEs of Figures 2 and 8 are trained
-# again at each further seed, on the same cached activations, and every method is scored
+# which random fragments are simulated (which top fragments are explained and simulated is
+# the reference's fixed split, the same at every seed). So the SAEs of Figures 2 and 8 are
+# trained again at each further seed, on the same cached activations, and every method is scored
 # again on a new sample of the same fragment pool. Each of the four claims gets a verdict per
 # seed; the headline is the majority (a tie goes to the less favourable verdict), and the
 # scoreboard shows whether the seeds agree and how the deciding number spreads.
@@ -271,7 +278,7 @@ scores_by_layer(summaries, study.layers, fig2_methods, title=f"Figure 2 analogue
                 layer_label=study.layer_label, backend=BACKEND, scoring=study.scoring)
 
 # %% [markdown]
-# Section 12 scores the same SAEs and baselines on random-weight models, the control that
+# Section 13 scores the same SAEs and baselines on random-weight models, the control that
 # says whether the SAE's lead comes from what the model learned.
 
 # %%
@@ -284,7 +291,10 @@ board.record("fig2-depth", *seeded["fig2-depth"][0], seeds=seeded["fig2-depth"][
 # Scoring on the 5 random fragments only removes the easy contrast between a top fragment
 # and the rest of the text. The paper: lower scores, the SAE still ahead, especially early.
 # With the token-list stand-in, an explanation whose tokens do not occur in the random
-# fragments predicts a constant 0 there, which scores 0 (counted as "constant" in the table).
+# fragments predicts a constant 0 there: the correlation is then undefined, as in the
+# reference scorer, so it is left out of the random-only mean rather than scored 0, and
+# counted in the table's *undefined* column (the note below the table says why; the
+# verdict's note gives the count per method).
 
 # %%
 scores_by_layer(summaries, study.layers, fig2_methods, title="Figure 9 analogue: random-only autointerp score",
@@ -347,7 +357,9 @@ for i, explanation, value in rows:
     ours = ("skipped (< 20 fragments with variance)" if i not in by_feature
             else explanation or f"failed: {by_feature[i].failure}")
     paper_text, paper_score = PAPER_TABLE1[i] if i < len(PAPER_TABLE1) else ("", "")
-    lines.append(f"| {study.table1_layer}-{i:04d} | {code_span(ours[:120])} | {'' if value is None else f'{value:.2f}'} "
+    undefined = by_feature[i].undefined if i in by_feature else None  # a constant side: no score, says why
+    shown = f"undefined ({undefined})" if undefined else "" if value is None else f"{value:.2f}"
+    lines.append(f"| {study.table1_layer}-{i:04d} | {code_span(ours[:120])} | {shown} "
                  f"| {paper_text} | {paper_score} |")
 Markdown("\n".join(lines))
 
@@ -431,7 +443,35 @@ feature_browser.save_scored(
                   results.get((str(mlp_site), "mlp-sae")) if study.mlp_layer is not None else None)})
 
 # %% [markdown]
-# ## 12. Figure 2's random-model controls (Heap et al. 2025)
+# ## 12. Feature stability across seeds (a control)
+#
+# Paulo & Belrose (2025, arXiv 2501.16615) find that SAEs trained on the same data with
+# different seeds learn different features: in large TopK SAEs only about 30 % of the features
+# have a match of decoder cosine ≥ 0.7 in the other SAE, ReLU + L1 SAEs (as here) more. Every
+# SAE of Figures 2 and 8 was trained above at each seed; here each seed's features are matched
+# in the other seeds' SAE of the same layer and ratio, beside two sets of random directions of
+# the same shape: the level two dictionaries that share nothing reach by chance. The table
+# gives each pair of seeds both ways, the figure the histograms of best-match cosines.
+
+# %%
+with prov.section("feature stability across seeds"):
+    stability = seed_stability.stability_pairs(seed_stability.seeded_saes(study, seed_stability.autointerp_saes))
+    stability_seeded = decide_at_seeds(seed_stability.decisions,
+                                       seed_stability.stability_inputs(stability, study.seeds()),
+                                       what=seed_stability.WHAT)
+Markdown(seed_stability.stability_table(stability))
+
+# %%
+seed_stability.stability_figure(stability, title=f"Best-match cosines across seeds ({len(study.seeds())} seeds, "
+                                                       f"{model_spec(study.model).d_model}-wide residual stream)")
+
+# %%
+board.record(seed_stability.CLAIM, *stability_seeded[seed_stability.CLAIM][0],
+             seeds=stability_seeded[seed_stability.CLAIM][1])
+Markdown(seed_table(stability_seeded))
+
+# %% [markdown]
+# ## 13. Figure 2's random-model controls (Heap et al. 2025)
 #
 # SAEs trained on *randomly initialised* transformers reach autointerp scores close to
 # those on trained ones (Heap et al. 2025), so Figure 2's lead could come from the scorer,

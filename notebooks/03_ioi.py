@@ -101,6 +101,7 @@ from IPython.display import Markdown
 
 from sae_paper.analysis.ioi_prompts import ioi_check, make_ioi_dataset
 from sae_paper.analysis.patching import SetupsByLayer
+from sae_paper.chapters import seed_stability
 from sae_paper.chapters.ioi import (
     NOTEBOOK,
     CurveTable,
@@ -310,6 +311,22 @@ board.record("fig3-fewer-features", *fig3_seeded["fig3-fewer-features"][0], seed
 board.record("fig3-smaller-edits", *fig3_seeded["fig3-smaller-edits"][0], seeds=fig3_seeded["fig3-smaller-edits"][1])
 board.record("fig3-alpha-floor", *alpha_floor_finding(list(main_curves.values()), fvu, setting=setting))
 board
+
+# %% [markdown]
+# **Feature stability across seeds** (a control beyond the paper; Paulo & Belrose 2025, arXiv
+# 2501.16615). Of each main-layer dictionary's features, the share whose best match in another
+# seed's dictionary has decoder cosine ≥ 0.7, beside two random-direction sets of the same
+# shape, the level of dictionaries that share nothing. The scoreboard's row
+# `control-seed-stability` is decided in notebook 02 from its SAEs; these are shown beside them.
+
+# %%
+with prov.section("feature stability across seeds"):
+    ioi_stability = seed_stability.stability_pairs(seed_stability.seeded_saes(study, seed_stability.ioi_saes))
+Markdown(seed_stability.stability_table(ioi_stability))
+
+# %%
+seed_stability.stability_figure(ioi_stability, title=f"Best-match cosines across seeds: layer {study.layer}'s "
+                                                     f"dictionaries ({len(study.seeds())} seeds)")
 
 # %% [markdown]
 # ### How the Figure 3 verdicts move with the training budget

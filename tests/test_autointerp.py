@@ -1,8 +1,8 @@
 """Automated interpretability (Section 3): fragments, rescaling, selection, scores and backends.
 
 Unit tests use hand-set tensors; the known-answer tests plant a feature that fires exactly on
-apostrophes in real WebText fragments (GPT-NeoX tokenizer, via ``pythia_random``) and score it
-with the ``token-list`` stand-in and with the ``openai-compatible`` client against a real HTTP
+one token (``'s``) or on apostrophes in real WebText fragments (GPT-NeoX tokenizer, via
+``pythia_random``) and score it with the ``token-list`` stand-in and with the ``openai-compatible`` client against a real HTTP
 server on localhost (:mod:`sae_paper.analysis.autointerp.testserver`). The ``local`` backend's test
 needs llama-cpp-python and the Qwen2.5-Coder GGUF and is skipped, saying why, without them.
 """
@@ -31,32 +31,51 @@ from sae_paper.analysis.autointerp import (
     score_decomposition,
     summarize,
 )
-from sae_paper.analysis.autointerp.backends import expected_value, simulate_body, simulate_prefix
+from sae_paper.analysis.autointerp.backends import expected_value, normal_token, simulate_body, simulate_prefix
 from sae_paper.analysis.autointerp.fragments import choose_features, moments, select_fragments
 from sae_paper.analysis.autointerp.openai_compatible import _placeholder_offsets
 from sae_paper.analysis.autointerp.testserver import OpenAITestServer
 from sae_paper.core.decompositions import neuron_basis, random_directions
 from sae_paper.data.models import Site
+from sae_paper.errors import SaePaperError
 
 # --------------------------------------------------------------------------------------
 # Unit: rescaling, selection, skipping, correlation, moments
 # --------------------------------------------------------------------------------------
 
 
-def test_rescale_is_round_ten_times_fraction_of_max():
+def test_rescale_is_the_references_floor_of_ten_times_fraction_of_max():
     assert rescale(torch.tensor([0.0, 0.04, 0.05, 0.5, 1.0, 2.0, -1.0]), 1.0).tolist() == [0, 0, 0, 5, 10, 10, 0]
+    # 0.96 → 9 and 0.15 → 1 (a round would give 10 and 2)
+    assert rescale(torch.tensor([0.096, 0.015]), 0.1).tolist() == [9, 1]
     assert rescale(torch.tensor([0.0, 0.0]), 0.0).tolist() == [0, 0]
+
+
+def test_rescale_is_floor_scale_over_a_tensor():
+    """The scorer's fast path against core/reference.py's plain one, on values where floor and round part."""
+    from sae_paper.core.reference import floor_scale
+
+    values = torch.cat([torch.rand(500, generator=torch.Generator().manual_seed(0)) * 3 - 0.5,
+                        torch.tensor([2.4, 0.24, 0.25, 2.5, 1.25])])
+    for peak in (2.5, 1.0, 0.3):
+        assert tuple(rescale(values, peak).tolist()) == floor_scale(values.tolist(), peak)
 
 
 def test_selection_takes_top_fragments_and_random_ones_with_variance():
     codes = torch.zeros(40, 4)
-    for i in range(30):  # fragments 0..29 vary; max grows with the index
+    for i in range(30):  # fragments 0..29 vary; max grows with the index, so rank r is fragment 29 - r
         codes[i, 1] = i + 1
     selection = select_fragments(codes, n_top=20, n_explain=5, n_simulate_top=5, n_random=5, seed=0)
-    top = set(range(10, 30))
-    assert set(selection.explain) <= top and set(selection.top) <= top
-    assert not set(selection.explain) & set(selection.top)
-    assert set(selection.random) <= set(range(10)) and len(selection.random) == 5  # varying, outside the top 20
+    assert selection.explain == (29, 25, 21, 17, 13)  # ranks 0, 4, 8, 12, 16
+    assert selection.top == (27, 23, 19, 15, 11)  # ranks 2, 6, 10, 14, 18
+    # the random sample: all 10 varying fragments outside the top 20 (fewer than the reference's 15), its valid
+    # split's 1, 4, 7 first, then its others in order
+    sample = torch.randperm(10, generator=torch.Generator().manual_seed(0)).tolist()
+    assert selection.random == tuple(sample[i] for i in (1, 4, 7, 0, 2))
+    again = select_fragments(codes, n_top=20, n_explain=3, n_simulate_top=2, n_random=2, seed=5)
+    assert (again.explain, again.top) == ((29, 25, 21), (27, 23))  # the seed draws the random sample only
+    with pytest.raises(SaePaperError, match="must not exceed n_top // 4"):
+        select_fragments(codes, n_top=20, n_explain=6, n_simulate_top=5, n_random=5)
 
 
 def test_features_with_too_few_varying_fragments_are_skipped_and_counted():
@@ -119,15 +138,34 @@ def apostrophe_activations(fragments, noise_dims: int = 0) -> torch.Tensor:
     return torch.cat([marks[..., None], noise], dim=-1)
 
 
-def test_planted_apostrophe_feature_scores_at_least_0_9_with_token_list(webtext_fragments, tmp_path):
-    acts = apostrophe_activations(webtext_fragments)
+def possessive_activations(fragments) -> torch.Tensor:
+    """[n, pos, 1]: 1 exactly on the tokens ``'s`` (as the token list compares them), 0 elsewhere."""
+    return torch.tensor([[float(normal_token(t) == "'s") for t in row] for row in fragments.token_strings])[..., None]
+
+
+def test_a_feature_of_one_token_scores_exactly_1_with_token_list(webtext_fragments, tmp_path):
+    # explained from its top fragments as that token alone, it is simulated as 10 × the truth on every fragment:
+    # a correlation of 1, top-and-random and random-only
+    acts = possessive_activations(webtext_fragments)
     backend = Cached(TokenListBackend(), CallCache(tmp_path / "calls.sqlite"))
     result = score_decomposition(neuron_basis(1), acts, webtext_fragments, backend, backend, method="planted",
                                  site="synthetic", n_features=1)
     (feature,) = result.features
-    assert "'" in feature.explanation
-    assert feature.score >= 0.9, feature
-    assert feature.failure is None and not feature.constant
+    assert feature.explanation == 'tokens (weight 0-10): {"\'s": 10.0}'
+    assert feature.score == pytest.approx(1.0, abs=1e-12) and feature.random_score == pytest.approx(1.0, abs=1e-12)
+    assert feature.failure is None and feature.undefined is None
+
+
+def test_the_apostrophe_feature_scores_what_its_listed_tokens_cover(webtext_fragments, tmp_path):
+    # fires on every token with an apostrophe, but the token list names only those its 5 explained fragments hold
+    # ('d, 's, 't): the others ('re, 'll, ’) are predicted 0, so the score is high but short of 1
+    acts = apostrophe_activations(webtext_fragments)
+    backend = Cached(TokenListBackend(), CallCache(tmp_path / "calls.sqlite"))
+    (feature,) = score_decomposition(neuron_basis(1), acts, webtext_fragments, backend, backend, method="planted",
+                                     site="synthetic", n_features=1).features
+    listed = json.loads(feature.explanation.split(": ", 1)[1])
+    assert listed and all("'" in token for token in listed)
+    assert 0.5 < feature.score < 1.0, feature
 
 
 def test_random_direction_on_token_independent_activations_scores_near_zero(webtext_fragments, tmp_path):
@@ -159,8 +197,10 @@ def test_vectorised_token_list_scoring_agrees_with_one_call_per_fragment(webtext
                                         n_features=12, vectorised=False)
         assert fast.choice == reference.choice and len(fast.features) == 12
         for a, b in zip(fast.features, reference.features):
-            assert (a.feature, a.explanation, a.constant, a.moments) == (b.feature, b.explanation, b.constant, b.moments)
-            assert a.score == pytest.approx(b.score, abs=1e-12) and a.random_score == pytest.approx(b.random_score, abs=1e-12)
+            assert (a.feature, a.explanation, a.undefined, a.random_undefined, a.moments) == (
+                b.feature, b.explanation, b.undefined, b.random_undefined, b.moments)
+            for x, y in ((a.score, b.score), (a.random_score, b.random_score)):
+                assert (x is None) == (y is None) and (x is None or x == pytest.approx(y, abs=1e-12))
     assert calls.cache.misses > 0  # the reference made one call per fragment
 
     # the symbol rule over many tokens: an entry of symbols only predicts its weight on every token containing it
@@ -213,7 +253,7 @@ def test_fragment_activations_are_cached_per_site(pythia_random):
 
 
 def test_openai_compatible_client_against_local_server_with_a_malformed_reply(webtext_fragments, tmp_path):
-    acts = apostrophe_activations(webtext_fragments)
+    acts = possessive_activations(webtext_fragments)
     with OpenAITestServer() as server:
         client = OpenAICompatibleBackend("test-model", server.url)
         cache = CallCache(tmp_path / "calls.sqlite")
@@ -221,7 +261,8 @@ def test_openai_compatible_client_against_local_server_with_a_malformed_reply(we
         result = score_decomposition(neuron_basis(1), acts, webtext_fragments, backend, backend, method="planted",
                                      site="synthetic", n_features=1)
         (good,) = result.features
-        assert good.failure is None and good.explanation.startswith("the tokens") and good.score > 0.8, good
+        assert good.failure is None and good.explanation == 'the tokens "\'s"', good
+        assert good.score == pytest.approx(1.0, abs=1e-12), good  # one value on 's, another elsewhere: r = 1
         served = server.requests
         assert served == 12  # the convention probe, one explanation, ten simulated fragments
 
@@ -298,6 +339,8 @@ def test_study_rejects_unknown_methods_and_layers_outside_the_model():
         AutointerpStudy(methods=["sae", "nmf"])
     with pytest.raises(Exception, match="layers 0..29"):
         AutointerpStudy(layers=[3, 30])
+    with pytest.raises(Exception, match="must not exceed n_top // 4"):
+        AutointerpStudy(n_explain=6)  # the reference splits the top 20 into 4 of 5
 
 
 def summary(site, method, mean, ci=0.05, random_mean=0.1):

@@ -152,6 +152,9 @@ def test_parameters_no_verdict_can_use_are_refused_in_one_line():
     with pytest.raises(SaePaperError, match="Figure 8 needs at least one ratio"):
         AutointerpStudy(fig8_ratios=[])
     assert AutointerpStudy(methods=["sae", "pca"]).methods == ("sae", "pca")
+    with pytest.raises(SaePaperError, match="the openai-compatible simulator needs simulator_model"):
+        AutointerpStudy(explainer="openai-compatible", explainer_model="m", simulator="openai-compatible")
+    assert AutointerpStudy(explainer="openai-compatible", explainer_model="m").explainer_model == "m"
 
 
 # --------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ def _row(site, method, task, mean, ci):
 
 RECORD = {"model": "local:qwen", "study": {"n_explain": 3, "fragment_length": 32},
           "classify": {"n_activating": 3, "n_non_activating": 3}, "machine": {"cpu_model": "AMD EPYC"},
+          "prompt_tokens_per_second": 50.0, "matmul_gflops_fp32": 180.0, "model_gflop_per_token": 3.6,
           "call_timings": {"explain": {"calls": 10, "timed": 4, "mean_seconds": 4.0, "seconds": 16.0},
                            "detection": {"calls": 10, "timed": 10, "mean_seconds": 6.0, "seconds": 60.0},
                            "fuzzing": {"calls": 6, "timed": 0, "mean_seconds": None, "seconds": 0.0}},
@@ -39,6 +40,7 @@ def test_the_section_shows_every_row_and_the_layers_the_sae_is_ahead_at(tmp_path
     # cost from the timed calls alone (fuzzing has none): 4 + 6 s a feature; 10 × 4 + 10 × 6 s in all
     assert ("explain 4.0 s (4 of 10 calls timed), detection 6.0 s (10 of 10 calls timed); no fuzzing call was timed. "
             "A feature explained and scored by detection costs 10 s; the 20 calls of these kinds, 2 min.") in text
+    assert "llama.cpp evaluates 50 prompt tokens/s" in text and "a dense ceiling of 50 tokens/s at 3.6 GFLOP" in text
     record = tmp_path / "record.json"
     assert "No measurement in this checkout" in write_llm_scorer_page(tmp_path, record).read_text()
     record.write_text(json.dumps(RECORD))

@@ -544,3 +544,27 @@ def test_the_costs_page_states_what_this_build_measured_and_on_which_machine(tmp
     assert "| notebooks, in 2 lanes side by side | 11.8 min | from the first start to the last end; the notebooks' own " \
            "times above, each on its lane's share of the cores, add up to 13.7 min |" in side
     assert "| **total** | **11.8 min** |" in side  # the span, not the notebooks' sum
+
+
+def test_the_ica_section_prices_a_converged_fit_at_the_builds_sizes(tmp_path):
+    from sae_paper.book.costs_page import ica_section, write_ica_page
+
+    row = {"layer": 3, "rows": 4096, "method": "FastICA", "budget": 200, "iterations": 200, "change": 4.9e-2,
+           "converged": False, "seconds": 65.0}
+    record = {"model": "smollm2-135m", "source": "enwiki2015", "seed": 0, "tol": 1e-4,
+              "machine": {"cpu_model": "AMD EPYC", "vector_extensions": ["avx2", "avx512f"]},
+              "rows": [row, {**row, "method": "Picard-O", "rows": 16384, "iterations": 200, "change": 1.25e-5,
+                             "converged": True, "seconds": 163.84},
+                       {**row, "method": "Picard-O", "rows": 4096, "iterations": 200, "change": 2e-5,
+                        "converged": True, "seconds": 20.48}]}
+    text = ica_section(record, {"n_tokens": 49152, "layers": [3, 9, 14], "n_seeds": 3, "ica_rows": 4096,
+                                "ica_max_iter": 40})
+    assert "| 3 | 4,096 | FastICA | 200 (200) | 4.90e-02 | no | 65 |" in text
+    assert "(avx512f)" in text
+    # the cheapest converged fit a row: 20.48 s / 4,096 rows = 5 ms; 49,152 rows → 245.8 s ≈ 4.1 min; 9 fits → 37 min
+    assert "cheapest fit that met the tolerance cost 5.0 ms a row (Picard-O at layer 3: 20 s on 4,096 rows;" in text
+    assert "at least 4.1 min a fit, and 37 min for this build's 9 fits" in text
+    assert "40 FastICA iterations on 4,096 rows today" in text
+    assert "No fit measured here met the tolerance" in ica_section({**record, "rows": [row]})
+    missing = write_ica_page(tmp_path, tmp_path / "absent.json", None).read_text()
+    assert missing.startswith("No measurement in this checkout (absent.json is absent)")

@@ -26,6 +26,7 @@ from sae_paper.chapters import (
     autointerp_verdicts,
     case_verdicts,
     ioi_verdicts,
+    seed_stability,
     training,
 )
 from sae_paper.chapters.rulebook import all_rules
@@ -131,6 +132,14 @@ def polysemantic(share, dimension_precision):
     hist = token_histogram(torch.tensor([1.0, 2.0, 3.0, 4.0, 9.0, 10.0]), torch.tensor([1, 2, 3, 3, 0, 0]), n_bins=4,
                            label=lambda t: f"t{t}")
     return appendices.residual_polysemantic_finding("−dim 7", hist, torch.tensor(share), dimension_precision, 3, 0.4)
+
+
+def stable(shared: float, *, other: int) -> seed_stability.PairStability:
+    """Seed 0's 1,000 features of one SAE, ``shared`` of them found again at seed ``other``; random directions share
+    none (chance bound 0.4 %)."""
+    counts = torch.zeros(40, dtype=torch.int64)
+    return seed_stability.PairStability("layer 3", 0, other, 1000, shared, 0.5, 0.0, 0.14, counts, counts,
+                                        torch.linspace(-1, 1, 41))
 
 
 A = autointerp_verdicts
@@ -276,6 +285,9 @@ EXAMPLES = {
              "Dis (Figure 13)": (0, stats_for(0.8, recall=0.1))}, code_share=0.9),
         "not": lambda: appendices.appendix_d_finding(
             {name: (0, stats_for(0.1)) for name in appendices.APPENDIX_D_CLASSES}, code_share=0.9)},
+    "control-seed-stability": {v: (lambda shares=shares: seed_stability.seed_stability_finding(
+        [stable(share, other=o) for o, share in enumerate(shares, start=1)]))
+        for v, shares in (("reproduced", (0.4, 0.3)), ("partly", (0.4, 0.0)), ("not", (0.001, 0.0)))},
 }
 
 
@@ -462,7 +474,7 @@ def test_the_rules_page_renders_every_claim(tmp_path):
         assert all(part in section for part in rule.deciding)
         assert all(f"| `{name}` |" in section for name in rule.thresholds)
     controls = sum(claims[claim_id].source == "control" for claim_id in all_rules())
-    assert controls >= 1  # control-random-model's (notebook 02)
+    assert controls >= 2  # control-random-model's and control-seed-stability's rules, notebook 02's
     assert page.startswith(f"26 rules, one per claim, and {controls} for the controls beyond the paper; not comparable "
                            "by construction: {ref}`table1-first-five <rule-table1-first-five>`.")
     assert "| `band` | 1.25 |" in page and "| `largest_run` | 150,000,000 |" in page

@@ -13,6 +13,7 @@ from sae_paper.core.stability import (
     feature_stability,
     random_direction_stability,
     random_unit_directions,
+    stability_both_ways,
 )
 from sae_paper.errors import SaePaperError
 
@@ -51,6 +52,19 @@ def test_chunks_do_not_change_the_answer():
     a, b = random_unit_directions(700, 32, seed=0), random_unit_directions(900, 32, seed=1)
     torch.testing.assert_close(best_match_cosines(a, b, chunk=1), best_match_cosines(a, b, chunk=700), atol=1e-6, rtol=0)
     assert torch.allclose(best_match_cosines(a, b, chunk=64), (a @ b.T).amax(dim=1), atol=1e-6)
+
+
+def test_both_ways_in_one_pass_agree_with_two_calls():
+    # 128 dimensions: a chance cosine of 0.7 is 8 standard deviations out, so only the planted 50 are shared
+    a, b = random_unit_directions(700, 128, seed=0) * 3.0, random_unit_directions(900, 128, seed=1)
+    a[:50] = b[100:150] + 0.01 * torch.randn(50, 128)
+    there, back = stability_both_ways(a, b, chunk=64)  # chunks that do not divide 700
+    for both, single in ((there, feature_stability(a, b)), (back, feature_stability(b, a))):
+        torch.testing.assert_close(both.best, single.best, atol=1e-6, rtol=0)
+        assert both.fraction_shared == single.fraction_shared and torch.equal(both.counts, single.counts)
+    assert there.fraction_shared == pytest.approx(50 / 700) and back.fraction_shared == pytest.approx(50 / 900)
+    with pytest.raises(SaePaperError, match="different widths"):
+        stability_both_ways(torch.ones(3, 4), torch.ones(3, 5))
 
 
 def test_two_unrelated_dictionaries_are_near_the_random_direction_figure():

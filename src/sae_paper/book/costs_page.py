@@ -12,7 +12,7 @@ appear only when its last run's cell timings are in this cache.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from sae_paper.book.progress import load_timings
@@ -103,18 +103,72 @@ LLM_SCORER_PAGE = "local-llm-scorers.md"
 LLM_SCORER_RECORD = Path("docs") / "measurements" / "local-llm-scorers.json"
 """The record ``benchmarks/local_llm_scorers.py`` wrote (committed with the measurement), relative to the profiles'
 parent folder (the checkout)."""
+ICA_PAGE = "ica-convergence.md"
+"""Under ``book/generated``; ``book/budget.md`` includes it."""
+ICA_RECORD = Path("docs") / "measurements" / "ica-convergence.json"
+"""The record ``benchmarks/ica_convergence.py --out`` wrote, relative to the checkout."""
+
+
+def write_measured_section(generated: Path, record: Path, page: str, render: Callable[[dict], str], how: str) -> Path:
+    """A budget-page section made from a committed measurement ``record`` (JSON) by ``render``; when the record
+    is absent, one line saying so and ``how`` to make it. Measurements too long for a build are run apart and
+    committed; the page shows what was measured, never a number typed in by hand."""
+    path = generated / page
+    if record.is_file():
+        text = render(json.loads(record.read_text()))
+    else:
+        text = f"No measurement in this checkout ({record.name} is absent): {how}.\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def write_llm_scorer_page(generated: Path, record: Path) -> Path:
-    """The budget page's section on a real LLM scorer (:func:`sae_paper.chapters.autointerp_llm.budget_section`),
-    from ``record`` when it exists; a one-line note when it does not."""
+    """The budget page's section on a real LLM scorer (:func:`sae_paper.chapters.autointerp_llm.budget_section`)."""
     from sae_paper.chapters.autointerp_llm import budget_section
 
-    path = generated / LLM_SCORER_PAGE
-    if record.is_file():
-        text = budget_section(json.loads(record.read_text()))
-    else:
-        text = (f"No measurement in this checkout ({LLM_SCORER_RECORD} is absent): run "
-                "`python benchmarks/local_llm_scorers.py` after `scripts/setup.sh --with-local-llm`.\n")
-    path.write_text(text)
-    return path
+    return write_measured_section(generated, record, LLM_SCORER_PAGE, budget_section,
+                                  "run `python benchmarks/local_llm_scorers.py` after `scripts/setup.sh --with-local-llm`")
+
+
+def write_ica_page(generated: Path, record: Path, autointerp: Mapping | None) -> Path:
+    """The budget page's section on ICA at convergence (:func:`ica_section`), priced at ``autointerp``'s sizes
+    (notebook 02's parameters of this build; None: the per-fit figures alone)."""
+    return write_measured_section(generated, record, ICA_PAGE, lambda r: ica_section(r, autointerp),
+                                  "run `python benchmarks/ica_convergence.py --out docs/measurements/ica-convergence.json`")
+
+
+def ica_section(record: Mapping, autointerp: Mapping | None = None) -> str:
+    """The measured fits as a table, then what a converged ICA would cost this build at least: the cheapest fit a
+    row that met FastICA's tolerance (the least disturbed by whatever else ran), scaled linearly in rows to the
+    SAE's own training rows (``n_tokens``), times one fit per layer and seed (the book fits ICA per seed)."""
+    rows = record["rows"]
+    tol = record.get("tol", 1e-4)
+    lines = [f"{record.get('model', '?')} on {record.get('source', '?')}, seed {record.get('seed', 0)}, BLAS on one "
+             f"thread, measured on {record.get('machine', {}).get('cpu_model', '?')} "
+             f"({', '.join(x for x in record.get('machine', {}).get('vector_extensions', []) if x.startswith('avx512')) or 'no AVX-512'}). "
+             f"*change* is FastICA's stopping criterion (how far one more iteration moves an unmixing row), converged "
+             f"below {tol:g}; for Picard it is that criterion at Picard's answer.", "",
+             "| layer | rows | method | iterations (limit) | change | converged | seconds |",
+             "|---:|---:|---|---:|---:|---|---:|"]
+    for r in rows:
+        lines.append(f"| {r['layer']} | {r['rows']:,} | {r['method']} | {r['iterations']:,} ({r['budget']:,}) | "
+                     f"{r['change']:.2e} | {'yes' if r['converged'] else 'no'} | {r['seconds']:,.0f} |")
+    converged = [r for r in rows if r["converged"]]
+    lines.append("")
+    if not converged:
+        lines.append("No fit measured here met the tolerance.")
+        return "\n".join(lines) + "\n"
+    fastest = min(converged, key=lambda r: r["seconds"] / r["rows"])
+    per_row = fastest["seconds"] / fastest["rows"]
+    text = (f"The cheapest fit that met the tolerance cost {per_row * 1e3:.1f} ms a row ({fastest['method']} at layer "
+            f"{fastest['layer']}: {fastest['seconds']:,.0f} s on {fastest['rows']:,} rows; slower rows measured a busier "
+            "machine too).")
+    if autointerp and autointerp.get("n_tokens"):
+        n_rows, fits = int(autointerp["n_tokens"]), len(autointerp.get("layers", ())) * int(autointerp.get("n_seeds", 1))
+        text += (f" On the SAE's own {n_rows:,} training rows that is at least {per_row * n_rows / 60:.1f} min a fit, "
+                 f"and {per_row * n_rows * fits / 60:.0f} min for this build's {fits} fits (one per layer and seed), "
+                 f"against {autointerp.get('ica_max_iter', '?')} FastICA iterations on "
+                 f"{int(autointerp.get('ica_rows', 0)):,} rows today.")
+    lines.append(text)
+    return "\n".join(lines) + "\n"

@@ -86,7 +86,8 @@ def save_scored(notebook: str, *, scorer: str, stand_in: bool, fragments: Fragme
             continue
         entries[slot] = {"config": config.to_dict(), "site": result.site, "features": [
             {"feature": r.feature, "explanation": r.explanation, "score": r.score, "random_score": r.random_score,
-             "failure": r.failure} for r in result.features]}
+             "failure": r.failure, "undefined": r.undefined, "random_undefined": r.random_undefined}
+            for r in result.features]}
     _write(notebook, {"scorer": scorer, "stand_in": stand_in, "fragments": asdict(fragments), "saes": entries}, folder)
 
 
@@ -271,7 +272,8 @@ def score_picked(sae: BrowsedSae, decomposition, parameters: Mapping | None, poo
                                  site=str(sae.site), n_features=len(missing), features=missing, config=study.scoring_config())
     for r in result.features:
         sae.scored[r.feature] = {"feature": r.feature, "explanation": r.explanation, "score": r.score,
-                                 "random_score": r.random_score, "failure": r.failure, "by": "runner"}
+                                 "random_score": r.random_score, "failure": r.failure, "undefined": r.undefined,
+                                 "random_undefined": r.random_undefined, "by": "runner"}
     for feature in missing:
         sae.scored.setdefault(feature, {"feature": feature, "explanation": None, "score": None, "by": "runner",
                                         "failure": f"its activation varies on fewer than {study.min_fragments} "

@@ -48,8 +48,11 @@ def _md_text(text: str, limit: int = 80) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!<>|~$&:\"'])", r"\\\1", line)
 
 
-def _number(value: float | None, fmt: str) -> str:
-    return "—" if value is None else format(value, fmt)
+def _number(value: float | None, fmt: str, undefined: str | None = None) -> str:
+    """``value`` formatted; an undefined correlation (a constant side: the reference's NaN) says why."""
+    if value is None:
+        return f"undefined ({undefined})" if undefined else "—"
+    return format(value, fmt)
 
 
 def _anchor(slot: str, feature: int) -> str:
@@ -85,8 +88,8 @@ def _card(sae, card, image: str | None, tokenizer) -> str:
     record = sae.scored.get(card.feature, {})
     if card.explanation is not None:
         explained = (f'<p class="fb-expl">Explanation by {by}: <q>{html.escape(explanation)}</q>; score '
-                     f"<b>{_number(card.score, '.2f')}</b> (top-and-random), random-only "
-                     f"{_number(record.get('random_score'), '.2f')}."
+                     f"<b>{_number(card.score, '.2f', record.get('undefined'))}</b> (top-and-random), random-only "
+                     f"{_number(record.get('random_score'), '.2f', record.get('random_undefined'))}."
                      + (" Scored by the book runner with 02's scorer and fragments: a case-study pick, not one of 02's "
                         "randomly drawn features." if record.get("by") == "runner" else "") + "</p>")
     elif card.feature in sae.scored:

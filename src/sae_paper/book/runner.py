@@ -46,7 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sae_paper.book.costs_page import LLM_SCORER_RECORD, write_costs_page, write_llm_scorer_page
+from sae_paper.book.costs_page import (
+    ICA_RECORD,
+    LLM_SCORER_RECORD,
+    write_costs_page,
+    write_ica_page,
+    write_llm_scorer_page,
+)
 from sae_paper.book.execute import LOGS, environment, execute_task
 from sae_paper.book.lanes import LaneProcess, lane_count, notebook_waits, run_lanes, threads_per_lane
 from sae_paper.book.pages import WIDE_PAGE, write_chapter_list
@@ -216,6 +222,7 @@ def run_book(
     steps["feature browser"] = time.perf_counter() - started
     write_costs_page(layout.book_dir / GENERATED, present, steps, profile_name, result.reused)
     write_llm_scorer_page(layout.book_dir / GENERATED, layout.profiles_dir.parent / LLM_SCORER_RECORD)
+    write_ica_page(layout.book_dir / GENERATED, layout.profiles_dir.parent / ICA_RECORD, parameters.get("02_autointerp"))
     write_rules_page(layout.book_dir / GENERATED)
     if (layout.book_dir / "_toc.yml").is_file():  # a book folder without a toc has no chapters to list
         write_chapter_list(layout.book_dir, layout.notebooks_dir, layout.book_dir / GENERATED)

@@ -119,16 +119,19 @@ class AutointerpStudy(SaeRunFields):
     min_fragments: int = 20
     """Skip features with fewer fragments of non-zero variance (the paper's 20)."""
     n_top: int = 20
+    """Top fragments, split by the reference's fixed interleaved ranks (explain 0, 4, 8, …; simulate 2, 6, 10, …)."""
     n_explain: int = 5
     n_simulate_top: int = 5
     n_random: int = 5
+    """Random fragments simulated: 1, 4, 7, … of the reference's random sample of 3 · (n_top // 4), drawn at ``seed``."""
     ica_rows: int = 4_096
     """Activations FastICA is fitted on (a subsample, as in the paper)."""
     ica_max_iter: int = 40
     """FastICA's iteration limit; it stops earlier when an iteration moves no unmixing row by more than 1e-4."""
     n_seeds: int = 3
     """Seeds Figures 2, 8 and 9 are decided at (``seed``, ``seed + 1``, …): each retrains the SAEs and redraws ICA,
-    the random directions and the scored sample on the same text; the majority decides."""
+    the random directions, the features scored and the random fragments on the same text (the top fragments' split is
+    the reference's, fixed); the majority decides."""
     methods: tuple[str, ...] = METHODS
     """Methods scored at every layer."""
     controls: tuple[str, ...] = ("smollm2-135m-random", "smollm2-135m-reinit-blocks")
@@ -175,8 +178,8 @@ class AutointerpStudy(SaeRunFields):
         from sae_paper.chapters.autointerp_controls import check_controls
 
         check_controls(self)
-        if self.n_explain + self.n_simulate_top > self.n_top:
-            raise SaePaperError(f"{NOTEBOOK}: n_explain + n_simulate_top must not exceed n_top")
+        if max(self.n_explain, self.n_simulate_top, self.n_random) > self.n_top // 4:  # the reference's 4 splits
+            raise SaePaperError(f"{NOTEBOOK}: n_explain, n_simulate_top and n_random must not exceed n_top // 4")
         if not self.fig8_ratios:  # Figure 8's rule would find every ratio of none above the baselines
             raise SaePaperError(f"{NOTEBOOK} parameter fig8_ratios=[]: Figure 8 needs at least one ratio")
         if any(not r > 0 for r in (*self.fig8_ratios, self.ratio, self.topk_ratio)):
@@ -189,6 +192,11 @@ class AutointerpStudy(SaeRunFields):
         for name in (self.explainer, self.simulator):
             if name not in BACKENDS:
                 raise SaePaperError(f"{NOTEBOOK}: unknown backend {name!r} (known: {', '.join(BACKENDS)})")
+        for role, name, model in (("explainer", self.explainer, self.explainer_model),
+                                  ("simulator", self.simulator, self.simulator_model)):
+            if name == "openai-compatible" and not model:
+                raise SaePaperError(f"{NOTEBOOK}: the openai-compatible {role} needs {role}_model (the model name the "
+                                    "server knows, e.g. gpt-4)")
 
     # --- derived settings ---------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from sae_paper.analysis.autointerp.classify import TASKS, ClassifyConfig
 from sae_paper.analysis.autointerp.fragments import FragmentSpec, fragment_activations
 from sae_paper.analysis.autointerp.scoring import MethodResult, score_decomposition
 from sae_paper.chapters.autointerp import LABELS, AutointerpStudy
+from sae_paper.data.cache import git_state
 from sae_paper.data.models import load_model
 
 
@@ -83,7 +84,9 @@ def measure(study: AutointerpStudy, llm, out: Path, *, classify: ClassifyConfig,
             progress(f"{site} {method:8s} {task:9s}: AUROC {summary.mean:.3f} ± {summary.ci:.3f} over "
                      f"{summary.n_scored} features ({summary.n_failed} failed, {summary.n_skipped} skipped), "
                      f"stand-in {rows[-1]['stand_in']['mean']:.3f}; {seconds:.0f} s")
-    record = {"model": llm.backend.label(), "study": study.parameters(), "classify": asdict(classify),
+    commit, dirty = git_state()
+    record = {"model": llm.backend.label(), "commit": commit[:12] + ("+" if dirty else ""),
+              "date": time.strftime("%Y-%m-%d"), "study": study.parameters(), "classify": asdict(classify),
               "rows": rows, "call_timings": llm.cache.timings(llm.backend), "machine": _machine()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1, allow_nan=True) + "\n")
@@ -116,7 +119,9 @@ def budget_section(record: Mapping[str, Any]) -> str:
              f"of {record['study']['fragment_length']} tokens, then classifying "
              f"{record['classify']['n_activating']} activating and {record['classify']['n_non_activating']} other "
              f"fragments per feature (detection) or {record['classify']['n_activating']} activating fragments, half "
-             f"highlighted right (fuzzing). Measured on {record['machine'].get('cpu_model', '?')}.", "",
+             f"highlighted right (fuzzing). Measured on {record['machine'].get('cpu_model', '?')}"
+             + (f", at commit `{record['commit']}` ({record['date']}): the fragments and the split as that commit drew "
+                "them" if record.get("commit") else "") + ".", "",
              "| layer | method | scoring | AUROC (95 % CI) | balanced accuracy | scored / failed / skipped | stand-in AUROC "
              "| rank corr. with stand-in (same scoring / simulation) |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
@@ -135,6 +140,11 @@ def budget_section(record: Mapping[str, Any]) -> str:
                       f"{sum(verdicts.values())} of {len(verdicts)} layers ("
                   + ", ".join(f"{site}: {'yes' if v else 'no'}" for site, v in verdicts.items()) + ")."]
     cost = cost_sentence(record.get("call_timings", {}))
+    if cost and record.get("prompt_tokens_per_second") and record.get("model_gflop_per_token"):
+        ceiling = record["matmul_gflops_fp32"] / record["model_gflop_per_token"]
+        cost += (f" llama.cpp evaluates {record['prompt_tokens_per_second']:.0f} prompt tokens/s here (best of 3 runs "
+                 f"of 384 tokens); torch's fp32 matrix multiply reaches {record['matmul_gflops_fp32']:.0f} GFLOP/s, "
+                 f"a dense ceiling of {ceiling:.0f} tokens/s at {record['model_gflop_per_token']:.1f} GFLOP a token.")
     return "\n".join(lines + ([cost] if cost else [])) + "\n"
 
 

@@ -22,11 +22,6 @@ from sae_paper.data.models import Site
 from sae_paper.report.finding import Decision, Finding
 from sae_paper.report.rules import Rule
 
-# --------------------------------------------------------------------------------------
-# Verdicts
-# --------------------------------------------------------------------------------------
-
-
 STAND_IN = ("token-list stand-in for GPT-4/GPT-3.5 (explanations are token lists, simulation is a lookup)")
 
 
@@ -86,9 +81,13 @@ def _smallest_gap(sae: MethodSummary, others: Sequence[MethodSummary], *,
                       for b in others])
 
 
-def _failures(summaries: Sequence[MethodSummary]) -> str:
+def _failures(summaries: Sequence[MethodSummary], *, random_only: bool = False) -> str:
+    """The failed calls, and the undefined correlations of one score left out of the means (the reference's NaN)."""
     failed = sum(s.n_failed for s in summaries)
-    return f"{failed} failed call(s) excluded" if failed else "no failed calls"
+    undefined = [f"{LABELS.get(s.method, s.method)} {words}" for s in summaries if (words := s.undefined_words(random_only))]
+    return "; ".join([f"{failed} failed call(s) excluded" if failed else "no failed calls"] + (
+        [f"{'random-only' if random_only else 'top-and-random'} correlations excluded from the means: "
+         + ", ".join(undefined)] if undefined else []))
 
 
 MEASUREMENT_FAILED = "measurement-failed"
@@ -110,15 +109,18 @@ def unmeasured(rule: Rule, needed: Iterable[MethodSummary], *, backend: str) -> 
     return measurement_failed(rule, needed, missing, backend=backend)
 
 
-def measurement_failed(rule: Rule, summaries: Sequence[MethodSummary], missing: str, *, backend: str) -> Finding:
+def measurement_failed(rule: Rule, summaries: Sequence[MethodSummary], missing: str, *, backend: str,
+                       random_only: bool = False) -> Finding:
     """*not comparable*, marked :data:`MEASUREMENT_FAILED`: how many of ``summaries``' features were scored, how many
-    failed a call (quoting the first failure) and what the rule lacks (``missing``)."""
+    failed a call (quoting the first failure) or were undefined (why, in the note) and what the rule lacks."""
     failure = next((s.first_failure for s in summaries if s.first_failure), "")
-    scored, failed, skipped = (sum(getattr(s, n) for s in summaries) for n in ("n_scored", "n_failed", "n_skipped"))
-    ours = (f"measurement failed: {scored} of {scored + failed} features scored, {failed} failed a call"
-            + (f", {skipped} skipped" if skipped else "") + (f": {failure}" if failure and failed else "")
-            + f"; {missing}")
-    note = rule.note(f"no verdict: {missing}", _backend_note(backend, _scoring(summaries)))
+    scored, failed, skipped, undefined = (sum(getattr(s, n) for s in summaries)
+                                          for n in ("n_scored", "n_failed", "n_skipped", "n_undefined"))
+    ours = (f"measurement failed: {scored} of {scored + undefined + failed} features scored, {failed} failed a call"
+            + (f", {undefined} undefined" if undefined else "") + (f", {skipped} skipped" if skipped else "")
+            + (f": {failure}" if failure and failed else "") + f"; {missing}")
+    note = rule.note(f"no verdict: {missing}", _backend_note(backend, _scoring(summaries)),
+                     *([_failures(summaries, random_only=random_only)] if undefined or random_only else []))
     return Finding(ours, "not comparable", note, (*_marks(backend), MEASUREMENT_FAILED))
 
 
@@ -147,7 +149,7 @@ def early_layers_finding(summaries: Sequence[MethodSummary], layers: Sequence[in
     gap, ci = _smallest_gap(sae, bases)
     verdict = "reproduced" if above and gap > 0 else "partly" if above else "not"
     ours = f"{site}: " + ", ".join(_fmt(s) for s in [sae, *bases])
-    note = EARLY_LAYERS_RULE.note(f"{sae.n_scored} features per method", _backend_note(backend, sae.scoring),
+    note = EARLY_LAYERS_RULE.note(f"{sae.n_scored + sae.n_undefined} features per method", _backend_note(backend, sae.scoring),
                                   _failures([sae, *bases]))
     return Decision(Finding(ours, verdict, note, _marks(backend)), gap, ci)
 
@@ -228,10 +230,14 @@ def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int
         return Decision(Finding(ours, "not comparable", note, _marks(backend)), math.nan)
     saes = {layer: by[(str(Site("resid_post", layer)), "sae")] for layer in layers}
     site = str(Site("resid_post", layers[0]))
-    failed = unmeasured(RANDOM_ONLY_RULE, [*saes.values(), *(by[(site, m)] for m in BASELINES if (site, m) in by)],
-                        backend=backend)
+    needed = [*saes.values(), *(by[(site, m)] for m in BASELINES if (site, m) in by)]
+    failed = unmeasured(RANDOM_ONLY_RULE, needed, backend=backend)
     if failed:
         return Decision(failed, math.nan)
+    if none := [f"{LABELS.get(s.method, s.method)} at {s.site}" for s in needed if s.n_random_scored == 0]:
+        # every random-only correlation undefined: no number to judge, as when every call failed
+        return Decision(measurement_failed(RANDOM_ONLY_RULE, needed, "no defined random-only score for " + ", ".join(none),
+                                           backend=backend, random_only=True), math.nan)
     lower_by = [(s.mean - s.random_mean, 0.0) for s in saes.values()]
     lower = all(s.random_mean < s.mean for s in saes.values())
     sae = saes[layers[0]]
@@ -241,7 +247,7 @@ def random_only_finding(summaries: Sequence[MethodSummary], layers: Sequence[int
     verdict = "reproduced" if lower and gap[0] > 0 else "partly" if ahead else "not"
     ours = (f"random-only at {site}: " + ", ".join(_fmt(s, True) for s in [sae, *bases]) + "; SAE random-only vs "
             "top-and-random per layer: " + ", ".join(f"L{layer} {s.random_mean:.2f} vs {s.mean:.2f}" for layer, s in saes.items()))
-    note = RANDOM_ONLY_RULE.note("a constant simulation scores 0", _backend_note(backend))
+    note = RANDOM_ONLY_RULE.note(_failures([sae, *bases], random_only=True), _backend_note(backend))
     return Decision(Finding(ours, verdict, note, _marks(backend)), *_smallest([gap, *lower_by]))
 
 

@@ -20,6 +20,7 @@ from sae_paper.chapters import (
     case_verdicts,
     ioi,
     ioi_verdicts,
+    seed_stability,
     training,
 )
 from sae_paper.report.claims import Claim
@@ -27,7 +28,7 @@ from sae_paper.report.rules import Rule, rule_registry
 
 CHAPTER_RULES: dict[str, tuple[Rule, ...]] = {
     training.NOTEBOOK: training.RULES,
-    autointerp.NOTEBOOK: autointerp_verdicts.RULES + autointerp_control_verdicts.RULES,
+    autointerp.NOTEBOOK: (*autointerp_verdicts.RULES, *autointerp_control_verdicts.RULES, *seed_stability.RULES),
     ioi.NOTEBOOK: ioi_verdicts.RULES,
     case_studies.NOTEBOOK: case_verdicts.RULES,
     appendices.NOTEBOOK: appendices.RULES,

@@ -2,8 +2,9 @@
 
 The paper scores features with OpenAI's automated-interpretability method (Bills et al. 2023),
 whose code is ``openai/automated-interpretability`` (read at commit e4aa21b), package
-``neuron-explainer/neuron_explainer``. Issue 30 lists where the book departs from it; these
-functions state the reference's conventions exactly, so a scorer can follow them:
+``neuron-explainer/neuron_explainer``. These functions state the reference's conventions exactly,
+and the book's scorer follows them (:mod:`sae_paper.analysis.autointerp.scoring` and
+:mod:`~sae_paper.analysis.autointerp.fragments`, issue 30):
 
 - :func:`correlation_or_undefined`: the score is ``np.corrcoef(real, predicted)[0, 1]``
   (``explanations/scoring.py:correlation_score``), which is NaN, i.e. undefined, when a side

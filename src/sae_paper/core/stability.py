@@ -12,6 +12,7 @@ absolute**: an SAE's codes are non-negative, so a feature adds ``+f`` and never 
 feature whose direction is ``−f`` fires on the opposite input and is a different feature (a
 ``|cos|`` would call an SAE and its negation identical). :func:`feature_stability` gives the
 best matches, the fraction at or above the threshold and their histogram;
+:func:`stability_both_ways` both directions of a pair from one pass over its cosines;
 :func:`random_direction_stability` the same figure for two seeded sets of random unit
 directions of the same shape, computed by the same function: the level two unrelated
 dictionaries reach by chance.
@@ -22,6 +23,7 @@ The ``[n_a, n_b]`` cosine matrix is never held whole: rows of ``a`` go through i
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -52,8 +54,8 @@ class Stability(NamedTuple):
     bin_edges: Float[Tensor, " n_edges"]
 
 
-def best_match_cosines(a: Float[Tensor, "n_a d"], b: Float[Tensor, "n_b d"], *, chunk: int = 1024) -> Float[Tensor, " n_a"]:
-    """``max_j cos(a_i, b_j)`` for each row ``a_i`` (plain cosine, float32), ``chunk`` rows of ``a`` at a time."""
+def _unit_rows(a: Float[Tensor, "n_a d"], b: Float[Tensor, "n_b d"], chunk: int) -> tuple[Tensor, Tensor]:
+    """Both dictionaries checked and unit-normed (float32)."""
     for name, matrix in (("a", a), ("b", b)):
         if matrix.ndim != 2 or min(matrix.shape) == 0:
             raise SaePaperError(f"dictionary {name} must be a non-empty [n_features, d] matrix, got {tuple(matrix.shape)}")
@@ -65,25 +67,62 @@ def best_match_cosines(a: Float[Tensor, "n_a d"], b: Float[Tensor, "n_b d"], *, 
         raise SaePaperError(f"dictionaries of different widths: {a.shape[1]} and {b.shape[1]}")
     if chunk < 1:
         raise SaePaperError(f"chunk must be at least 1, got {chunk}")
-    a_unit, b_unit = normalize_rows(a.detach().float()), normalize_rows(b.detach().float())
+    return normalize_rows(a.detach().float()), normalize_rows(b.detach().float())
+
+
+def best_match_cosines(a: Float[Tensor, "n_a d"], b: Float[Tensor, "n_b d"], *, chunk: int = 1024) -> Float[Tensor, " n_a"]:
+    """``max_j cos(a_i, b_j)`` for each row ``a_i`` (plain cosine, float32), ``chunk`` rows of ``a`` at a time."""
+    a_unit, b_unit = _unit_rows(a, b, chunk)
     best = torch.cat([(a_unit[start : start + chunk] @ b_unit.T).amax(dim=1) for start in range(0, len(a_unit), chunk)])
     return best.clamp(-1.0, 1.0)  # float32 rounding puts a row against itself at 1 + 1e-7, past the last bin's edge
+
+
+def mutual_best_matches(a: Float[Tensor, "n_a d"], b: Float[Tensor, "n_b d"], *,
+                        chunk: int = 1024) -> tuple[Float[Tensor, " n_a"], Float[Tensor, " n_b"]]:
+    """``(best_match_cosines(a, b), best_match_cosines(b, a))`` from one pass over the cosine matrix, half the work
+    of the two calls: each chunk of ``a``'s rows gives its rows' maxima and raises ``b``'s running column maxima."""
+    a_unit, b_unit = _unit_rows(a, b, chunk)
+    best_a, best_b = [], torch.full((len(b_unit),), -math.inf)
+    for start in range(0, len(a_unit), chunk):
+        cosines = a_unit[start : start + chunk] @ b_unit.T
+        best_a.append(cosines.amax(dim=1))
+        best_b = torch.maximum(best_b, cosines.amax(dim=0))
+    return torch.cat(best_a).clamp(-1.0, 1.0), best_b.clamp(-1.0, 1.0)
+
+
+def _stability(best: Tensor, threshold: float, bin_edges: tuple[float, ...] | list[float]) -> Stability:
+    edges = np.asarray(bin_edges, dtype=np.float64)
+    counts, _ = np.histogram(best.double().numpy(), bins=edges)
+    return Stability(best, float(threshold), float((best >= threshold).double().mean()), torch.from_numpy(counts),
+                     torch.from_numpy(edges))
+
+
+def _check_threshold_and_edges(threshold: float, bin_edges: tuple[float, ...] | list[float]) -> None:
+    edges = np.asarray(bin_edges, dtype=np.float64)
+    if edges.ndim != 1 or len(edges) < 2 or not np.all(np.diff(edges) > 0):
+        raise SaePaperError(f"bin_edges must be at least two increasing numbers, got {list(bin_edges)}")
+    if not -1.0 <= threshold <= 1.0:
+        raise SaePaperError(f"a cosine threshold must lie in [-1, 1], got {threshold}")
 
 
 def feature_stability(a: Float[Tensor, "n_a d"], b: Float[Tensor, "n_b d"], *, threshold: float = SHARED_COSINE,
                       bin_edges: tuple[float, ...] | list[float] = DEFAULT_BIN_EDGES, chunk: int = 1024) -> Stability:
     """Each feature of ``a`` matched in ``b``: best-match cosines, the fraction ≥ ``threshold``, their histogram.
 
-    Not symmetric: ``feature_stability(b, a)`` asks how many of ``b``'s features ``a`` found."""
-    edges = np.asarray(bin_edges, dtype=np.float64)
-    if edges.ndim != 1 or len(edges) < 2 or not np.all(np.diff(edges) > 0):
-        raise SaePaperError(f"bin_edges must be at least two increasing numbers, got {list(bin_edges)}")
-    if not -1.0 <= threshold <= 1.0:
-        raise SaePaperError(f"a cosine threshold must lie in [-1, 1], got {threshold}")
-    best = best_match_cosines(a, b, chunk=chunk)
-    counts, _ = np.histogram(best.double().numpy(), bins=edges)
-    return Stability(best, float(threshold), float((best >= threshold).double().mean()), torch.from_numpy(counts),
-                     torch.from_numpy(edges))
+    Not symmetric: ``feature_stability(b, a)`` asks how many of ``b``'s features ``a`` found
+    (:func:`stability_both_ways` gives both at the cost of one)."""
+    _check_threshold_and_edges(threshold, bin_edges)
+    return _stability(best_match_cosines(a, b, chunk=chunk), threshold, bin_edges)
+
+
+def stability_both_ways(a: Float[Tensor, "n_a d"], b: Float[Tensor, "n_b d"], *, threshold: float = SHARED_COSINE,
+                        bin_edges: tuple[float, ...] | list[float] = DEFAULT_BIN_EDGES,
+                        chunk: int = 1024) -> tuple[Stability, Stability]:
+    """``(feature_stability(a, b), feature_stability(b, a))`` from one pass over the cosine matrix
+    (:func:`mutual_best_matches`)."""
+    _check_threshold_and_edges(threshold, bin_edges)
+    best_a, best_b = mutual_best_matches(a, b, chunk=chunk)
+    return _stability(best_a, threshold, bin_edges), _stability(best_b, threshold, bin_edges)
 
 
 def random_unit_directions(n_features: int, d: int, seed: int) -> Float[Tensor, "n_features d"]:

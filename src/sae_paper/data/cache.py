@@ -88,7 +88,7 @@ COMPUTATIONS: dict[str, Computation] = {
     "reference-ce": Computation(1, (
         "sae_paper.core.pipeline.Run.reference_ce", "sae_paper.core.metrics.reference_ce",
         "sae_paper.core.metrics._masked_ce")),
-    "fragments": Computation(1, (
+    "fragments": Computation(2, (  # 2: a random window of each document, U+FFFD fragments dropped (issue 30)
         "sae_paper.analysis.autointerp.fragments.load_fragments",
         "sae_paper.analysis.autointerp.fragments.fragment_activations",
         "sae_paper.analysis.autointerp.fragments._store_activations")),
@@ -104,11 +104,14 @@ COMPUTATIONS: dict[str, Computation] = {
         "sae_paper.analysis.patching_curves.patching_curve", "sae_paper.analysis.patching.FeaturePatching",
         "sae_paper.analysis.patching.PatchingSetup", "sae_paper.analysis.patching_curves.acdc",
         "sae_paper.analysis.patching.ModelTail", "sae_paper.chapters.ioi.patching_curves")),
-    "scores": Computation(1, (
+    "scores": Computation(2, (  # 2: the reference's conventions: undefined correlations, floor scale, fixed split
         "sae_paper.analysis.autointerp.scoring.score_decomposition",
         "sae_paper.analysis.autointerp.scoring._score_decomposition",
         "sae_paper.analysis.autointerp.scoring.score_feature", "sae_paper.analysis.autointerp.scoring._scored",
+        "sae_paper.analysis.autointerp.scoring.simulation_scores", "sae_paper.analysis.autointerp.scoring.FeatureResult",
         "sae_paper.analysis.autointerp.scoring.correlation", "sae_paper.analysis.autointerp.scoring._record",
+        "sae_paper.core.reference.correlation_or_undefined", "sae_paper.core.reference._vector",
+        "sae_paper.core.reference.explainer_max", "sae_paper.core.reference.interleaved_split",
         "sae_paper.analysis.autointerp.fragments.select_fragments", "sae_paper.analysis.autointerp.fragments.rescale",
         "sae_paper.analysis.autointerp.fragments.moments", "sae_paper.analysis.autointerp.fragments.feature_codes",
         "sae_paper.analysis.autointerp.fragments.varying_fragment_counts",

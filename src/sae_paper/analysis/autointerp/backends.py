@@ -39,7 +39,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sae_paper.analysis.autointerp.classify import Example, classify_prompt
 from sae_paper.data.paths import cache_dir
@@ -48,7 +48,8 @@ from sae_paper.errors import BackendFailure
 
 @dataclass(frozen=True)
 class ActivationRecord:
-    """One fragment as a backend sees it: token texts and (for the explainer) activations 0..10."""
+    """One fragment as a backend sees it: token texts and (for the explainer) activations 0..10, on the reference's
+    floor scale of the explainer's own maximum (:func:`~sae_paper.analysis.autointerp.fragments.rescale`)."""
 
     tokens: tuple[str, ...]
     activations: tuple[int, ...] = ()
@@ -280,24 +281,21 @@ class Cached:
 
     def explain(self, records: Sequence[ActivationRecord]) -> str:
         prompt = self.backend.explain_request(records)
-        if self.cache is None:
-            return self.backend.explain(prompt)
-        return self.cache.call(self.backend, "explain", prompt, lambda: self.backend.explain(prompt))
+        return self._through_cache("explain", prompt, lambda: self.backend.explain(prompt))
 
     def simulate(self, explanation: str, tokens: Sequence[str]) -> list[float]:
         prompt = self.backend.simulate_request(explanation, tokens)
-        compute = lambda: _checked(self.backend.simulate(prompt, len(tokens)), len(tokens))  # noqa: E731
-        if self.cache is None:
-            return compute()
-        return self.cache.call(self.backend, self.backend.simulation_kind(), prompt, compute)
-
+        return self._through_cache(self.backend.simulation_kind(), prompt,
+                                   lambda: _checked(self.backend.simulate(prompt, len(tokens)), len(tokens)))
 
     def classify(self, task: str, explanation: str, examples: Sequence[Example]) -> list[float]:
         prompt = self.backend.classify_request(task, explanation, examples)
-        compute = lambda: _checked(self.backend.classify(prompt, len(examples)), len(examples), top=1)  # noqa: E731
-        if self.cache is None:
-            return compute()
-        return self.cache.call(self.backend, task, prompt, compute)
+        return self._through_cache(task, prompt,
+                                   lambda: _checked(self.backend.classify(prompt, len(examples)), len(examples), top=1))
+
+    def _through_cache(self, kind: str, prompt: str, compute: Callable[[], Any]) -> Any:
+        """``compute()``'s answer to ``prompt``, from the cache when it holds one (a kind of call is its key's part)."""
+        return compute() if self.cache is None else self.cache.call(self.backend, kind, prompt, compute)
 
 
 def _checked(predictions: Sequence[float], n: int, top: float = 10) -> list[float]:
@@ -320,8 +318,10 @@ def normal_token(token: str) -> str:
 
 
 def token_list_explanation(means: Mapping[str, float], max_tokens: int) -> str:
-    """The token-list explanation from each normalised token's mean activation (0..10): those of
-    at least 1, the largest ``max_tokens`` first (ties by token), each weight rounded to 0.1."""
+    """The token-list explanation from each normalised token's mean activation on the explainer's 0..10 floor scale:
+    those of at least 1 (a token whose mean is under the scale's first step is not listed, and a feature with none
+    predicts a constant 0, an undefined correlation), the largest ``max_tokens`` first (ties by token), each weight
+    rounded to 0.1."""
     top = sorted(((t, w) for t, w in means.items() if w >= 1), key=lambda item: (-item[1], item[0]))[:max_tokens]
     return TOKEN_LIST_LEAD + json.dumps({t: round(w, 1) for t, w in top}, ensure_ascii=False)
 

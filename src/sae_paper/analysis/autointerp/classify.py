@@ -13,11 +13,11 @@ batch of fragments, which small local models can do:
   each whether the highlighting is correct (specificity at the token level).
 
 Here a fragment *activates* when the feature shows a non-zero value on the 0–10 scale the explainer
-sees (:func:`~sae_paper.analysis.autointerp.fragments.rescale`: at least 5 % of its maximum) on one of
-its tokens. Detection's positives are drawn from the activating fragments in the upper half of the pool
+sees (:func:`~sae_paper.analysis.autointerp.fragments.rescale`, the reference's floor scale: at least 10 % of
+its maximum) on one of its tokens. Detection's positives are drawn from the activating fragments in the upper half of the pool
 ranked by maximum activation, its negatives from the lower half. For a sparse feature (an SAE's,
 mostly) the lower half is silent: 0 on every token, Paulo et al.'s non-activating examples. A dense
-feature (a residual dimension, a random direction, a PCA component after the ReLU) is above 5 % of
+feature (a residual dimension, a random direction, a PCA component after the ReLU) is above 10 % of
 its maximum somewhere in almost every fragment, so it has no silent fragments. Its negatives are then
 its weakest fragments. One rule for every method, so that the baselines can be scored at all. This
 departs from the paper's "contexts where the latent is zero". Fragments shown to the explainer are

@@ -1,19 +1,30 @@
 """Fragments of text, each feature's activation on every token, and the fragments autointerp shows.
 
-Section 3 of the paper, step 1 and 5 (after Bills et al. 2023):
+Section 3 of the paper, step 1 and 5 (after Bills et al. 2023), with the conventions of the
+paper's code and of OpenAI's ``neuron_explainer`` (:mod:`sae_paper.core.reference`):
 
-- **fragments**: one 64-token fragment from the start of each document (the paper took the
-  first 50,000 lines of OpenWebText; here the WebText document openings of the shared folder,
-  topped up from Wikipedia when a profile asks for more than WebText has). Each fragment
-  is run as ``[BOS] + 64 tokens`` and the activation of every feature is read on the 64 tokens.
-- **rescaling**: a feature's activations are shown to the explainer as integers 0..10,
-  ``round(10 · a / a_max)`` with ``a_max`` the feature's largest activation over all fragments
-  (negatives are already 0: :func:`~sae_paper.core.decompositions.interpretable_codes`).
-- **selection**: the 20 fragments with the highest maximum activation are the *top* fragments
-  (5 for the explainer, 5 others for the simulator); 5 *random* fragments are drawn among the
-  fragments where the feature's activation has non-zero variance (outside the top 20 when there
-  are enough). A feature with fewer than ``min_fragments`` (20) fragments of non-zero variance
-  is **skipped** and counted.
+- **fragments**: one random 64-token window of each document (seeded), as the paper's code
+  takes them (the paper took the first 50,000 lines of OpenWebText; here the WebText document
+  openings of the shared folder, topped up from Wikipedia when a profile asks for more than
+  WebText has); a window with a token that decodes to U+FFFD (a split UTF-8 character) is
+  dropped, as the paper's code drops it. Unlike the paper's code, each fragment is run as
+  ``[BOS] + 64 tokens``: every SAE and baseline here was fitted on contexts that start with BOS,
+  and without it the fragment's first token would sit at the model's attention sink, a position
+  no decomposition saw (:mod:`sae_paper.data.text`). The activation of every feature is read on
+  the 64 tokens.
+- **rescaling**: the explainer sees a feature's activations as integers 0..10,
+  ``floor(10 · a / a_max)`` capped at 10, with ``a_max`` the largest activation over the
+  explainer's own fragments (the reference's ``normalize_activations`` and
+  ``calculate_max_activation``; negatives are already 0:
+  :func:`~sae_paper.core.decompositions.interpretable_codes`).
+- **selection**: the 20 fragments with the highest maximum activation are the *top* fragments,
+  split by the reference's fixed interleaved ranks (:func:`~sae_paper.core.reference.interleaved_split`):
+  ranks 0, 4, 8, 12, 16 for the explainer, 2, 6, 10, 14, 18 for the simulator, so the top
+  fragment is always explained and the explainer's maximum is the feature's. The *random*
+  fragments are the reference's random sample: 15 fragments drawn (seeded) among those where the
+  feature's activation has non-zero variance (outside the top 20 when there are enough), of which
+  those at 1, 4, 7, 10, 13 are simulated. A feature with fewer than ``min_fragments`` (20)
+  fragments of non-zero variance is **skipped** and counted.
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from sae_paper.core.decompositions import Decomposition, interpretable_codes
+from sae_paper.core.reference import interleaved_split
 from sae_paper.data import cache
 from sae_paper.data.models import Site, model_spec
 from sae_paper.data.paths import cache_dir
@@ -60,19 +72,35 @@ class Fragments:
         return cls(tokens.long(), strings)
 
 
+REPLACEMENT_CHARACTER = "\ufffd"
+"""What a token that holds part of a UTF-8 character decodes to on its own; the paper's code drops such fragments."""
+
+
 def load_fragments(tokenizer, *, n_fragments: int, length: int = 64, sources: Sequence[str] = ("webtext", "enwiki2015"),
                    seed: int = 0) -> Fragments:
-    """The first ``length`` tokens of each document long enough, from ``sources`` in order (train split)."""
+    """One random ``length``-token window of each document long enough, from ``sources`` in order (train split),
+    dropping a window with a token that decodes to U+FFFD (the paper's code: ``interpret.py``,
+    ``make_feature_activation_dataset``). ``seed`` orders the documents and draws each window's start, every start
+    of the document equally likely (one draw per document long enough, a dropped window included)."""
     from sae_paper.data.text import iter_documents
 
+    generator = torch.Generator().manual_seed(seed)
     rows: list[list[int]] = []
+    strings: list[tuple[str, ...]] = []
     for source in sources:
         for text in iter_documents(source, split="train", seed=seed):
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            if len(ids) >= length:
-                rows.append(ids[:length])
-                if len(rows) == n_fragments:
-                    return Fragments.from_token_ids(torch.tensor(rows), tokenizer)
+            if len(ids) < length:
+                continue
+            start = int(torch.randint(len(ids) - length + 1, (1,), generator=generator))
+            window = ids[start : start + length]
+            decoded = tuple(tokenizer.decode([t]) for t in window)
+            if any(REPLACEMENT_CHARACTER in token for token in decoded):
+                continue
+            rows.append(window)
+            strings.append(decoded)
+            if len(rows) == n_fragments:
+                return Fragments(torch.tensor(rows, dtype=torch.long), tuple(strings))
     raise SaePaperError(f"sources {', '.join(sources)} give only {len(rows)} fragments of {length} tokens; {n_fragments} asked for")
 
 
@@ -231,10 +259,12 @@ def first_features(counts: Tensor, n: int, *, min_fragments: int = 20) -> Featur
 
 
 def rescale(activations: Tensor, max_activation: float) -> Tensor:
-    """Integers 0..10: ``round(10 · a / max)`` clipped to [0, 10] (all zero if the feature never fires)."""
+    """Integers 0..10 as the explainer sees them: ``floor(10 · relu(a) / max)`` capped at 10, all zero when ``max ≤ 0``
+    (the reference's ``normalize_activations``: :func:`~sae_paper.core.reference.floor_scale` over a tensor, the same
+    float64 operations; ``max`` is :func:`~sae_paper.core.reference.explainer_max` over the explainer's fragments)."""
     if max_activation <= 0:
         return torch.zeros_like(activations, dtype=torch.long)
-    return (10 * activations.clamp(min=0) / max_activation).round().clamp(0, 10).long()
+    return torch.floor(10 * activations.double().clamp(min=0) / max_activation).clamp(max=10).long()
 
 
 @dataclass(frozen=True)
@@ -251,22 +281,31 @@ class Selection:
 
 def select_fragments(codes: Float[Tensor, "n_fragments pos"], *, n_top: int = 20, n_explain: int = 5, n_simulate_top: int = 5,
                      n_random: int = 5, seed: int = 0) -> Selection:
-    """Top fragments by maximum activation (a seeded split of the top ``n_top`` into explain / simulate)
-    and random fragments among those with non-zero variance, outside the top ``n_top`` when possible."""
-    if n_explain + n_simulate_top > n_top:
-        raise SaePaperError(f"n_explain + n_simulate_top ({n_explain + n_simulate_top}) must not exceed n_top ({n_top})")
-    generator = torch.Generator().manual_seed(seed)
+    """Top fragments by maximum activation, split by the reference's fixed interleaved ranks
+    (:func:`~sae_paper.core.reference.interleaved_split` of ``n_top``: the first ``n_explain`` of its explain ranks, the
+    first ``n_simulate_top`` of its simulate ranks), and the random fragments: the reference's random sample of
+    ``3 · (n_top // 4)`` fragments drawn (``seed``) among those with non-zero variance, outside the top ``n_top``
+    when there are enough, of which those at its valid split (1, 4, 7, …) are simulated. Only the random sample
+    depends on ``seed``. A pool smaller than the sample gives the valid split's fragments it holds, then its others."""
+    split = interleaved_split(n_top)
+    per_split = len(split.explain)
+    if max(n_explain, n_simulate_top, n_random) > per_split:
+        raise SaePaperError(f"n_explain, n_simulate_top and n_random ({n_explain}, {n_simulate_top}, {n_random}) must not "
+                            f"exceed n_top // 4 ({per_split}): the reference splits the top {n_top} into 4")
     maxima = codes.amax(1)
     order = maxima.argsort(descending=True, stable=True)[:n_top]
     top = order[maxima[order] > 0].tolist()
-    shuffled = [top[i] for i in torch.randperm(len(top), generator=generator).tolist()]
-    explain, sim_top = shuffled[:n_explain], shuffled[n_explain : n_explain + n_simulate_top]
+    explain = [top[rank] for rank in split.explain[:n_explain] if rank < len(top)]
+    sim_top = [top[rank] for rank in split.simulate[:n_simulate_top] if rank < len(top)]
     varying = torch.nonzero(maxima > codes.amin(1)).flatten().tolist()
     in_top, shown = set(top), set(explain) | set(sim_top)
     outside = [i for i in varying if i not in in_top]
     pool = outside if len(outside) >= n_random else [i for i in varying if i not in shown]
-    random = [pool[i] for i in torch.randperm(len(pool), generator=generator)[:n_random].tolist()]
-    return Selection(tuple(explain), tuple(sim_top), tuple(random))
+    generator = torch.Generator().manual_seed(seed)
+    sample = [pool[i] for i in torch.randperm(len(pool), generator=generator)[: 3 * per_split].tolist()]
+    valid = [i for i in split.simulate_random[:n_random] if i < len(sample)]
+    rest = [i for i in range(len(sample)) if i not in valid]
+    return Selection(tuple(explain), tuple(sim_top), tuple(sample[i] for i in (valid + rest)[:n_random]))
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,25 @@
 """Explain → simulate → score, per feature and per method, with 95 % confidence intervals over features.
 
-Section 3 of the paper (after Bills et al. 2023): for one feature,
+Section 3 of the paper (after Bills et al. 2023), by the conventions of the reference's code,
+OpenAI's ``neuron_explainer`` (:mod:`sae_paper.core.reference`): for one feature,
 
-1. the explainer sees 5 top fragments with the feature's activation on every token (0..10)
-   and writes an explanation;
+1. the explainer sees 5 top fragments (ranks 0, 4, 8, 12, 16) with the feature's activation on
+   every token on the 0..10 floor scale of their own maximum, and writes an explanation;
 2. the simulator predicts, from the explanation alone, the activation on every token of 5
-   other top fragments and 5 random fragments (with non-zero variance);
+   other top fragments (ranks 2, 6, 10, 14, 18) and 5 random fragments (with non-zero
+   variance; :func:`~sae_paper.analysis.autointerp.fragments.select_fragments`);
 3. the **top-and-random score** is the correlation between simulated and true activations
    pooled over all tokens of those 10 fragments; the **random-only score** (Appendix C.2,
    Figure 9) the same over the 5 random fragments only.
 
 True activations are the feature's real values (correlation does not depend on their scale).
-When the simulator's predictions are constant over the scored tokens (e.g. an explanation
-that predicts nothing on the random fragments) the correlation is undefined: we score it 0
-(no information) and count it as ``constant``. A failed call is different: the feature gets no
-score, and the failure is counted and reported (:class:`MethodSummary`).
+A correlation with a constant side (e.g. an explanation that predicts nothing on the random
+fragments), or one float64 cannot hold, is **undefined**, as in the reference (NaN there): it is
+left out of that score's mean, not scored 0, and counted per method and per score with the reason
+(:attr:`FeatureResult.undefined`, :attr:`MethodSummary.undefined`). A failed call is different: the
+feature gets no score, and the failure is counted and reported (:class:`MethodSummary`). A seed
+redraws only what the reference draws at random: the random sample of fragments (and, upstream,
+the features scored and the SAEs' training); the split of the top fragments is fixed.
 
 With ``ScoringConfig.scoring`` = ``detection`` or ``fuzzing`` the same explanation (same top
 fragments, same explainer) is scored instead by classification (:mod:`.classify`): the score is the
@@ -24,6 +29,7 @@ AUROC, 0.5 being chance, beside the balanced accuracy; there is no random-only s
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -53,6 +59,7 @@ from sae_paper.analysis.autointerp.fragments import (
 )
 from sae_paper.analysis.autointerp.token_list import TokenListScorer
 from sae_paper.core.decompositions import Decomposition
+from sae_paper.core.reference import Correlation, correlation_or_undefined, explainer_max
 from sae_paper.data import cache
 from sae_paper.errors import SaePaperError
 
@@ -62,16 +69,17 @@ class ScoringConfig:
     """How fragments are chosen and how many (the paper's values are the defaults)."""
 
     n_top: int = 20
-    """Top fragments (by maximum activation) the explain/simulate sets are drawn from."""
+    """Top fragments (by maximum activation), split by the reference's interleaved ranks into 4 of ``n_top // 4``."""
     n_explain: int = 5
-    """Top fragments shown to the explainer."""
+    """Top fragments shown to the explainer: the first of the ranks 0, 4, 8, … (at most ``n_top // 4``)."""
     n_simulate_top: int = 5
-    """Other top fragments the simulator predicts."""
+    """Top fragments the simulator predicts: the first of the ranks 2, 6, 10, … (at most ``n_top // 4``)."""
     n_random: int = 5
-    """Random fragments (non-zero variance) the simulator predicts."""
+    """Random fragments (non-zero variance) the simulator predicts: the first of the random sample's 1, 4, 7, …"""
     min_fragments: int = 20
     """Features with fewer fragments of non-zero variance are skipped (and counted)."""
     seed: int = 0
+    """Draws the random sample of fragments (the top fragments' split is fixed)."""
     scoring: str = "simulation"
     """``simulation`` (the paper's correlation), ``detection`` or ``fuzzing`` (:mod:`.classify`; the explanation is the
     same, from the same top fragments)."""
@@ -99,12 +107,15 @@ class FeatureResult:
     feature: int
     explanation: str | None
     score: float | None
-    """Top-and-random correlation."""
+    """Top-and-random correlation (None when a call failed, the feature was skipped, or it is undefined)."""
     random_score: float | None
-    """Random-only correlation."""
+    """Random-only correlation (None likewise)."""
     failure: str | None = None
-    constant: bool = False
-    """The simulator's predictions were constant on the scored tokens (score 0, counted)."""
+    undefined: str | None = None
+    """Why the top-and-random correlation is undefined (:data:`~sae_paper.core.reference.Undefined`: a constant
+    simulation or truth, both, or not representable in float64); None when it is defined."""
+    random_undefined: str | None = None
+    """The same for the random-only correlation."""
     moments: Moments | None = None
     balanced_accuracy: float | None = None
     """Detection and fuzzing: the balanced accuracy (``score`` is their AUROC; None for simulation)."""
@@ -114,13 +125,11 @@ class FeatureResult:
 
 
 def correlation(x: Sequence[float] | Tensor, y: Sequence[float] | Tensor) -> float | None:
-    """Pearson correlation, None when either side is constant."""
-    a, b = torch.as_tensor(x, dtype=torch.float64).flatten(), torch.as_tensor(y, dtype=torch.float64).flatten()
-    a, b = a - a.mean(), b - b.mean()
-    denominator = float(a.norm() * b.norm())
-    if denominator == 0 or not math.isfinite(denominator):
+    """Pearson correlation, None when it is undefined (:func:`~sae_paper.core.reference.correlation_or_undefined`) or
+    there are no values."""
+    if len(x) == 0 and len(y) == 0:
         return None
-    return float((a @ b) / denominator)
+    return correlation_or_undefined(x, y).value
 
 
 def _record(fragments: Fragments, index: int, values: Tensor | None = None) -> ActivationRecord:
@@ -138,7 +147,9 @@ def score_feature(codes: Tensor, fragments: Fragments, explainer: Cached, simula
     selection = select_fragments(codes, n_top=config.n_top, n_explain=config.n_explain,
                                  n_simulate_top=config.n_simulate_top, n_random=config.n_random,
                                  seed=config.seed * 100_003 + feature)
-    scaled = rescale(codes, float(codes.max()))
+    explained = codes[list(selection.explain)]
+    # the reference's scale: max over the explainer's own records (with the top fragment among them, the feature's)
+    scaled = rescale(codes, explainer_max(explained) if len(explained) else 0.0)
     stats = moments(codes)
     base = dict(method=method, site=site, feature=feature, moments=stats)
     if token_list is not None and config.scoring == "simulation":
@@ -174,18 +185,23 @@ def score_feature(codes: Tensor, fragments: Fragments, explainer: Cached, simula
     return _scored(codes, simulated, selection.top, selection.random, explanation, base)
 
 
+def simulation_scores(codes: Tensor, simulated: Mapping[int, Sequence[float] | Tensor], top: Sequence[int],
+                      random: Sequence[int]) -> tuple[Correlation, Correlation]:
+    """(Top-and-random, random-only) correlations of the simulated activations (fragment → predictions) with the
+    true ``codes``, pooled over the fragments' tokens; each undefined with its reason where the reference's is NaN."""
+    def pooled(indices: Sequence[int]) -> Correlation:
+        true = torch.cat([codes[i].double() for i in indices])
+        predicted = torch.cat([torch.as_tensor(simulated[i], dtype=torch.float64) for i in indices])
+        return correlation_or_undefined(predicted, true)
+
+    return pooled([*top, *random]), pooled(random)
+
+
 def _scored(codes: Tensor, simulated: Mapping[int, Sequence[float] | Tensor], top: Sequence[int], random: Sequence[int],
             explanation: str, base: dict) -> FeatureResult:
-    """The top-and-random and random-only correlations of the simulated activations (fragment → predictions)."""
-    def pooled(indices: Sequence[int]) -> tuple[float, bool]:
-        true = torch.cat([codes[i] for i in indices])
-        predicted = torch.cat([torch.as_tensor(simulated[i], dtype=torch.float64) for i in indices])
-        r = correlation(predicted, true)
-        return (0.0, True) if r is None else (r, False)
-
-    score, constant = pooled([*top, *random])
-    random_score, _ = pooled(random)
-    return FeatureResult(explanation=explanation, score=score, random_score=random_score, constant=constant, **base)
+    both, random_only = simulation_scores(codes, simulated, top, random)
+    return FeatureResult(explanation=explanation, score=both.value, random_score=random_only.value,
+                         undefined=both.undefined, random_undefined=random_only.undefined, **base)
 
 
 @dataclass
@@ -289,9 +305,11 @@ class MethodSummary:
     method: str
     site: str
     n_scored: int
+    """Features with a defined top-and-random score (the mean's n)."""
     n_failed: int
     n_skipped: int
-    n_constant: int
+    n_undefined: int
+    """Features simulated whose top-and-random correlation is undefined: left out of ``mean``, as the reference's NaN."""
     mean: float
     ci: float
     """Half-width of the 95 % CI of the mean top-and-random score (Student t over features)."""
@@ -304,11 +322,33 @@ class MethodSummary:
     balanced_ci: float = float("nan")
     first_failure: str | None = None
     """The first failed call's message (None when nothing failed), to say why next to a failed measurement."""
+    undefined: tuple[tuple[str, int], ...] = ()
+    """Why the ``n_undefined`` top-and-random correlations are undefined: (reason, count), most frequent first."""
+    random_undefined: tuple[tuple[str, int], ...] = ()
+    """The same for the random-only correlations, left out of ``random_mean``."""
+    n_random: int | None = None
+    """Features with a defined random-only score (None: as ``n_scored``, for a summary built by hand)."""
+
+    @property
+    def n_random_scored(self) -> int:
+        return self.n_scored if self.n_random is None else self.n_random
+
+    @property
+    def n_random_undefined(self) -> int:
+        return sum(n for _, n in self.random_undefined)
+
+    def undefined_words(self, random_only: bool = False) -> str:
+        """The undefined correlations of one score in words, e.g. ``12 undefined (constant simulation 12)``; empty
+        when there are none."""
+        reasons = self.random_undefined if random_only else self.undefined
+        total = sum(n for _, n in reasons)
+        return f"{total} undefined ({', '.join(f'{why} {n}' for why, n in reasons)})" if total else ""
 
     def row(self) -> str:
         second = (self.random_mean, self.random_ci) if self.scoring == "simulation" else (self.balanced_mean, self.balanced_ci)
+        undefined = f"{self.n_undefined} / {self.n_random_undefined}" if self.scoring == "simulation" else "–"
         return (f"| {self.site} | {self.method} | {self.mean:.3f} ± {self.ci:.3f} | {second[0]:.3f} ± {second[1]:.3f} "
-                f"| {self.n_scored} | {self.n_skipped} | {self.n_failed} | {self.n_constant} |")
+                f"| {self.n_scored} | {self.n_skipped} | {self.n_failed} | {undefined} |")
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -325,24 +365,37 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]
     return mean, float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
 
 
+def _reasons(whys: Sequence[str | None]) -> tuple[tuple[str, int], ...]:
+    return tuple(Counter(why for why in whys if why is not None).most_common())
+
+
 def summarize(method: str, site: str, results: Sequence[FeatureResult], *, skipped: int = 0,
               scoring: str = "simulation") -> MethodSummary:
     """``skipped``: features skipped before scoring; those the task could not score (:attr:`FeatureResult.skipped`)
-    are added to them."""
+    are added to them. An undefined correlation is counted with its reason and left out of its mean."""
     scored = [r for r in results if r.score is not None]
     failed = [r for r in results if r.failure is not None]
+    randoms = [r.random_score for r in results if r.random_score is not None]
     mean, ci = mean_ci([r.score for r in scored])
-    random_mean, random_ci = mean_ci([r.random_score for r in scored if r.random_score is not None])
+    random_mean, random_ci = mean_ci(randoms)
     balanced_mean, balanced_ci = mean_ci([r.balanced_accuracy for r in scored if r.balanced_accuracy is not None])
+    undefined = _reasons([r.undefined for r in results])
     return MethodSummary(method, site, len(scored), len(failed), skipped + sum(r.skipped is not None for r in results),
-                         sum(r.constant for r in scored), mean, ci, random_mean, random_ci, scoring, balanced_mean,
-                         balanced_ci, failed[0].failure if failed else None)
+                         sum(n for _, n in undefined), mean, ci, random_mean, random_ci, scoring, balanced_mean,
+                         balanced_ci, failed[0].failure if failed else None, undefined,
+                         _reasons([r.random_undefined for r in results]), len(randoms))
 
 
 def summary_table(summaries: Sequence[MethodSummary]) -> str:
-    """Markdown table of summaries (what the notebook shows next to each figure)."""
+    """Markdown table of summaries (what the notebook shows next to each figure), and which correlations were
+    undefined and why."""
     simulation = all(s.scoring == "simulation" for s in summaries)
     scores = "top-and-random (95 % CI) | random-only (95 % CI)" if simulation else "AUROC (95 % CI) | balanced accuracy (95 % CI)"
-    head = (f"| site | method | {scores} | scored | skipped | failed | constant |\n"
+    head = (f"| site | method | {scores} | scored | skipped | failed | undefined (top-and-random / random-only) |\n"
             "|---|---|---:|---:|---:|---:|---:|---:|\n")
-    return head + "\n".join(s.row() for s in summaries) + "\n"
+    notes = [f"{s.site} {s.method}, {what}: {words}" for s in summaries
+             for what, words in (("top-and-random", s.undefined_words()), ("random-only", s.undefined_words(True)))
+             if words]
+    why = ("\nUndefined correlations (a constant side, or a variance float64 cannot hold) are left out of the means, "
+           "as the reference scorer leaves them NaN: " + "; ".join(notes) + ".\n") if notes else ""
+    return head + "\n".join(s.row() for s in summaries) + "\n" + why
