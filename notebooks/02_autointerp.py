@@ -47,6 +47,7 @@
 # | scoring conventions | OpenAI's `neuron_explainer` (Bills et al. 2023) | the same, read at openai/automated-interpretability e4aa21b (`sae_paper.core.reference`): the top 20 fragments split by fixed interleaved ranks (explain 0, 4, 8, 12, 16; simulate 2, 6, 10, 14, 18; the random fragments 1, 4, 7, 10, 13 of a random sample of 15); the explainer's 0–10 scale `floor(10·a/max)`, max over its own fragments; a correlation with a constant side is undefined, left out of the mean and counted (the table's *undefined* column says how many, and the note below it why). A seed redraws only what the reference draws at random: the random sample of fragments (and the features scored, the SAEs' training, ICA's start, the random directions) |
 # | features per method | 150 | 100 (fewer when not enough features fire on 20 fragments) |
 # | SAE training | 20M activations, 10 epochs, α = 8.6e-4 | 49,152 activations at every layer and ratio (equal budgets, so layers and ratios compare fairly; layer 3's are notebook 01's SAEs), 4 epochs in steps of 128, SmolLM2's default α (1e-2, see notebook 01); each verdict of Figures 2, 8 and 9 decided at 3 seeds |
+# | random-model controls | none | Figure 2's SAEs and two baselines trained and scored again on two SmolLM2s that learned nothing (random weights; random blocks under the trained embedding), as Heap et al. (2025) ask of every such study, each control SAE's α matched to the trained SAE's L0: section 13 |
 # | ICA | FastICA on ~4M activations | FastICA on 4,096 activations, at most 40 iterations: not converged (its last iteration still moves the unmixing by ~0.2, against FastICA's tolerance of 1e-4; 200 iterations leave 0.05), so a weaker ICA than the paper's. Section 3 prints each fit, and the scoreboard marks every verdict that compares with it *weakened baseline*. PCA is fitted on all 49,152 training activations of its layer |
 #
 # The `paper` profile runs the paper's model, layers and sizes with an
@@ -103,6 +104,7 @@ ica_rows = 4_096
 ica_max_iter = 40
 n_seeds = 3
 methods = ["sae", "neurons", "random", "pca", "ica", "topk-pca", "topk-ica"]
+controls = ["smollm2-135m-random", "smollm2-135m-reinit-blocks"]
 explainer = "token-list"
 simulator = "token-list"
 explainer_model = None
@@ -123,7 +125,7 @@ from IPython.display import Markdown, display
 from sae_paper.analysis.autointerp import FragmentSpec, fragment_activations, summary_table
 from sae_paper.analysis.token_activations import tokens_display
 from sae_paper.book import feature_browser
-from sae_paper.chapters import autointerp_budget, seed_stability
+from sae_paper.chapters import autointerp_budget, autointerp_control_verdicts, autointerp_controls, seed_stability
 from sae_paper.chapters.autointerp import (
     BASELINES,
     NOTEBOOK,
@@ -137,7 +139,7 @@ from sae_paper.chapters.autointerp import (
     score_all,
     scorer,
 )
-from sae_paper.chapters.autointerp_plots import score_name, scores_by_layer, scores_by_ratio
+from sae_paper.chapters.autointerp_plots import score_name, scores_by_layer, scores_by_ratio, scores_with_controls
 from sae_paper.chapters.autointerp_verdicts import (
     PAPER_TABLE1,
     PAPER_TABLE2,
@@ -274,6 +276,10 @@ Markdown(seed_table(seeded))
 fig2_methods = [m for m in ("sae", *BASELINES) if m in study.methods]
 scores_by_layer(summaries, study.layers, fig2_methods, title=f"Figure 2 analogue: {score_name(study.scoring)} autointerp score",
                 layer_label=study.layer_label, backend=BACKEND, scoring=study.scoring)
+
+# %% [markdown]
+# Section 13 scores the same SAEs and baselines on random-weight models, the control that
+# says whether the SAE's lead comes from what the model learned.
 
 # %%
 board.record("fig2-early-layers", *seeded["fig2-early-layers"][0], seeds=seeded["fig2-early-layers"][1])
@@ -463,6 +469,54 @@ seed_stability.stability_figure(stability, title=f"Best-match cosines across see
 board.record("control-seed-stability", *stability_seeded[seed_stability.CLAIM][0],
              seeds=stability_seeded[seed_stability.CLAIM][1])
 Markdown(seed_table(stability_seeded))
+
+# %% [markdown]
+# ## 13. Figure 2's random-model controls (Heap et al. 2025)
+#
+# SAEs trained on *randomly initialised* transformers reach autointerp scores close to
+# those on trained ones (Heap et al. 2025), so Figure 2's lead could come from the scorer,
+# the architecture or the token embedding rather than from what the model learned. Each
+# control model (the `controls` parameter) gets Figure 2's SAE at every layer and seed,
+# trained exactly as the trained model's (same text, number of activations, ratio, epochs,
+# batch size, learning rate), and its residual basis and random directions, all scored by
+# the same scorer on the same fragments with the control's activations. Only α differs: a
+# random model's residual stream has another scale, so each control SAE's α is the one at
+# which a short training on the control's *training activations* (the SAE's own epochs over
+# at most 4,096 of them) reaches the trained SAE's mean L0 on held-out tokens, found by
+# bisection in log α; scores are never read. The table gives each SAE's α and its FVU and L0
+# on its own model's held-out tokens, and how the search ended.
+
+# %%
+if study.controls:
+    get_control = functools.cache(load_model)
+    with prov.section("controls: harvest"):
+        print("\n".join(autointerp_controls.prefetch_controls(study, get_control)) or "control activations were on disk")
+        control_frags = autointerp_controls.control_fragments(study, get_control)
+    with prov.section("controls: alpha search"):
+        searches = autointerp_controls.alpha_searches(study)
+    with prov.section("controls: train SAEs"):
+        control_decs = {s: autointerp_controls.decompositions(study, searches, s, baselines=s == study.seed)
+                        for s in study.seeds()}
+    with prov.section("controls: autointerp"):
+        control_scores = {s: autointerp_controls.score_controls(
+            control_decs[s], score if s == study.seed else scorer(explain_with, simulate_with,
+                                                                  study.reseeded(s).scoring_config(), study.n_features),
+            control_frags) for s in study.seeds()}
+    decide_controls = functools.partial(autointerp_control_verdicts.control_decisions, study=study, backend=study.explainer)
+    seeded_controls = decide_at_seeds(decide_controls, {s: [*per_seed[s], *control_scores[s]] for s in study.seeds()},
+                                      what=autointerp_control_verdicts.CONTROL_WHAT)
+    display(Markdown("Fragments: " + "; ".join(
+        f"`{c}`: " + ("the trained model's tokens" if autointerp_controls.same_tokens(fragments, f.fragments)
+                      else "the same documents in its own tokenizer") for c, f in control_frags.items()) + "."))
+    display(scores_with_controls([*summaries, *control_scores[study.seed]], study, backend=BACKEND,
+                                 title=f"Figure 2 with random-model controls: {score_name(study.scoring)} score"))
+    display(Markdown(autointerp_controls.evaluation_table(study, searches)))
+    display(Markdown(summary_table(control_scores[study.seed])))
+    display(Markdown(seed_table(seeded_controls)))
+    board.record("control-random-model", *seeded_controls["control-random-model"][0],
+                 seeds=seeded_controls["control-random-model"][1])
+else:
+    print("this profile scores no random-model controls")
 
 # %% [markdown]
 # ## Summary

@@ -42,6 +42,8 @@ def test_the_rehearsal_is_paper_yaml_with_every_budget_shrunk_by_one_factor():
                 assert entry[key] == f"{value}-random" and MODELS[entry[key]].weights == "random"
             elif key == "base_url":
                 assert entry[key] != value  # the network's address is replaced by the local server's, at run time
+            elif key == "controls":  # the model became the random control itself: the control is its seed 1
+                assert entry[key] == [f"{c}-seed1" if c == entry["model"] else c for c in value] != value
             else:
                 assert entry[key] == value, (notebook, key)  # dtype, layers, sweeps, ordering, backends: the paper's
     assert rehearsal["03_ioi"]["layers"] == [3, 7, 11, 15, 19, 23] and rehearsal["03_ioi"]["ordering"] == "acdc"
@@ -69,8 +71,12 @@ def test_the_plan_counts_what_the_smoke_studies_configure_and_computes_nothing(s
     parameters = resolve_parameters(smoke, list(smoke))
     plans = plan_book(parameters, book_harvest_requests)
     studies = study_classes()
-    every_config = [c for name in parameters for c in studies[name].from_params(parameters[name]).all_configs()]
+    built = {name: studies[name].from_params(parameters[name]) for name in parameters}
+    every_config = [c for study in built.values() for c in [*study.all_configs(), *getattr(study, "control_configs", list)()]]
     assert [c for plan in plans for c in plan.saes] == list(dict.fromkeys(every_config))  # each SAE once, first use
+    autointerp = {plan.notebook: plan for plan in plans}["02_autointerp"]
+    fragments = built["02_autointerp"].n_fragments * built["02_autointerp"].fragment_length
+    assert all(autointerp.harvest_tokens[c] >= fragments for c in built["02_autointerp"].controls)  # the controls' too
     first = {plan.notebook: plan for plan in plans}["01_training"]
     assert len(first.saes) == len(set(studies["01_training"].from_params(parameters["01_training"]).all_configs()))
     assert first.sae_rows == sum(c.n_tokens * c.epochs for c in first.saes)

@@ -19,7 +19,16 @@ from sae_paper.analysis.autointerp.scoring import MethodSummary
 from sae_paper.analysis.causal_tree import TreeNode
 from sae_paper.analysis.feature_stats import ClassStats, token_histogram
 from sae_paper.analysis.patching_curves import CurvePoint, PatchingCurve
-from sae_paper.chapters import appendices, autointerp_verdicts, case_verdicts, ioi_verdicts, seed_stability, training
+from sae_paper.chapters import (
+    appendices,
+    autointerp_control_verdicts,
+    autointerp_controls,
+    autointerp_verdicts,
+    case_verdicts,
+    ioi_verdicts,
+    seed_stability,
+    training,
+)
 from sae_paper.chapters.rulebook import all_rules
 from sae_paper.core.metrics import SpliceMetrics
 from sae_paper.core.sweeps import SweepRecord
@@ -136,6 +145,14 @@ def stable(shared: float, *, other: int) -> seed_stability.PairStability:
 A = autointerp_verdicts
 L3, L9 = "resid_post.3", "resid_post.9"
 TOKEN = "token-list"
+
+
+def control(trained: list[float], random_model: list[float]) -> Decision:
+    """control-random-model at layers 3 and 9: the trained SAE's means, one control SAE's (CI ±0.05 each)."""
+    name = autointerp_controls.control_method("smollm2-135m-random", "sae")
+    summaries = [summary(site, method, mean) for site, t, c in zip((L3, L9), trained, random_model)
+                 for method, mean in (("sae", t), (name, c))]
+    return autointerp_control_verdicts.random_model_finding(summaries, [3, 9], ["smollm2-135m-random"], backend=TOKEN)
 SINGLE = ("apostrophes", "periods", '" the"', "newlines")
 GOOD_SWEEP = [rec(1e-4, fvu=0.1, l0=50), rec(3e-4, fvu=0.2, l0=20), rec(1e-3, fvu=0.4, l0=5)]
 ONE_EPOCH = [rec(1e-4, epochs=1, fvu=0.3, l0=40), rec(3e-4, epochs=1, fvu=0.5, l0=20)]
@@ -173,6 +190,10 @@ EXAMPLES = {
                         "partly": lambda: training.untied_finding([(rec(alive=90), rec(kind="untied", alive=95)),
                                                                    (rec(1e-2, alive=50), rec(1e-2, kind="untied", alive=40))]),
                         "not": lambda: training.untied_finding([(rec(alive=90), rec(kind="untied", alive=80))])},
+    "control-random-model": {
+        "reproduced": lambda: control([0.6, 0.5], [0.3, 0.35]),
+        "partly": lambda: control([0.6, 0.5], [0.3, 0.48]),
+        "not": lambda: control([0.6, 0.3], [0.3, 0.5])},
     "fig2-early-layers": {
         "reproduced": lambda: A.early_layers_finding([summary(L3, "sae", 0.6), summary(L3, "neurons", 0.3)], [3],
                                                      backend=TOKEN),
@@ -339,7 +360,7 @@ def test_every_claim_has_examples_of_each_verdict_its_rule_can_give():
         assert set(EXAMPLES[claim_id]) == expected, claim_id
 
 
-CENTRAL = autointerp_verdicts.CENTRAL
+CENTRAL = (*autointerp_verdicts.CENTRAL, "control-random-model")
 """Claims whose deciding number is a margin: positive exactly when the verdict is reproduced."""
 
 
@@ -453,7 +474,7 @@ def test_the_rules_page_renders_every_claim(tmp_path):
         assert all(part in section for part in rule.deciding)
         assert all(f"| `{name}` |" in section for name in rule.thresholds)
     controls = sum(claims[claim_id].source == "control" for claim_id in all_rules())
-    assert controls >= 1  # control-seed-stability's rule, notebook 02's
+    assert controls >= 2  # control-random-model's and control-seed-stability's rules, notebook 02's
     assert page.startswith(f"26 rules, one per claim, and {controls} for the controls beyond the paper; not comparable "
                            "by construction: {ref}`table1-first-five <rule-table1-first-five>`.")
     assert "| `band` | 1.25 |" in page and "| `largest_run` | 150,000,000 |" in page

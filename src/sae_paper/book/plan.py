@@ -119,7 +119,8 @@ def plan_book(parameters: Mapping[str, Mapping[str, Any]], requests: Callable[..
         if name not in studies:
             continue
         study = studies[name].from_params(values)
-        for config in study.all_configs():
+        # the random-model controls' SAEs (their α, still to be searched, changes no cost) with the study's own
+        for config in [*study.all_configs(), *getattr(study, "control_configs", list)()]:
             if config in trained:
                 continue
             trained.add(config)
@@ -128,7 +129,8 @@ def plan_book(parameters: Mapping[str, Mapping[str, Any]], requests: Callable[..
             plan.eval_tokens[config.model] = plan.eval_tokens.get(config.model, 0) + config.eval_tokens
         if hasattr(study, "scoring"):
             fragments = study.n_fragments * study.fragment_length
-            plan.harvest_tokens[study.model] = plan.harvest_tokens.get(study.model, 0) + fragments
+            for model in (study.model, *getattr(study, "controls", ())):  # each control scores the same fragments
+                plan.harvest_tokens[model] = plan.harvest_tokens.get(model, 0) + fragments
         plan.llm_calls, plan.prompt_tokens = _llm(study)
     return plans
 

@@ -4,7 +4,8 @@
 profile it reads, so the rehearsal is derived in code and cannot drift from ``paper.yaml``:
 
 - each model becomes its random-weight twin (``pythia-410m-deduped`` → ``pythia-410m-deduped-random``,
-  the same architecture built offline: :mod:`sae_paper.data.models`);
+  the same architecture built offline: :mod:`sae_paper.data.models`), and a random-model control that is now the
+  model itself is taken at seed 1 (``pythia-70m-deduped-random-seed1``);
 - every size in :data:`FLOORS` (token budgets, fragment and prompt counts, ACDC's exact features,
   thresholds, seeds) is multiplied by the one factor :data:`REHEARSAL_SCALE`, rounded up, and
   floored at the least its code path needs (a list of budgets keeps its proportions: its
@@ -73,6 +74,10 @@ def rehearsal_entry(params: Mapping[str, Any], scale: float = REHEARSAL_SCALE) -
         elif key == "model" and isinstance(value, str) and value in MODELS and MODELS[value].weights == "hub":
             value = f"{value}-random"
         entry[key] = value
+    if entry.get("model") in entry.get("controls", ()):  # the model became its random twin: the control is at seed 1
+        from sae_paper.data.models import seeded_model_name
+
+        entry["controls"] = [seeded_model_name(c, 1) if c == entry["model"] else c for c in entry["controls"]]
     if "openai-compatible" in (entry.get("explainer"), entry.get("simulator")):
         entry["base_url"] = _URL_PLACEHOLDER
     return entry

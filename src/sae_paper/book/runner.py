@@ -305,7 +305,8 @@ def _feature_browser(generated: Path, log: Callable[[str], None], *, reuse: bool
 
 def book_harvest_requests(parameters: Mapping[str, Mapping[str, Any]]) -> list[tuple[Any, Any]]:
     """(HarvestSpec, Site) of every activation the notebooks of ``parameters`` will read: each registered
-    notebook's run configs, and the extra texts a study reads (its ``corpus_specs``)."""
+    notebook's run configs, its random-model controls' (``control_configs``) and the extra texts a study reads (its
+    ``corpus_specs``)."""
     from sae_paper.core.sweeps import harvest_requests
 
     studies = study_classes()
@@ -315,6 +316,8 @@ def book_harvest_requests(parameters: Mapping[str, Mapping[str, Any]]) -> list[t
             continue
         study = studies[name].from_params(values)
         requests += harvest_requests(study.all_configs())
+        if hasattr(study, "control_configs"):  # the random-model controls' SAEs, trained once their α is searched
+            requests += harvest_requests(study.control_configs())
         if hasattr(study, "corpus_specs"):
             requests += [(spec, study.site) for spec in study.corpus_specs()]
     return requests

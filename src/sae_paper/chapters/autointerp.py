@@ -134,6 +134,10 @@ class AutointerpStudy(SaeRunFields):
     the reference's, fixed); the majority decides."""
     methods: tuple[str, ...] = METHODS
     """Methods scored at every layer."""
+    controls: tuple[str, ...] = ("smollm2-135m-random", "smollm2-135m-reinit-blocks")
+    """Random-weight models whose SAEs Figure 2 shows beside the trained model's (Heap et al. 2025), each trained
+    and scored as the trained model's at every layer and seed, α chosen to match its L0
+    (:mod:`sae_paper.chapters.autointerp_controls`); empty: no controls."""
 
     explainer: str = "token-list"
     """Explainer backend: token-list (stand-in), openai-compatible, local."""
@@ -149,7 +153,7 @@ class AutointerpStudy(SaeRunFields):
     Figure 9 is not comparable)."""
 
     def __post_init__(self) -> None:
-        for name in ("layers", "fig8_ratios", "fragment_sources", "methods", "fragment_budgets"):
+        for name in ("layers", "fig8_ratios", "fragment_sources", "methods", "fragment_budgets", "controls"):
             value = getattr(self, name)
             if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
                 raise SaePaperError(f"{NOTEBOOK} parameter {name}={value!r}: must be a list")
@@ -171,6 +175,9 @@ class AutointerpStudy(SaeRunFields):
         if self.mlp_layer is not None:
             Site("mlp_post", self.mlp_layer).check(spec)
         check_n_seeds(self)
+        from sae_paper.chapters.autointerp_controls import check_controls
+
+        check_controls(self)
         if max(self.n_explain, self.n_simulate_top, self.n_random) > self.n_top // 4:  # the reference's 4 splits
             raise SaePaperError(f"{NOTEBOOK}: n_explain, n_simulate_top and n_random must not exceed n_top // 4")
         if not self.fig8_ratios:  # Figure 8's rule would find every ratio of none above the baselines
@@ -245,6 +252,10 @@ class AutointerpStudy(SaeRunFields):
         if self.mlp_config() is not None:
             configs.append(self.mlp_config())
         return list(dict.fromkeys(configs))
+
+    def control_configs(self) -> list[RunConfig]:
+        """Each control's SAE settings per layer before its α is chosen: what the runner harvests for the controls."""
+        return [self.sae_config(layer).replace(model=control) for control in self.controls for layer in self.layers]
 
     def sites(self) -> list[Site]:
         sites = [Site("resid_post", layer) for layer in self.layers]

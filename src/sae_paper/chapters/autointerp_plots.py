@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from matplotlib.figure import Figure
 
 from sae_paper.analysis.autointerp.scoring import MethodSummary
-from sae_paper.chapters.autointerp import LABELS
+from sae_paper.chapters import autointerp_controls as controls
+from sae_paper.chapters.autointerp import BASELINES, LABELS
 from sae_paper.data.models import Site
 from sae_paper.report.plots import no_scores
 
@@ -43,12 +44,11 @@ def _scored(s: MethodSummary | None, value: float) -> bool:
     return s is not None and s.n_scored > 0 and math.isfinite(value)
 
 
-def scores_by_layer(summaries: Sequence[MethodSummary], layers: Sequence[int], methods: Sequence[str], *, title: str,
-                    random_only: bool = False, layer_label: Callable[[int], str] = str, backend: str = "",
-                    scoring: str = "simulation") -> Figure:
-    """Figures 2, 9, 18: mean score per layer and method, with 95 % CI error bars (methods offset sideways)."""
-    fig = Figure(figsize=(7.2, 4.0), layout="constrained")
-    ax = fig.subplots()
+def draw_by_layer(ax, summaries: Sequence[MethodSummary], layers: Sequence[int], methods: Sequence[str], *,
+                  colour_of: Mapping[str, str] | None = None, random_only: bool = False,
+                  layer_label: Callable[[int], str] = str, scoring: str = "simulation") -> int:
+    """Mean score per layer and method on ``ax``, 95 % CI error bars, methods offset sideways, the chance line; the
+    number of points drawn. ``colour_of``: the method whose colour a named method takes (a control's ``…/sae``)."""
     by = {(s.site, s.method): s for s in summaries}
     width = 0.6 / max(1, len(methods))
     drawn = 0
@@ -62,18 +62,30 @@ def scores_by_layer(summaries: Sequence[MethodSummary], layers: Sequence[int], m
             ys.append(s.random_mean if random_only else s.mean)
             es.append(s.random_ci if random_only else s.ci)
         drawn += sum(math.isfinite(y) for y in ys)
-        ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3, color=COLOURS.get(method), label=LABELS.get(method, method))
+        base = (colour_of or {}).get(method, method)
+        ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3, color=COLOURS.get(base), label=LABELS.get(base, base))
     ax.set_xticks(range(len(layers)), [layer_label(layer) for layer in layers])
     ax.set_xlabel("residual stream layer")
-    ax.set_title(title + (f"\n{backend}" if backend else ""), fontsize=10)
-    if random_only and scoring != "simulation":
-        no_scores(ax, f"no random-only score under {scoring} scoring")
-        return fig
-    ax.set_ylabel(score_label(scoring, random_only))
     ax.axhline(chance(scoring), color="black", linewidth=0.5)
     if not drawn:
         no_scores(ax)
-    else:
+    return drawn
+
+
+def scores_by_layer(summaries: Sequence[MethodSummary], layers: Sequence[int], methods: Sequence[str], *, title: str,
+                    random_only: bool = False, layer_label: Callable[[int], str] = str, backend: str = "",
+                    scoring: str = "simulation") -> Figure:
+    """Figures 2, 9, 18: mean score per layer and method, with 95 % CI error bars (methods offset sideways)."""
+    fig = Figure(figsize=(7.2, 4.0), layout="constrained")
+    ax = fig.subplots()
+    ax.set_title(title + (f"\n{backend}" if backend else ""), fontsize=10)
+    if random_only and scoring != "simulation":
+        ax.set_xticks(range(len(layers)), [layer_label(layer) for layer in layers])
+        ax.set_xlabel("residual stream layer")
+        no_scores(ax, f"no random-only score under {scoring} scoring")
+        return fig
+    ax.set_ylabel(score_label(scoring, random_only))
+    if draw_by_layer(ax, summaries, layers, methods, random_only=random_only, layer_label=layer_label, scoring=scoring):
         ax.legend(fontsize=9, ncols=2)
     return fig
 
@@ -100,4 +112,24 @@ def scores_by_ratio(by_ratio: Mapping[float, MethodSummary], baselines: Sequence
     ax.set_xscale("log", base=2)
     ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
     ax.legend(fontsize=9)
+    return fig
+
+
+def scores_with_controls(summaries: Sequence[MethodSummary], study, *, title: str, backend: str = "") -> Figure:
+    """Figure 2 with its random-model controls (:mod:`~sae_paper.chapters.autointerp_controls`): one panel per model
+    (the trained one first), the SAE and the baselines scored on that model at every layer, one shared score axis."""
+    models = [study.model, *study.controls]
+    fig = Figure(figsize=(3.6 * len(models) + 0.6, 4.6), layout="constrained")
+    axes = fig.subplots(1, len(models), sharey=True, squeeze=False)[0]
+    for ax, model in zip(axes, models):
+        methods = [m for m in ("sae", *BASELINES) if m in study.methods and (model == study.model or m in controls.CONTROL_METHODS)]
+        named = [m if model == study.model else controls.control_method(model, m) for m in methods]
+        drawn = draw_by_layer(ax, summaries, study.layers, named, colour_of=dict(zip(named, methods)),
+                              layer_label=lambda layer: study.layer_label(layer).replace(" (", "\n("),  # narrow panels
+                              scoring=study.scoring)
+        ax.set_title(f"{model}\n({'Figure 2' if model == study.model else controls.label(model)})", fontsize=9)
+        if drawn:
+            ax.legend(fontsize=7)
+    axes[0].set_ylabel(score_label(study.scoring))
+    fig.suptitle(title + (f"\n{backend}" if backend else ""), fontsize=10)
     return fig

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from sae_paper.chapters import (
     appendices,
     autointerp,
+    autointerp_control_verdicts,
     autointerp_verdicts,
     case_studies,
     case_verdicts,
@@ -27,7 +28,7 @@ from sae_paper.report.rules import Rule, rule_registry
 
 CHAPTER_RULES: dict[str, tuple[Rule, ...]] = {
     training.NOTEBOOK: training.RULES,
-    autointerp.NOTEBOOK: (*autointerp_verdicts.RULES, *seed_stability.RULES),
+    autointerp.NOTEBOOK: (*autointerp_verdicts.RULES, *autointerp_control_verdicts.RULES, *seed_stability.RULES),
     ioi.NOTEBOOK: ioi_verdicts.RULES,
     case_studies.NOTEBOOK: case_verdicts.RULES,
     appendices.NOTEBOOK: appendices.RULES,

@@ -95,6 +95,11 @@ COMPUTATIONS: dict[str, Computation] = {
     "baselines": Computation(2, (
         "sae_paper.core.decompositions.fit_pca", "sae_paper.core.decompositions.fit_ica",
         "sae_paper.chapters.autointerp.baselines")),
+    "alpha-search": Computation(1, (
+        "sae_paper.core.alpha_search.search_alpha", "sae_paper.core.alpha_search.short_l0",
+        "sae_paper.core.alpha_search.short_trained",
+        "sae_paper.core.alpha_search._mean_l0", "sae_paper.core.alpha_search._first_rows",
+        "sae_paper.core.alpha_search.matched_alpha", "sae_paper.core.alpha_search.SearchSettings")),
     "ioi-curve": Computation(1, (
         "sae_paper.analysis.patching_curves.patching_curve", "sae_paper.analysis.patching.FeaturePatching",
         "sae_paper.analysis.patching.PatchingSetup", "sae_paper.analysis.patching_curves.acdc",
