@@ -484,7 +484,9 @@ Markdown(seed_table(stability_seeded))
 # which a short training on the control's *training activations* (the SAE's own epochs over
 # at most 4,096 of them) reaches the trained SAE's mean L0 on held-out tokens, found by
 # bisection in log α; scores are never read. The table gives each SAE's α and its FVU and L0
-# on its own model's held-out tokens, and how the search ended.
+# on its own model's held-out tokens, and how the search ended. The full training sees more
+# rows than the short one, so its L0 can land away from the target: the table's two L0
+# columns show by how much, and the comparison is of SAEs that close in sparsity, not equal.
 
 # %%
 if study.controls:

@@ -152,6 +152,21 @@ def test_a_method_with_no_defined_random_only_score_is_a_failed_measurement_not_
     assert early.verdict == "not comparable" and V.MEASUREMENT_FAILED in early.marks and "20 undefined" in early.ours
 
 
+def test_undefined_counts_over_several_layers_say_whose_they_are():
+    """A verdict over several layers (fig2-depth, the random-model control) lists each layer's undefined counts with
+    its site: two "SAE 2 undefined" side by side would not say which layer's is which."""
+    from sae_paper.chapters import autointerp_verdicts as V
+
+    def summary(site, n):
+        return MethodSummary("sae", site, 50, 0, 0, n, 0.3, 0.05, 0.1, 0.05, undefined=(("constant simulation", n),))
+
+    one_layer = V._failures([summary("resid_post.3", 2)])
+    assert one_layer == "no failed calls; top-and-random correlations excluded from the means: SAE 2 undefined " \
+                        "(constant simulation 2)"
+    both = V._failures([summary("resid_post.3", 2), summary("resid_post.9", 1)])
+    assert both.endswith("resid_post.3 SAE 2 undefined (constant simulation 2), resid_post.9 SAE 1 undefined "
+                         "(constant simulation 1)")
+
 def test_a_constant_truth_and_an_unrepresentable_variance_are_undefined_in_the_scorer():
     # no fragment the selection gives has a constant truth (top and random fragments vary), so these go in at the
     # scorer's correlation step: codes per fragment, predictions per fragment, the top and the random ones

@@ -73,8 +73,8 @@ def random_model_finding(summaries: Sequence[MethodSummary], layers: Sequence[in
     ours = "; ".join(f"layer {layer}: " + ", ".join(parts) for layer, parts in by_layer.items())
     note = CONTROL_RULE.note(f"{pairs[0][0].n_scored} features per method",
                              "controls: " + ", ".join(f"{c} ({label(c)})" for c in controls),
-                             "each control SAE's α matches the trained SAE's held-out L0 (a search by short trainings "
-                             "on the control's training activations)",
+                             "each control SAE's α is where a short training on the control's training activations "
+                             "reaches the trained SAE's held-out L0 (the full training's L0 is in the notebook's table)",
                              _backend_note(backend, pairs[0][0].scoring), _failures([s for p in pairs for s in p[:2]]))
     return Decision(Finding(ours, verdict, note, _marks(backend)), gap, ci)
 

@@ -2,12 +2,11 @@
 score summaries into the scoreboard's (ours, verdict, note) by the :class:`~sae_paper.report.rules.Rule` defined
 above it, whose thresholds it reads.
 
-The four central claims (Figures 2 early layers and depth, 8 and 9) are decided at several
-seeds and followed over fragment budgets, so their functions return a
-:class:`~sae_paper.report.finding.Decision`: the finding and the number its rule thresholds,
-computed once. Their rules ask whether the SAE is *clearly* above a baseline, its lower 95 %
-bound above the baseline's upper one (:func:`_gap`), so the deciding number is the smallest
-such gap the rule looks at: positive exactly when the verdict is *reproduced*.
+The four central claims (Figures 2 early layers and depth, 8 and 9) are decided at several seeds and followed over
+fragment budgets, so their functions return a :class:`~sae_paper.report.finding.Decision`: the finding and the number
+its rule thresholds, computed once. Their rules ask whether the SAE is *clearly* above a baseline, its lower 95 %
+bound above the baseline's upper one (:func:`_gap`), so the deciding number is the smallest such gap the rule looks
+at: positive exactly when the verdict is *reproduced*.
 :func:`decisions` gives all four from one seed's (or one pool's) summaries.
 """
 
@@ -26,8 +25,7 @@ STAND_IN = ("token-list stand-in for GPT-4/GPT-3.5 (explanations are token lists
 
 
 def _backend_note(backend: str, scoring: str = "simulation") -> str:
-    """Who scored and how: under detection or fuzzing the score is an AUROC (0.5 = chance), not the paper's
-    correlation, which every number of the verdict then is."""
+    """Who scored and how: under detection or fuzzing every number of the verdict is an AUROC (0.5 = chance)."""
     who = STAND_IN if backend == "token-list" else f"{backend} explainer/simulator"
     return who if scoring == "simulation" else f"{who}; scored by {scoring}: AUROC, 0.5 = chance (the paper's correlation: 0)"
 
@@ -84,7 +82,9 @@ def _smallest_gap(sae: MethodSummary, others: Sequence[MethodSummary], *,
 def _failures(summaries: Sequence[MethodSummary], *, random_only: bool = False) -> str:
     """The failed calls, and the undefined correlations of one score left out of the means (the reference's NaN)."""
     failed = sum(s.n_failed for s in summaries)
-    undefined = [f"{LABELS.get(s.method, s.method)} {words}" for s in summaries if (words := s.undefined_words(random_only))]
+    sites = {s.site for s in summaries}  # over several layers each count says whose it is
+    undefined = [f"{s.site + ' ' if len(sites) > 1 else ''}{LABELS.get(s.method, s.method)} {words}" for s in summaries
+                 if (words := s.undefined_words(random_only))]
     return "; ".join([f"{failed} failed call(s) excluded" if failed else "no failed calls"] + (
         [f"{'random-only' if random_only else 'top-and-random'} correlations excluded from the means: "
          + ", ".join(undefined)] if undefined else []))
