@@ -122,7 +122,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 from IPython.display import Markdown, display
 
-from sae_paper.analysis.autointerp import FragmentSpec, fragment_activations, summary_table
+from sae_paper.analysis.autointerp import fragment_activations, summary_table
 from sae_paper.analysis.token_activations import tokens_display
 from sae_paper.book import feature_browser
 from sae_paper.chapters import autointerp_budget, autointerp_control_verdicts, autointerp_controls, seed_stability
@@ -196,8 +196,7 @@ with prov.section("train SAEs"):
 
 # %%
 with prov.section("fragment activations"):
-    frag_spec = FragmentSpec(study.model, study.n_fragments, study.fragment_length, study.fragment_sources,
-                            study.text_order)
+    frag_spec = study.fragment_spec()
     fragments, site_acts = fragment_activations(None, frag_spec, study.sites(), get_model=get_model)
 print(f"{fragments.n_fragments} fragments of {fragments.length} tokens; e.g. "
       f"{tokens_display(load_tokenizer(study.model), fragments.tokens[0][:24])!r}")

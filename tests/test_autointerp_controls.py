@@ -40,7 +40,7 @@ def test_a_control_must_have_the_layers_scored_and_must_not_be_the_study_model()
 
 
 def test_control_configs_differ_from_the_trained_sae_only_in_the_model_and_reach_the_runners_harvest():
-    from sae_paper.book.runner import book_harvest_requests
+    from sae_paper.book.harvest import book_harvest_requests
 
     study = AutointerpStudy()
     configs = study.control_configs()
@@ -51,6 +51,36 @@ def test_control_configs_differ_from_the_trained_sae_only_in_the_model_and_reach
                                                                                             study.parameters()})}
     assert {(m, split, f"resid_post.{layer}") for m in (RANDOM, REINIT) for layer in study.layers
             for split in ("train", "eval")} <= harvested
+
+
+def test_the_runners_harvest_makes_every_fragment_pass_the_notebook_scores_once():
+    """The runner's harvest runs notebook 02's fragment pool through its model and every control (same documents),
+    so the notebook finds them cached and loads no model; a second harvest makes no pass."""
+    from dataclasses import replace
+
+    from sae_paper.analysis.autointerp.fragments import fragment_activations, missing_sites
+    from sae_paper.book.harvest import book_fragment_requests, harvest_for_book
+
+    default = AutointerpStudy()
+    requests = book_fragment_requests({"02_autointerp": default.parameters()})
+    resid = [C.Site("resid_post", layer) for layer in default.layers]
+    assert [(spec.model, sites) for spec, sites in requests] == [(default.model, default.sites()), (RANDOM, resid),
+                                                                 (REINIT, resid)]
+    assert all(replace(spec, model=default.model) == default.fragment_spec() for spec, _ in requests)
+
+    study = tiny_study()
+    requests = book_fragment_requests({"02_autointerp": study.parameters()})
+    assert all(missing_sites(spec, sites) == sites for spec, sites in requests)
+    lines = [line for line in harvest_for_book({"02_autointerp": study.parameters()}) if line.startswith("fragments")]
+    assert len(lines) == 2 and lines[0].startswith(f"fragments of {study.model}: 40 × 64 tokens, resid_post.1, resid_post.2")
+    assert all(missing_sites(spec, sites) == [] for spec, sites in requests)
+    assert not [line for line in harvest_for_book({"02_autointerp": study.parameters()}) if line.startswith("fragments")]
+
+    def no_model():
+        raise AssertionError("the notebook loaded a model although the harvest had made its fragment pass")
+
+    fragments, acts = fragment_activations(None, study.fragment_spec(), study.sites(), get_model=no_model)
+    assert fragments.n_fragments == 40 and acts[C.Site("resid_post", 2)].shape == (40, 64, 512)
 
 
 def summary(site, method, mean, ci=0.05, n_scored=50) -> MethodSummary:

@@ -9,30 +9,24 @@ import pytest
 
 from sae_paper.book import lanes
 from sae_paper.book.lanes import LaneProcess, lane_count, notebook_waits, run_lanes
-from sae_paper.book.profiles import BookError, load_profile, resolve_parameters
+from sae_paper.book.profiles import BookError, load_profile
 
 PROFILES = Path(__file__).resolve().parents[1] / "profiles"
 
 
 @pytest.mark.parametrize("profile", ["smoke", "default"])
-def test_a_notebook_waits_only_for_the_one_that_trains_an_sae_it_reads(profile):
+def test_registered_notebooks_wait_for_none_and_share_an_sae_through_its_lock(profile):
     entries = load_profile(PROFILES / f"{profile}.yaml")
     names = sorted(entries)
-    waits = notebook_waits(resolve_parameters(entries, names, []), names)
-    assert waits["01_training"] == set() and waits["03_ioi"] == set()  # the two chains start together
-    assert waits["02_autointerp"] == {"01_training"}  # 01's layer-3 and MLP SAEs
-    assert waits["04_case_studies"] == waits["05_appendices"] == {"01_training"}  # 01's main SAE, not 02 that reuses it
+    assert notebook_waits(names) == {name: set() for name in names}  # 02 and 03, the long ones, may start together
 
 
 def test_an_unregistered_notebook_waits_for_every_earlier_one_and_is_waited_for():
-    entries = load_profile(PROFILES / "smoke.yaml")
-    names = sorted(entries)
-    parameters = resolve_parameters(entries, names, [])
-    parameters["02b_unknown"] = {}
+    names = sorted(load_profile(PROFILES / "smoke.yaml"))
     order = [*names[:2], "02b_unknown", *names[2:]]
-    waits = notebook_waits(parameters, order)
+    waits = notebook_waits(order)
     assert waits["02b_unknown"] == set(names[:2])
-    assert all("02b_unknown" in waits[later] for later in names[2:])
+    assert all(waits[later] == {"02b_unknown"} for later in names[2:])
 
 
 class FakeLane:

@@ -15,10 +15,11 @@ import time
 import pytest
 
 from sae_paper.analysis.autointerp.openai_compatible import OpenAICompatibleBackend
+from sae_paper.book.harvest import book_harvest_requests
 from sae_paper.book.plan import plan_book
 from sae_paper.book.profiles import BookError, load_profile, resolve_parameters, study_classes
 from sae_paper.book.rehearsal import FLOORS, REHEARSAL_SCALE, rehearsal_profile, rehearsal_server
-from sae_paper.book.runner import BookLayout, book_harvest_requests, run_book
+from sae_paper.book.runner import BookLayout, run_book
 from sae_paper.cli import main
 from sae_paper.data.models import MODELS
 from sae_paper.data.paths import repo_root

@@ -2,7 +2,7 @@
 
 ``sae-paper book --nproc N`` (or, on several machines, the torchrun line in
 docs/distributed.md) first runs ``sae-paper prepare`` on N ranks: every activation the
-notebooks read (:func:`sae_paper.book.runner.book_harvest_requests`, its shards dealt over the
+notebooks read (:func:`sae_paper.book.harvest.book_harvest_requests`, its shards dealt over the
 ranks by :mod:`sae_paper.data.rank_harvest`), then every SAE they read
 (:func:`book_training_plan`), sorted largest first and dealt round-robin, each rank on its own
 device (``cuda:LOCAL_RANK`` on a GPU box, the CPU otherwise). Training goes through
@@ -21,9 +21,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sae_paper.book.harvest import harvest_for_book
 from sae_paper.book.profiles import load_profile, parse_overrides, profile_path, resolve_parameters, study_classes
 from sae_paper.book.rehearsal import rehearsal_profile
-from sae_paper.book.runner import BookLayout, harvest_for_book
+from sae_paper.book.runner import BookLayout
 from sae_paper.core.config import RunConfig
 from sae_paper.core.pipeline import Run
 from sae_paper.data.distributed import World, barrier

@@ -5,16 +5,19 @@ process would (``benchmarks/lanes_throughput.py``: 0.97–1.03), but the rest of
 (Python between the kernels, the one-thread ICA fits, I/O, kernel start-up): one notebook on two
 threads leaves a core idle much of the time. Two notebooks that do not depend on each other, each
 in its own kernel on one thread, keep both busy (the default book: 22.7 min side by side against
-28.2 one after another, AVX-512 kind). On the default book, 01 → 02 and 03 → 04 are two
-chains of about equal length; 05, the shortest, goes to whichever lane frees first.
+28.2 one after another, AVX-512 kind). On the default book, 02 (with its random-model controls) and 03
+are the long ones and start first; 01, 04 and 05 fill whichever lane frees.
 
-Which notebooks may run at the same time (:func:`notebook_waits`): a notebook waits for the
-earlier one (in the book's order) that trains an SAE it also reads: the first whose study builds
-the same :class:`~sae_paper.core.config.RunConfig`. So one SAE is never trained twice at once, and
-the later notebook finds it cached, as it would one after another. A notebook whose study is not
-registered waits for every earlier one, and every later one waits for it. Everything else the
-notebooks share was harvested before they start (:func:`sae_paper.book.runner.harvest_for_book`),
-or is cached under a key and written atomically (:mod:`sae_paper.data.cache`): at worst computed twice.
+Which notebooks may run at the same time (:func:`notebook_waits`): any two whose studies are
+registered. An SAE that two notebooks read is trained by whichever reaches it first: training holds
+the SAE folder's lock (:meth:`sae_paper.core.pipeline.Run.sae`), so the other waits there and then
+loads it, never training it twice, and it is the same SAE whoever trains it (the same config, on one
+thread). Until the random-model controls, a notebook waited for the whole of the earlier one that
+trains an SAE it reads; that chained 01 → 02, and 02 became the longest notebook, so the chain decided
+the book's time with a core idle beside it. A notebook whose study is not registered waits for every
+earlier one, and every later one waits for it. Everything else the notebooks share was harvested
+before they start (:func:`sae_paper.book.harvest.harvest_for_book`), or is cached under a key and
+written atomically (:mod:`sae_paper.data.cache`): at worst computed twice.
 
 Which runs first (:func:`run_lanes`): of the notebooks whose waits are over, the one the last
 run of the same profile found longest (so the long chains start early), then the book's order.
@@ -32,7 +35,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 from sae_paper.book.profiles import BookError, study_classes
 
@@ -70,25 +73,12 @@ def threads_per_lane(lanes: int) -> int:
     return max(1, available_cores() // lanes)
 
 
-def notebook_waits(parameters: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> dict[str, set[str]]:
-    """For each notebook of ``names`` (in the book's order), the earlier ones it waits for (see the module docstring)."""
+def notebook_waits(names: Sequence[str]) -> dict[str, set[str]]:
+    """For each notebook of ``names`` (in the book's order), the earlier ones it waits for (see the module docstring):
+    none for a registered notebook, but every earlier one that is not registered; every one for one not registered."""
     studies = study_classes()
-    configs: dict[str, set | None] = {}
-    for name in names:
-        study = studies.get(name)
-        configs[name] = set(study.from_params(parameters[name]).all_configs()) if study is not None else None
-    trainer: dict = {}  # each SAE's config → the first notebook that builds it: the one that trains it, in order
-    for name in names:
-        for config in configs[name] or ():
-            trainer.setdefault(config, name)
-    waits: dict[str, set[str]] = {}
-    for i, name in enumerate(names):
-        if configs[name] is None:
-            waits[name] = set(names[:i])
-        else:
-            waits[name] = {trainer[c] for c in configs[name]} - {name}
-            waits[name] |= {earlier for earlier in names[:i] if configs[earlier] is None}
-    return waits
+    return {name: set(names[:i]) if name not in studies else {e for e in names[:i] if e not in studies}
+            for i, name in enumerate(names)}
 
 
 def run_lanes(names: Sequence[str], waits: Mapping[str, set[str]], start_lane: Callable[[str], Lane], *, lanes: int,

@@ -1,7 +1,7 @@
 """``sae-paper book --profile NAME --plan``: what a profile would compute, and for how long, before the spend.
 
 Per notebook, counted from the same lists the runner works from (never a second hand-written
-one): the activations to harvest (:func:`~sae_paper.book.runner.book_harvest_requests`, merged by
+one): the activations to harvest (:func:`~sae_paper.book.harvest.book_harvest_requests`, merged by
 text and site as :func:`~sae_paper.data.activations.harvest_all` merges them: rows, and GB on disk
 in the profile's dtype), the SAEs to train (the study's ``all_configs()``: count, activations ×
 epochs), the tokens run through the model (harvest, evaluation, autointerp fragments) and the LLM
@@ -94,7 +94,7 @@ def _llm(study: Any) -> tuple[int, int]:
 
 def plan_book(parameters: Mapping[str, Mapping[str, Any]], requests: Callable[..., list]) -> list[NotebookPlan]:
     """Each notebook's :class:`NotebookPlan`, in the runner's order; computes nothing. ``requests``: the runner's
-    :func:`~sae_paper.book.runner.book_harvest_requests` (passed in: the runner imports this module)."""
+    :func:`~sae_paper.book.harvest.book_harvest_requests` (passed in)."""
     from sae_paper.book.profiles import study_classes
 
     studies = study_classes()

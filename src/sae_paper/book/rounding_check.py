@@ -44,18 +44,11 @@ from typing import Any
 import torch
 
 from sae_paper.book.execute import environment
+from sae_paper.book.harvest import book_harvest_requests
 from sae_paper.book.lanes import threads_per_lane
 from sae_paper.book.profiles import BookError, profile_path
 from sae_paper.book.progress import load_timings, write_timings
-from sae_paper.book.runner import (
-    GENERATED,
-    ROUNDING_CHECK,
-    SCOREBOARD_JSON,
-    BookLayout,
-    book_harvest_requests,
-    run_book,
-    write_scoreboard,
-)
+from sae_paper.book.runner import GENERATED, ROUNDING_CHECK, SCOREBOARD_JSON, BookLayout, run_book, write_scoreboard
 from sae_paper.data import cache
 from sae_paper.data.activations import MANIFEST
 from sae_paper.data.paths import BOOK_ENV, CACHE_ENV, MODEL_CACHE_ENV, cache_dir, model_cache_dir

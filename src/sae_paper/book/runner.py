@@ -54,6 +54,7 @@ from sae_paper.book.costs_page import (
     write_llm_scorer_page,
 )
 from sae_paper.book.execute import LOGS, environment, execute_task
+from sae_paper.book.harvest import book_harvest_requests, harvest_for_book
 from sae_paper.book.lanes import LaneProcess, lane_count, notebook_waits, run_lanes, threads_per_lane
 from sae_paper.book.pages import WIDE_PAGE, write_chapter_list
 from sae_paper.book.profiles import (
@@ -63,7 +64,6 @@ from sae_paper.book.profiles import (
     parse_overrides,
     profile_path,
     resolve_parameters,
-    study_classes,
 )
 from sae_paper.book.reuse import OUTPUT_FOLDERS, ReuseCache, browser_key, notebook_files, notebook_key, tree_files
 from sae_paper.book.rules_page import write_rules_page
@@ -282,7 +282,7 @@ def _run_notebooks(to_run: Sequence[str], parameters: Mapping[str, Mapping[str, 
 
         expected = {name: sum(load_timings(profile_name, name) or []) for name in to_run}
         started = time.perf_counter()
-        run_lanes(to_run, notebook_waits(parameters, to_run), start, lanes=result.lanes, expected_seconds=expected,
+        run_lanes(to_run, notebook_waits(to_run), start, lanes=result.lanes, expected_seconds=expected,
                   on_done=done, failure=failure)
         steps.update({"notebooks side by side": time.perf_counter() - started, "lanes": result.lanes})
 
@@ -301,58 +301,6 @@ def _feature_browser(generated: Path, log: Callable[[str], None], *, reuse: bool
     write_browser(generated, log=log)
     browsers.store(FOLDER, key, generated, tree_files(generated / FOLDER, generated))
     log(f"feature browser written in {time.perf_counter() - started:.0f} s")
-
-
-def book_harvest_requests(parameters: Mapping[str, Mapping[str, Any]]) -> list[tuple[Any, Any]]:
-    """(HarvestSpec, Site) of every activation the notebooks of ``parameters`` will read: each registered
-    notebook's run configs, its random-model controls' (``control_configs``) and the extra texts a study reads (its
-    ``corpus_specs``)."""
-    from sae_paper.core.sweeps import harvest_requests
-
-    studies = study_classes()
-    requests = []
-    for name, values in parameters.items():
-        if name not in studies:
-            continue
-        study = studies[name].from_params(values)
-        requests += harvest_requests(study.all_configs())
-        if hasattr(study, "control_configs"):  # the random-model controls' SAEs, trained once their α is searched
-            requests += harvest_requests(study.control_configs())
-        if hasattr(study, "corpus_specs"):
-            requests += [(spec, study.site) for spec in study.corpus_specs()]
-    return requests
-
-
-def harvest_for_book(parameters: Mapping[str, Mapping[str, Any]], here=None) -> list[str]:
-    """Harvest, before any notebook runs, every activation the selected notebooks will read
-    (:func:`book_harvest_requests`).
-
-    Requests for one text (model, source, split, ...) from every notebook are merged, so each
-    text is read in one forward pass that writes every site any notebook needs, up to the
-    largest number of rows any asks for (:func:`sae_paper.data.rank_harvest.harvest_all`); the
-    notebooks then find their activations cached (a smaller request reads the start of the
-    cache). The model is loaded only if something is missing. ``here``: this torchrun rank
-    (:class:`sae_paper.data.distributed.World`) when the ranks share the harvest. One line per harvest done.
-    """
-    from sae_paper.data.device import harvest_dtype
-    from sae_paper.data.models import load_model
-    from sae_paper.data.rank_harvest import harvest_all
-
-    requests, models = book_harvest_requests(parameters), {}
-    lines = []
-    for model_name in dict.fromkeys(spec.model for spec, _ in requests):
-        stored = {spec.dtype for spec, _ in requests if spec.model == model_name}
-
-        def get_model(model_name=model_name, stored=stored):
-            if model_name not in models:  # one precision for every request of this model, else float32
-                dtype = harvest_dtype("auto", next(iter(stored))) if len(stored) == 1 else None
-                models[model_name] = load_model(model_name, dtype=dtype)
-            return models[model_name]
-
-        batch = next(values.get("harvest_batch_size", 32) for values in parameters.values())
-        lines += harvest_all([r for r in requests if r[0].model == model_name], get_model, batch_size=batch,
-                             progress=sys.stderr.isatty(), here=here)
-    return lines
 
 
 def _export_saes(generated: Path, parameters: Mapping[str, Mapping[str, Any]], log: Callable[[str], None]) -> None:

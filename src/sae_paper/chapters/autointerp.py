@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from sae_paper.analysis.autointerp.fragments import Fragments
+from sae_paper.analysis.autointerp.fragments import Fragments, FragmentSpec
 from sae_paper.analysis.autointerp.scoring import ScoringConfig, score_decomposition
 from sae_paper.chapters.study import SaeRunFields, check_n_seeds
 from sae_paper.core.config import RunConfig
@@ -78,8 +78,7 @@ class AutointerpStudy(SaeRunFields):
     main_layer: int = 3
     """Layer of Figure 8's ratio sweep: notebook 01's main SAE layer."""
     n_tokens: int = 49_152
-    """Training activations of every residual SAE (each layer and ratio: Figures 2 and 8 compare SAEs on equal
-    budgets) and of PCA; notebook 01's ``n_tokens``, so its layer-3 SAEs are reused."""
+    """Training activations of every residual SAE (equal at each layer and ratio) and PCA; 01's: its SAEs reused."""
     ratio: float = 2.0
     """Dictionary ratio R of Figure 2's SAEs (the paper's Section 3: R = 2)."""
     alpha: float | None = None
@@ -110,9 +109,8 @@ class AutointerpStudy(SaeRunFields):
     n_features: int = 100
     """Features scored per method and site (the paper: 150)."""
     fragment_budgets: tuple[int, ...] = (500, 1_000, 2_000, 8_000)
-    """Pool sizes at which Figures 2, 8 and 9's deciding numbers are recomputed (the budget-sensitivity plot and the
-    scoreboard's trend); those up to ``n_fragments`` are the start of the main pool, larger ones are used only when a
-    larger profile (``long``) left their activations in the cache. Fewer than 3 usable: no trend."""
+    """Pools at which Figures 2, 8 and 9's deciding numbers are recomputed (the scoreboard's trend): those up to
+    ``n_fragments`` start the main pool, larger ones are read when ``long`` left them cached. Fewer than 3: no trend."""
     table1_layer: int = 9
     """Table 1: the layer whose dictionary's first features are listed (Pythia's layer 1 by depth)."""
     table1_features: int = 5
@@ -129,15 +127,13 @@ class AutointerpStudy(SaeRunFields):
     ica_max_iter: int = 40
     """FastICA's iteration limit; it stops earlier when an iteration moves no unmixing row by more than 1e-4."""
     n_seeds: int = 3
-    """Seeds Figures 2, 8 and 9 are decided at (``seed``, ``seed + 1``, …): each retrains the SAEs and redraws ICA,
-    the random directions, the features scored and the random fragments on the same text (the top fragments' split is
-    the reference's, fixed); the majority decides."""
+    """Seeds Figures 2, 8 and 9 are decided at (``seed``, ``seed + 1``, …), the majority deciding: each retrains the
+    SAEs, redraws ICA, the random directions, the features and random fragments (the top fragments' split is fixed)."""
     methods: tuple[str, ...] = METHODS
     """Methods scored at every layer."""
     controls: tuple[str, ...] = ("smollm2-135m-random", "smollm2-135m-reinit-blocks")
-    """Random-weight models whose SAEs Figure 2 shows beside the trained model's (Heap et al. 2025), each trained
-    and scored as the trained model's at every layer and seed, α chosen to match its L0
-    (:mod:`sae_paper.chapters.autointerp_controls`); empty: no controls."""
+    """Random-weight models whose SAEs Figure 2 shows beside the trained model's (Heap et al. 2025), trained and
+    scored as its at every layer and seed, α matching its L0 (:mod:`~sae_paper.chapters.autointerp_controls`)."""
 
     explainer: str = "token-list"
     """Explainer backend: token-list (stand-in), openai-compatible, local."""
@@ -148,9 +144,8 @@ class AutointerpStudy(SaeRunFields):
     """openai-compatible: the server's base URL (…/v1)."""
     scoring: str = "simulation"
     """How an explanation is scored: ``simulation`` (the paper's: the correlation of simulated with true activations,
-    0 = chance, with a random-only score), ``detection`` or ``fuzzing`` (Paulo et al. 2024: the AUROC of the
-    simulator's yes/no answers over activating and non-activating fragments, 0.5 = chance; no random-only score, so
-    Figure 9 is not comparable)."""
+    0 = chance), ``detection`` or ``fuzzing`` (Paulo et al. 2024: the AUROC of the simulator's yes/no answers on
+    activating and non-activating fragments, 0.5 = chance; no random-only score: Figure 9 not comparable)."""
 
     def __post_init__(self) -> None:
         for name in ("layers", "fig8_ratios", "fragment_sources", "methods", "fragment_budgets", "controls"):
@@ -211,14 +206,12 @@ class AutointerpStudy(SaeRunFields):
         """The residual SAE at ``layer`` (R = ``ratio`` or the study's); the main layer's is notebook 01's."""
         spec = model_spec(self.model)
         return RunConfig(
-            model=self.model, layer=layer, site="resid_post", source=self.source,
-            n_tokens=self.n_tokens,
+            model=self.model, layer=layer, site="resid_post", source=self.source, n_tokens=self.n_tokens,
             context_length=self.context_length, harvest_batch_size=self.harvest_batch_size, dtype=self.dtype, sae="tied",
             ratio=float(self.ratio if ratio is None else ratio),
             alpha=float(self.alpha) if self.alpha is not None else spec.default_alpha("resid_post"), lr=self.lr,
             batch_size=self.batch_size, epochs=self.epochs, seed=self.seed, text_seed=self.text_order,
-            eval_tokens=self.eval_tokens,
-            alive_threshold=self.alive_threshold,
+            eval_tokens=self.eval_tokens, alive_threshold=self.alive_threshold,
         )
 
     def mlp_config(self) -> RunConfig | None:
@@ -231,8 +224,7 @@ class AutointerpStudy(SaeRunFields):
             ratio=float(self.mlp_ratio),
             alpha=float(self.mlp_alpha) if self.mlp_alpha is not None else spec.default_alpha("mlp_post"), lr=self.lr,
             batch_size=self.mlp_batch_size, epochs=self.mlp_epochs, seed=self.seed, text_seed=self.text_order,
-            eval_tokens=self.eval_tokens,
-            alive_threshold=self.alive_threshold,
+            eval_tokens=self.eval_tokens, alive_threshold=self.alive_threshold,
         )
 
     @property
@@ -260,6 +252,16 @@ class AutointerpStudy(SaeRunFields):
     def sites(self) -> list[Site]:
         sites = [Site("resid_post", layer) for layer in self.layers]
         return sites + ([Site("mlp_post", self.mlp_layer)] if self.mlp_layer is not None else [])
+
+    def fragment_spec(self, model: str | None = None) -> FragmentSpec:
+        """The pool every method is scored on, run through ``model`` (None: the study's; a control: same documents)."""
+        return FragmentSpec(model or self.model, self.n_fragments, self.fragment_length, self.fragment_sources,
+                            self.text_order)
+
+    def fragment_requests(self) -> list[tuple[FragmentSpec, list[Site]]]:
+        """Every fragment pass the notebook reads (:func:`sae_paper.book.harvest.harvest_for_book` makes them first)."""
+        resid = [Site("resid_post", layer) for layer in self.layers]
+        return [(self.fragment_spec(), self.sites()), *((self.fragment_spec(control), resid) for control in self.controls)]
 
     def ratio_method(self, ratio: float) -> str:
         """The method Figure 8's SAE of ``ratio`` is scored under (the study's own ratio is Figure 2's ``sae``)."""

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from sae_paper.analysis.autointerp.fragments import Fragments, FragmentSpec, fragment_activations
+from sae_paper.analysis.autointerp.fragments import Fragments, fragment_activations
 from sae_paper.analysis.autointerp.scoring import MethodSummary
 from sae_paper.core.alpha_search import AlphaSearch, SearchSettings, matched_alpha
 from sae_paper.core.config import RunConfig
@@ -130,8 +130,7 @@ def control_fragments(study, get_model: Callable[[str], Any]) -> dict[str, Contr
     sites = [Site("resid_post", layer) for layer in study.layers]
     out = {}
     for control in study.controls:
-        spec = FragmentSpec(control, study.n_fragments, study.fragment_length, study.fragment_sources, study.text_order)
-        fragments, acts = fragment_activations(None, spec, sites, get_model=lambda control=control: get_model(control))
+        fragments, acts = fragment_activations(None, study.fragment_spec(control), sites, get_model=lambda control=control: get_model(control))
         out[control] = ControlFragments(fragments, acts)
     return out
 

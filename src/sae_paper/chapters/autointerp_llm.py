@@ -24,7 +24,7 @@ from typing import Any
 
 from sae_paper.analysis.autointerp.backends import Cached, CallCache, TokenListBackend
 from sae_paper.analysis.autointerp.classify import TASKS, ClassifyConfig
-from sae_paper.analysis.autointerp.fragments import FragmentSpec, fragment_activations
+from sae_paper.analysis.autointerp.fragments import fragment_activations
 from sae_paper.analysis.autointerp.scoring import MethodResult, score_decomposition
 from sae_paper.chapters.autointerp import LABELS, AutointerpStudy
 from sae_paper.data.cache import git_state
@@ -47,9 +47,8 @@ def measure(study: AutointerpStudy, llm, out: Path, *, classify: ClassifyConfig,
             progress=print) -> dict[str, Any]:
     """Score every (layer, method) of ``study`` with ``llm`` (a :class:`Cached` backend, explainer and classifier)
     under each of ``tasks``, and the same features with the token-list stand-in; write the record to ``out``."""
-    fragments, acts = fragment_activations(None, FragmentSpec(study.model, study.n_fragments, study.fragment_length,
-                                                              study.fragment_sources, study.text_order),
-                                           study.sites(), get_model=lambda: load_model(study.model))
+    fragments, acts = fragment_activations(None, study.fragment_spec(), study.sites(),
+                                           get_model=lambda: load_model(study.model))
     stand_in = Cached(TokenListBackend(), CallCache(llm.cache.path.with_name("stand-in-calls.sqlite")))
     decompositions = {key: d for key, d in study.decompositions().items() if key[1] in study.methods}
     rows: list[dict[str, Any]] = []

@@ -120,6 +120,22 @@ class FragmentSpec:
         return cache_dir("autointerp", "fragments", self.model, key)
 
 
+def missing_sites(spec: FragmentSpec, sites: Sequence[Site]) -> list[Site]:
+    """The sites of ``sites`` whose activations on ``spec``'s fragments are not cached (or were computed by an older
+    version of the code), read from each file's record alone: what a forward pass would have to compute."""
+    from safetensors import safe_open
+
+    missing = []
+    for site in sites:
+        path, record = spec.folder() / f"{site}.safetensors", None
+        if path.is_file():
+            with safe_open(path, framework="pt") as handle:
+                record = json.loads((handle.metadata() or {}).get("computed", "null"))
+        if record is None or not cache.reusable("fragments", path, record):
+            missing.append(site)
+    return missing
+
+
 def fragment_activations(model, spec: FragmentSpec, sites: Sequence[Site], *, batch_size: int = 32,
                          get_model=None) -> tuple[Fragments, dict[Site, Float[Tensor, "n_fragments pos d"]]]:
     """The fragments and each site's activations on them ``[n_fragments, length, d]``, cached on disk.
@@ -131,18 +147,12 @@ def fragment_activations(model, spec: FragmentSpec, sites: Sequence[Site], *, ba
 
     folder = spec.folder()
     fragments_file = folder / "fragments.json"
+    missing = missing_sites(spec, sites)
     acts: dict[Site, Tensor] = {}
-    missing = []
     for site in sites:
-        path = folder / f"{site}.safetensors"
-        record = None
-        if path.is_file():
-            with safe_open(path, framework="pt") as handle:
-                record = json.loads((handle.metadata() or {}).get("computed", "null"))
+        if site not in missing:
+            with safe_open(folder / f"{site}.safetensors", framework="pt") as handle:
                 acts[site] = handle.get_tensor("activations")
-        if record is None or not cache.reusable("fragments", path, record):
-            acts.pop(site, None)
-            missing.append(site)
     if fragments_file.is_file() and not missing:
         stored = json.loads(fragments_file.read_text())
         return Fragments(torch.tensor(stored["tokens"]), tuple(tuple(s) for s in stored["strings"])), acts
