@@ -413,7 +413,9 @@ if study.mlp_layer is not None:
 # recomputed on smaller pools, which are the start of this notebook's pool, and on larger
 # ones when a larger profile (`long`) left their activations in the cache. Above 0 the SAE
 # is ahead; the scoreboard's *with more budget* column comes from the ends of each curve
-# (`sae_paper.report.budget.budget_trend`).
+# (`sae_paper.report.budget.budget_trend`). The default profile measures its own budget only
+# (`fragment_budgets`): no claim reads the trend, and section 13's random-model controls took its
+# time; `--profile long` measures it.
 
 # %%
 with prov.section("budget sensitivity: fragments"):

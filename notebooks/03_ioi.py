@@ -337,6 +337,8 @@ seed_stability.stability_figure(ioi_stability, title=f"Best-match cosines across
 # cache) and, when a larger profile (`long`) left them in the cache, on more; at each
 # budget the same comparisons give the share of (KL level, sparse SAE, baseline) pairs the
 # sparse SAEs win. The scoreboard's *with more budget* column comes from the ends of the curve.
+# The default profile measures its own budget only (`token_budgets`): no claim reads the trend,
+# and the random-model controls of notebook 02 took its time; `--profile long` measures it.
 
 # %%
 with prov.section("budget sensitivity: training activations"):

@@ -338,6 +338,8 @@ board.record("sec5-single-token-features", *case_seeded["sec5-single-token-featu
 # training activations, and read from the cache at larger budgets when a larger profile
 # (`long`) trained it; on the same inspected text, each budget's SAE goes through the same
 # prompt search and class statistics as above (`sae_paper.chapters.case_budget`).
+# The default profile measures its own budget only (`sae_budgets`): no claim reads the trend,
+# and the random-model controls of notebook 02 took its time; `--profile long` measures it.
 
 # %%
 with prov.section("budget sensitivity: the SAE's training activations"):
