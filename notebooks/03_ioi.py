@@ -87,7 +87,7 @@ ordering = "attribution"
 n_exact = 0
 attribution_steps = 2
 chunk = 4
-token_budgets = [24_576, 49_152, 98_304, 393_216]
+token_budgets = [98_304, 393_216]
 n_seeds = 3
 
 # %%

@@ -96,7 +96,7 @@ tree_branching = 3
 tree_expand = 1
 tree_candidates = 8
 unembed_k = 10
-sae_budgets = [12_288, 24_576, 49_152, 196_608]
+sae_budgets = [49_152, 196_608]
 n_seeds = 3
 
 # %%

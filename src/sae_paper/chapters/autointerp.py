@@ -108,7 +108,7 @@ class AutointerpStudy(SaeRunFields):
     """Tokens per fragment (the paper's 64)."""
     n_features: int = 100
     """Features scored per method and site (the paper: 150)."""
-    fragment_budgets: tuple[int, ...] = (500, 1_000, 2_000, 8_000)
+    fragment_budgets: tuple[int, ...] = (2_000, 8_000)
     """Pools at which Figures 2, 8 and 9's deciding numbers are recomputed (the scoreboard's trend): those up to
     ``n_fragments`` start the main pool, larger ones are read when ``long`` left them cached. Fewer than 3: no trend."""
     table1_layer: int = 9

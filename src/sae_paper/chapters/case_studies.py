@@ -172,7 +172,7 @@ class CaseStudy(FeatureStudy):
     """Features ablated exactly per node, chosen by a first-order estimate (0: all firing features)."""
     unembed_k: int = 10
     """Top unembedded tokens checked for closing brackets when picking the tree's target."""
-    sae_budgets: tuple[int, ...] = (12_288, 24_576, 49_152, 196_608)
+    sae_budgets: tuple[int, ...] = (49_152, 196_608)
     """Training activations at which the main SAE is retrained for the budget sensitivity of Section 5's verdicts
     (:mod:`sae_paper.chapters.case_budget`); those above ``n_tokens`` only when a larger profile left them trained."""
     n_seeds: int = 3

@@ -84,7 +84,7 @@ class IoiStudy(SaeRunFields):
     """Path points of the attribution (each a forward and a backward pass over the prompts)."""
     chunk: int = 4
     """Feature sets evaluated per forward pass (× n_prompts sequences)."""
-    token_budgets: tuple[int, ...] = (24_576, 49_152, 98_304, 393_216)
+    token_budgets: tuple[int, ...] = (98_304, 393_216)
     """Training activations at which the main layer's dictionaries are retrained and Figure 3's comparisons recomputed
     (the budget-sensitivity plot and the scoreboard's trend); budgets above ``n_tokens`` are used only when a larger
     profile (``long``) left their curves in the cache. Fewer than 3 usable: no trend."""
