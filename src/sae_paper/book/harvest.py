@@ -4,8 +4,7 @@ fragment passes notebook 02 scores, each text read once and every core at work.
 Why here and not in the notebooks: the notebooks run in lanes of one thread each (:mod:`sae_paper.book.lanes`),
 so a forward pass in a notebook gets one core while this step, which runs before the lanes, gets all of them;
 and a text that several notebooks read is read once, every site any of them needs in the same pass. The
-notebooks then find everything cached and compute it themselves only when run on their own
-(a notebook executed outside the runner computes what it misses itself).
+notebooks then find everything cached; one executed outside the runner computes what it misses itself.
 """
 
 from __future__ import annotations
