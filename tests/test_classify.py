@@ -58,6 +58,15 @@ def test_prompt_numbers_examples_marks_tokens_and_answers_parse_back():
         classify_prompt("guessing", "x", examples)
 
 
+def test_a_run_of_highlighted_tokens_is_one_pair_of_brackets_as_delphi_marks_it():
+    """delphi wraps each run of active tokens in one pair of delimiters; a pair per token would cost a dense
+    feature (a residual dimension, most of whose tokens fire) three prompt tokens for each of its own."""
+    assert Example(("a", "b", "c", "d", "e"), (True, True, False, True, True)).text() == "[[ab]]c[[de]]"
+    assert Example(("a", "b"), (False, True)).text() == "a[[b]]"
+    assert Example(("a", "b"), (True, True)).text() == "[[ab]]"
+    assert Example(("a", "b")).text() == "ab"
+
+
 def _scaled() -> torch.Tensor:
     """40 fragments of 8 tokens: 0..19 activate (max = index // 2 + 1 on token index % 8), 20..39 are silent."""
     scaled = torch.zeros(40, 8, dtype=torch.long)

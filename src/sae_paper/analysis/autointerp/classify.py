@@ -54,9 +54,21 @@ class Example:
     marked: tuple[bool, ...] = ()
 
     def text(self) -> str:
-        """The fragment as text, highlighted tokens in [[double brackets]] (the explainer's marking)."""
-        marks = self.marked or (False,) * len(self.tokens)
-        return "".join(f"{MARK_OPEN}{t}{MARK_CLOSE}" if m else t for t, m in zip(self.tokens, marks))
+        """The fragment as text, each run of highlighted tokens in one pair of [[double brackets]] (the explainer's
+        marking), as delphi marks a run (``<<…>>``): a token per pair would cost a dense feature three prompt tokens
+        for each of its own."""
+        return marked_text(self.tokens, self.marked or (False,) * len(self.tokens))
+
+
+def marked_text(tokens: Sequence[str], marks: Sequence[bool]) -> str:
+    """``tokens`` joined, each run of consecutive marked ones inside one pair of [[double brackets]]."""
+    pieces, inside = [], False
+    for token, mark in zip(tokens, marks):
+        if mark != inside:
+            pieces.append(MARK_OPEN if mark else MARK_CLOSE)
+            inside = mark
+        pieces.append(token)
+    return "".join(pieces + ([MARK_CLOSE] if inside else []))
 
 
 INSTRUCTIONS = {

@@ -20,8 +20,9 @@ are one GGUF file (1,117,320,768 bytes, sha256 :data:`GGUF_SHA256`). ``scripts/s
   (~300 tokens), and the fragments of one feature also share its explanation. With
   ``prefix_reuse=True`` the key/value cache is kept and only what follows the longest common prefix
   with the previous prompt is evaluated: per feature, its explanation once, then each fragment.
-  Explanations run in a second context over the same (memory-mapped) weights, so they never evict
-  the simulator's cache.
+  The explainer, the classifier (detection, fuzzing) and the simulator each have their own context
+  over the same (memory-mapped) weights, so none evicts another's cache; only the simulator's keeps
+  the logits of every prompt token (``logits_all``), the others compute the output layer at the last.
 
 The prompt is tokenised piecewise (the prefix, then for each fragment token ``token<tab>`` and
 ``unknown<newline>``), so the position of every prediction is known exactly.
@@ -33,6 +34,7 @@ import os
 from pathlib import Path
 
 from sae_paper.analysis.autointerp.backends import PLACEHOLDER, Backend, BackendFailure, simulate_body, simulate_prefix
+from sae_paper.analysis.autointerp.classify import marked_text
 from sae_paper.data.cache import atomic_write
 from sae_paper.data.paths import model_cache_dir
 
@@ -98,15 +100,19 @@ class LocalBackend(Backend):
             raise BackendFailure(f"local backend unavailable: {reason}")
         from llama_cpp import Llama
 
-        # logits_all keeps n_ctx × vocabulary (151,936) float32 logits: 0.9 GB at n_ctx 1536, enough for
-        # the ~330-token prefix and a 64-token fragment (~5 prompt tokens per fragment token).
-
         path = Path(model) if model else model_path()
         self.model = path.name
         self.prefix_reuse = prefix_reuse
         self._open = lambda **options: Llama(model_path=str(path), n_threads=n_threads or len(os.sched_getaffinity(0)),
                                              n_batch=n_batch, verbose=False, **options)
-        self.llm = self._open(n_ctx=n_ctx, logits_all=True)
+        self.llm = self._open(n_ctx=n_ctx)
+        """The classifier's context (and the tokenizer): logits at the last token only."""
+        self._n_ctx = n_ctx
+        self._simulator = None
+        """The simulator's context, opened on first use: ``logits_all`` keeps n_ctx × vocabulary (151,936) float32
+        logits, 0.9 GB at n_ctx 1536 (the ~330-token prefix and a 64-token fragment, ~5 prompt tokens per fragment
+        token), and computes the output layer (a seventh of the model) at every prompt token, which only the
+        simulator reads."""
         self._chat = None  # the explainer's context, opened on first use
         self._values = []
         for v in range(SCALE_TOP + 1):
@@ -118,11 +124,11 @@ class LocalBackend(Backend):
 
     def explain_request(self, records) -> str:
         """A direct prompt (Bills et al.'s token-per-line listing is ~1,500 tokens for 5 fragments, too slow here):
-        each fragment as text with its high tokens (activation >= 5 of 10) in [[double brackets]], then the
-        strongest tokens with their activations."""
+        each fragment as text with each run of its high tokens (activation >= 5 of 10) in [[double brackets]], then
+        the strongest tokens with their activations."""
         excerpts, strongest = [], {}
         for record in records:
-            excerpts.append("".join(f"[[{t}]]" if a >= 5 else t for t, a in zip(record.tokens, record.activations)))
+            excerpts.append(marked_text(record.tokens, [a >= 5 for a in record.activations]))
             for t, a in zip(record.tokens, record.activations):
                 if a > 0 and t.strip():
                     strongest[t.strip()] = max(a, strongest.get(t.strip(), 0))
@@ -169,34 +175,37 @@ class LocalBackend(Backend):
         greedy decoding would. One forward pass over the prompt (its prefix shared with the previous prompt reused),
         then two or three tokens per example."""
         import numpy as np
+        from llama_cpp import llama_get_logits_ith
 
         ids = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
         if len(ids) + 3 * n_examples > self.llm.n_ctx():
             raise BackendFailure(f"classification prompt of {len(ids)} tokens exceeds the context of {self.llm.n_ctx()}")
-        self._evaluate(ids + self._tokens("["), reusable=len(ids))
+        self._evaluate(self.llm, ids + self._tokens("["), reusable=len(ids))
         zero, one = self._values[0], self._values[1]
         answers = []
         for k in range(n_examples):
-            logits = np.asarray(self.llm.scores[self.llm.n_tokens - 1], dtype=np.float64)[[zero, one]]
+            last = np.ctypeslib.as_array(llama_get_logits_ith(self.llm.ctx, -1), shape=(self.llm.n_vocab(),))
+            logits = np.asarray(last[[zero, one]], dtype=np.float64)
             if not np.all(np.isfinite(logits)):
                 raise BackendFailure("non-finite logits")
             p_one = float(1 / (1 + np.exp(logits[0] - logits[1])))
             answers.append(p_one)
             if k + 1 < n_examples:
-                self._evaluate([one if p_one >= 0.5 else zero] + self._tokens(", "))
+                self._evaluate(self.llm, [one if p_one >= 0.5 else zero] + self._tokens(", "))
         return answers
 
-    def _evaluate(self, ids: list[int], *, reusable: int | None = None) -> None:
-        """Evaluate ``ids``: with ``reusable`` (a prompt), from scratch except the key/value cache of the longest
-        prefix shared with what was evaluated before (at most ``reusable`` tokens); without it, after what is there."""
+    def _evaluate(self, context, ids: list[int], *, reusable: int | None = None) -> None:
+        """Evaluate ``ids`` in ``context`` (a ``Llama``): with ``reusable`` (a prompt), from scratch except the
+        key/value cache of the longest prefix shared with what was evaluated before (at most ``reusable`` tokens);
+        without it, after what is there."""
         if reusable is None:
-            self.llm.eval(ids)
+            context.eval(ids)
             self.tokens_evaluated += len(ids)
             return
-        evaluated = self.llm.input_ids[: self.llm.n_tokens].tolist()
+        evaluated = context.input_ids[: context.n_tokens].tolist()
         reused = min(len(os.path.commonprefix([evaluated, ids])), reusable) if self.prefix_reuse else 0
-        self.llm.n_tokens = reused
-        self.llm.eval(ids[reused:])
+        context.n_tokens = reused
+        context.eval(ids[reused:])
         self.tokens_evaluated += len(ids) - reused
 
     def simulate_request(self, explanation: str, tokens) -> str:
@@ -221,11 +230,13 @@ class LocalBackend(Backend):
         body += self._tokens("<end>\n")
         if len(positions) != n_tokens:
             raise BackendFailure(f"prompt has {len(positions)} placeholders for {n_tokens} tokens")
-        if len(prefix_ids) + len(body) > self.llm.n_ctx():
-            raise BackendFailure(f"prompt of {len(prefix_ids) + len(body)} tokens exceeds the context of {self.llm.n_ctx()}")
+        if len(prefix_ids) + len(body) > self._n_ctx:
+            raise BackendFailure(f"prompt of {len(prefix_ids) + len(body)} tokens exceeds the context of {self._n_ctx}")
+        if self._simulator is None:
+            self._simulator = self._open(n_ctx=self._n_ctx, logits_all=True)
         # the fragment is always evaluated afresh; eval() drops the cache beyond n_tokens
-        self._evaluate(prefix_ids + body, reusable=len(prefix_ids))
-        scores = np.asarray(self.llm.scores[positions], dtype=np.float64)  # logits for the token after each tab
+        self._evaluate(self._simulator, prefix_ids + body, reusable=len(prefix_ids))
+        scores = np.asarray(self._simulator.scores[positions], dtype=np.float64)  # logits for the token after each tab
         values = scores[:, self._values]
         logz = np.logaddexp.reduce(values, axis=1, keepdims=True)
         probs = np.exp(values - logz)
