@@ -100,9 +100,11 @@ def _prepare_args(args) -> list[str]:
 
 
 def _cmd_prepare(args) -> None:
+    from sae_paper.book.allocator import keep_freed_memory
     from sae_paper.book.distributed import book_parameters, prepare_book
     from sae_paper.data.distributed import process_group
 
+    keep_freed_memory()
     notebooks = [name for entry in args.notebooks for name in entry.split(",") if name]
     parameters = book_parameters(args.profile, args.param, notebooks or None, rehearse=args.rehearse)
     with process_group() as here:
@@ -110,8 +112,10 @@ def _cmd_prepare(args) -> None:
 
 
 def _cmd_book(args) -> None:
+    from sae_paper.book.allocator import keep_freed_memory
     from sae_paper.book.runner import run_book
 
+    keep_freed_memory()  # for the harvest here, the lanes and their kernels, torchrun's ranks
     if args.nproc is not None and not (args.validate_only or args.plan):
         from sae_paper.book.distributed import launch_prepare
 
