@@ -84,8 +84,9 @@ def main() -> None:
     tokens_per_second = prompt_tokens_per_second(backend)
     gflops = matmul_gflops(threads)
     evaluated = sum(r["tokens_evaluated"] for r in record["rows"])
-    # this invocation's own seconds and tokens are not recorded: a resumed run reads most calls back, so the
-    # cost is the calls' own timings (record["call_timings"])
+    # the cost is the calls' own timings (record["call_timings"]): a resumed run reads most calls back; this run's own
+    # span (SAEs, fragment pass and the stand-in included) says what one run from an empty call cache takes
+    record["run"] = {"seconds": seconds, "calls_made": llm.cache.misses, "calls_read_back": llm.cache.hits}
     record["matmul_gflops_fp32"] = gflops
     record["prompt_tokens_per_second"] = tokens_per_second
     record["model_gflop_per_token"] = 2 * llama_cpp.llama_model_n_params(backend.llm.model) / 1e9

@@ -144,6 +144,12 @@ def budget_section(record: Mapping[str, Any]) -> str:
         cost += (f" llama.cpp evaluates {record['prompt_tokens_per_second']:.0f} prompt tokens/s here (best of 3 runs "
                  f"of 384 tokens); torch's fp32 matrix multiply reaches {record['matmul_gflops_fp32']:.0f} GFLOP/s, "
                  f"a dense ceiling of {ceiling:.0f} tokens/s at {record['model_gflop_per_token']:.1f} GFLOP a token.")
+    run = record.get("run")
+    if cost and run:
+        cost += (f" This run made all {run['calls_made']} calls itself: {run['seconds'] / 60:.0f} min from start to end, "
+                 "the SAEs, the fragment pass and the stand-in included." if not run["calls_read_back"] else
+                 f" This run made {run['calls_made']} calls and read {run['calls_read_back']} back from the cache "
+                 f"({run['seconds'] / 60:.0f} min).")
     return "\n".join(lines + ([cost] if cost else [])) + "\n"
 
 
