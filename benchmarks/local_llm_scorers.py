@@ -77,6 +77,7 @@ def main() -> None:
     llm = Cached(backend, CallCache())
     classify = ClassifyConfig(n_activating=args.activating, n_non_activating=args.non_activating, n_quantiles=3,
                               examples_per_prompt=2 * args.activating)
+    stored_before = sum(t["calls"] for t in llm.cache.timings(backend).values())
     began = time.perf_counter()
     record = measure(study, llm, args.out, classify=classify)
     seconds = time.perf_counter() - began
@@ -86,7 +87,7 @@ def main() -> None:
     evaluated = sum(r["tokens_evaluated"] for r in record["rows"])
     # the cost is the calls' own timings (record["call_timings"]): a resumed run reads most calls back; this run's own
     # span (SAEs, fragment pass and the stand-in included) says what one run from an empty call cache takes
-    record["run"] = {"seconds": seconds, "calls_made": llm.cache.misses, "calls_read_back": llm.cache.hits}
+    record["run"] = {"seconds": seconds, "calls_made": llm.cache.misses, "calls_stored_before": stored_before}
     record["matmul_gflops_fp32"] = gflops
     record["prompt_tokens_per_second"] = tokens_per_second
     record["model_gflop_per_token"] = 2 * llama_cpp.llama_model_n_params(backend.llm.model) / 1e9

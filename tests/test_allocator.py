@@ -49,9 +49,14 @@ def test_training_steps_fault_far_less_and_compute_the_same_bytes():
 
 
 def test_the_processes_it_starts_get_the_tunables_and_a_users_own_setting_is_kept():
-    show = ("import json, os, sys; from sae_paper.book.allocator import keep_freed_memory; added = keep_freed_memory(); "
-            "import subprocess; child = subprocess.run([sys.executable, '-c', 'import os; print(os.environ[\"%s\"])'], "
-            "capture_output=True, text=True).stdout.strip(); print(json.dumps(added)); print(child)" % ENV)
+    show = f"""
+import json, subprocess, sys
+from sae_paper.book.allocator import keep_freed_memory
+added = keep_freed_memory()
+child = subprocess.run([sys.executable, "-c", "import os; print(os.environ['{ENV}'])"], capture_output=True, text=True)
+print(json.dumps(added))
+print(child.stdout.strip())
+"""
     added, child = _python(show).splitlines()
     assert json.loads(added) == list(TUNABLES)
     assert child == ":".join(f"{name}={size}" for name, (size, _) in TUNABLES.items())

@@ -42,10 +42,10 @@ def test_the_section_shows_every_row_and_the_layers_the_sae_is_ahead_at(tmp_path
             "A feature explained and scored by detection costs 10 s; the 20 calls of these kinds, 2 min.") in text
     assert "llama.cpp evaluates 50 prompt tokens/s" in text and "a dense ceiling of 50 tokens/s at 3.6 GFLOP" in text
     assert "This run" not in text  # a record without its run's span says nothing of it
-    whole = budget_section({**RECORD, "run": {"seconds": 3000.0, "calls_made": 26, "calls_read_back": 0}})
-    assert "This run made all 26 calls itself: 50 min from start to end" in whole
-    resumed = budget_section({**RECORD, "run": {"seconds": 600.0, "calls_made": 6, "calls_read_back": 20}})
-    assert "This run made 6 calls and read 20 back from the cache (10 min)." in resumed
+    whole = budget_section({**RECORD, "run": {"seconds": 3000.0, "calls_made": 26, "calls_stored_before": 0}})
+    assert "This run started from an empty call cache and made all 26 calls: 50 min from start to end" in whole
+    resumed = budget_section({**RECORD, "run": {"seconds": 600.0, "calls_made": 6, "calls_stored_before": 20}})
+    assert "This run found 20 calls stored by earlier runs and made 6 (10 min)." in resumed
     record = tmp_path / "record.json"
     assert "No measurement in this checkout" in write_llm_scorer_page(tmp_path, record).read_text()
     record.write_text(json.dumps(RECORD))

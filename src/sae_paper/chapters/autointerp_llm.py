@@ -146,10 +146,11 @@ def budget_section(record: Mapping[str, Any]) -> str:
                  f"a dense ceiling of {ceiling:.0f} tokens/s at {record['model_gflop_per_token']:.1f} GFLOP a token.")
     run = record.get("run")
     if cost and run:
-        cost += (f" This run made all {run['calls_made']} calls itself: {run['seconds'] / 60:.0f} min from start to end, "
-                 "the SAEs, the fragment pass and the stand-in included." if not run["calls_read_back"] else
-                 f" This run made {run['calls_made']} calls and read {run['calls_read_back']} back from the cache "
-                 f"({run['seconds'] / 60:.0f} min).")
+        cost += (f" This run started from an empty call cache and made all {run['calls_made']} calls: "
+                 f"{run['seconds'] / 60:.0f} min from start to end, the SAEs, the fragment pass and the stand-in included."
+                 if not run["calls_stored_before"] else
+                 f" This run found {run['calls_stored_before']} calls stored by earlier runs and made "
+                 f"{run['calls_made']} ({run['seconds'] / 60:.0f} min).")
     return "\n".join(lines + ([cost] if cost else [])) + "\n"
 
 
