@@ -40,7 +40,8 @@ def test_the_section_shows_every_row_and_the_layers_the_sae_is_ahead_at(tmp_path
     # cost from the timed calls alone (fuzzing has none): 4 + 6 s a feature; 10 × 4 + 10 × 6 s in all
     assert ("explain 4.0 s (4 of 10 calls timed), detection 6.0 s (10 of 10 calls timed); no fuzzing call was timed. "
             "A feature explained and scored by detection costs 10 s; the 20 calls of these kinds, 2 min.") in text
-    assert "llama.cpp evaluates 50 prompt tokens/s" in text and "a dense ceiling of 50 tokens/s at 3.6 GFLOP" in text
+    assert "llama.cpp evaluates 50 prompt tokens/s" in text and "a dense fp32 ceiling of 50 tokens/s at 3.6 GFLOP a token." in text
+    assert "llama.cpp is above it" in budget_section({**RECORD, "prompt_tokens_per_second": 75.0})
     assert "This run" not in text  # a record without its run's span says nothing of it
     whole = budget_section({**RECORD, "run": {"seconds": 3000.0, "calls_made": 26, "calls_stored_before": 0}})
     assert "This run started from an empty call cache and made all 26 calls: 50 min from start to end" in whole

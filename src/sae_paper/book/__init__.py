@@ -4,6 +4,8 @@
   anything runs;
 - :mod:`.runner`: ``sae-paper book``: harvest once, execute each notebook with papermill, install
   the results, build the HTML;
+- :mod:`.allocator`: the book's processes keep the memory they free for their next tensors (glibc's
+  thresholds), instead of faulting in fresh pages at every step;
 - :mod:`.reuse`: executed notebooks and the feature browser kept by their inputs, so a rebuild runs
   only what changed;
 - :mod:`.progress`: a notebook's progress on the terminal and in the log;

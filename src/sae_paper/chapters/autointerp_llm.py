@@ -143,7 +143,9 @@ def budget_section(record: Mapping[str, Any]) -> str:
         ceiling = record["matmul_gflops_fp32"] / record["model_gflop_per_token"]
         cost += (f" llama.cpp evaluates {record['prompt_tokens_per_second']:.0f} prompt tokens/s here (best of 3 runs "
                  f"of 384 tokens); torch's fp32 matrix multiply reaches {record['matmul_gflops_fp32']:.0f} GFLOP/s, "
-                 f"a dense ceiling of {ceiling:.0f} tokens/s at {record['model_gflop_per_token']:.1f} GFLOP a token.")
+                 f"a dense fp32 ceiling of {ceiling:.0f} tokens/s at {record['model_gflop_per_token']:.1f} GFLOP a token"
+                 + ("; llama.cpp is above it because it multiplies the 4-bit weights by 8-bit activations in integer "
+                    "arithmetic, not in fp32." if record["prompt_tokens_per_second"] > ceiling else "."))
     run = record.get("run")
     if cost and run:
         cost += (f" This run started from an empty call cache and made all {run['calls_made']} calls: "
