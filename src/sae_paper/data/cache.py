@@ -104,7 +104,8 @@ COMPUTATIONS: dict[str, Computation] = {
         "sae_paper.analysis.patching_curves.patching_curve", "sae_paper.analysis.patching.FeaturePatching",
         "sae_paper.analysis.patching.PatchingSetup", "sae_paper.analysis.patching_curves.acdc",
         "sae_paper.analysis.patching.ModelTail", "sae_paper.chapters.ioi.patching_curves")),
-    "scores": Computation(2, (  # 2: the reference's conventions: undefined correlations, floor scale, fixed split
+    "scores": Computation(3, (  # 2: the reference's conventions (undefined correlations, floor scale, fixed split); 3: a run
+        # of highlighted tokens in one pair of brackets, the local classifier's own context (detection, fuzzing)
         "sae_paper.analysis.autointerp.scoring.score_decomposition",
         "sae_paper.analysis.autointerp.scoring._score_decomposition",
         "sae_paper.analysis.autointerp.scoring.score_feature", "sae_paper.analysis.autointerp.scoring._scored",
